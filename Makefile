@@ -1,0 +1,28 @@
+# `make test`: create .venv, install everything, run the whole suite.
+# `make train`: same set-up, then the recipe's main job.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+# Arguments for `make train`, e.g. make train TRAIN_ARGS="--arch resnet34 --epochs 5"
+TRAIN_ARGS ?=
+PYTEST_ARGS ?=
+
+.PHONY: venv test train clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[tf,torch,dev]'
+	touch $(STAMP)
+
+test: $(STAMP)
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+train: $(STAMP)
+	$(PY) -m tf_impl.train $(TRAIN_ARGS)
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -1,0 +1,157 @@
+"""Cross-framework checks, each framework in its own process, exchanging neutral files.
+
+TensorFlow and this CUDA build of PyTorch cannot share a process reliably (a
+segfault when torch._dynamo starts after TF is loaded), so nothing here imports
+either.  A *job* is a JSON list of operations run by ``python -m tf_impl.worker``
+or ``python -m torch_impl.worker``; inputs and outputs are ``.npy``/``.npz`` and
+neutral weights files.  Both workers implement the same operations:
+
+``init``       ``{arch, seed, out}``: the framework's own initialisation, BatchNorm
+               parameters and moving statistics randomised (so inference parity
+               is not trivially true), exported to ``out``.
+``forward``    ``{arch, weights, inputs, training, out}``: every spec layer's
+               output (NHWC) and ``logits`` into ``out`` (.npz); in training
+               mode also ``weights_out`` with the updated moving statistics.
+``roundtrip``  ``{arch, weights, out}``: load into the framework, export again.
+``loss``       ``{arch, weights, images, labels, l2_scope, out}``: ``total``,
+               ``ce``, ``l2`` and the gradient of every trainable tensor
+               (``grad/<key>``, neutral layout), training mode.
+``train``      ``{arch, weights, batches, l2_scope, out, probe, probe_out}``: Adam
+               steps with the recipe's schedule, one per batch; final weights and
+               the probe batch's logits in both modes.
+``augment``    ``{images, draws, out}``: apply given augmentation draws.
+``schedule``   ``{steps, out}``: the learning rate at the given optimizer steps.
+
+A worker that crashes or exits non-zero fails the caller with its stderr: a
+crash is never mistaken for a skipped or passing check.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+FRAMEWORKS = ("tf", "torch")
+MODULES = {"tf": "tf_impl.worker", "torch": "torch_impl.worker"}
+
+
+class WorkerError(RuntimeError):
+    pass
+
+
+def worker_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    env.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
+    return env
+
+
+def run_worker(framework: str, ops: list[dict], workdir: str | os.PathLike, timeout: float = 900) -> None:
+    """Run ``ops`` in a fresh ``framework`` process; raise WorkerError on any failure."""
+    if framework not in MODULES:
+        raise ValueError(f"framework must be one of {FRAMEWORKS}, got {framework!r}")
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    job = workdir / f"job_{framework}_{os.getpid()}_{len(list(workdir.glob('job_*')))}.json"
+    job.write_text(json.dumps({"ops": ops}, indent=1))
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", MODULES[framework], str(job)],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env=worker_env(),
+        )
+    except subprocess.TimeoutExpired:
+        raise WorkerError(f"the {framework} worker did not finish within {timeout:.0f} s (job {job})") from None
+    if proc.returncode != 0:
+        how = f"was killed by signal {-proc.returncode}" if proc.returncode < 0 else f"exited with code {proc.returncode}"
+        tail = "\n".join(proc.stderr.strip().splitlines()[-25:])
+        raise WorkerError(f"the {framework} worker {how} (job {job}):\n{tail}")
+
+
+# -- comparing outputs ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LayerDiff:
+    name: str
+    shape: tuple[int, ...]
+    max_abs: float
+    max_rel: float
+    ok: bool
+
+
+def diff_arrays(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
+    """Max absolute difference and max relative difference (relative to |b|, floored at 1e-6 of max|b|)."""
+    a = np.asarray(a, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64)
+    d = np.abs(a - b)
+    floor = max(float(np.abs(b).max(initial=0.0)) * 1e-6, 1e-12)
+    return float(d.max(initial=0.0)), float((d / np.maximum(np.abs(b), floor)).max(initial=0.0))
+
+
+def compare_layers(a: dict, b: dict, order: list[str], atol: float) -> list[LayerDiff]:
+    """Per-layer differences in execution order; a missing or mis-shaped output is a failure."""
+    rows = []
+    for name in order:
+        if name not in a or name not in b:
+            raise KeyError(f"layer {name!r} is missing from the {'first' if name not in a else 'second'} output")
+        if a[name].shape != b[name].shape:
+            raise ValueError(f"layer {name!r}: output shapes differ, {a[name].shape} vs {b[name].shape}")
+        mabs, mrel = diff_arrays(a[name], b[name])
+        rows.append(LayerDiff(name, tuple(a[name].shape), mabs, mrel, mabs <= atol))
+    return rows
+
+
+def first_divergence(rows: list[LayerDiff]) -> LayerDiff | None:
+    return next((r for r in rows if not r.ok), None)
+
+
+def format_table(rows: list[LayerDiff], atol: float) -> str:
+    """A per-layer table, the first layer over tolerance marked with '<-- first'."""
+    first = first_divergence(rows)
+    width = max([len(r.name) for r in rows] + [5])
+    lines = [f"{'layer':<{width}}  {'output shape':<18} {'max abs diff':>13} {'max rel diff':>13}  status (atol {atol:g})"]
+    for r in rows:
+        status = "ok" if r.ok else ("OVER  <-- first" if r is first else "OVER")
+        lines.append(f"{r.name:<{width}}  {str(r.shape):<18} {r.max_abs:>13.3e} {r.max_rel:>13.3e}  {status}")
+    return "\n".join(lines)
+
+
+def divergence_message(rows: list[LayerDiff], atol: float) -> str:
+    first = first_divergence(rows)
+    if first is None:
+        return f"all {len(rows)} layers within {atol:g}"
+    return (
+        f"first divergent layer: {first.name} (max abs diff {first.max_abs:.3e} > {atol:g}, output shape {first.shape})\n"
+        + format_table(rows, atol)
+    )
+
+
+def randomize_batchnorm(tensors: dict[str, np.ndarray], seed: int) -> dict[str, np.ndarray]:
+    """Give every BatchNorm non-trivial parameters and moving statistics.
+
+    A fresh network has gamma=1, beta=0, mean=0, var=1, which hides epsilon and
+    moving-statistics mistakes in inference mode.  The variances drawn (0.05 to
+    1.5) resemble a trained network's and make epsilon visible.
+    """
+    rng = np.random.default_rng(seed)
+    out = dict(tensors)
+    for key, value in tensors.items():
+        n = value.shape
+        if key.endswith(".gamma"):
+            out[key] = rng.uniform(0.5, 1.5, n).astype(np.float32)
+        elif key.endswith(".beta"):
+            out[key] = rng.normal(0.0, 0.1, n).astype(np.float32)
+        elif key.endswith(".moving_mean"):
+            out[key] = rng.normal(0.0, 0.2, n).astype(np.float32)
+        elif key.endswith(".moving_variance"):
+            out[key] = rng.uniform(0.05, 1.5, n).astype(np.float32)
+    return out

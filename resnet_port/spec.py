@@ -1,0 +1,417 @@
+"""The framework-neutral architecture spec: the seed's CIFAR ResNet, written down once.
+
+Both realizations (``tf_impl.model`` and ``torch_impl.model``) are built from the
+frozen dataclasses below and take their layer names from them.  Those names are
+the parity keys and the keys of the neutral weights file, so they are frozen.
+
+Conventions held here, once:
+
+* Shapes are per sample and channels-last: ``(height, width, channels)``.
+* Parameter shapes are given in the neutral layout of the weights file: conv
+  kernels ``(kh, kw, in, out)``, dense kernels ``(in, out)``, vectors ``(c,)``.
+* BatchNorm ``momentum`` is Keras' convention: the weight of the *old* moving
+  value (``moving = momentum * moving + (1 - momentum) * batch_stat``).  PyTorch's
+  ``momentum`` is the weight of the new value: ``1 - momentum`` (see
+  :func:`BatchNormSpec.torch_momentum`).
+* ``'same'`` padding is TensorFlow's: when the total padding is odd, the extra
+  row/column goes after (bottom/right).  :func:`same_padding` computes it.
+
+This module imports neither TensorFlow nor PyTorch.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Iterator
+
+#: Keras' BatchNormalization defaults, which the seed used.
+KERAS_BN_EPSILON = 1e-3
+KERAS_BN_MOMENTUM = 0.99
+
+
+def same_padding(size: int, kernel: int, stride: int) -> tuple[int, int]:
+    """TensorFlow 'SAME' padding ``(before, after)`` for one spatial axis.
+
+    The output size is ``ceil(size / stride)``; the total padding needed for that
+    is split with the odd pixel *after*.  PyTorch's ``padding=k // 2`` pads both
+    sides equally, which differs whenever the total is odd (stride 2 on an even
+    input): that is the main silent parity break between the frameworks.
+    """
+    if size < 1 or kernel < 1 or stride < 1:
+        raise ValueError(f"same_padding needs positive sizes, got size={size}, kernel={kernel}, stride={stride}")
+    out = -(-size // stride)
+    total = max((out - 1) * stride + kernel - size, 0)
+    return total // 2, total - total // 2
+
+
+def conv_output_size(size: int, kernel: int, stride: int, padding: str) -> int:
+    """Output length along one axis for 'same' or 'valid' padding (TF semantics)."""
+    if padding == "same":
+        return -(-size // stride)
+    if padding == "valid":
+        out = (size - kernel) // stride + 1
+        if out < 1:
+            raise ValueError(f"input of size {size} is smaller than the kernel {kernel} with 'valid' padding")
+        return out
+    raise ValueError(f"padding must be 'same' or 'valid', got {padding!r}")
+
+
+@dataclass(frozen=True)
+class ConvSpec:
+    name: str
+    in_channels: int
+    filters: int
+    kernel_size: int
+    stride: int
+    padding: str  # 'same' (TF semantics) or 'valid'
+    use_bias: bool = True  # Keras' default, which the seed kept on every conv
+
+    kind = "conv2d"
+
+    def params(self) -> dict[str, tuple[int, ...]]:
+        p = {"kernel": (self.kernel_size, self.kernel_size, self.in_channels, self.filters)}
+        if self.use_bias:
+            p["bias"] = (self.filters,)
+        return p
+
+    def output_shape(self, shape: tuple[int, int, int]) -> tuple[int, int, int]:
+        h, w, c = shape
+        if c != self.in_channels:
+            raise ValueError(f"{self.name}: expects {self.in_channels} input channels, got {c}")
+        return (
+            conv_output_size(h, self.kernel_size, self.stride, self.padding),
+            conv_output_size(w, self.kernel_size, self.stride, self.padding),
+            self.filters,
+        )
+
+    def flops(self, out_shape: tuple[int, int, int]) -> int:
+        """Multiply-adds x 2 of one forward pass for one sample (bias adds included)."""
+        h, w, c = out_shape
+        macs = h * w * c * self.kernel_size * self.kernel_size * self.in_channels
+        return 2 * macs + (h * w * c if self.use_bias else 0)
+
+
+@dataclass(frozen=True)
+class BatchNormSpec:
+    name: str
+    channels: int
+    epsilon: float = KERAS_BN_EPSILON
+    momentum: float = KERAS_BN_MOMENTUM  # Keras convention: weight of the old value
+
+    kind = "batchnorm"
+
+    @property
+    def torch_momentum(self) -> float:
+        """The same decay in PyTorch's convention (weight of the new batch statistic)."""
+        return 1.0 - self.momentum
+
+    def params(self) -> dict[str, tuple[int, ...]]:
+        c = (self.channels,)
+        return {"gamma": c, "beta": c, "moving_mean": c, "moving_variance": c}
+
+    def output_shape(self, shape):
+        if shape[-1] != self.channels:
+            raise ValueError(f"{self.name}: expects {self.channels} channels, got {shape[-1]}")
+        return shape
+
+
+@dataclass(frozen=True)
+class MaxPoolSpec:
+    name: str
+    pool_size: int
+    stride: int
+    padding: str  # 'same' pads after with -inf, as TF does
+
+    kind = "maxpool"
+
+    def params(self):
+        return {}
+
+    def output_shape(self, shape):
+        h, w, c = shape
+        return (
+            conv_output_size(h, self.pool_size, self.stride, self.padding),
+            conv_output_size(w, self.pool_size, self.stride, self.padding),
+            c,
+        )
+
+
+@dataclass(frozen=True)
+class DenseSpec:
+    name: str
+    in_features: int
+    units: int
+
+    kind = "dense"
+
+    def params(self):
+        return {"kernel": (self.in_features, self.units), "bias": (self.units,)}
+
+    def output_shape(self, shape):
+        if shape[-1] != self.in_features:
+            raise ValueError(f"{self.name}: expects {self.in_features} features, got {shape[-1]}")
+        return (self.units,)
+
+    def flops(self, out_shape) -> int:
+        return 2 * self.in_features * self.units + self.units
+
+
+@dataclass(frozen=True)
+class BlockSpec:
+    """A BasicBlock: conv3x3(s)-BN-ReLU-conv3x3(1)-BN, plus the shortcut, add, ReLU.
+
+    The shortcut is a 1x1 'valid' convolution of stride ``s`` and a BatchNorm when
+    the stride is not 1 (the seed's rule), identity otherwise.
+    """
+
+    name: str
+    conv1: ConvSpec
+    bn1: BatchNormSpec
+    conv2: ConvSpec
+    bn2: BatchNormSpec
+    shortcut_conv: ConvSpec | None = None
+    shortcut_bn: BatchNormSpec | None = None
+
+    @property
+    def stride(self) -> int:
+        return self.conv1.stride
+
+    @property
+    def has_projection(self) -> bool:
+        return self.shortcut_conv is not None
+
+
+@dataclass(frozen=True)
+class ResNetSpec:
+    """A whole network: stem, BasicBlocks in execution order, pooling and logits."""
+
+    name: str
+    input_shape: tuple[int, int, int]
+    num_classes: int
+    stem_conv: ConvSpec
+    stem_bn: BatchNormSpec
+    stem_pool: MaxPoolSpec
+    blocks: tuple[BlockSpec, ...]
+    fc: DenseSpec
+    stage_blocks: tuple[int, ...] = field(default=())
+
+    # -- derived views -------------------------------------------------------------
+    def layers(self, input_shape: tuple[int, int, int] | None = None) -> list["LayerInfo"]:
+        """Every layer in execution order with its output shape for ``input_shape``.
+
+        Parameter-free layers (ReLU, add, pooling) are listed too, so that per-layer
+        comparisons can name any point of the graph.
+        """
+        return list(_trace(self, tuple(input_shape or self.input_shape)))
+
+    def parameter_layers(self) -> list["LayerInfo"]:
+        """The layers that hold parameters: the canonical names of the weights file."""
+        return [layer for layer in self.layers() if layer.params]
+
+    def parameters(self) -> dict[str, tuple[int, ...]]:
+        """``{'<layer>.<param>': shape}`` in the neutral layout, execution order."""
+        return {f"{layer.name}.{p}": shape for layer in self.parameter_layers() for p, shape in layer.params.items()}
+
+    def trainable_parameters(self) -> dict[str, tuple[int, ...]]:
+        return {k: s for k, s in self.parameters().items() if not is_moving_statistic(k)}
+
+    def count_parameters(self) -> "ParamCount":
+        trainable = non_trainable = 0
+        for key, shape in self.parameters().items():
+            n = math.prod(shape)
+            if is_moving_statistic(key):
+                non_trainable += n
+            else:
+                trainable += n
+        return ParamCount(trainable, non_trainable)
+
+    def batchnorm_fed_biases(self) -> list[str]:
+        """Conv biases that feed straight into a BatchNorm.
+
+        BN subtracts the batch mean, so in training mode their gradient is zero in
+        exact arithmetic (float noise in practice).  Parity tests compare them
+        through the function they produce instead of element by element.
+        """
+        out = [f"{self.stem_conv.name}.bias"] if self.stem_conv.use_bias else []
+        for b in self.blocks:
+            for conv in (b.conv1, b.conv2, b.shortcut_conv):
+                if conv is not None and conv.use_bias:
+                    out.append(f"{conv.name}.bias")
+        return out
+
+    def forward_flops(self, input_shape: tuple[int, int, int] | None = None) -> int:
+        """FLOPs (2 x multiply-adds, plus bias adds) of one forward pass for one image.
+
+        Only convolutions and the dense layer are counted: BatchNorm, ReLU, pooling
+        and additions are memory-bound and below 1% of the total here.
+        """
+        return sum(layer.flops for layer in self.layers(input_shape))
+
+
+def is_moving_statistic(key: str) -> bool:
+    return key.endswith(".moving_mean") or key.endswith(".moving_variance")
+
+
+@dataclass(frozen=True)
+class ParamCount:
+    trainable: int
+    non_trainable: int
+
+    @property
+    def total(self) -> int:
+        return self.trainable + self.non_trainable
+
+
+@dataclass(frozen=True)
+class LayerInfo:
+    name: str
+    kind: str
+    output_shape: tuple[int, ...]
+    params: dict = field(default_factory=dict)
+    flops: int = 0
+
+    @property
+    def num_params(self) -> int:
+        return sum(math.prod(s) for s in self.params.values())
+
+
+def _trace(spec: ResNetSpec, shape: tuple[int, int, int]) -> Iterator[LayerInfo]:
+    def layer(s, shape_in):
+        out = s.output_shape(shape_in)
+        flops = s.flops(out) if hasattr(s, "flops") else 0
+        return LayerInfo(s.name, s.kind, out, s.params(), flops), out
+
+    if len(shape) != 3 or min(shape) < 1:
+        raise ValueError(f"input shape must be (height, width, channels) with positive sizes, got {shape}")
+    info, shape = layer(spec.stem_conv, shape)
+    yield info
+    info, shape = layer(spec.stem_bn, shape)
+    yield info
+    yield LayerInfo("stem.relu", "relu", shape)
+    info, shape = layer(spec.stem_pool, shape)
+    yield info
+    for b in spec.blocks:
+        block_in = shape
+        info, shape = layer(b.conv1, shape)
+        yield info
+        info, shape = layer(b.bn1, shape)
+        yield info
+        yield LayerInfo(f"{b.name}.relu1", "relu", shape)
+        info, shape = layer(b.conv2, shape)
+        yield info
+        info, shape = layer(b.bn2, shape)
+        yield info
+        if b.has_projection:
+            info, short = layer(b.shortcut_conv, block_in)
+            yield info
+            info, short = layer(b.shortcut_bn, short)
+            yield info
+        else:
+            short = block_in
+        if short != shape:
+            raise ValueError(f"{b.name}: shortcut shape {short} does not match residual shape {shape}")
+        yield LayerInfo(f"{b.name}.add", "add", shape)
+        yield LayerInfo(f"{b.name}.relu2", "relu", shape)
+    shape = (shape[-1],)
+    yield LayerInfo("avgpool", "global_avg_pool", shape)
+    info, shape = layer(spec.fc, shape)
+    yield info
+
+
+# -- building specs ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ResNetConfig:
+    """The few numbers that define a variant; :func:`build` expands them into a spec."""
+
+    stage_blocks: tuple[int, ...]
+    stage_filters: tuple[int, ...] = (64, 128, 256, 512)
+    stage_strides: tuple[int, ...] = (1, 2, 2, 2)
+    stem_filters: int = 64
+    num_classes: int = 100
+    input_shape: tuple[int, int, int] = (32, 32, 3)
+    bn_epsilon: float = KERAS_BN_EPSILON
+    bn_momentum: float = KERAS_BN_MOMENTUM  # Keras convention
+
+    def __post_init__(self):
+        n = len(self.stage_blocks)
+        if not (n == len(self.stage_filters) == len(self.stage_strides)) or n == 0:
+            raise ValueError(
+                "stage_blocks, stage_filters and stage_strides must have the same non-zero length, got "
+                f"{self.stage_blocks}, {self.stage_filters}, {self.stage_strides}"
+            )
+        if min(self.stage_blocks) < 1 or min(self.stage_filters) < 1 or min(self.stage_strides) < 1:
+            raise ValueError("every stage needs at least one block, one filter and a positive stride")
+        if not 0.0 < self.bn_momentum < 1.0 or self.bn_epsilon <= 0:
+            raise ValueError(f"bn_momentum must be in (0, 1) and bn_epsilon > 0, got {self.bn_momentum}, {self.bn_epsilon}")
+
+
+def build(name: str, config: ResNetConfig) -> ResNetSpec:
+    def bn(layer_name, channels):
+        return BatchNormSpec(layer_name, channels, config.bn_epsilon, config.bn_momentum)
+
+    in_ch = config.input_shape[-1]
+    stem_conv = ConvSpec("stem.conv", in_ch, config.stem_filters, 3, 1, "valid")
+    blocks = []
+    ch = config.stem_filters
+    for stage, (n, filters, stride) in enumerate(zip(config.stage_blocks, config.stage_filters, config.stage_strides), 1):
+        for i in range(n):
+            s = stride if i == 0 else 1
+            prefix = f"layer{stage}.{i}"
+            shortcut = (None, None)
+            if s != 1:
+                shortcut = (ConvSpec(f"{prefix}.shortcut.conv", ch, filters, 1, s, "valid"), bn(f"{prefix}.shortcut.bn", filters))
+            elif ch != filters:
+                raise ValueError(
+                    f"{prefix}: the seed's block has an identity shortcut at stride 1, so the channel count cannot "
+                    f"change there ({ch} -> {filters}); give that stage a stride other than 1 or equal filters"
+                )
+            blocks.append(
+                BlockSpec(
+                    prefix,
+                    ConvSpec(f"{prefix}.conv1", ch, filters, 3, s, "same"),
+                    bn(f"{prefix}.bn1", filters),
+                    ConvSpec(f"{prefix}.conv2", filters, filters, 3, 1, "same"),
+                    bn(f"{prefix}.bn2", filters),
+                    *shortcut,
+                )
+            )
+            ch = filters
+    return ResNetSpec(
+        name=name,
+        input_shape=tuple(config.input_shape),
+        num_classes=config.num_classes,
+        stem_conv=stem_conv,
+        stem_bn=bn("stem.bn", config.stem_filters),
+        stem_pool=MaxPoolSpec("stem.pool", 2, 1, "same"),
+        blocks=tuple(blocks),
+        fc=DenseSpec("fc", ch, config.num_classes),
+        stage_blocks=tuple(config.stage_blocks),
+    )
+
+
+#: The registered variants.  ``tiny`` keeps every structural feature of the seed
+#: (valid stem, same max-pool, stride-2 stages over even and odd sizes, projection
+#: shortcuts) at a width that trains in seconds on a CPU; it exists for tests.
+REGISTRY: dict[str, ResNetConfig] = {
+    "resnet18": ResNetConfig(stage_blocks=(2, 2, 2, 2)),
+    "resnet34": ResNetConfig(stage_blocks=(3, 4, 6, 3)),
+    "tiny": ResNetConfig(stage_blocks=(1, 1, 1, 1), stage_filters=(8, 16, 16, 32), stem_filters=8),
+}
+
+
+def available() -> list[str]:
+    return sorted(REGISTRY)
+
+
+def get_spec(name: str) -> ResNetSpec:
+    """The spec of a registered variant; unknown names get a ValueError listing the choices."""
+    if isinstance(name, ResNetSpec):
+        return name
+    try:
+        config = REGISTRY[name]
+    except KeyError:
+        raise ValueError(f"unknown architecture {name!r}; choose one of: {', '.join(available())}") from None
+    return build(name, config)

@@ -1,0 +1,102 @@
+"""Each framework's model against the spec: per-layer output shapes and parameter counts.
+
+The same checks run over every registered variant (timm-style)."""
+
+import numpy as np
+import pytest
+
+from resnet_port.spec import available, get_spec
+
+
+@pytest.mark.parametrize("arch", available())
+def test_keras_shapes_and_counts(arch):
+    import keras
+
+    from tf_impl.model import build_model, intermediate_model
+
+    spec = get_spec(arch)
+    model = build_model(spec)
+    outputs = intermediate_model(model, spec)(np.zeros((2, *spec.input_shape), np.float32), training=False)
+    for layer in spec.layers():
+        assert tuple(outputs[layer.name].shape) == (2, *layer.output_shape), layer.name
+    trainable = sum(int(np.prod(v.shape)) for v in model.trainable_weights)
+    non_trainable = sum(int(np.prod(v.shape)) for v in model.non_trainable_weights)
+    c = spec.count_parameters()
+    assert (trainable, non_trainable) == (c.trainable, c.non_trainable)
+    assert model.count_params() == c.total
+    # every spec layer with parameters is one Keras layer with that name and shapes
+    for layer in spec.parameter_layers():
+        k = model.get_layer(layer.name)
+        for p, shape in layer.params.items():
+            assert tuple(getattr(k, p).shape) == shape, f"{layer.name}.{p}"
+    assert isinstance(model, keras.Model)
+
+
+@pytest.mark.parametrize("arch", available())
+def test_torch_shapes_and_counts(arch):
+    import torch
+
+    from torch_impl.model import LayerRecorder, build_model
+
+    spec = get_spec(arch)
+    model = build_model(spec).eval()
+    h, w, c = spec.input_shape
+    with torch.no_grad(), LayerRecorder(model) as rec:
+        logits = model(torch.zeros(2, c, h, w))
+    assert tuple(logits.shape) == (2, spec.num_classes)
+    for layer in spec.layers():
+        assert rec.outputs[layer.name].shape == (2, *layer.output_shape), layer.name
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    non_trainable = sum(b.numel() for n, b in model.named_buffers() if not n.endswith("num_batches_tracked"))
+    cnt = spec.count_parameters()
+    assert (trainable, non_trainable) == (cnt.trainable, cnt.non_trainable)
+
+
+def test_torch_channels_last_and_grads():
+    """channels_last gives the same logits, and every parameter receives a gradient."""
+    import torch
+
+    from torch_impl.model import build_model
+
+    torch.manual_seed(0)
+    model = build_model("tiny")
+    x = torch.rand(4, 3, 32, 32)
+    ref = model(x)
+    model_cl = model.to(memory_format=torch.channels_last)
+    out = model_cl(x.contiguous(memory_format=torch.channels_last))
+    assert torch.allclose(ref, out, atol=1e-5)
+    out.sum().backward()
+    for name, p in model.named_parameters():
+        assert p.grad is not None and torch.isfinite(p.grad).all(), name
+    assert torch.isfinite(out).all()
+
+
+def test_torch_batchnorm_moving_variance_is_keras_biased():
+    """RECIPE.md's measured case: Keras' update uses the biased batch variance."""
+    import torch
+
+    from resnet_port.spec import BatchNormSpec
+    from torch_impl.model import KerasBatchNorm2d
+
+    x = torch.randn(8, 3, 1, 1) * 2 + 1
+    bn = KerasBatchNorm2d(BatchNormSpec("bn", 3)).train()
+    bn(x)
+    biased = x.var(dim=(0, 2, 3), unbiased=False)
+    expected = 0.99 * 1.0 + 0.01 * biased
+    assert torch.allclose(bn.running_var, expected, rtol=1e-6, atol=0)
+    naive = torch.nn.BatchNorm2d(3, momentum=0.01).train()
+    naive(x)
+    assert not torch.allclose(naive.running_var, expected, rtol=1e-6, atol=0)  # the default is different
+
+
+def test_torch_keras_initialisers():
+    """Glorot-uniform kernels (bound sqrt(6/(fan_in+fan_out))) and zero biases, as Keras."""
+    import torch
+
+    from torch_impl.model import build_model
+
+    m = build_model("resnet18")
+    w = m.layer2[0].conv1.weight
+    bound = (6 / (64 * 9 + 128 * 9)) ** 0.5
+    assert w.abs().max() <= bound and w.abs().max() > 0.9 * bound
+    assert torch.count_nonzero(m.layer2[0].conv1.bias) == 0 and torch.count_nonzero(m.fc.bias) == 0

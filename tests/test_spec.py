@@ -1,0 +1,118 @@
+"""The neutral spec: registry, shapes, counts, padding rules, and its independence."""
+
+import subprocess
+import sys
+
+import pytest
+
+from resnet_port import spec as S
+from resnet_port.summary import main as summary_main
+
+# Measured from the seed's own Keras program (RECIPE.md), independently of this spec.
+SEED_COUNTS = {"resnet18": (11_224_932, 9_600), "resnet34": (21_336_804, 17_024)}
+
+
+def test_neutral_package_imports_no_framework():
+    code = (
+        "import importlib, pkgutil, sys, resnet_port\n"
+        "for m in pkgutil.iter_modules(resnet_port.__path__):\n"
+        "    importlib.import_module('resnet_port.' + m.name)\n"
+        "bad = sorted(n for n in sys.modules if n.split('.')[0] in ('tensorflow', 'torch', 'keras', 'jax'))\n"
+        "assert not bad, bad\n"
+        "print(len([m for m in pkgutil.iter_modules(resnet_port.__path__)]))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert int(out.stdout) >= 4  # it really imported the modules
+
+
+@pytest.mark.parametrize("arch", ["resnet18", "resnet34"])
+def test_parameter_counts_match_the_seed(arch):
+    c = S.get_spec(arch).count_parameters()
+    assert (c.trainable, c.non_trainable) == SEED_COUNTS[arch]
+
+
+def test_spatial_sizes_follow_the_recipe():
+    layers = {l.name: l.output_shape for l in S.get_spec("resnet18").layers()}
+    assert layers["stem.conv"] == (30, 30, 64)
+    assert layers["stem.pool"] == (30, 30, 64)
+    assert layers["layer1.1.relu2"] == (30, 30, 64)
+    assert layers["layer2.1.relu2"] == (15, 15, 128)
+    assert layers["layer3.1.relu2"] == (8, 8, 256)
+    assert layers["layer4.1.relu2"] == (4, 4, 512)
+    assert layers["fc"] == (100,)
+
+
+@pytest.mark.parametrize("arch", S.available())
+def test_projection_shortcuts_exactly_where_stride_is_not_one(arch):
+    spec = S.get_spec(arch)
+    for b in spec.blocks:
+        assert b.has_projection == (b.stride != 1), b.name
+        assert b.conv1.padding == b.conv2.padding == "same"
+        if b.has_projection:
+            assert (b.shortcut_conv.kernel_size, b.shortcut_conv.padding) == (1, "valid")
+    assert spec.stem_conv.padding == "valid" and spec.stem_pool.padding == "same"
+    assert all(l.kind != "conv2d" or "bias" in l.params for l in spec.layers())
+
+
+@pytest.mark.parametrize("arch", S.available())
+def test_names_unique_and_counts_consistent(arch):
+    spec = S.get_spec(arch)
+    names = [l.name for l in spec.layers()]
+    assert len(names) == len(set(names))
+    keys = list(spec.parameters())
+    assert len(keys) == len(set(keys))
+    c = spec.count_parameters()
+    assert c.total == sum(l.num_params for l in spec.layers())
+
+
+def test_block_counts():
+    assert [b.name for b in S.get_spec("resnet18").blocks][:3] == ["layer1.0", "layer1.1", "layer2.0"]
+    assert len(S.get_spec("resnet34").blocks) == 16
+    assert len(S.get_spec("tiny").blocks) == 4
+
+
+@pytest.mark.parametrize(
+    "size,kernel,stride,expected",
+    [(30, 3, 2, (0, 1)), (15, 3, 2, (1, 1)), (8, 3, 2, (0, 1)), (30, 3, 1, (1, 1)), (30, 2, 1, (0, 1)), (4, 1, 2, (0, 0))],
+)
+def test_same_padding_is_tensorflows(size, kernel, stride, expected):
+    assert S.same_padding(size, kernel, stride) == expected
+
+
+def test_bn_conventions_held_once():
+    bn = S.get_spec("resnet18").stem_bn
+    assert (bn.epsilon, bn.momentum) == (1e-3, 0.99)
+    assert bn.torch_momentum == pytest.approx(0.01)
+
+
+def test_bad_arch_and_bad_config():
+    with pytest.raises(ValueError, match="unknown architecture 'resnet50'.*resnet18"):
+        S.get_spec("resnet50")
+    with pytest.raises(ValueError, match="same non-zero length"):
+        S.ResNetConfig(stage_blocks=(2, 2))
+    with pytest.raises(ValueError, match="identity shortcut"):
+        S.build("x", S.ResNetConfig(stage_blocks=(1, 1, 1, 1), stage_strides=(1, 1, 2, 2)))
+    with pytest.raises(ValueError, match="smaller than the kernel"):
+        S.get_spec("tiny").layers((2, 2, 3))
+
+
+def test_other_input_sizes():
+    out = S.get_spec("tiny").layers((64, 64, 3))
+    assert out[0].output_shape == (62, 62, 8)
+    assert out[-1].output_shape == (100,)
+
+
+def test_summary_cli(capsys):
+    assert summary_main(["resnet18"]) == 0
+    out = capsys.readouterr().out
+    assert "layer2.0.shortcut.conv" in out and "11,234,532" in out and "11,224,932" in out and "9,600" in out
+    assert summary_main(["resnet34"]) == 0
+    assert "21,353,828" in capsys.readouterr().out
+    assert summary_main(["nope"]) == 2
+    assert "unknown architecture" in capsys.readouterr().err
+
+
+def test_summary_module_runs():
+    out = subprocess.run([sys.executable, "-m", "resnet_port.summary", "tiny"], capture_output=True, text=True)
+    assert out.returncode == 0 and "total parameters" in out.stdout

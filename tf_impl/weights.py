@@ -1,0 +1,46 @@
+"""Keras <-> neutral weights file.  The file's layout *is* Keras' layout, so no
+tensor is transposed here: only names are mapped (``<layer>.<param>``)."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from resnet_port import weights as neutral
+from resnet_port.spec import ResNetSpec, get_spec
+
+_PARAMS = {"conv2d": ("kernel", "bias"), "dense": ("kernel", "bias"), "batchnorm": ("gamma", "beta", "moving_mean", "moving_variance")}
+
+
+def _variables(model, spec: ResNetSpec):
+    for layer in spec.parameter_layers():
+        keras_layer = model.get_layer(layer.name)
+        for p in layer.params:
+            yield f"{layer.name}.{p}", getattr(keras_layer, p)
+
+
+def to_numpy(model, arch: str | ResNetSpec) -> dict[str, np.ndarray]:
+    """Every parameter and moving statistic of ``model``, keyed by canonical name."""
+    spec = get_spec(arch)
+    return {key: np.asarray(var.numpy(), dtype=np.float32) for key, var in _variables(model, spec)}
+
+
+def from_numpy(model, arch: str | ResNetSpec, tensors: dict[str, np.ndarray], source: str = "weights") -> None:
+    """Assign ``tensors`` to ``model`` after the strict check (names and shapes)."""
+    spec = get_spec(arch)
+    neutral.check_tensors(tensors, spec, source)
+    for key, var in _variables(model, spec):
+        var.assign(np.asarray(tensors[key], dtype=np.float32))
+
+
+def export(model, arch: str | ResNetSpec, path: str | os.PathLike, **extra):
+    spec = get_spec(arch)
+    return neutral.save(path, to_numpy(model, spec), spec.name, producer="tf_impl", extra=extra)
+
+
+def load_into(model, arch: str | ResNetSpec, path: str | os.PathLike) -> neutral.Weights:
+    spec = get_spec(arch)
+    w = neutral.load(path, spec)
+    from_numpy(model, spec, w.tensors, str(path))
+    return w

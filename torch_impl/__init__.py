@@ -1,0 +1,1 @@
+"""PyTorch realization of the resnet-port spec, numerically equal to the Keras reference."""

@@ -1,0 +1,201 @@
+"""The PyTorch realization of the spec, numerically equal to the Keras reference.
+
+What it takes to match Keras, each done in exactly one place here:
+
+* ``SameConv2d``: TensorFlow's 'same' padding, computed from the input size at
+  run time (``resnet_port.spec.same_padding``).  Symmetric cases use the conv's
+  own padding; the odd ones (stride 2 on an even input) pad one extra row and
+  column after, which ``padding=1`` would put on both sides.
+* ``SameMaxPool2d``: the stem's 2x2/stride-1 'same' max-pool pads after with -inf.
+* ``KerasBatchNorm2d``: epsilon from the spec (Keras 1e-3, not PyTorch's 1e-5),
+  momentum converted to PyTorch's convention, and the moving variance updated
+  with the *biased* batch variance as Keras does (PyTorch uses n/(n-1)).
+* Glorot-uniform kernels and zero biases, Keras' default initialisers.
+
+Module names mirror the spec's canonical names, so ``state_dict`` keys are
+``<spec name>.weight`` and so on; ``torch_impl.weights`` maps them to the file.
+The model works in ``channels_last`` memory format.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from resnet_port.spec import BatchNormSpec, BlockSpec, ConvSpec, ResNetSpec, get_spec, same_padding
+
+
+class SameConv2d(nn.Conv2d):
+    """A Conv2d with TensorFlow's 'same' or 'valid' padding.
+
+    ``tf_padding=False`` gives the naive port (``padding=k // 2`` on both sides);
+    it exists only to show that the parity tests detect it.
+    """
+
+    def __init__(self, s: ConvSpec, tf_padding: bool = True):
+        super().__init__(s.in_channels, s.filters, s.kernel_size, stride=s.stride, padding=0, bias=s.use_bias)
+        self.same = s.padding == "same"
+        self.tf_padding = tf_padding
+        nn.init.xavier_uniform_(self.weight)
+        if self.bias is not None:
+            nn.init.zeros_(self.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.same:
+            return self._conv_forward(x, self.weight, self.bias)
+        k, s = self.kernel_size[0], self.stride[0]
+        if not self.tf_padding:
+            return F.conv2d(x, self.weight, self.bias, s, k // 2)
+        top, bottom = same_padding(x.shape[-2], k, s)
+        left, right = same_padding(x.shape[-1], k, s)
+        if top == bottom == left == right:
+            return F.conv2d(x, self.weight, self.bias, s, top)
+        return self._conv_forward(F.pad(x, (left, right, top, bottom)), self.weight, self.bias)
+
+
+class SameMaxPool2d(nn.Module):
+    def __init__(self, pool_size: int, stride: int):
+        super().__init__()
+        self.pool_size, self.stride = pool_size, stride
+
+    def forward(self, x):
+        top, bottom = same_padding(x.shape[-2], self.pool_size, self.stride)
+        left, right = same_padding(x.shape[-1], self.pool_size, self.stride)
+        x = F.pad(x, (left, right, top, bottom), value=float("-inf"))
+        return F.max_pool2d(x, self.pool_size, self.stride)
+
+
+class KerasBatchNorm2d(nn.BatchNorm2d):
+    """BatchNorm2d with Keras' numerics: epsilon, momentum and moving-variance update.
+
+    PyTorch's fused kernel updates the running variance with the unbiased batch
+    variance ``u = v * n / (n - 1)``; Keras uses the biased ``v``.  The kernel is
+    given a copy of the running variance, which it turns into
+    ``new = (1 - m) old + m u``; subtracting ``(new - (1 - m) old) / n`` leaves
+    ``(1 - m) old + m v``, Keras' value, which is written to the buffer.  The fused
+    kernel is kept (an O(channels) correction, no extra pass over the
+    activations), and the buffer autograd saved is never modified in place.
+    """
+
+    def __init__(self, s: BatchNormSpec, keras_variance: bool = True):
+        super().__init__(s.channels, eps=s.epsilon, momentum=s.torch_momentum)
+        self.keras_variance = keras_variance
+
+    def forward(self, x):
+        if not (self.training and self.keras_variance):
+            return super().forward(x)
+        n = x.numel() // x.shape[1]
+        new_var = self.running_var.clone()
+        y = F.batch_norm(x, self.running_mean, new_var, self.weight, self.bias, True, self.momentum, self.eps)
+        with torch.no_grad():
+            self.running_var.copy_(new_var - (new_var - (1.0 - self.momentum) * self.running_var) / n)
+            self.num_batches_tracked.add_(1)
+        return y
+
+
+class Add(nn.Module):
+    def forward(self, a, b):
+        return a + b
+
+
+class GlobalAvgPool(nn.Module):
+    """(N, C, H, W) -> (N, C), as Keras' GlobalAveragePooling2D."""
+
+    def forward(self, x):
+        return x.mean(dim=(2, 3))
+
+
+class BasicBlock(nn.Module):
+    def __init__(self, b: BlockSpec, tf_padding: bool = True):
+        super().__init__()
+        self.conv1 = SameConv2d(b.conv1, tf_padding)
+        self.bn1 = KerasBatchNorm2d(b.bn1)
+        self.relu1 = nn.ReLU()
+        self.conv2 = SameConv2d(b.conv2, tf_padding)
+        self.bn2 = KerasBatchNorm2d(b.bn2)
+        if b.has_projection:
+            self.shortcut = nn.Module()
+            self.shortcut.conv = SameConv2d(b.shortcut_conv, tf_padding)
+            self.shortcut.bn = KerasBatchNorm2d(b.shortcut_bn)
+        else:
+            self.shortcut = None
+        self.add = Add()
+        self.relu2 = nn.ReLU()
+
+    def forward(self, x):
+        y = self.bn2(self.conv2(self.relu1(self.bn1(self.conv1(x)))))
+        s = x if self.shortcut is None else self.shortcut.bn(self.shortcut.conv(x))
+        return self.relu2(self.add(y, s))
+
+
+class ResNet(nn.Module):
+    """The seed's CIFAR ResNet; ``forward`` takes NCHW float images in [0, 1], returns logits."""
+
+    def __init__(self, arch: str | ResNetSpec, tf_padding: bool = True, bn_epsilon: float | None = None):
+        super().__init__()
+        spec = get_spec(arch)
+        self.spec = spec
+        self.stem = nn.Module()
+        self.stem.conv = SameConv2d(spec.stem_conv, tf_padding)
+        self.stem.bn = KerasBatchNorm2d(spec.stem_bn)
+        self.stem.relu = nn.ReLU()
+        self.stem.pool = SameMaxPool2d(spec.stem_pool.pool_size, spec.stem_pool.stride)
+        stages: dict[str, list[BasicBlock]] = {}
+        for b in spec.blocks:
+            stages.setdefault(b.name.split(".")[0], []).append(BasicBlock(b, tf_padding))
+        for stage, blocks in stages.items():
+            self.add_module(stage, nn.Sequential(*blocks))
+        self.stage_names = list(stages)
+        self.avgpool = GlobalAvgPool()
+        self.fc = nn.Linear(spec.fc.in_features, spec.fc.units)
+        nn.init.xavier_uniform_(self.fc.weight)
+        nn.init.zeros_(self.fc.bias)
+        if bn_epsilon is not None:  # only to demonstrate that parity tests catch PyTorch's default
+            for m in self.modules():
+                if isinstance(m, nn.BatchNorm2d):
+                    m.eps = bn_epsilon
+
+    def forward(self, x):
+        x = self.stem.pool(self.stem.relu(self.stem.bn(self.stem.conv(x))))
+        for stage in self.stage_names:
+            x = getattr(self, stage)(x)
+        return self.fc(self.avgpool(x))
+
+
+def build_model(arch: str | ResNetSpec, **kwargs) -> ResNet:
+    return ResNet(arch, **kwargs)
+
+
+class LayerRecorder:
+    """Records every spec layer's output (as NHWC numpy) through forward hooks.
+
+    Usage: ``with LayerRecorder(model) as rec: model(x)``; then ``rec.outputs``.
+    """
+
+    def __init__(self, model: ResNet):
+        self.model = model
+        self.outputs: dict[str, "object"] = {}
+        self._handles = []
+
+    def __enter__(self):
+        modules = dict(self.model.named_modules())
+        for layer in self.model.spec.layers():
+            if layer.name not in modules:
+                raise KeyError(f"the PyTorch model has no module named {layer.name!r}, which the spec lists")
+            self._handles.append(modules[layer.name].register_forward_hook(self._hook(layer.name)))
+        return self
+
+    def _hook(self, name):
+        def hook(module, args, out):
+            t = out.detach().float()
+            if t.dim() == 4:
+                t = t.permute(0, 2, 3, 1)
+            self.outputs[name] = t.cpu().numpy().copy()
+
+        return hook
+
+    def __exit__(self, *exc):
+        for h in self._handles:
+            h.remove()
+        self._handles.clear()
