@@ -34,7 +34,15 @@ def op_init(op):
     keras.utils.set_random_seed(op["seed"])
     spec = get_spec(op["arch"])
     model = build_model(spec)
-    tensors = parity.randomize_batchnorm(weights.to_numpy(model, spec), op["seed"])
+    weights.from_numpy(model, spec, parity.randomize_batchnorm_affine(weights.to_numpy(model, spec), op["seed"]))
+    bns = [model.get_layer(layer.name) for layer in spec.layers() if layer.kind == "batchnorm"]
+    saved = [bn.momentum for bn in bns]
+    for bn in bns:  # one training pass whose batch statistics replace the moving ones
+        bn.momentum = 0.0
+    model(parity.calibration_batch(spec, op["seed"]), training=True)
+    for bn, m in zip(bns, saved):
+        bn.momentum = m
+    tensors = parity.perturb_moving_statistics(weights.to_numpy(model, spec), op["seed"])
     neutral.save(op["out"], tensors, spec.name, producer="tf_impl")
 
 

@@ -36,7 +36,16 @@ def op_init(op):
     torch.manual_seed(op["seed"])
     spec = get_spec(op["arch"])
     model = build_model(spec)
-    tensors = parity.randomize_batchnorm(weights.to_numpy(model), op["seed"])
+    weights.from_numpy(model, parity.randomize_batchnorm_affine(weights.to_numpy(model), op["seed"]))
+    bns = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    saved = [bn.momentum for bn in bns]
+    for bn in bns:  # one training pass whose batch statistics replace the moving ones
+        bn.momentum = 1.0
+    with torch.no_grad():
+        model.train()(_nchw(parity.calibration_batch(spec, op["seed"])))
+    for bn, m in zip(bns, saved):
+        bn.momentum = m
+    tensors = parity.perturb_moving_statistics(weights.to_numpy(model), op["seed"])
     neutral.save(op["out"], tensors, spec.name, producer="torch_impl")
 
 

@@ -1,0 +1,93 @@
+"""``python -m resnet_port.diff WEIGHTS``: where do Keras and PyTorch part ways?
+
+Loads one neutral weights file into both frameworks (each in its own process),
+runs the same batch through both, and prints a per-layer table in execution
+order: canonical name, output shape, max abs and max rel difference, and the
+first layer over tolerance.  Inference mode, training mode (batch statistics),
+or both.  Exit status 0 when every layer and the logits are within tolerance,
+1 when not, 2 for bad input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from . import parity
+from . import weights as W
+from .spec import get_spec
+
+NAIVE_VARIANTS = {"symmetric-padding": {"tf_padding": False}, "torch-bn-epsilon": {"bn_epsilon": 1e-5}}
+
+
+def forward_both(weights_path, arch, x: np.ndarray, training: bool, workdir, variant: dict | None = None):
+    """Every layer's output in Keras and in PyTorch for batch ``x`` (NHWC float32)."""
+    workdir = Path(workdir)
+    np.save(workdir / "inputs.npy", x)
+    mode = "train" if training else "eval"
+    outs = {}
+    for fw in parity.FRAMEWORKS:
+        op = {"op": "forward", "arch": arch, "weights": str(weights_path), "inputs": str(workdir / "inputs.npy"), "training": training, "out": str(workdir / f"{fw}_{mode}.npz")}
+        if fw == "torch" and variant:
+            op["variant"] = variant
+        parity.run_worker(fw, [op], workdir)
+        with np.load(workdir / f"{fw}_{mode}.npz") as z:
+            outs[fw] = dict(z)
+    return outs["tf"], outs["torch"]
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m resnet_port.diff", description=__doc__.splitlines()[0])
+    ap.add_argument("weights", help="a neutral weights file (.safetensors) written by tf_impl or torch_impl")
+    ap.add_argument("--batch", type=int, default=8, help="images in the probe batch (default 8)")
+    ap.add_argument("--mode", choices=["eval", "train", "both"], default="both", help="inference, training (batch statistics) or both")
+    ap.add_argument("--atol", type=float, default=1e-4, help="absolute tolerance on logits, scaled by max(1, max|output|) per layer (default 1e-4)")
+    ap.add_argument("--seed", type=int, default=0, help="seed of the random probe batch")
+    ap.add_argument("--inputs", help="a .npy batch (N, H, W, C) in [0, 1] to use instead of random images")
+    ap.add_argument("--naive", choices=sorted(NAIVE_VARIANTS), help="run a deliberately wrong PyTorch port, to see what a broken port looks like")
+    args = ap.parse_args(argv)
+    try:
+        meta = W.read_metadata(Path(args.weights))
+        spec = get_spec(meta["arch"])
+        W.load(args.weights, spec)  # strict check before starting any framework
+        if args.batch < 1:
+            raise ValueError(f"--batch must be positive, got {args.batch}")
+        if args.inputs:
+            x = np.load(args.inputs).astype(np.float32)
+            if x.ndim != 4 or x.shape[-1] != spec.input_shape[-1]:
+                raise ValueError(f"--inputs must hold an (N, H, W, {spec.input_shape[-1]}) array, got shape {x.shape}")
+        else:
+            x = np.random.default_rng(args.seed).random((args.batch, *spec.input_shape), dtype=np.float32)
+    except (ValueError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    modes = ["eval", "train"] if args.mode == "both" else [args.mode]
+    ok = True
+    print(f"weights {args.weights}: {spec.name}, written by {meta.get('producer') or 'unknown'}; batch of {len(x)}")
+    with tempfile.TemporaryDirectory(prefix="resnet-port-diff-") as tmp:
+        for mode in modes:
+            try:
+                tf_out, torch_out = forward_both(args.weights, spec.name, x, mode == "train", tmp, NAIVE_VARIANTS.get(args.naive))
+            except parity.WorkerError as e:
+                print(f"error: {e}", file=sys.stderr)
+                return 2
+            rows = parity.compare_layers(torch_out, tf_out, [layer.name for layer in spec.layers()], args.atol)
+            logit_abs, _ = parity.diff_arrays(torch_out["logits"], tf_out["logits"])
+            agree = float((torch_out["logits"].argmax(1) == tf_out["logits"].argmax(1)).mean())
+            title = "inference mode (moving statistics)" if mode == "eval" else "training mode (batch statistics)"
+            print(f"\n== {title}: PyTorch vs Keras (reference) ==")
+            print(parity.format_table(rows, args.atol))
+            first = parity.first_divergence(rows)
+            good = first is None and logit_abs <= args.atol
+            ok &= good
+            verdict = "PASS" if good else f"FAIL (first divergent layer: {first.name if first else 'logits'})"
+            print(f"logits: max abs diff {logit_abs:.3e} (tolerance {args.atol:g}); argmax agrees on {agree:.1%} of the batch -> {verdict}")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

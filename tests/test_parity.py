@@ -1,0 +1,140 @@
+"""Cross-framework parity of the models: same weights, same batch, same outputs.
+
+Each framework runs in its own worker process (resnet_port.parity); a worker crash
+fails the test with the worker's stderr.  For each architecture, three processes:
+torch makes weights, TF makes weights and runs every forward on both files,
+torch runs every forward (and the deliberately naive ports) on both files.
+"""
+
+import numpy as np
+import pytest
+
+from resnet_port import parity
+from resnet_port import weights as W
+from resnet_port.spec import get_spec
+
+ATOL = 1e-4  # on logits and every intermediate output, float32
+BATCH = 8
+MODES = ("eval", "train")
+NAIVE = {"symmetric_padding": {"tf_padding": False}, "torch_bn_epsilon": {"bn_epsilon": 1e-5}}
+
+
+def _forward(arch, weights, inputs, training, out, **extra):
+    return {"op": "forward", "arch": arch, "weights": str(weights), "inputs": str(inputs), "training": training, "out": str(out), **extra}
+
+
+@pytest.fixture(scope="module", params=["tiny", "resnet18", "resnet34"])
+def run(request, tmp_path_factory):
+    arch = request.param
+    d = tmp_path_factory.mktemp(f"parity_{arch}")
+    x = np.random.default_rng(7).random((BATCH, 32, 32, 3), dtype=np.float32)
+    np.save(d / "x.npy", x)
+    origins = ("tf", "torch")
+    parity.run_worker("torch", [{"op": "init", "arch": arch, "seed": 11, "out": str(d / "w_torch.safetensors")}], d)
+    tf_ops = [{"op": "init", "arch": arch, "seed": 5, "out": str(d / "w_tf.safetensors")}]
+    torch_ops = []
+    for origin in origins:
+        w = d / f"w_{origin}.safetensors"
+        for mode in MODES:
+            train = mode == "train"
+            tf_ops.append(_forward(arch, w, d / "x.npy", train, d / f"tf_{origin}_{mode}.npz", weights_out=str(d / f"tfw_{origin}_{mode}.safetensors")))
+            torch_ops.append(_forward(arch, w, d / "x.npy", train, d / f"torch_{origin}_{mode}.npz", weights_out=str(d / f"torchw_{origin}_{mode}.safetensors")))
+    for name, variant in NAIVE.items():
+        for mode in MODES:
+            torch_ops.append(_forward(arch, d / "w_tf.safetensors", d / "x.npy", mode == "train", d / f"naive_{name}_{mode}.npz", variant=variant))
+    # round trip: Keras -> file -> PyTorch -> file -> Keras -> file
+    torch_ops.append({"op": "roundtrip", "arch": arch, "weights": str(d / "w_tf.safetensors"), "out": str(d / "rt_torch.safetensors")})
+    parity.run_worker("tf", tf_ops, d)
+    parity.run_worker("torch", torch_ops, d)
+    parity.run_worker("tf", [{"op": "roundtrip", "arch": arch, "weights": str(d / "rt_torch.safetensors"), "out": str(d / "rt_tf.safetensors")}], d)
+    return arch, d
+
+
+def _load(path):
+    with np.load(path) as z:
+        return dict(z)
+
+
+@pytest.mark.parametrize("origin", ["tf", "torch"])
+@pytest.mark.parametrize("mode", MODES)
+def test_every_layer_and_logits_agree(run, origin, mode):
+    arch, d = run
+    spec = get_spec(arch)
+    tf_out, torch_out = _load(d / f"tf_{origin}_{mode}.npz"), _load(d / f"torch_{origin}_{mode}.npz")
+    rows = parity.compare_layers(torch_out, tf_out, [l.name for l in spec.layers()], ATOL)
+    assert parity.first_divergence(rows) is None, parity.divergence_message(rows, ATOL)
+    logit_diff, _ = parity.diff_arrays(torch_out["logits"], tf_out["logits"])
+    assert logit_diff <= ATOL
+    # not trivially equal: the logits are far from zero and differ between images
+    assert np.abs(tf_out["logits"]).max() > 0.1 and np.ptp(tf_out["logits"], axis=0).max() > 1e-3
+    # argmax agrees on every image
+    assert (tf_out["logits"].argmax(1) == torch_out["logits"].argmax(1)).all()
+
+
+@pytest.mark.parametrize("origin", ["tf", "torch"])
+def test_training_forward_updates_moving_statistics_alike(run, origin):
+    """One training-mode forward: Keras and PyTorch leave the same moving mean and variance."""
+    arch, d = run
+    a = W.load(d / f"tfw_{origin}_train.safetensors", arch).tensors
+    b = W.load(d / f"torchw_{origin}_train.safetensors", arch).tensors
+    before = W.load(d / f"w_{origin}.safetensors", arch).tensors
+    moved = 0
+    for k in a:
+        if k.endswith("moving_mean") or k.endswith("moving_variance"):
+            np.testing.assert_allclose(b[k], a[k], rtol=1e-5, atol=1e-6, err_msg=k)
+            moved += not np.array_equal(a[k], before[k])
+        else:  # a forward pass changes nothing else
+            assert np.array_equal(a[k], before[k]) and np.array_equal(b[k], before[k]), k
+    assert moved == 2 * len([l for l in get_spec(arch).layers() if l.kind == "batchnorm"])
+
+
+@pytest.mark.parametrize("naive", list(NAIVE))
+@pytest.mark.parametrize("mode", MODES)
+def test_parity_check_is_sensitive(run, naive, mode):
+    """A port with PyTorch's symmetric padding or default BN epsilon is caught, and located."""
+    arch, d = run
+    spec = get_spec(arch)
+    tf_out, bad = _load(d / f"tf_tf_{mode}.npz"), _load(d / f"naive_{naive}_{mode}.npz")
+    logit_diff, _ = parity.diff_arrays(bad["logits"], tf_out["logits"])
+    assert logit_diff > 10 * ATOL, f"{naive} changed the logits by only {logit_diff:.2e}"
+    rows = parity.compare_layers(bad, tf_out, [l.name for l in spec.layers()], ATOL)
+    first = parity.first_divergence(rows)
+    expected = "layer2.0.conv1" if naive == "symmetric_padding" else "stem.bn"
+    assert first is not None and first.name == expected, parity.format_table(rows, ATOL)
+    assert f"first divergent layer: {expected}" in parity.divergence_message(rows, ATOL)
+
+
+def test_round_trip_is_bit_exact(run):
+    arch, d = run
+    original = W.load(d / "w_tf.safetensors", arch).tensors
+    via_torch = W.load(d / "rt_torch.safetensors", arch)
+    back = W.load(d / "rt_tf.safetensors", arch)
+    assert via_torch.metadata["producer"] == "torch_impl" and back.metadata["producer"] == "tf_impl"
+    for k, v in original.items():
+        assert np.array_equal(via_torch.tensors[k], v), k
+        assert np.array_equal(back.tensors[k], v), k
+
+
+def test_worker_failure_is_loud(tmp_path):
+    with pytest.raises(parity.WorkerError, match="exited with code 1(.|\n)*weights file not found"):
+        parity.run_worker("torch", [_forward("tiny", tmp_path / "none.safetensors", tmp_path / "x.npy", False, tmp_path / "o.npz")], tmp_path)
+
+
+def test_worker_crash_is_loud(tmp_path, monkeypatch):
+    """A worker killed by a signal (as the TF+torch segfault would) fails, naming the signal."""
+    (tmp_path / "crashing_worker.py").write_text("import os, signal\nos.kill(os.getpid(), signal.SIGSEGV)\n")
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    monkeypatch.setitem(parity.MODULES, "torch", "crashing_worker")
+    with pytest.raises(parity.WorkerError, match="killed by signal 11"):
+        parity.run_worker("torch", [], tmp_path)
+
+
+def test_layer_table_marks_first_divergence():
+    a = {"x": np.zeros((2, 3)), "y": np.ones((2, 3)), "z": np.ones(2)}
+    b = {"x": np.zeros((2, 3)), "y": np.ones((2, 3)) + 1e-3, "z": np.ones(2) + 1.0}
+    rows = parity.compare_layers(a, b, ["x", "y", "z"], 1e-4)
+    assert [r.ok for r in rows] == [True, False, False]
+    table = parity.format_table(rows, 1e-4)
+    assert "y" in table.splitlines()[2] and "<-- first" in table.splitlines()[2] and "<-- first" not in table.splitlines()[3]
+    with pytest.raises(ValueError, match="shapes differ"):
+        parity.compare_layers({"x": np.zeros(2)}, {"x": np.zeros(3)}, ["x"], 1e-4)
