@@ -31,7 +31,7 @@ def from_numpy(model, arch: str | ResNetSpec, tensors: dict[str, np.ndarray], so
     spec = get_spec(arch)
     neutral.check_tensors(tensors, spec, source)
     for key, var in _variables(model, spec):
-        var.assign(np.asarray(tensors[key], dtype=np.float32))
+        var.assign(np.asarray(tensors[key], dtype=np.dtype(str(var.dtype))))
 
 
 def export(model, arch: str | ResNetSpec, path: str | os.PathLike, **extra):

@@ -15,10 +15,14 @@ from resnet_port.spec import get_spec
 
 
 def _model(op):
+    """The op's model; ``op['dtype']`` (default float32) sets Keras' dtype policy for it."""
+    import keras
+
     from . import weights
     from .model import build_model
 
     spec = get_spec(op["arch"])
+    keras.config.set_dtype_policy(op.get("dtype", "float32"))
     model = build_model(spec, input_shape=(None, None, spec.input_shape[-1]))
     if "weights" in op:
         weights.load_into(model, spec, op["weights"])
@@ -67,7 +71,81 @@ def op_roundtrip(op):
     weights.export(model, spec, op["out"])
 
 
-HANDLERS = {"init": op_init, "forward": op_forward, "roundtrip": op_roundtrip}
+def _objective(op):
+    from resnet_port.recipe import ObjectiveSpec
+
+    return ObjectiveSpec(l2_scope=op.get("l2_scope", "all"))
+
+
+def op_loss(op):
+    import tensorflow as tf
+
+    from .objective import loss_parts
+
+    spec, model = _model(op)
+    objective = _objective(op)
+    keys = list(spec.trainable_parameters())
+    variables = [getattr(model.get_layer(k.rsplit(".", 1)[0]), k.rsplit(".", 1)[1]) for k in keys]
+    x, y = np.load(op["images"]).astype(op.get("dtype", "float32")), np.load(op["labels"])
+    with tf.GradientTape() as tape:
+        logits = model(x, training=True)
+        ce, l2 = loss_parts(model, spec, objective, y, logits)
+        total = ce + l2
+    grads = tape.gradient(total, variables)
+    out = {"total": total.numpy(), "ce": ce.numpy(), "l2": l2.numpy()}
+    out.update({f"grad/{k}": g.numpy() for k, g in zip(keys, grads)})
+    np.savez(op["out"], **out)
+
+
+def op_train(op):
+    """Adam steps through Keras' own train step (what model.fit runs)."""
+    from resnet_port.recipe import AdamSpec
+
+    from . import weights
+    from .objective import make_loss, make_optimizer
+
+    spec, model = _model(op)
+    model.compile(optimizer=make_optimizer(AdamSpec()), loss=make_loss(model, spec, _objective(op)))
+    with np.load(op["batches"]) as z:
+        images, labels = z["images"], z["labels"]
+    for x, y in zip(images, labels):
+        model.train_on_batch(x.astype(op.get("dtype", "float32")), y)
+    weights.export(model, spec, op["out"])
+    probe = np.load(op["probe"]).astype(op.get("dtype", "float32"))
+    np.savez(op["probe_out"], eval=model(probe, training=False).numpy(), train=model(probe, training=True).numpy())
+
+
+def op_augment(op):
+    from resnet_port.augment import Draws
+
+    from .data import augment
+
+    d = Draws.load(op["draws"])
+    np.save(op["out"], augment(np.load(op["images"]), d.dy, d.dx, d.flip).numpy())
+
+
+def op_schedule(op):
+    from resnet_port.recipe import AdamSpec
+
+    from .objective import make_optimizer
+
+    opt = make_optimizer(AdamSpec())
+    values = []
+    for step in op["steps"]:
+        opt.iterations.assign(step)
+        values.append(np.float32(opt.learning_rate.numpy()))
+    np.save(op["out"], np.array(values, dtype=np.float32))
+
+
+HANDLERS = {
+    "init": op_init,
+    "forward": op_forward,
+    "roundtrip": op_roundtrip,
+    "loss": op_loss,
+    "train": op_train,
+    "augment": op_augment,
+    "schedule": op_schedule,
+}
 
 
 def main(argv=None):

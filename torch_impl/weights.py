@@ -73,6 +73,20 @@ def to_numpy(model: torch.nn.Module, arch: str | ResNetSpec | None = None) -> di
     return out
 
 
+def gradients_to_numpy(model: torch.nn.Module) -> dict[str, np.ndarray]:
+    """The ``.grad`` of every trainable tensor, keyed and laid out as in the file, in its own dtype."""
+    spec = model.spec
+    params = dict(model.named_parameters())
+    out = {}
+    for key, sd_key, kind in _mapping(spec):
+        if sd_key in params:
+            g = params[sd_key].grad
+            if g is None:
+                raise ValueError(f"{key} has no gradient; run backward() first")
+            out[key] = np.ascontiguousarray(_to_file_layout(g.detach().cpu().numpy(), kind, key))
+    return out
+
+
 def from_numpy(model: torch.nn.Module, tensors: dict[str, np.ndarray], arch: str | ResNetSpec | None = None, source: str = "weights") -> None:
     spec = get_spec(arch or model.spec)
     neutral.check_tensors(tensors, spec, source)

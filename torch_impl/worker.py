@@ -20,16 +20,17 @@ from . import weights
 from .model import LayerRecorder, build_model
 
 
-def _nchw(a: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32)).permute(0, 3, 1, 2)
+def _nchw(a: np.ndarray, dtype: str = "float32") -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(a, dtype=dtype)).permute(0, 3, 1, 2)
 
 
 def _model(op):
+    """The op's model, in ``op['dtype']`` (default float32)."""
     spec = get_spec(op["arch"])
     model = build_model(spec, **op.get("variant", {}))
     if "weights" in op:
         weights.load_into(model, op["weights"])
-    return spec, model
+    return spec, model.to(getattr(torch, op.get("dtype", "float32")))
 
 
 def op_init(op):
@@ -66,7 +67,84 @@ def op_roundtrip(op):
     weights.export(model, op["out"])
 
 
-HANDLERS = {"init": op_init, "forward": op_forward, "roundtrip": op_roundtrip}
+def _objective(op):
+    from resnet_port.recipe import ObjectiveSpec
+
+    return ObjectiveSpec(l2_scope=op.get("l2_scope", "all"))
+
+
+def op_loss(op):
+    from .objective import l2_parameters, loss_parts
+
+    spec, model = _model(op)
+    objective = _objective(op)
+    model.train()
+    logits = model(_nchw(np.load(op["images"]), op.get("dtype", "float32")))
+    ce, l2 = loss_parts(logits, torch.from_numpy(np.load(op["labels"]).astype(np.int64)), l2_parameters(model, spec, objective), objective)
+    total = ce + l2
+    total.backward()
+    out = {"total": total.detach().numpy(), "ce": ce.detach().numpy(), "l2": l2.detach().numpy()}
+    out.update({f"grad/{k}": g for k, g in weights.gradients_to_numpy(model).items()})
+    np.savez(op["out"], **out)
+
+
+def op_train(op):
+    """Adam steps through the training CLI's own step (torch_impl.engine.train_step)."""
+    from resnet_port.recipe import AdamSpec
+
+    from .engine import train_step
+    from .objective import KerasAdam, l2_parameters
+
+    spec, model = _model(op)
+    objective = _objective(op)
+    model.train()
+    opt = KerasAdam(model.parameters(), AdamSpec())
+    l2_params = l2_parameters(model, spec, objective)
+    with np.load(op["batches"]) as z:
+        images, labels = z["images"], z["labels"]
+    for x, y in zip(images, labels):
+        train_step(model, opt, _nchw(x, op.get("dtype", "float32")), torch.from_numpy(y.astype(np.int64)), l2_params, objective)
+    weights.export(model, op["out"])
+    probe = _nchw(np.load(op["probe"]), op.get("dtype", "float32"))
+    with torch.no_grad():
+        ev = model.eval()(probe).numpy()
+        tr = model.train()(probe).numpy()
+    np.savez(op["probe_out"], eval=ev, train=tr)
+
+
+def op_augment(op):
+    from resnet_port.augment import Draws
+
+    from .data import augment
+
+    d = Draws.load(op["draws"])
+    x = torch.from_numpy(np.load(op["images"])).permute(0, 3, 1, 2)
+    out = augment(x, torch.from_numpy(d.dy), torch.from_numpy(d.dx), torch.from_numpy(d.flip))
+    np.save(op["out"], out.permute(0, 2, 3, 1).numpy())
+
+
+def op_schedule(op):
+    from resnet_port.recipe import AdamSpec
+
+    from .objective import KerasAdam
+
+    opt = KerasAdam([torch.zeros(1, requires_grad=True)], AdamSpec())
+    values = []
+    for step in op["steps"]:
+        opt.param_groups[0]["iterations"] = step
+        values.append(np.float32(opt.current_lr()))
+    np.save(op["out"], np.array(values, dtype=np.float32))
+
+
+HANDLERS = {
+    "init": op_init,
+    "forward": op_forward,
+    "roundtrip": op_roundtrip,
+    "loss": op_loss,
+    "train": op_train,
+    "augment": op_augment,
+    "schedule": op_schedule,
+}
 
 
 def main(argv=None):

@@ -1,0 +1,55 @@
+"""The recipe's objective and optimiser in Keras.
+
+``make_loss`` is the seed's custom loss: mean sparse cross-entropy on logits plus
+``l2 * tf.nn.l2_loss`` summed over the variables the objective names.  The L2
+term reads the model's variables directly, as the seed's did, so it is also part
+of ``val_loss``.
+"""
+
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+
+from resnet_port.recipe import AdamSpec, ObjectiveSpec
+from resnet_port.spec import ResNetSpec, get_spec
+
+
+def l2_variables(model: keras.Model, arch: str | ResNetSpec, objective: ObjectiveSpec) -> list:
+    spec = get_spec(arch)
+    out = []
+    for key in objective.l2_keys(spec):
+        layer, param = key.rsplit(".", 1)
+        out.append(getattr(model.get_layer(layer), param))
+    return out
+
+
+def _full(t):
+    """float16/bfloat16 (mixed precision) is computed in float32; float32/64 stay as they are."""
+    return tf.cast(t, tf.float32) if t.dtype in (tf.float16, tf.bfloat16) else t
+
+
+def loss_parts(model, arch, objective: ObjectiveSpec, y_true, logits):
+    """(cross-entropy, L2 term) as scalars in the logits' precision (float32 at least)."""
+    logits = _full(tf.convert_to_tensor(logits))
+    ce = tf.reduce_mean(keras.losses.sparse_categorical_crossentropy(y_true, logits, from_logits=True))
+    variables = l2_variables(model, arch, objective)
+    if not variables or not objective.l2:
+        return ce, tf.zeros((), ce.dtype)
+    l2 = tf.add_n([tf.nn.l2_loss(tf.cast(_full(tf.convert_to_tensor(v)), ce.dtype)) for v in variables])
+    return ce, tf.constant(objective.l2, dtype=ce.dtype) * l2
+
+
+def make_loss(model, arch, objective: ObjectiveSpec):
+    def loss(y_true, y_pred):
+        ce, l2 = loss_parts(model, arch, objective, y_true, y_pred)
+        return ce + l2
+
+    loss.__name__ = "cross_entropy_plus_l2"
+    return loss
+
+
+def make_optimizer(opt: AdamSpec) -> keras.optimizers.Adam:
+    """Keras Adam with the seed's per-step decay as an explicit InverseTimeDecay schedule."""
+    schedule = keras.optimizers.schedules.InverseTimeDecay(opt.learning_rate, decay_steps=1, decay_rate=opt.decay)
+    return keras.optimizers.Adam(learning_rate=schedule, beta_1=opt.beta_1, beta_2=opt.beta_2, epsilon=opt.epsilon)

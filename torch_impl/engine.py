@@ -1,0 +1,50 @@
+"""One training step and evaluation in PyTorch: the code the CLI and the parity checks share."""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+
+from resnet_port.recipe import ObjectiveSpec
+
+from .objective import loss_parts
+
+
+def autocast(device: torch.device, amp_dtype: torch.dtype | None):
+    if amp_dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=amp_dtype)
+
+
+def train_step(model, optimizer, x, y, l2_params, objective: ObjectiveSpec, amp_dtype=None, scaler=None):
+    """Forward (training mode), loss with L2, backward, optimiser step.
+
+    Returns the detached (total, cross-entropy, number correct) tensors; nothing
+    here synchronises with the device.
+    """
+    optimizer.zero_grad(set_to_none=True)
+    with autocast(x.device, amp_dtype):
+        logits = model(x)
+    ce, l2 = loss_parts(logits, y, l2_params, objective)
+    total = ce + l2
+    if scaler is not None:
+        scaler.scale(total).backward()
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        total.backward()
+        optimizer.step()
+    correct = (logits.detach().argmax(1) == y).sum()
+    return total.detach(), ce.detach(), correct
+
+
+@torch.no_grad()
+def predict(model, batches, amp_dtype=None):
+    """Logits (float32, on the CPU) for an iterable of image batches, inference mode."""
+    model.eval()
+    out = []
+    for x in batches:
+        with autocast(x.device, amp_dtype):
+            out.append(model(x).float().cpu())
+    return torch.cat(out) if out else torch.empty(0)

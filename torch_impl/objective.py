@@ -1,0 +1,96 @@
+"""The recipe's objective and optimiser in PyTorch, equal to the Keras ones.
+
+* L2 is added to the loss as ``l2 * sum(v**2) / 2`` (TF's ``l2_loss``): Adam's
+  ``weight_decay`` would decay inside the update, which is not the same thing.
+* ``KerasAdam`` is Adam as Keras computes it: ``alpha = lr * sqrt(1 - b2^t) /
+  (1 - b1^t)`` and ``v -= alpha * m / (sqrt(v) + eps)``.  ``torch.optim.Adam``
+  adds epsilon to the bias-corrected ``sqrt(v_hat)``, an effective epsilon
+  ``sqrt(1 - b2^t)`` times smaller, and its default epsilon is 1e-8, not 1e-7.
+  The learning rate of step t (t counted from 0, before the update) is the
+  recipe's float32 ``AdamSpec.lr(t)``, as Keras' InverseTimeDecay gives it.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from resnet_port.recipe import AdamSpec, ObjectiveSpec
+from resnet_port.spec import ResNetSpec, get_spec
+
+_TORCH_PARAM = {"kernel": "weight", "gamma": "weight", "beta": "bias", "bias": "bias"}
+
+
+def l2_parameters(model: torch.nn.Module, arch: str | ResNetSpec, objective: ObjectiveSpec) -> list[torch.Tensor]:
+    spec = get_spec(arch)
+    params = dict(model.named_parameters())
+    out = []
+    for key in objective.l2_keys(spec):
+        layer, p = key.rsplit(".", 1)
+        out.append(params[f"{layer}.{_TORCH_PARAM[p]}"])
+    return out
+
+
+def _full(t: torch.Tensor) -> torch.Tensor:
+    """float16/bfloat16 (autocast) is computed in float32; float32/64 stay as they are."""
+    return t.float() if t.dtype in (torch.float16, torch.bfloat16) else t
+
+
+def loss_parts(logits: torch.Tensor, labels: torch.Tensor, l2_params: list[torch.Tensor], objective: ObjectiveSpec):
+    """(cross-entropy, L2 term), scalars in the logits' precision (float32 at least)."""
+    logits = _full(logits)
+    ce = F.cross_entropy(logits, labels)
+    if not l2_params or objective.l2 == 0:
+        return ce, torch.zeros((), device=logits.device, dtype=ce.dtype)
+    sq = torch.stack([_full(p).square().sum() for p in l2_params]).sum()
+    return ce, objective.l2 * 0.5 * sq.to(ce.dtype)
+
+
+class KerasAdam(torch.optim.Optimizer):
+    """Adam with Keras' update rule and the recipe's per-step schedule (see module docstring)."""
+
+    def __init__(self, params, spec: AdamSpec):
+        defaults = dict(beta_1=spec.beta_1, beta_2=spec.beta_2, epsilon=spec.epsilon, iterations=0)
+        super().__init__(params, defaults)
+        self.spec = spec
+
+    @property
+    def iterations(self) -> int:
+        return self.param_groups[0]["iterations"]
+
+    def current_lr(self) -> float:
+        return float(self.spec.lr(self.iterations))
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            t = group["iterations"]
+            b1, b2, eps = group["beta_1"], group["beta_2"], group["epsilon"]
+            lr = float(self.spec.lr(t))
+            alpha = lr * math.sqrt(1 - b2 ** (t + 1)) / (1 - b1 ** (t + 1))
+            params, grads, ms, vs = [], [], [], []
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                state = self.state[p]
+                if not state:
+                    state["m"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                    state["v"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                params.append(p)
+                grads.append(p.grad)
+                ms.append(state["m"])
+                vs.append(state["v"])
+            if params:
+                torch._foreach_lerp_(ms, grads, 1 - b1)
+                torch._foreach_lerp_(vs, torch._foreach_mul(grads, grads), 1 - b2)
+                denom = torch._foreach_sqrt(vs)
+                torch._foreach_add_(denom, eps)
+                torch._foreach_addcdiv_(params, ms, denom, value=-alpha)
+            group["iterations"] = t + 1
+        return loss
