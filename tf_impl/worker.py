@@ -56,7 +56,7 @@ def op_forward(op):
 
     spec, model = _model(op)
     probe = intermediate_model(model, spec)
-    outputs = probe(np.load(op["inputs"]), training=bool(op["training"]))
+    outputs = probe(np.load(op["inputs"]).astype(op.get("dtype", "float32")), training=bool(op["training"]))
     arrays = {k: np.asarray(v) for k, v in outputs.items()}
     arrays["logits"] = arrays[spec.fc.name]
     np.savez(op["out"], **arrays)

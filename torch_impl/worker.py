@@ -54,7 +54,7 @@ def op_forward(op):
     spec, model = _model(op)
     model.train(bool(op["training"]))
     with torch.no_grad(), LayerRecorder(model) as rec:
-        logits = model(_nchw(np.load(op["inputs"])))
+        logits = model(_nchw(np.load(op["inputs"]), op.get("dtype", "float32")))
     arrays = dict(rec.outputs)
     arrays["logits"] = logits.numpy()
     np.savez(op["out"], **arrays)
