@@ -48,6 +48,10 @@ class AugmentSpec:
         if self.interpolation != "bilinear" or self.fill_mode != "nearest":
             raise ValueError("only bilinear interpolation with fill_mode='nearest' (the recipe's) is implemented")
 
+    @property
+    def is_identity(self) -> bool:
+        return self.height_shift == 0 and self.width_shift == 0 and not self.horizontal_flip
+
 
 @dataclass
 class Draws:

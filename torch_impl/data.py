@@ -73,14 +73,21 @@ class DeviceLoader:
     def __len__(self):
         return -(-len(self.labels) // self.batch_size)
 
-    def batches(self, generator: torch.Generator | None = None, start: int = 0):
-        """Yield the epoch's batches from batch index ``start`` (to resume mid-epoch)."""
+    def batches(self, generator: torch.Generator | None = None, start: int = 0, draw_state: torch.Tensor | None = None):
+        """Yield the epoch's batches from batch index ``start``.
+
+        The shuffle is drawn first from ``generator``; to resume mid-epoch with the
+        same augmentation draws, pass the generator's state saved at batch ``start``
+        as ``draw_state``.
+        """
         n = len(self.labels)
         order = torch.randperm(n, device=self.device, generator=generator) if self.shuffle else torch.arange(n, device=self.device)
+        if draw_state is not None:
+            generator.set_state(draw_state)
         for i in range(start, len(self)):
             idx = order[i * self.batch_size : (i + 1) * self.batch_size]
             x, y = self.images[idx], self.labels[idx]
-            if self.spec is None:
+            if self.spec is None or self.spec.is_identity:
                 yield x.float().div_(255.0), y
                 continue
             dy, dx, flip = random_draws(self.spec, len(idx), self.h, self.w, self.device, generator)

@@ -1,0 +1,108 @@
+"""The flags both training CLIs share, derived from one ``Recipe``, and their error handling."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from .augment import AugmentSpec
+from .recipe import L2_SCOPES, AdamSpec, ObjectiveSpec, Recipe
+from .spec import available
+
+EXIT_BAD_INPUT = 2
+
+
+def _positive_int(s: str) -> int:
+    try:
+        v = int(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {s!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {v}")
+    return v
+
+
+def _nonneg_int(s: str) -> int:
+    try:
+        v = int(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {s!r}") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {v}")
+    return v
+
+
+def _positive_float(s: str) -> float:
+    try:
+        v = float(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {s!r}") from None
+    if not v > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {v}")
+    return v
+
+
+def train_parser(framework: str, description: str) -> argparse.ArgumentParser:
+    d = Recipe()
+    ap = argparse.ArgumentParser(prog=f"python -m {framework}.train", description=description)
+    ap.add_argument("--arch", choices=available(), default=d.arch, help=f"architecture (default {d.arch})")
+    ap.add_argument("--epochs", type=_positive_int, default=d.epochs, help=f"epochs (default {d.epochs})")
+    ap.add_argument("--batch-size", type=_positive_int, default=d.batch_size, help=f"training batch size (default {d.batch_size})")
+    ap.add_argument("--eval-batch-size", type=_positive_int, default=d.eval_batch_size, help=f"validation/test batch size (default {d.eval_batch_size}, the seed's)")
+    ap.add_argument("--lr", type=_positive_float, default=d.optimizer.learning_rate, help=f"initial Adam learning rate (default {d.optimizer.learning_rate})")
+    ap.add_argument("--lr-decay", type=float, default=d.optimizer.decay, help=f"inverse-time decay per step: lr/(1 + decay*t) (default {d.optimizer.decay})")
+    ap.add_argument("--l2", type=float, default=d.objective.l2, help=f"weight of sum(v**2)/2 (default {d.objective.l2})")
+    ap.add_argument("--l2-scope", choices=L2_SCOPES, default=d.objective.l2_scope, help="'all' trainable variables (the seed) or conv/dense 'kernels' only")
+    ap.add_argument("--no-augment", action="store_true", help="train without the random shift and flip")
+    ap.add_argument("--data-dir", help="folder holding cifar-100-python/ or the .tar.gz (default: search, then download)")
+    ap.add_argument("--no-verify", action="store_true", help="skip the md5 checks, to train on your own files in the CIFAR-100 format")
+    ap.add_argument("--val-size", type=_nonneg_int, default=d.val_size, help=f"validate on the last N training images (default {d.val_size})")
+    ap.add_argument("--limit-train", type=_positive_int, default=None, help="train on the first N training images only (quick runs)")
+    ap.add_argument("--seed", type=int, default=d.seed, help="seed of initialisation, shuffling and augmentation")
+    ap.add_argument("--out", default=None, help=f"run directory (default runs/{framework.split('_')[0]}-ARCH)")
+    ap.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    ap.add_argument("--force", action="store_true", help="overwrite the run in --out")
+    ap.add_argument("--amp", action="store_true", help="mixed precision (float16 on a GPU; see --amp-dtype)")
+    ap.add_argument("--amp-dtype", choices=["float16", "bfloat16"], default=None, help="AMP compute type (default float16; giving it forces AMP, also on a CPU)")
+    ap.add_argument("--quiet", action="store_true", help="no progress bars")
+    return ap
+
+
+def recipe_from_args(args) -> Recipe:
+    return Recipe(
+        arch=args.arch,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        eval_batch_size=args.eval_batch_size,
+        val_size=args.val_size,
+        seed=args.seed,
+        limit_train=args.limit_train,
+        augment=AugmentSpec() if not args.no_augment else AugmentSpec(height_shift=0.0, width_shift=0.0, horizontal_flip=False),
+        objective=ObjectiveSpec(l2=args.l2, l2_scope=args.l2_scope),
+        optimizer=AdamSpec(learning_rate=args.lr, decay=args.lr_decay),
+        amp=bool(args.amp or args.amp_dtype),
+        amp_dtype=args.amp_dtype or "float16",
+    )
+
+
+def default_out(framework: str, arch: str) -> Path:
+    return Path("runs") / f"{framework.split('_')[0]}-{arch}"
+
+
+def fail(message: str) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return EXIT_BAD_INPUT
+
+
+def run_cli(main, known_errors: tuple[type[BaseException], ...]) -> int:
+    """Run ``main()``; known input errors become one clear line and exit code 2."""
+    try:
+        return main() or 0
+    except known_errors as e:
+        return fail(str(e))
+
+
+def summary(lines: dict[str, object]) -> str:
+    w = max(len(k) for k in lines)
+    return "\n".join(["=" * 60] + [f"{k:<{w}}  {v}" for k, v in lines.items()] + ["=" * 60])

@@ -1,0 +1,275 @@
+"""``python -m tf_impl.train``: the recipe in Keras, the reference, faithful to the seed.
+
+``model.fit`` on the tf.data pipeline (``tf_impl.data``), one epoch per call so
+that each epoch gets its own reproducible shuffle and augmentation and a
+checkpoint; the seed's custom loss (cross-entropy + L2 over the model's
+variables); Adam with the seed's per-step decay as an explicit schedule.
+``--amp`` maps to Keras' ``mixed_float16`` policy on a GPU (``mixed_bfloat16``
+with ``--amp-dtype bfloat16``); on a CPU it says so and trains in float32, like
+the PyTorch CLI.  Same run directory, resume and Ctrl-C behaviour as
+``torch_impl.train``.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import platform
+import sys
+import time
+
+import numpy as np
+
+from resnet_port import cli, data, report, rundir
+from resnet_port.recipe import Recipe
+from resnet_port.weights import WeightsError, atomic_write_bytes
+
+FRAMEWORK = "tf_impl"
+
+
+def resolve_policy(recipe: Recipe, has_gpu: bool, amp_dtype_given: bool):
+    """(Keras dtype policy name, notice or None)."""
+    if not recipe.amp:
+        return "float32", None
+    if has_gpu:
+        return f"mixed_{recipe.amp_dtype}", None
+    if amp_dtype_given:
+        return f"mixed_{recipe.amp_dtype}", f"notice: {recipe.amp_dtype} mixed precision on a CPU, as asked (often much slower than float32)"
+    return "float32", "notice: --amp needs a GPU; training in float32 on the CPU (add --amp-dtype bfloat16 to force mixed_bfloat16)"
+
+
+class Trainer:
+    def __init__(self, recipe: Recipe, ds: data.Cifar100, policy: str):
+        import keras
+
+        from . import objective
+        from .model import build_model
+
+        self.recipe, self.ds = recipe, ds
+        keras.utils.set_random_seed(recipe.seed)
+        keras.mixed_precision.set_global_policy(policy)
+        self.model = build_model(recipe.arch)
+        self.optimizer = objective.make_optimizer(recipe.optimizer)
+        self.model.compile(optimizer=self.optimizer, loss=objective.make_loss(self.model, recipe.arch, recipe.objective), metrics=["sparse_categorical_accuracy"])
+        self.optimizer.build(self.model.trainable_variables)
+        self.history: list[dict] = []
+        self.epoch, self.batch = 0, 0
+        self.partial = {"loss_sum": 0.0, "correct": 0.0, "seen": 0, "seconds": 0.0}
+
+    # -- checkpoints: one .npz (neutral weights + optimiser variables + JSON state) --------
+    def save(self, path) -> None:
+        from . import weights
+
+        arrays = {f"model/{k}": v for k, v in weights.to_numpy(self.model, self.recipe.arch).items()}
+        for i, v in enumerate(self.optimizer.variables):
+            arrays[f"opt/{i:04d}"] = np.asarray(v.numpy())
+        state = {"epoch": self.epoch, "batch": self.batch, "partial": self.partial, "history": self.history, "recipe": self.recipe.to_dict(), "opt_paths": [v.path for v in self.optimizer.variables]}
+        arrays["state"] = np.frombuffer(json.dumps(state).encode(), dtype=np.uint8)
+        buf = io.BytesIO()
+        np.savez(buf, **arrays)
+        atomic_write_bytes(path, buf.getvalue())
+
+    def load(self, path) -> None:
+        from . import weights
+
+        try:
+            with np.load(path) as z:
+                arrays = {k: z[k] for k in z.files}
+            state = json.loads(arrays.pop("state").tobytes().decode())
+        except Exception as e:
+            raise rundir.RunDirError(f"cannot read checkpoint {path} ({type(e).__name__}: {e}); delete it to restart the run") from None
+        weights.from_numpy(self.model, self.recipe.arch, {k[6:]: v for k, v in arrays.items() if k.startswith("model/")}, str(path))
+        opt_vars = self.optimizer.variables
+        if state["opt_paths"] != [v.path for v in opt_vars]:
+            raise rundir.RunDirError(f"checkpoint {path} holds optimiser state of another layout; delete it to restart the run")
+        for i, v in enumerate(opt_vars):
+            v.assign(arrays[f"opt/{i:04d}"])
+        self.epoch, self.batch = state["epoch"], state["batch"]
+        self.partial, self.history = state["partial"], state["history"]
+
+    # -- training -------------------------------------------------------------------------
+    def fit(self, run: rundir.RunDir, quiet: bool) -> None:
+        import keras
+
+        from .data import eval_dataset, train_dataset
+
+        r, ds = self.recipe, self.ds
+        val = eval_dataset(ds.val.images, ds.val.fine, r.eval_batch_size) if len(ds.val) else None
+        trainer = self
+
+        class Tracker(keras.callbacks.Callback):
+            """Counts batches and keeps Keras' running means, so Ctrl-C can checkpoint mid-epoch."""
+
+            def on_epoch_begin(self, epoch, logs=None):
+                self.done, self.logs = 0, {}
+
+            def on_train_batch_end(self, batch, logs=None):
+                self.done += 1
+                self.logs = logs or {}
+
+        while self.epoch < r.epochs:
+            train = train_dataset(ds.train.images, ds.train.fine, r.batch_size, None if r.augment.is_identity else r.augment, r.seed, epoch=self.epoch)
+            tracker = Tracker()
+            start = time.perf_counter()
+            skip = self.batch
+            try:
+                hist = self.model.fit(
+                    train.skip(skip),
+                    epochs=self.epoch + 1,
+                    initial_epoch=self.epoch,
+                    shuffle=False,  # train_dataset shuffles, reproducibly per epoch
+                    verbose=0 if quiet else (1 if sys.stdout.isatty() else 2),  # 2: one line per epoch, as the seed logged
+                    callbacks=[tracker],
+                )
+            except KeyboardInterrupt:
+                self._absorb(tracker, skip, time.perf_counter() - start)
+                self.save(run.checkpoint)
+                raise
+            seconds = self.partial["seconds"] + time.perf_counter() - start
+            seen_now = len(ds.train) - min(skip * r.batch_size, len(ds.train))
+            loss_sum = self.partial["loss_sum"] + hist.history["loss"][-1] * seen_now
+            correct = self.partial["correct"] + hist.history["sparse_categorical_accuracy"][-1] * seen_now
+            n = len(ds.train)
+            if val is not None:
+                val_loss, val_acc = self.model.evaluate(val, verbose=0)
+            else:
+                val_loss = val_acc = float("nan")
+            self.history.append(
+                {
+                    "epoch": self.epoch + 1,
+                    "loss": loss_sum / n,
+                    "accuracy": correct / n,
+                    "seconds": seconds,
+                    "images_per_sec": n / max(seconds, 1e-9),
+                    "val_loss": float(val_loss),
+                    "val_accuracy": float(val_acc),
+                    "lr": float(self.optimizer.learning_rate.numpy()),
+                }
+            )
+            self.epoch, self.batch = self.epoch + 1, 0
+            self.partial = {"loss_sum": 0.0, "correct": 0.0, "seen": 0, "seconds": 0.0}
+            self.save(run.checkpoint)  # the checkpoint first: metrics.jsonl is derived from it
+            run.write_metrics(self.history)
+            if not quiet:
+                h = self.history[-1]
+                print(f"epoch {h['epoch']}/{r.epochs}: val_loss {h['val_loss']:.4f} val_acc {h['val_accuracy']:.4f} lr {h['lr']:.3g} ({h['images_per_sec']:.0f} img/s)", file=sys.stderr)
+
+    def _absorb(self, tracker, skip: int, seconds: float) -> None:
+        """Fold the interrupted part of an epoch into the partial sums of the checkpoint."""
+        done = getattr(tracker, "done", 0)
+        seen = min(done * self.recipe.batch_size, len(self.ds.train) - skip * self.recipe.batch_size)
+        logs = getattr(tracker, "logs", {})
+        self.partial = {
+            "loss_sum": self.partial["loss_sum"] + float(logs.get("loss", 0.0)) * seen,
+            "correct": self.partial["correct"] + float(logs.get("sparse_categorical_accuracy", 0.0)) * seen,
+            "seen": self.partial["seen"] + seen,
+            "seconds": self.partial["seconds"] + seconds,
+        }
+        self.batch = skip + done
+
+    def evaluate(self, split: data.Split):
+        """(loss incl. L2, accuracy, predictions) in inference mode, batches of eval_batch_size."""
+        from .data import eval_dataset
+
+        if len(split) == 0:
+            return float("nan"), float("nan"), np.zeros(0, np.int64)
+        ds = eval_dataset(split.images, split.fine, self.recipe.eval_batch_size)
+        logits = np.concatenate([np.asarray(self.model(x, training=False), dtype=np.float32) for x, _ in ds])
+        loss, _ = self.model.evaluate(ds, verbose=0)
+        pred = logits.argmax(1)
+        return float(loss), float((pred == split.fine).mean()), pred
+
+
+def finish(trainer: Trainer, run: rundir.RunDir, started: float) -> dict:
+    from . import weights
+
+    ds, r = trainer.ds, trainer.recipe
+    weights.export(trainer.model, r.arch, run.path / rundir.WEIGHTS)
+    test_loss, test_acc, pred = trainer.evaluate(ds.test)
+    np.save(run.path / rundir.PREDICTIONS, pred)
+    report.plot_curves(trainer.history, run.path, title=f"{r.arch} (Keras)")
+    report.prediction_mosaic(ds.test.images, pred, ds.fine_names, run.path / "test_visualisation.png")
+    h = trainer.history
+    train_seconds = sum(x["seconds"] for x in h)
+    results = {
+        "arch": r.arch,
+        "epochs": len(h),
+        "test_accuracy": test_acc,
+        "test_correct": int((pred == ds.test.fine).sum()),
+        "test_total": len(ds.test),
+        "test_loss": test_loss,
+        "best_val_accuracy": max((x["val_accuracy"] for x in h), default=float("nan")),
+        "final_val_accuracy": h[-1]["val_accuracy"] if h else float("nan"),
+        "train_seconds": train_seconds,
+        "images_per_sec": sum(x["images_per_sec"] * x["seconds"] for x in h) / max(train_seconds, 1e-9),
+        "wall_seconds": time.perf_counter() - started,
+    }
+    run.write_results(results)
+    return results
+
+
+def main(argv=None) -> int:
+    ap = cli.train_parser(FRAMEWORK, __doc__.splitlines()[0])
+    args = ap.parse_args(argv)
+
+    def run_main():
+        started = time.perf_counter()
+        recipe = cli.recipe_from_args(args)
+        out = args.out or cli.default_out(FRAMEWORK, recipe.arch)
+        run = rundir.RunDir(out, FRAMEWORK, recipe, resume=args.resume, force=args.force)
+        ds = data.load(args.data_dir, verify=not args.no_verify, val_size=recipe.val_size, quiet=args.quiet)
+        if recipe.limit_train:
+            t = ds.train
+            ds.train = data.Split(t.images[: recipe.limit_train], t.fine[: recipe.limit_train], t.coarse[: recipe.limit_train])
+
+        import tensorflow as tf
+
+        gpus = tf.config.list_physical_devices("GPU")
+        policy, notice = resolve_policy(recipe, bool(gpus), args.amp_dtype is not None)
+        if notice:
+            print(notice, file=sys.stderr)
+        trainer = Trainer(recipe, ds, policy)
+        if run.resuming:
+            trainer.load(run.checkpoint)
+            print(f"resuming {run.path} at epoch {trainer.epoch + 1}, batch {trainer.batch}", file=sys.stderr)
+            run.write_metrics(trainer.history)
+        run.write_config(
+            recipe,
+            runtime={
+                "device": "gpu" if gpus else "cpu",
+                "device_name": gpus[0].name if gpus else platform.processor() or platform.machine(),
+                "tensorflow": tf.__version__,
+                "keras": __import__("keras").__version__,
+                "python": platform.python_version(),
+                "amp_effective": policy,
+            },
+            data={"source": ds.source, "verified": ds.verified, "train": len(ds.train), "val": len(ds.val), "test": len(ds.test)},
+        )
+        try:
+            trainer.fit(run, args.quiet)
+        except KeyboardInterrupt:
+            print(
+                f"\ninterrupted: checkpoint written at epoch {trainer.epoch + 1}, batch {trainer.batch} in {run.path}; "
+                "continue with the same command and --resume",
+                file=sys.stderr,
+            )
+            return 130
+        results = finish(trainer, run, started)
+        print(
+            cli.summary(
+                {
+                    "framework": f"Keras {__import__('keras').__version__} / TensorFlow {tf.__version__} ({results['epochs']} epochs, {recipe.arch})",
+                    "test accuracy": f"acc= {results['test_accuracy']:.4f} ({results['test_correct']}/{results['test_total']})",
+                    "best val accuracy": f"{results['best_val_accuracy']:.4f}",
+                    "training time": f"{results['train_seconds']:.1f} s ({results['images_per_sec']:.1f} images/s)",
+                    "artifacts": str(run.path),
+                }
+            )
+        )
+        return 0
+
+    return cli.run_cli(run_main, (ValueError, data.DataError, rundir.RunDirError, WeightsError))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

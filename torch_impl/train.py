@@ -1,0 +1,282 @@
+"""``python -m torch_impl.train --amp``: the recipe in PyTorch, on CUDA when there is one.
+
+The whole training set sits on the device as uint8 and is augmented there in
+batches (``torch_impl.data``); the model is channels_last, optionally compiled;
+``--amp`` uses autocast with float16 and a gradient scaler (or bfloat16) on CUDA.
+On a CPU, ``--amp`` says so in one line and trains in float32 (bfloat16 autocast
+was measured 10-20x slower on CPUs without bf16 units), unless ``--amp-dtype
+bfloat16`` asks for it explicitly.
+
+Everything is written to the run directory (``resnet_port.rundir``); a run
+interrupted by Ctrl-C writes a checkpoint at the batch it reached, a run killed
+outright resumes from its last completed epoch, both with ``--resume``.
+"""
+
+from __future__ import annotations
+
+import io
+import platform
+import sys
+import time
+
+import numpy as np
+import torch
+
+from resnet_port import cli, data, report, rundir
+from resnet_port.progress import ProgressBar
+from resnet_port.recipe import Recipe
+from resnet_port.weights import WeightsError, atomic_write_bytes
+
+from . import weights
+from .data import DeviceLoader
+from .engine import predict, train_step
+from .model import build_model
+from .objective import KerasAdam, l2_parameters, loss_parts
+
+FRAMEWORK = "torch_impl"
+
+
+def resolve_precision(recipe: Recipe, device: torch.device, amp_dtype_given: bool):
+    """(autocast dtype or None, whether to use a GradScaler, a notice or None)."""
+    if not recipe.amp:
+        return None, False, None
+    if device.type == "cuda":
+        dtype = torch.float16 if recipe.amp_dtype == "float16" else torch.bfloat16
+        return dtype, dtype == torch.float16, None
+    if amp_dtype_given and recipe.amp_dtype == "bfloat16":
+        return torch.bfloat16, False, "notice: bfloat16 autocast on a CPU, as asked (often much slower than float32 on CPUs without bf16 units)"
+    return None, False, "notice: --amp needs a CUDA GPU; training in float32 on the CPU (add --amp-dtype bfloat16 to force bfloat16 autocast)"
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    return (seed * 1_000_003 + epoch) % (2**63)
+
+
+class Trainer:
+    def __init__(self, recipe: Recipe, ds: data.Cifar100, device: torch.device, amp_dtype, use_scaler: bool, compile_model: bool, channels_last: bool):
+        self.recipe, self.ds, self.device = recipe, ds, device
+        self.amp_dtype = amp_dtype
+        torch.manual_seed(recipe.seed)
+        self.model = build_model(recipe.arch).to(device)
+        if channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.net = torch.compile(self.model) if compile_model else self.model
+        self.optimizer = KerasAdam(self.model.parameters(), recipe.optimizer)
+        self.scaler = torch.amp.GradScaler("cuda") if use_scaler else None
+        self.l2_params = l2_parameters(self.model, recipe.arch, recipe.objective)
+        train = ds.train
+        self.train_loader = DeviceLoader(train.images, train.fine, recipe.batch_size, device, recipe.augment, shuffle=True, channels_last=channels_last)
+        self.history: list[dict] = []
+        self.epoch, self.batch = 0, 0
+        self.partial = {"loss_sum": 0.0, "correct": 0, "seen": 0, "seconds": 0.0}
+        self.draw_state = None
+
+    # -- checkpoints --------------------------------------------------------------------
+    def state(self) -> dict:
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict() if self.scaler else None,
+            "epoch": self.epoch,
+            "batch": self.batch,
+            "partial": self.partial,
+            "draw_state": self.draw_state,
+            "history": self.history,
+            "recipe": self.recipe.to_dict(),
+        }
+
+    def save(self, path) -> None:
+        buf = io.BytesIO()
+        torch.save(self.state(), buf)
+        atomic_write_bytes(path, buf.getvalue())
+
+    def load(self, path) -> None:
+        try:
+            st = torch.load(path, map_location=self.device, weights_only=False)
+        except Exception as e:  # a damaged file: say which, never train on garbage
+            raise rundir.RunDirError(f"cannot read checkpoint {path} ({type(e).__name__}: {e}); delete it to restart the run") from None
+        self.model.load_state_dict(st["model"])
+        self.optimizer.load_state_dict(st["optimizer"])
+        if self.scaler and st["scaler"]:
+            self.scaler.load_state_dict(st["scaler"])
+        self.epoch, self.batch = st["epoch"], st["batch"]
+        self.partial, self.history = st["partial"], st["history"]
+        self.draw_state = st["draw_state"]
+
+    # -- one epoch ------------------------------------------------------------------------
+    def train_epoch(self, quiet: bool, run: rundir.RunDir) -> dict:
+        r = self.recipe
+        gen = torch.Generator(self.device).manual_seed(epoch_seed(r.seed, self.epoch))
+        steps = len(self.train_loader)
+        bar = ProgressBar(steps, f"epoch {self.epoch + 1}/{r.epochs}", unit="step", disable=quiet)
+        bar.update(self.batch)
+        loss_sum = torch.zeros((), device=self.device, dtype=torch.float64)
+        correct = torch.zeros((), device=self.device, dtype=torch.int64)
+        seen = self.partial["seen"]
+        start_time = time.perf_counter()
+        self.net.train()
+        batches = self.train_loader.batches(gen, start=self.batch, draw_state=self.draw_state)
+        try:
+            for x, y in batches:
+                total, _, c = train_step(self.net, self.optimizer, x, y, self.l2_params, r.objective, self.amp_dtype, self.scaler)
+                loss_sum += total.double() * len(y)
+                correct += c
+                seen += len(y)
+                self.batch += 1
+                if quiet:
+                    continue
+                if self.batch % 20 == 0:  # reading the loss synchronises with the device: not every step
+                    bar.update(1, loss=(float(loss_sum) + self.partial["loss_sum"]) / max(seen, 1))
+                else:
+                    bar.update(1)
+        except KeyboardInterrupt:
+            self.partial = {
+                "loss_sum": self.partial["loss_sum"] + float(loss_sum),
+                "correct": self.partial["correct"] + int(correct),
+                "seen": seen,
+                "seconds": self.partial["seconds"] + time.perf_counter() - start_time,
+            }
+            self.draw_state = gen.get_state()
+            self.save(run.checkpoint)
+            raise
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+        seconds = self.partial["seconds"] + time.perf_counter() - start_time
+        bar.close()
+        loss = (float(loss_sum) + self.partial["loss_sum"]) / max(seen, 1)
+        acc = (int(correct) + self.partial["correct"]) / max(seen, 1)
+        return {"loss": loss, "accuracy": acc, "seconds": seconds, "images_per_sec": seen / max(seconds, 1e-9)}
+
+    def evaluate(self, split: data.Split) -> tuple[float, float, np.ndarray]:
+        """(loss incl. L2 as Keras reports val_loss, accuracy, predictions) in inference mode."""
+        if len(split) == 0:
+            return float("nan"), float("nan"), np.zeros(0, np.int64)
+        loader = DeviceLoader(split.images, split.fine, self.recipe.eval_batch_size, self.device, None, shuffle=False)
+        logits = predict(self.net, (x for x, _ in loader.batches()), self.amp_dtype)
+        labels = torch.from_numpy(split.fine)
+        with torch.no_grad():
+            ce, l2 = loss_parts(logits, labels, [p.detach().cpu() for p in self.l2_params], self.recipe.objective)
+        pred = logits.argmax(1).numpy()
+        return float(ce + l2), float((pred == split.fine).mean()), pred
+
+    def fit(self, run: rundir.RunDir, quiet: bool) -> None:
+        r = self.recipe
+        while self.epoch < r.epochs:
+            m = self.train_epoch(quiet, run)
+            val_loss, val_acc, _ = self.evaluate(self.ds.val)
+            self.history.append({"epoch": self.epoch + 1, **m, "val_loss": val_loss, "val_accuracy": val_acc, "lr": self.optimizer.current_lr()})
+            self.epoch, self.batch = self.epoch + 1, 0
+            self.partial = {"loss_sum": 0.0, "correct": 0, "seen": 0, "seconds": 0.0}
+            self.draw_state = None
+            self.save(run.checkpoint)  # the checkpoint first: metrics.jsonl is derived from it
+            run.write_metrics(self.history)
+            if not quiet:
+                h = self.history[-1]
+                print(
+                    f"epoch {h['epoch']}/{r.epochs}: loss {h['loss']:.4f} acc {h['accuracy']:.4f} "
+                    f"val_loss {val_loss:.4f} val_acc {val_acc:.4f} lr {h['lr']:.3g} ({h['images_per_sec']:.0f} img/s)",
+                    file=sys.stderr,
+                )
+
+
+def finish(trainer: Trainer, run: rundir.RunDir, started: float) -> dict:
+    """Final weights, test accuracy, predictions, plots, mosaic and results.json."""
+    ds, r = trainer.ds, trainer.recipe
+    weights.export(trainer.model, run.path / rundir.WEIGHTS)
+    test_loss, test_acc, pred = trainer.evaluate(ds.test)
+    np.save(run.path / rundir.PREDICTIONS, pred)
+    report.plot_curves(trainer.history, run.path, title=f"{r.arch} (PyTorch)")
+    report.prediction_mosaic(ds.test.images, pred, ds.fine_names, run.path / "test_visualisation.png")
+    h = trainer.history
+    train_seconds = sum(x["seconds"] for x in h)
+    results = {
+        "arch": r.arch,
+        "epochs": len(h),
+        "test_accuracy": test_acc,
+        "test_correct": int((pred == ds.test.fine).sum()),
+        "test_total": len(ds.test),
+        "test_loss": test_loss,
+        "best_val_accuracy": max((x["val_accuracy"] for x in h), default=float("nan")),
+        "final_val_accuracy": h[-1]["val_accuracy"] if h else float("nan"),
+        "train_seconds": train_seconds,
+        "images_per_sec": sum(x["images_per_sec"] * x["seconds"] for x in h) / max(train_seconds, 1e-9),
+        "wall_seconds": time.perf_counter() - started,
+    }
+    run.write_results(results)
+    return results
+
+
+def main(argv=None) -> int:
+    ap = cli.train_parser(FRAMEWORK, __doc__.splitlines()[0])
+    ap.add_argument("--device", default=None, help="cuda, cuda:1, cpu (default: cuda when available)")
+    ap.add_argument("--compile", action="store_true", help="torch.compile the model")
+    ap.add_argument("--no-channels-last", action="store_true", help="keep NCHW memory format")
+    args = ap.parse_args(argv)
+
+    def run_main():
+        started = time.perf_counter()
+        recipe = cli.recipe_from_args(args)
+        if args.device:
+            device = torch.device(args.device)
+            if device.type == "cuda" and not torch.cuda.is_available():
+                raise ValueError(f"--device {args.device}: no CUDA GPU is available here; use --device cpu")
+        else:
+            device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+            if device.type == "cpu":
+                print("notice: no CUDA GPU found; training on the CPU", file=sys.stderr)
+        amp_dtype, use_scaler, notice = resolve_precision(recipe, device, args.amp_dtype is not None)
+        if notice:
+            print(notice, file=sys.stderr)
+        out = args.out or cli.default_out(FRAMEWORK, recipe.arch)
+        run = rundir.RunDir(out, FRAMEWORK, recipe, resume=args.resume, force=args.force)
+        ds = data.load(args.data_dir, verify=not args.no_verify, val_size=recipe.val_size, quiet=args.quiet)
+        if recipe.limit_train:
+            t = ds.train
+            ds.train = data.Split(t.images[: recipe.limit_train], t.fine[: recipe.limit_train], t.coarse[: recipe.limit_train])
+        trainer = Trainer(recipe, ds, device, amp_dtype, use_scaler, args.compile, not args.no_channels_last)
+        if run.resuming:
+            trainer.load(run.checkpoint)
+            print(f"resuming {run.path} at epoch {trainer.epoch + 1}, batch {trainer.batch}", file=sys.stderr)
+            run.write_metrics(trainer.history)
+        run.write_config(
+            recipe,
+            runtime={
+                "device": str(device),
+                "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine(),
+                "torch": torch.__version__,
+                "python": platform.python_version(),
+                "amp_effective": str(amp_dtype).replace("torch.", "") if amp_dtype else "float32",
+                "grad_scaler": use_scaler,
+                "compile": args.compile,
+                "channels_last": not args.no_channels_last,
+            },
+            data={"source": ds.source, "verified": ds.verified, "train": len(ds.train), "val": len(ds.val), "test": len(ds.test)},
+        )
+        try:
+            trainer.fit(run, args.quiet)
+        except KeyboardInterrupt:
+            print(
+                f"\ninterrupted: checkpoint written at epoch {trainer.epoch + 1}, batch {trainer.batch} in {run.path}; "
+                f"continue with the same command and --resume",
+                file=sys.stderr,
+            )
+            return 130
+        results = finish(trainer, run, started)
+        print(
+            cli.summary(
+                {
+                    "framework": f"PyTorch {torch.__version__} on {device} ({results['epochs']} epochs, {recipe.arch})",
+                    "test accuracy": f"acc= {results['test_accuracy']:.4f} ({results['test_correct']}/{results['test_total']})",
+                    "best val accuracy": f"{results['best_val_accuracy']:.4f}",
+                    "training time": f"{results['train_seconds']:.1f} s ({results['images_per_sec']:.1f} images/s)",
+                    "artifacts": str(run.path),
+                }
+            )
+        )
+        return 0
+
+    return cli.run_cli(run_main, (ValueError, data.DataError, rundir.RunDirError, WeightsError))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
