@@ -86,6 +86,17 @@ def recipe_from_args(args) -> Recipe:
     )
 
 
+def load_data(recipe: Recipe, args):
+    """CIFAR-100 as the recipe and flags ask, with ``--limit-train`` applied."""
+    from . import data
+
+    ds = data.load(args.data_dir, verify=not args.no_verify, val_size=recipe.val_size, quiet=args.quiet)
+    if recipe.limit_train:
+        n, t = recipe.limit_train, ds.train
+        ds.train = data.Split(t.images[:n], t.fine[:n], t.coarse[:n])
+    return ds
+
+
 def default_out(framework: str, arch: str) -> Path:
     return Path("runs") / f"{framework.split('_')[0]}-{arch}"
 

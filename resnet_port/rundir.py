@@ -83,6 +83,9 @@ class RunDir:
     * a folder holding a run: refused, unless ``resume`` (the same recipe, bar
       ``epochs``, and the same framework) or ``force`` (its artifacts are deleted);
     * a non-empty folder that is not a run: refused, unless ``force``.
+
+    The constructor only checks; :meth:`create` (called once the data is loaded)
+    clears and creates the folder, so a refused or failed start writes nothing.
     """
 
     def __init__(self, path: str | os.PathLike, framework: str, recipe: Recipe, resume: bool = False, force: bool = False):
@@ -90,13 +93,14 @@ class RunDir:
         self.framework = framework
         self.checkpoint = self.path / CHECKPOINTS[framework]
         self.resuming = False
+        self._clear_first = False
         if is_run_dir(self.path):
             old = read_config(self.path)
             if resume:
                 self._check_same_run(old, recipe)
                 self.resuming = self.checkpoint.exists()
             elif force:
-                self._clear()
+                self._clear_first = True
             else:
                 raise RunDirError(
                     f"{self.path} already holds a {old.get('framework', '?')} run ({old.get('recipe', {}).get('arch', '?')}); "
@@ -105,8 +109,15 @@ class RunDir:
         elif self.path.exists() and any(self.path.iterdir()):
             if not force:
                 raise RunDirError(f"{self.path} is not empty and is not a run directory; choose another --out or pass --force")
+            self._clear_first = True
+        elif self.path.exists() and not self.path.is_dir():
+            raise RunDirError(f"--out {self.path} is a file, not a directory")
+
+    def create(self) -> "RunDir":
+        if self._clear_first:
             self._clear()
         self.path.mkdir(parents=True, exist_ok=True)
+        return self
 
     def _check_same_run(self, old: dict, recipe: Recipe) -> None:
         if old.get("framework") != self.framework:
@@ -141,3 +152,47 @@ class RunDir:
 
     def write_results(self, results: dict) -> None:
         write_json(self.path / RESULTS, {"framework": self.framework, **results})
+
+
+def finish(run: RunDir, recipe: Recipe, ds, history: list[dict], export_weights, evaluate, title: str, started: float) -> dict:
+    """The end of a run, the same for both frameworks.
+
+    ``export_weights(path)`` writes the neutral weights file; ``evaluate(split)``
+    returns (loss, accuracy, predictions) in inference mode.  Writes the weights,
+    the test predictions, the curves, the mosaic and ``results.json``.
+    """
+    import numpy as np
+
+    from . import report
+
+    export_weights(run.path / WEIGHTS)
+    test_loss, test_acc, pred = evaluate(ds.test)
+    np.save(run.path / PREDICTIONS, pred)
+    report.plot_curves(history, run.path, title=title)
+    report.prediction_mosaic(ds.test.images, pred, ds.fine_names, run.path / "test_visualisation.png")
+    train_seconds = sum(h["seconds"] for h in history)
+    results = {
+        "arch": recipe.arch,
+        "epochs": len(history),
+        "test_accuracy": test_acc,
+        "test_correct": int((pred == ds.test.fine).sum()),
+        "test_total": len(ds.test),
+        "test_loss": test_loss,
+        "best_val_accuracy": max((h["val_accuracy"] for h in history), default=float("nan")),
+        "final_val_accuracy": history[-1]["val_accuracy"] if history else float("nan"),
+        "train_seconds": train_seconds,
+        "images_per_sec": sum(h["images_per_sec"] * h["seconds"] for h in history) / max(train_seconds, 1e-9),
+        "wall_seconds": time.perf_counter() - started,
+    }
+    run.write_results(results)
+    return results
+
+
+def summary_lines(framework_line: str, results: dict, run: RunDir) -> dict:
+    return {
+        "framework": framework_line,
+        "test accuracy": f"acc= {results['test_accuracy']:.4f} ({results['test_correct']}/{results['test_total']})",
+        "best val accuracy": f"{results['best_val_accuracy']:.4f}",
+        "training time": f"{results['train_seconds']:.1f} s ({results['images_per_sec']:.1f} images/s)",
+        "artifacts": str(run.path),
+    }

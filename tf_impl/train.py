@@ -20,7 +20,7 @@ import time
 
 import numpy as np
 
-from resnet_port import cli, data, report, rundir
+from resnet_port import cli, data, rundir
 from resnet_port.recipe import Recipe
 from resnet_port.weights import WeightsError, atomic_write_bytes
 
@@ -95,7 +95,6 @@ class Trainer:
 
         r, ds = self.recipe, self.ds
         val = eval_dataset(ds.val.images, ds.val.fine, r.eval_batch_size) if len(ds.val) else None
-        trainer = self
 
         class Tracker(keras.callbacks.Callback):
             """Counts batches and keeps Keras' running means, so Ctrl-C can checkpoint mid-epoch."""
@@ -180,34 +179,6 @@ class Trainer:
         return float(loss), float((pred == split.fine).mean()), pred
 
 
-def finish(trainer: Trainer, run: rundir.RunDir, started: float) -> dict:
-    from . import weights
-
-    ds, r = trainer.ds, trainer.recipe
-    weights.export(trainer.model, r.arch, run.path / rundir.WEIGHTS)
-    test_loss, test_acc, pred = trainer.evaluate(ds.test)
-    np.save(run.path / rundir.PREDICTIONS, pred)
-    report.plot_curves(trainer.history, run.path, title=f"{r.arch} (Keras)")
-    report.prediction_mosaic(ds.test.images, pred, ds.fine_names, run.path / "test_visualisation.png")
-    h = trainer.history
-    train_seconds = sum(x["seconds"] for x in h)
-    results = {
-        "arch": r.arch,
-        "epochs": len(h),
-        "test_accuracy": test_acc,
-        "test_correct": int((pred == ds.test.fine).sum()),
-        "test_total": len(ds.test),
-        "test_loss": test_loss,
-        "best_val_accuracy": max((x["val_accuracy"] for x in h), default=float("nan")),
-        "final_val_accuracy": h[-1]["val_accuracy"] if h else float("nan"),
-        "train_seconds": train_seconds,
-        "images_per_sec": sum(x["images_per_sec"] * x["seconds"] for x in h) / max(train_seconds, 1e-9),
-        "wall_seconds": time.perf_counter() - started,
-    }
-    run.write_results(results)
-    return results
-
-
 def main(argv=None) -> int:
     ap = cli.train_parser(FRAMEWORK, __doc__.splitlines()[0])
     args = ap.parse_args(argv)
@@ -217,12 +188,12 @@ def main(argv=None) -> int:
         recipe = cli.recipe_from_args(args)
         out = args.out or cli.default_out(FRAMEWORK, recipe.arch)
         run = rundir.RunDir(out, FRAMEWORK, recipe, resume=args.resume, force=args.force)
-        ds = data.load(args.data_dir, verify=not args.no_verify, val_size=recipe.val_size, quiet=args.quiet)
-        if recipe.limit_train:
-            t = ds.train
-            ds.train = data.Split(t.images[: recipe.limit_train], t.fine[: recipe.limit_train], t.coarse[: recipe.limit_train])
+        ds = cli.load_data(recipe, args)
+        run.create()
 
         import tensorflow as tf
+
+        from . import weights as tf_weights
 
         gpus = tf.config.list_physical_devices("GPU")
         policy, notice = resolve_policy(recipe, bool(gpus), args.amp_dtype is not None)
@@ -254,18 +225,8 @@ def main(argv=None) -> int:
                 file=sys.stderr,
             )
             return 130
-        results = finish(trainer, run, started)
-        print(
-            cli.summary(
-                {
-                    "framework": f"Keras {__import__('keras').__version__} / TensorFlow {tf.__version__} ({results['epochs']} epochs, {recipe.arch})",
-                    "test accuracy": f"acc= {results['test_accuracy']:.4f} ({results['test_correct']}/{results['test_total']})",
-                    "best val accuracy": f"{results['best_val_accuracy']:.4f}",
-                    "training time": f"{results['train_seconds']:.1f} s ({results['images_per_sec']:.1f} images/s)",
-                    "artifacts": str(run.path),
-                }
-            )
-        )
+        results = rundir.finish(run, recipe, trainer.ds, trainer.history, lambda path: tf_weights.export(trainer.model, recipe.arch, path), trainer.evaluate, f"{recipe.arch} (Keras)", started)
+        print(cli.summary(rundir.summary_lines(f"Keras {__import__('keras').__version__} / TensorFlow {tf.__version__} ({results['epochs']} epochs, {recipe.arch})", results, run)))
         return 0
 
     return cli.run_cli(run_main, (ValueError, data.DataError, rundir.RunDirError, WeightsError))
