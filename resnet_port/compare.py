@@ -1,0 +1,220 @@
+"""``python -m resnet_port.compare RUN_DIR [RUN_DIR ...]``: runs side by side, across frameworks.
+
+Prints one table (framework, arch, epochs, AMP, best and final validation
+accuracy, test accuracy, training time, images/s) and writes a report folder:
+the table as Markdown and CSV, and the runs' accuracy and loss curves overlaid
+(one figure each, coloured by framework).
+
+Cross-evaluation: each run's final weights are evaluated in the *other*
+framework as well (its own process, through the neutral file), and the report
+shows both test accuracies and how many test predictions disagree.  A correct
+port disagrees on none or a handful (float rounding at a near-tie); more than
+0.1% is flagged loudly and the exit status is 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import importlib.util
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from . import rundir
+from .parity import worker_env
+
+OTHER = {"tf_impl": "torch_impl", "torch_impl": "tf_impl"}
+LABEL = {"tf_impl": "Keras", "torch_impl": "PyTorch"}
+COLOURS = {"tf_impl": ["tab:orange", "tab:red", "tab:brown", "gold"], "torch_impl": ["tab:blue", "tab:cyan", "tab:purple", "navy"]}
+EXTRA = {"tf_impl": ("tensorflow", "tf"), "torch_impl": ("torch", "torch")}
+FLAG_FRACTION = 0.001  # more disagreeing predictions than this is not rounding
+
+
+class CompareError(ValueError):
+    pass
+
+
+def load_run(path: Path) -> dict:
+    cfg = rundir.read_config(path)
+    metrics = rundir.read_metrics(path)
+    results = rundir.read_results(path) or {}
+    recipe = cfg.get("recipe", {})
+    amp = cfg.get("runtime", {}).get("amp_effective", "float32")
+    return {
+        "path": path,
+        "name": path.name,
+        "framework": cfg["framework"],
+        "arch": recipe.get("arch", "?"),
+        "epochs": len(metrics),
+        "amp": amp,
+        "best_val_accuracy": max((m["val_accuracy"] for m in metrics), default=float("nan")),
+        "final_val_accuracy": metrics[-1]["val_accuracy"] if metrics else float("nan"),
+        "test_accuracy": results.get("test_accuracy", float("nan")),
+        "train_seconds": sum(m["seconds"] for m in metrics),
+        "images_per_sec": results.get("images_per_sec", float("nan")),
+        "metrics": metrics,
+        "finished": bool(results),
+    }
+
+
+def cross_evaluate(run: dict, workdir: Path) -> dict:
+    """Evaluate a run's weights in the other framework; compare with its own predictions."""
+    other = OTHER[run["framework"]]
+    module, extra = EXTRA[other]
+    if importlib.util.find_spec(module) is None:
+        raise CompareError(f"cross-evaluation needs {module}: pip install 'resnet-port[{extra}]' (or pass --no-cross-eval)")
+    pred_path, json_path = workdir / f"{run['name']}_{other}.npy", workdir / f"{run['name']}_{other}.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", f"{other}.evaluate", str(run["path"]), "--predictions", str(pred_path), "--json", str(json_path)],
+        capture_output=True,
+        text=True,
+        env=worker_env(),
+    )
+    if proc.returncode != 0:
+        tail = "\n".join(proc.stderr.strip().splitlines()[-10:])
+        raise CompareError(f"evaluating {run['path']} in {other} failed (exit {proc.returncode}):\n{tail}")
+    theirs = np.load(pred_path)
+    mine = np.load(run["path"] / rundir.PREDICTIONS)
+    if mine.shape != theirs.shape:
+        raise CompareError(f"{run['path']}: {len(mine)} stored predictions but {len(theirs)} test images now; was the data changed?")
+    disagree = int((mine != theirs).sum())
+    return {
+        "other_framework": other,
+        "other_test_accuracy": json.loads(json_path.read_text())["accuracy"],
+        "disagreements": disagree,
+        "total": len(mine),
+        "flagged": disagree > FLAG_FRACTION * len(mine),
+    }
+
+
+COLUMNS = [
+    ("run", "name", "{}"),
+    ("framework", "framework", "{}"),
+    ("arch", "arch", "{}"),
+    ("epochs", "epochs", "{}"),
+    ("AMP", "amp", "{}"),
+    ("best val acc", "best_val_accuracy", "{:.4f}"),
+    ("final val acc", "final_val_accuracy", "{:.4f}"),
+    ("test acc", "test_accuracy", "{:.4f}"),
+    ("train time (s)", "train_seconds", "{:.1f}"),
+    ("images/s", "images_per_sec", "{:.1f}"),
+]
+CROSS_COLUMNS = [("test acc, other framework", "other_test_accuracy", "{:.4f}"), ("predictions differing", "disagree_text", "{}")]
+
+
+def rows_for(runs: list[dict], cross: bool) -> tuple[list[str], list[list[str]]]:
+    columns = COLUMNS + (CROSS_COLUMNS if cross else [])
+    header = [c[0] for c in columns]
+    rows = []
+    for r in runs:
+        row = []
+        for _, key, fmt in columns:
+            v = r.get(key, "")
+            row.append(fmt.format(v) if v != "" else "-")
+        rows.append(row)
+    return header, rows
+
+
+def format_text(header, rows) -> str:
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
+    line = "  ".join(h.ljust(w) for h, w in zip(header, widths))
+    out = [line, "-" * len(line)]
+    out += ["  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows]
+    return "\n".join(out)
+
+
+def format_markdown(header, rows) -> str:
+    out = ["| " + " | ".join(header) + " |", "|" + "|".join(" --- " for _ in header) + "|"]
+    out += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(out)
+
+
+def plot_overlay(runs: list[dict], out_dir: Path) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    used = {fw: 0 for fw in COLOURS}
+    colour = {}
+    for r in runs:
+        palette = COLOURS[r["framework"]]
+        colour[r["name"]] = palette[used[r["framework"]] % len(palette)]
+        used[r["framework"]] += 1
+    paths = []
+    for metric, ylabel in (("accuracy", "Accuracy"), ("loss", "Loss")):
+        fig, ax = plt.subplots(figsize=(8, 5), dpi=100)
+        for r in runs:
+            epochs = [m["epoch"] for m in r["metrics"]]
+            label = f"{r['name']} ({LABEL[r['framework']]}, {r['arch']})"
+            ax.plot(epochs, [m[metric] for m in r["metrics"]], "-", color=colour[r["name"]], label=f"{label} train")
+            ax.plot(epochs, [m[f"val_{metric}"] for m in r["metrics"]], "--", color=colour[r["name"]], label=f"{label} val")
+        ax.set_xlabel("Epoch")
+        ax.set_ylabel(ylabel)
+        ax.set_title(f"{ylabel}: solid = train, dashed = validation")
+        ax.legend(fontsize=7)
+        path = out_dir / f"{metric}.png"
+        fig.savefig(path)
+        plt.close(fig)
+        paths.append(path)
+    return paths
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m resnet_port.compare", description=__doc__.splitlines()[0])
+    ap.add_argument("runs", nargs="+", help="run directories written by tf_impl.train or torch_impl.train")
+    ap.add_argument("--report", default="compare-report", help="folder for the Markdown/CSV table and plots (default compare-report)")
+    ap.add_argument("--no-cross-eval", action="store_true", help="skip evaluating each run's weights in the other framework")
+    args = ap.parse_args(argv)
+    try:
+        runs = [load_run(Path(p)) for p in args.runs]
+        names = [r["name"] for r in runs]
+        if len(set(names)) != len(names):  # make labels unique
+            for r in runs:
+                r["name"] = str(r["path"])
+        cross = not args.no_cross_eval
+        if cross:
+            with tempfile.TemporaryDirectory(prefix="resnet-port-compare-") as tmp:
+                for r in runs:
+                    if not r["finished"]:
+                        r["disagree_text"] = "run not finished"
+                        continue
+                    c = cross_evaluate(r, Path(tmp))
+                    r.update(c)
+                    r["disagree_text"] = f"{c['disagreements']} of {c['total']}" + ("  <-- FLAGGED" if c["flagged"] else "")
+    except (rundir.RunDirError, CompareError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    header, rows = rows_for(runs, cross)
+    print(format_text(header, rows))
+    archs = sorted({r["arch"] for r in runs})
+    notes = []
+    if len(archs) > 1:
+        notes.append(f"note: these runs are of different architectures ({', '.join(archs)}); compare like with like")
+    flagged = [r for r in runs if r.get("flagged")]
+    for r in flagged:
+        notes.append(
+            f"WARNING: {r['name']}: its weights give {r['disagreements']} of {r['total']} different test predictions in "
+            f"{r['other_framework']} (more than {FLAG_FRACTION:.1%}): the port is not exact; run python -m resnet_port.diff {r['path'] / rundir.WEIGHTS}"
+        )
+    for n in notes:
+        print(n, file=sys.stderr if n.startswith("WARNING") else sys.stdout)
+    report = Path(args.report)
+    report.mkdir(parents=True, exist_ok=True)
+    (report / "compare.md").write_text("# Run comparison\n\n" + format_markdown(header, rows) + "\n\n" + "\n\n".join(notes) + ("\n" if notes else ""))
+    with open(report / "compare.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(header)
+        w.writerows(rows)
+    plot_overlay(runs, report)
+    print(f"report: {report / 'compare.md'}, {report / 'compare.csv'}, {report / 'accuracy.png'}, {report / 'loss.png'}")
+    return 1 if flagged else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
