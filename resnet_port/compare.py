@@ -152,8 +152,8 @@ def plot_overlay(runs: list[dict], out_dir: Path) -> list[Path]:
         for r in runs:
             epochs = [m["epoch"] for m in r["metrics"]]
             label = f"{r['name']} ({LABEL[r['framework']]}, {r['arch']})"
-            ax.plot(epochs, [m[metric] for m in r["metrics"]], "-", color=colour[r["name"]], label=f"{label} train")
-            ax.plot(epochs, [m[f"val_{metric}"] for m in r["metrics"]], "--", color=colour[r["name"]], label=f"{label} val")
+            ax.plot(epochs, [m[metric] for m in r["metrics"]], "-o", ms=3, color=colour[r["name"]], label=f"{label} train")
+            ax.plot(epochs, [m[f"val_{metric}"] for m in r["metrics"]], "--o", ms=3, color=colour[r["name"]], label=f"{label} val")
         ax.set_xlabel("Epoch")
         ax.set_ylabel(ylabel)
         ax.set_title(f"{ylabel}: solid = train, dashed = validation")

@@ -24,8 +24,9 @@ def plot_curves(history: list[dict], out_dir: str | Path, title: str = "Model") 
     paths = []
     for metric, ylabel, loc in (("accuracy", "Accuracy", "lower right"), ("loss", "Loss", "upper right")):
         fig, ax = plt.subplots(figsize=(6.4, 4.8), dpi=100)
-        ax.plot(epochs, [h[metric] for h in history], "r", label=metric[:3] if metric == "accuracy" else "loss")
-        ax.plot(epochs, [h[f"val_{metric}"] for h in history], "b", label="val_acc" if metric == "accuracy" else "val_loss")
+        # markers, so that a one-epoch run still shows its points
+        ax.plot(epochs, [h[metric] for h in history], "r-o", ms=3, label=metric[:3] if metric == "accuracy" else "loss")
+        ax.plot(epochs, [h[f"val_{metric}"] for h in history], "b-o", ms=3, label="val_acc" if metric == "accuracy" else "val_loss")
         ax.set_xlabel("Epoch")
         ax.set_ylabel(ylabel)
         ax.set_title(f"{title} - {ylabel}")

@@ -252,3 +252,86 @@ def test_torch_amp_on_cpu_falls_back_with_one_line(small_data, tmp_path):
     assert len(notices) == 1
     cfg = json.loads((tmp_path / "amp" / "config.json").read_text())
     assert cfg["recipe"]["amp"] is True and cfg["runtime"]["amp_effective"] == "float32"
+
+
+# -- comparing runs across frameworks (resnet_port.compare, resnet_port.diff) ------------------
+
+
+def test_compare_table_plots_and_cross_evaluation(runs, tmp_path):
+    import csv
+
+    import cv2
+
+    out, _ = runs
+    report = tmp_path / "report"
+    p = cli("resnet_port.compare", out / "tf_impl", out / "torch_impl", "--report", report)
+    assert p.returncode == 0, p.stderr[-3000:]
+    with open(report / "compare.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["framework"] for r in rows] == ["tf_impl", "torch_impl"]
+    for r in rows:
+        d = out / r["framework"]
+        metrics, res = rundir.read_metrics(d), rundir.read_results(d)
+        assert r["arch"] == "tiny" and int(r["epochs"]) == len(metrics) and r["AMP"] == "float32"
+        assert r["best val acc"] == f"{max(m['val_accuracy'] for m in metrics):.4f}"
+        assert r["final val acc"] == f"{metrics[-1]['val_accuracy']:.4f}"
+        assert r["test acc"] == f"{res['test_accuracy']:.4f}"
+        assert r["train time (s)"] == f"{sum(m['seconds'] for m in metrics):.1f}"
+        assert r["images/s"] == f"{res['images_per_sec']:.1f}"
+        # cross-evaluation: the same weights give the same predictions in the other framework
+        n_diff, total = r["predictions differing"].split(" of ")
+        assert int(n_diff) <= 0.001 * int(total) and int(total) == 100
+        assert r["test acc, other framework"] == r["test acc"]
+    md = (report / "compare.md").read_text()
+    assert "| tf_impl | tiny |" in md and "predictions differing" in md
+    for name in ("accuracy.png", "loss.png"):
+        assert cv2.imread(str(report / name)).shape == (500, 800, 3)
+    assert "FLAGGED" not in p.stdout
+
+
+def test_compare_flags_a_wrong_port_and_bad_input(runs, tmp_path):
+    import shutil
+
+    out, _ = runs
+    bad = tmp_path / "tampered"
+    shutil.copytree(out / "torch_impl", bad)
+    pred = np.load(bad / "predictions.npy")
+    np.save(bad / "predictions.npy", (pred + 1) % 10)  # as if the run's own framework had predicted otherwise
+    p = cli("resnet_port.compare", bad, "--report", tmp_path / "r")
+    assert p.returncode == 1 and "FLAGGED" in p.stdout and "the port is not exact" in p.stderr
+    p = cli("resnet_port.compare", tmp_path, "--no-cross-eval")
+    assert p.returncode == 2 and "is not a run directory" in p.stderr and "Traceback" not in p.stderr
+
+
+def test_diff_healthy_and_broken(runs, tmp_path):
+    out, _ = runs
+    w = out / "tf_impl" / "weights.safetensors"
+    p = cli("resnet_port.diff", w, "--batch", 4)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert p.stdout.count("-> PASS") == 2 and "OVER" not in p.stdout
+    assert "layer2.0.shortcut.bn" in p.stdout and "inference mode" in p.stdout and "training mode" in p.stdout
+    p = cli("resnet_port.diff", w, "--batch", 4, "--naive", "symmetric-padding", "--mode", "eval")
+    assert p.returncode == 1 and "FAIL (first divergent layer: layer2.0.conv1)" in p.stdout
+    assert [line for line in p.stdout.splitlines() if "<-- first" in line][0].startswith("layer2.0.conv1 ")
+    p = cli("resnet_port.diff", out / "tf_impl" / "config.json")
+    assert p.returncode == 2 and "not a resnet-port weights file" in p.stderr
+
+
+def test_diff_names_a_perturbed_layer(runs, tmp_path):
+    """One layer's weights perturbed on the PyTorch side: that layer is the first divergent one."""
+    from resnet_port import parity
+    from resnet_port.spec import get_spec
+
+    out, _ = runs
+    good = W.load(out / "tf_impl" / "weights.safetensors", "tiny")
+    bad = dict(good.tensors)
+    bad["layer3.0.conv2.kernel"] = bad["layer3.0.conv2.kernel"] * 1.01
+    W.save(tmp_path / "bad.safetensors", bad, "tiny")
+    x = np.random.default_rng(0).random((4, 32, 32, 3), dtype=np.float32)
+    np.save(tmp_path / "x.npy", x)
+    parity.run_worker("tf", [{"op": "forward", "arch": "tiny", "weights": str(out / "tf_impl" / "weights.safetensors"), "inputs": str(tmp_path / "x.npy"), "training": False, "out": str(tmp_path / "tf.npz")}], tmp_path)
+    parity.run_worker("torch", [{"op": "forward", "arch": "tiny", "weights": str(tmp_path / "bad.safetensors"), "inputs": str(tmp_path / "x.npy"), "training": False, "out": str(tmp_path / "torch.npz")}], tmp_path)
+    with np.load(tmp_path / "tf.npz") as a, np.load(tmp_path / "torch.npz") as b:
+        rows = parity.compare_layers(dict(b), dict(a), [l.name for l in get_spec("tiny").layers()], 1e-4)
+    assert parity.first_divergence(rows).name == "layer3.0.conv2"
+    assert all(r.ok for r in rows[: [r.name for r in rows].index("layer3.0.conv2")])
