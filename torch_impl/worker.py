@@ -136,7 +136,15 @@ def op_schedule(op):
     np.save(op["out"], np.array(values, dtype=np.float32))
 
 
+def op_bench(op):
+    from .bench import run
+
+    with open(op["out"], "w") as f:
+        json.dump(run(op), f)
+
+
 HANDLERS = {
+    "bench": op_bench,
     "init": op_init,
     "forward": op_forward,
     "roundtrip": op_roundtrip,
