@@ -60,7 +60,7 @@ class DeviceLoader:
     last, smaller batch is kept (as Keras does).
     """
 
-    def __init__(self, images: np.ndarray, labels: np.ndarray, batch_size: int, device, augment_spec: AugmentSpec | None = None, shuffle: bool = True, channels_last: bool = True):
+    def __init__(self, images: np.ndarray, labels: np.ndarray, batch_size: int, device, augment_spec: AugmentSpec | None = None, shuffle: bool = True, channels_last: bool = True, rank: int = 0, world: int = 1):
         self.device = torch.device(device)
         # NHWC uint8 -> NCHW view with channels-last strides: no copy of the pixels' order
         self.images = torch.from_numpy(np.ascontiguousarray(images)).to(self.device).permute(0, 3, 1, 2)
@@ -69,9 +69,14 @@ class DeviceLoader:
         self.labels = torch.from_numpy(np.asarray(labels, dtype=np.int64)).to(self.device)
         self.batch_size, self.spec, self.shuffle = batch_size, augment_spec, shuffle
         self.h, self.w = images.shape[1], images.shape[2]
+        self.rank, self.world = rank, world
+        self.global_count = 0  # images in the current global batch (all processes together)
 
     def __len__(self):
-        return -(-len(self.labels) // self.batch_size)
+        n = -(-len(self.labels) // self.batch_size)
+        if self.world > 1 and 0 < len(self.labels) % self.batch_size < self.world:
+            n -= 1  # a last global batch smaller than the number of processes is dropped
+        return n
 
     def batches(self, generator: torch.Generator | None = None, start: int = 0, draw_state: torch.Tensor | None = None):
         """Yield the epoch's batches from batch index ``start``.
@@ -86,9 +91,17 @@ class DeviceLoader:
             generator.set_state(draw_state)
         for i in range(start, len(self)):
             idx = order[i * self.batch_size : (i + 1) * self.batch_size]
-            x, y = self.images[idx], self.labels[idx]
+            self.global_count = len(idx)
+            # Under DistributedDataParallel every process draws the same order and the same
+            # augmentation for the whole global batch, and keeps its own contiguous chunk:
+            # the processes together see exactly what one process would.
+            part = slice(None)
+            if self.world > 1:
+                bounds = np.linspace(0, len(idx), self.world + 1).round().astype(int)
+                part = slice(bounds[self.rank], bounds[self.rank + 1])
+            x, y = self.images[idx[part]], self.labels[idx[part]]
             if self.spec is None or self.spec.is_identity:
                 yield x.float().div_(255.0), y
                 continue
             dy, dx, flip = random_draws(self.spec, len(idx), self.h, self.w, self.device, generator)
-            yield augment(x, dy, dx, flip), y
+            yield augment(x, dy[part], dx[part], flip[part]), y

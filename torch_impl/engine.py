@@ -17,23 +17,27 @@ def autocast(device: torch.device, amp_dtype: torch.dtype | None):
     return torch.autocast(device_type=device.type, dtype=amp_dtype)
 
 
-def train_step(model, optimizer, x, y, l2_params, objective: ObjectiveSpec, amp_dtype=None, scaler=None):
+def train_step(model, optimizer, x, y, l2_params, objective: ObjectiveSpec, amp_dtype=None, scaler=None, ce_scale: float = 1.0):
     """Forward (training mode), loss with L2, backward, optimiser step.
 
-    Returns the detached (total, cross-entropy, number correct) tensors; nothing
-    here synchronises with the device.
+    ``ce_scale`` (DistributedDataParallel) makes DDP's average over processes of the
+    per-process cross-entropy equal to the mean over the global batch:
+    ``local_count * processes / global_count``.  Returns the detached (total,
+    cross-entropy, number correct) of this process's batch; nothing here
+    synchronises with the device.
     """
     optimizer.zero_grad(set_to_none=True)
     with autocast(x.device, amp_dtype):
         logits = model(x)
     ce, l2 = loss_parts(logits, y, l2_params, objective)
     total = ce + l2
+    objective_value = total if ce_scale == 1.0 else ce * ce_scale + l2
     if scaler is not None:
-        scaler.scale(total).backward()
+        scaler.scale(objective_value).backward()
         scaler.step(optimizer)
         scaler.update()
     else:
-        total.backward()
+        objective_value.backward()
         optimizer.step()
     correct = (logits.detach().argmax(1) == y).sum()
     return total.detach(), ce.detach(), correct

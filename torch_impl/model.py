@@ -81,8 +81,11 @@ class KerasBatchNorm2d(nn.BatchNorm2d):
     def __init__(self, s: BatchNormSpec, keras_variance: bool = True):
         super().__init__(s.channels, eps=s.epsilon, momentum=s.torch_momentum)
         self.keras_variance = keras_variance
+        self.synchronized = False  # set by enable_sync_batchnorm under DistributedDataParallel
 
     def forward(self, x):
+        if self.training and self.synchronized:
+            return self._sync_forward(x)
         if not (self.training and self.keras_variance):
             return super().forward(x)
         n = x.numel() // x.shape[1]
@@ -92,6 +95,43 @@ class KerasBatchNorm2d(nn.BatchNorm2d):
             self.running_var.copy_(new_var - (new_var - (1.0 - self.momentum) * self.running_var) / n)
             self.num_batches_tracked.add_(1)
         return y
+
+
+    def _sync_forward(self, x):
+        """Batch statistics over every process's batch (synchronised BatchNorm).
+
+        PyTorch's SyncBatchNorm refuses CPU tensors, so this is written out: a
+        two-pass mean and *biased* variance through autograd-aware all-reduces, so
+        the moving variance gets Keras' value directly.  The gradient flows through
+        the global statistics to every process's inputs.
+        """
+        import torch.distributed as dist
+        from torch.distributed.nn.functional import all_reduce
+
+        c = x.shape[1]
+        x32 = x.float()
+        count = torch.tensor([x.numel() // c], dtype=torch.float32, device=x.device)
+        dist.all_reduce(count)
+        mean = all_reduce(x32.sum(dim=(0, 2, 3))) / count
+        var = all_reduce((x32 - mean[None, :, None, None]).square().sum(dim=(0, 2, 3))) / count
+        with torch.no_grad():
+            m = self.momentum
+            self.running_mean.mul_(1 - m).add_(mean.detach(), alpha=m)
+            self.running_var.mul_(1 - m).add_(var.detach(), alpha=m)
+            self.num_batches_tracked.add_(1)
+        scale = self.weight * torch.rsqrt(var + self.eps)
+        y = (x32 - mean[None, :, None, None]) * scale[None, :, None, None] + self.bias[None, :, None, None]
+        return y.to(x.dtype)
+
+
+def enable_sync_batchnorm(model: nn.Module) -> int:
+    """Synchronise every KerasBatchNorm2d's training statistics across processes; returns how many."""
+    n = 0
+    for m in model.modules():
+        if isinstance(m, KerasBatchNorm2d):
+            m.synchronized = True
+            n += 1
+    return n
 
 
 class Add(nn.Module):
