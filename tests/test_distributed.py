@@ -1,4 +1,4 @@
-"""Scaling out on the frameworks' own engines, on CPU: torchrun (gloo) for PyTorch."""
+"""Scaling out on the frameworks' own engines, on CPU: torchrun (gloo) for PyTorch, MirroredStrategy for Keras."""
 
 import os
 import signal
@@ -113,3 +113,72 @@ def test_two_process_run_resumes_after_kill(data, tmp_path):
     assert [m["epoch"] for m in rundir.read_metrics(out)] == [1, 2]
     assert rundir.read_results(out)["epochs"] == 2
     W.load(out / "weights.safetensors", get_spec("tiny"))
+
+
+# -- Keras: tf.distribute.MirroredStrategy over 2 logical CPU devices ------------------------------
+
+
+def keras_train(data, out, *extra):
+    # ONE optimiser step (16 images, global batch 16): see test_mirrored_with_sync_bn_equals_one_device
+    args = three_steps(data, out)
+    args[args.index("--limit-train") + 1] = 16
+    cmd = [sys.executable, "-m", "tf_impl.train", *map(str, args), *map(str, extra)]
+    return subprocess.run(cmd, capture_output=True, text=True, env=ENV, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def keras_runs(data, tmp_path_factory):
+    out = tmp_path_factory.mktemp("mirrored")
+    for name, extra in (("single", ()), ("sync", ("--strategy", "mirrored", "--cpu-replicas", 2, "--sync-bn")), ("local", ("--strategy", "mirrored", "--cpu-replicas", 2))):
+        p = keras_train(data, out / name, *extra)
+        assert p.returncode == 0, f"{name}: {p.stderr[-3000:]}"
+    return out
+
+
+def test_mirrored_with_sync_bn_matches_one_device(keras_runs, tmp_path, capsys):
+    """2 replicas (global batch 16) with synchronised BN against one device, after ONE step.
+
+    Checked: the loss is the single device's (not counted once per replica) and
+    every value is within Adam's bound for one step (2 x lr).  NOT claimed (issue 7
+    stays open): "every weight within 1e-5".  Measured after one step: 3 to 37 of
+    28,532 values differ by more than 1e-5 depending on the data, enough to move the
+    training-mode logits by ~1.6e-3; after three steps ~10% of the values.  Not yet
+    explained; Keras' synchronised moments (E[x^2] - E[x]^2, where one device uses a
+    two-pass variance) are the first suspect.  The figures are printed, not hidden.
+    """
+    from resnet_port import parity
+
+    a = W.load(keras_runs / "single" / "weights.safetensors", "tiny").tensors
+    b = W.load(keras_runs / "sync" / "weights.safetensors", "tiny").tensors
+    diffs = np.concatenate([np.abs(a[k] - b[k]).ravel() for k in a])
+    with capsys.disabled():
+        print(f"\n[Keras, 2 replicas with --sync-bn vs 1 device, 1 step: {int((diffs > TOL).sum())} of {diffs.size} values differ by more than {TOL}, max {diffs.max():.2e}]")
+    assert diffs.max() <= 2 * 1e-3
+    x = np.random.default_rng(0).random((16, 32, 32, 3), dtype=np.float32)
+    np.save(tmp_path / "x.npy", x)
+    ops = [
+        {"op": "forward", "arch": "tiny", "weights": str(keras_runs / n / "weights.safetensors"), "inputs": str(tmp_path / "x.npy"), "training": True, "out": str(tmp_path / f"{n}.npz")}
+        for n in ("single", "sync")
+    ]
+    parity.run_worker("tf", ops, tmp_path)
+    la, lb = np.load(tmp_path / "single.npz")["logits"], np.load(tmp_path / "sync.npz")["logits"]
+    with capsys.disabled():
+        print(f"[Keras, same: training-mode logits differ by {np.abs(la - lb).max():.2e} (PyTorch DDP: weights within 1e-5)]")
+    assert np.isfinite(lb).all()
+    ma, mb = rundir.read_metrics(keras_runs / "single")[0], rundir.read_metrics(keras_runs / "sync")[0]
+    assert abs(ma["loss"] - mb["loss"]) <= 1e-5, (ma["loss"], mb["loss"])  # the loss is not counted once per replica
+
+
+def test_mirrored_without_sync_bn_difference_reported(keras_runs, capsys):
+    worst, key = _max_diff(keras_runs / "single", keras_runs / "local", skip=set(get_spec("tiny").batchnorm_fed_biases()))
+    with capsys.disabled():
+        print(f"\n[Keras, 2 replicas without --sync-bn vs 1 device, 1 step: max weight difference {worst:.2e} ({key})]")
+    assert worst > 10 * TOL
+
+
+def test_mirrored_writes_one_run_directory(keras_runs):
+    import json
+
+    cfg = json.loads((keras_runs / "sync" / "config.json").read_text())
+    assert cfg["runtime"]["strategy"] == "mirrored" and cfg["runtime"]["replicas"] == 2 and cfg["runtime"]["sync_bn"] is True
+    assert [m["epoch"] for m in rundir.read_metrics(keras_runs / "sync")] == [1]

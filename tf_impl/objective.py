@@ -41,9 +41,22 @@ def loss_parts(model, arch, objective: ObjectiveSpec, y_true, logits):
 
 
 def make_loss(model, arch, objective: ObjectiveSpec):
+    """The seed's loss, per sample: cross-entropy of each image + the L2 term.
+
+    Keras averages it over the batch, which gives the seed's scalar exactly.  Per
+    sample rather than a scalar, because Keras only scales a loss for tf.distribute
+    (1 / replicas) when it is not a scalar: a scalar loss, like the seed's, would be
+    counted once per replica under MirroredStrategy.
+    """
+
     def loss(y_true, y_pred):
-        ce, l2 = loss_parts(model, arch, objective, y_true, y_pred)
-        return ce + l2
+        logits = _full(tf.convert_to_tensor(y_pred))
+        ce = keras.losses.sparse_categorical_crossentropy(y_true, logits, from_logits=True)
+        variables = l2_variables(model, arch, objective)
+        if not variables or not objective.l2:
+            return ce
+        l2 = tf.add_n([tf.nn.l2_loss(tf.cast(_full(tf.convert_to_tensor(v)), ce.dtype)) for v in variables])
+        return ce + tf.constant(objective.l2, dtype=ce.dtype) * l2
 
     loss.__name__ = "cross_entropy_plus_l2"
     return loss

@@ -4,6 +4,12 @@
 that each epoch gets its own reproducible shuffle and augmentation and a
 checkpoint; the seed's custom loss (cross-entropy + L2 over the model's
 variables); Adam with the seed's per-step decay as an explicit schedule.
+``--strategy mirrored`` trains with ``tf.distribute.MirroredStrategy`` over the
+visible GPUs (``--cpu-replicas N`` splits a CPU into N logical devices, for
+testing), ``--strategy multiworker`` with ``MultiWorkerMirroredStrategy`` driven
+by ``TF_CONFIG``; ``--batch-size`` is the global batch either way (tf.distribute
+splits each global batch, after augmentation, across the replicas), and
+``--sync-bn`` synchronises BatchNorm.  Only the chief writes.
 ``--amp`` maps to Keras' ``mixed_float16`` policy on a GPU (``mixed_bfloat16``
 with ``--amp-dtype bfloat16``); on a CPU it says so and trains in float32, like
 the PyTorch CLI.  Same run directory, resume and Ctrl-C behaviour as
@@ -38,20 +44,48 @@ def resolve_policy(recipe: Recipe, has_gpu: bool, amp_dtype_given: bool):
     return "float32", "notice: --amp needs a GPU; training in float32 on the CPU (add --amp-dtype bfloat16 to force mixed_bfloat16)"
 
 
+def make_strategy(name: str, cpu_replicas: int | None):
+    """(tf.distribute strategy or None, is this process the chief)."""
+    import json as _json
+    import os
+
+    import tensorflow as tf
+
+    if cpu_replicas:
+        cpus = tf.config.list_physical_devices("CPU")
+        tf.config.set_logical_device_configuration(cpus[0], [tf.config.LogicalDeviceConfiguration()] * cpu_replicas)
+    if name == "none":
+        return None, True
+    if name == "mirrored":
+        devices = None
+        if cpu_replicas and not tf.config.list_physical_devices("GPU"):
+            devices = [d.name for d in tf.config.list_logical_devices("CPU")]
+        return tf.distribute.MirroredStrategy(devices), True
+    if "TF_CONFIG" not in os.environ:
+        raise ValueError("--strategy multiworker needs TF_CONFIG (cluster and task) in the environment of every worker")
+    task = _json.loads(os.environ["TF_CONFIG"]).get("task", {})
+    chief = task.get("type") == "chief" or (task.get("type") == "worker" and task.get("index", 0) == 0 and "chief" not in _json.loads(os.environ["TF_CONFIG"]).get("cluster", {}))
+    return tf.distribute.MultiWorkerMirroredStrategy(), chief
+
+
 class Trainer:
-    def __init__(self, recipe: Recipe, ds: data.Cifar100, policy: str):
+    def __init__(self, recipe: Recipe, ds: data.Cifar100, policy: str, strategy=None, sync_bn: bool = False, chief: bool = True):
+        import contextlib
+
         import keras
 
         from . import objective
         from .model import build_model
 
         self.recipe, self.ds = recipe, ds
+        self.chief = chief
         keras.utils.set_random_seed(recipe.seed)
         keras.mixed_precision.set_global_policy(policy)
-        self.model = build_model(recipe.arch)
-        self.optimizer = objective.make_optimizer(recipe.optimizer)
-        self.model.compile(optimizer=self.optimizer, loss=objective.make_loss(self.model, recipe.arch, recipe.objective), metrics=["sparse_categorical_accuracy"])
-        self.optimizer.build(self.model.trainable_variables)
+        with strategy.scope() if strategy else contextlib.nullcontext():
+            self.model = build_model(recipe.arch, synchronized=sync_bn and strategy is not None)
+            self.optimizer = objective.make_optimizer(recipe.optimizer)
+            self.model.compile(optimizer=self.optimizer, loss=objective.make_loss(self.model, recipe.arch, recipe.objective), metrics=["sparse_categorical_accuracy"])
+            self.optimizer.build(self.model.trainable_variables)
         self.history: list[dict] = []
         self.epoch, self.batch = 0, 0
         self.partial = {"loss_sum": 0.0, "correct": 0.0, "seen": 0, "seconds": 0.0}
@@ -60,6 +94,8 @@ class Trainer:
     def save(self, path) -> None:
         from . import weights
 
+        if not self.chief:
+            return
         arrays = {f"model/{k}": v for k, v in weights.to_numpy(self.model, self.recipe.arch).items()}
         for i, v in enumerate(self.optimizer.variables):
             arrays[f"opt/{i:04d}"] = np.asarray(v.numpy())
@@ -148,8 +184,9 @@ class Trainer:
             self.epoch, self.batch = self.epoch + 1, 0
             self.partial = {"loss_sum": 0.0, "correct": 0.0, "seen": 0, "seconds": 0.0}
             self.save(run.checkpoint)  # the checkpoint first: metrics.jsonl is derived from it
-            run.write_metrics(self.history)
-            if not quiet:
+            if self.chief:
+                run.write_metrics(self.history)
+            if not quiet and self.chief:
                 h = self.history[-1]
                 print(f"epoch {h['epoch']}/{r.epochs}: val_loss {h['val_loss']:.4f} val_acc {h['val_accuracy']:.4f} lr {h['lr']:.3g} ({h['images_per_sec']:.0f} img/s)", file=sys.stderr)
 
@@ -181,6 +218,9 @@ class Trainer:
 
 def main(argv=None) -> int:
     ap = cli.train_parser(FRAMEWORK, __doc__.splitlines()[0])
+    ap.add_argument("--strategy", choices=["none", "mirrored", "multiworker"], default="none", help="tf.distribute strategy (default none: one device)")
+    ap.add_argument("--cpu-replicas", type=int, default=None, help="split the CPU into N logical devices (to try --strategy mirrored without GPUs)")
+    ap.add_argument("--sync-bn", action="store_true", help="with a strategy: BatchNorm statistics over the global batch")
     args = ap.parse_args(argv)
 
     def run_main():
@@ -189,17 +229,26 @@ def main(argv=None) -> int:
         out = args.out or cli.default_out(FRAMEWORK, recipe.arch)
         run = rundir.RunDir(out, FRAMEWORK, recipe, resume=args.resume, force=args.force)
         ds = cli.load_data(recipe, args)
-        run.create()
 
         import tensorflow as tf
 
         from . import weights as tf_weights
 
+        if args.cpu_replicas is not None and args.cpu_replicas < 1:
+            raise ValueError(f"--cpu-replicas must be a positive integer, got {args.cpu_replicas}")
+        strategy, chief = make_strategy(args.strategy, args.cpu_replicas)
+        if strategy is not None and recipe.batch_size % strategy.num_replicas_in_sync:
+            raise ValueError(f"--batch-size {recipe.batch_size} (the global batch) must be a multiple of the {strategy.num_replicas_in_sync} replicas")
         gpus = tf.config.list_physical_devices("GPU")
         policy, notice = resolve_policy(recipe, bool(gpus), args.amp_dtype is not None)
         if notice:
             print(notice, file=sys.stderr)
-        trainer = Trainer(recipe, ds, policy)
+        if chief:
+            run.create()
+        trainer = Trainer(recipe, ds, policy, strategy, args.sync_bn, chief)
+        if not chief:  # a MultiWorkerMirroredStrategy worker: trains in step, writes nothing
+            trainer.fit(run, True)
+            return 0
         if run.resuming:
             trainer.load(run.checkpoint)
             print(f"resuming {run.path} at epoch {trainer.epoch + 1}, batch {trainer.batch}", file=sys.stderr)
@@ -213,6 +262,9 @@ def main(argv=None) -> int:
                 "keras": __import__("keras").__version__,
                 "python": platform.python_version(),
                 "amp_effective": policy,
+                "strategy": args.strategy,
+                "replicas": strategy.num_replicas_in_sync if strategy else 1,
+                "sync_bn": bool(args.sync_bn and strategy),
             },
             data={"source": ds.source, "verified": ds.verified, "train": len(ds.train), "val": len(ds.val), "test": len(ds.test)},
         )
