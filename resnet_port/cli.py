@@ -13,24 +13,23 @@ from .spec import available
 EXIT_BAD_INPUT = 2
 
 
-def _positive_int(s: str) -> int:
-    try:
-        v = int(s)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {s!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {v}")
-    return v
+def _int_at_least(minimum: int):
+    what = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
+
+    def parse(s: str) -> int:
+        try:
+            v = int(s)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {s!r}") from None
+        if v < minimum:
+            raise argparse.ArgumentTypeError(f"must be {what}, got {v}")
+        return v
+
+    return parse
 
 
-def _nonneg_int(s: str) -> int:
-    try:
-        v = int(s)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {s!r}") from None
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {v}")
-    return v
+_positive_int = _int_at_least(1)
+_nonneg_int = _int_at_least(0)
 
 
 def _positive_float(s: str) -> float:
@@ -112,6 +111,12 @@ def run_cli(main, known_errors: tuple[type[BaseException], ...]) -> int:
         return main() or 0
     except known_errors as e:
         return fail(str(e))
+
+
+def interrupted(epoch: int, batch: int, out) -> int:
+    """Ctrl-C: say where the checkpoint is and how to continue; the exit status."""
+    print(f"\ninterrupted: checkpoint written at epoch {epoch}, batch {batch} in {out}; continue with the same command and --resume", file=sys.stderr)
+    return 130
 
 
 def summary(lines: dict[str, object]) -> str:

@@ -77,6 +77,19 @@ def run_worker(framework: str, ops: list[dict], workdir: str | os.PathLike, time
         raise WorkerError(f"the {framework} worker {how} (job {job}):\n{tail}")
 
 
+def worker_main(module: str, handlers: dict, argv=None) -> None:
+    """The ``main`` of both workers: run the job file's operations in order."""
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 1:
+        sys.exit(f"usage: python -m {module} JOB.json")
+    with open(argv[0]) as f:
+        ops = json.load(f)["ops"]
+    for op in ops:
+        if op["op"] not in handlers:
+            sys.exit(f"{module}: unknown operation {op['op']!r}; known: {sorted(handlers)}")
+        handlers[op["op"]](op)
+
+
 # -- comparing outputs ----------------------------------------------------------------
 
 

@@ -271,12 +271,7 @@ def main(argv=None) -> int:
         try:
             trainer.fit(run, args.quiet)
         except KeyboardInterrupt:
-            print(
-                f"\ninterrupted: checkpoint written at epoch {trainer.epoch + 1}, batch {trainer.batch} in {run.path}; "
-                "continue with the same command and --resume",
-                file=sys.stderr,
-            )
-            return 130
+            return cli.interrupted(trainer.epoch + 1, trainer.batch, run.path)
         results = rundir.finish(run, recipe, trainer.ds, trainer.history, lambda path: tf_weights.export(trainer.model, recipe.arch, path), trainer.evaluate, f"{recipe.arch} (Keras)", started)
         print(cli.summary(rundir.summary_lines(f"Keras {__import__('keras').__version__} / TensorFlow {tf.__version__} ({results['epochs']} epochs, {recipe.arch})", results, run)))
         return 0

@@ -5,7 +5,6 @@
 from __future__ import annotations
 
 import json
-import sys
 
 import numpy as np
 
@@ -157,15 +156,7 @@ HANDLERS = {
 
 
 def main(argv=None):
-    argv = sys.argv[1:] if argv is None else argv
-    if len(argv) != 1:
-        sys.exit("usage: python -m tf_impl.worker JOB.json")
-    with open(argv[0]) as f:
-        ops = json.load(f)["ops"]
-    for op in ops:
-        if op["op"] not in HANDLERS:
-            sys.exit(f"tf_impl.worker: unknown operation {op['op']!r}; known: {sorted(HANDLERS)}")
-        HANDLERS[op["op"]](op)
+    parity.worker_main("tf_impl.worker", HANDLERS, argv)
 
 
 if __name__ == "__main__":

@@ -325,13 +325,8 @@ def main(argv=None) -> int:
         try:
             trainer.fit(run, args.quiet)
         except KeyboardInterrupt:
-            print(
-                f"\ninterrupted: checkpoint written at epoch {trainer.epoch + 1}, batch {trainer.batch} in {run.path}; "
-                f"continue with the same command and --resume",
-                file=sys.stderr,
-            )
             dist.close()
-            return 130
+            return cli.interrupted(trainer.epoch + 1, trainer.batch, run.path)
         dist.close()
         results = rundir.finish(run, recipe, trainer.ds, trainer.history, lambda path: weights.export(trainer.model, path), trainer.evaluate, f"{recipe.arch} (PyTorch)", started)
         print(cli.summary(rundir.summary_lines(f"PyTorch {torch.__version__} on {device} ({results['epochs']} epochs, {recipe.arch})", results, run)))

@@ -7,7 +7,6 @@ operation may carry ``variant`` (``{"tf_padding": false}`` or ``{"bn_epsilon":
 from __future__ import annotations
 
 import json
-import sys
 
 import numpy as np
 import torch
@@ -156,15 +155,7 @@ HANDLERS = {
 
 
 def main(argv=None):
-    argv = sys.argv[1:] if argv is None else argv
-    if len(argv) != 1:
-        sys.exit("usage: python -m torch_impl.worker JOB.json")
-    with open(argv[0]) as f:
-        ops = json.load(f)["ops"]
-    for op in ops:
-        if op["op"] not in HANDLERS:
-            sys.exit(f"torch_impl.worker: unknown operation {op['op']!r}; known: {sorted(HANDLERS)}")
-        HANDLERS[op["op"]](op)
+    parity.worker_main("torch_impl.worker", HANDLERS, argv)
 
 
 if __name__ == "__main__":
