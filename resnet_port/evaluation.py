@@ -51,7 +51,9 @@ def resolve(args) -> tuple[Path, str, dict]:
             settings["val_size"] = cfg["recipe"]["val_size"]
     else:
         weights_path = target
-    meta = W.read_metadata(weights_path) if weights_path.is_file() else W.load(weights_path).metadata  # load() gives the not-found error
+    if not weights_path.is_file():
+        raise W.WeightsError(f"weights file not found: {weights_path}")
+    meta = W.read_metadata(weights_path)
     arch = meta["arch"]
     if args.arch and get_spec(args.arch).name != arch:
         raise W.WeightsError(f"{weights_path} holds weights for architecture {arch!r}, not {args.arch!r}")

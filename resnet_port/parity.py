@@ -77,6 +77,13 @@ def run_worker(framework: str, ops: list[dict], workdir: str | os.PathLike, time
         raise WorkerError(f"the {framework} worker {how} (job {job}):\n{tail}")
 
 
+def objective_of(op: dict):
+    """The objective an operation asks for (``l2_scope``, default the seed's 'all')."""
+    from .recipe import ObjectiveSpec
+
+    return ObjectiveSpec(l2_scope=op.get("l2_scope", "all"))
+
+
 def worker_main(module: str, handlers: dict, argv=None) -> None:
     """The ``main`` of both workers: run the job file's operations in order."""
     argv = sys.argv[1:] if argv is None else argv

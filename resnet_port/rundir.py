@@ -42,6 +42,11 @@ METRIC_KEYS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "lr", "s
 RESUMABLE_CHANGES = {"epochs"}
 
 
+def empty_partial() -> dict:
+    """The sums of an epoch's part done before an interruption (none yet)."""
+    return {"loss_sum": 0.0, "correct": 0.0, "seen": 0, "seconds": 0.0}
+
+
 class RunDirError(ValueError):
     pass
 

@@ -63,8 +63,10 @@ def make_strategy(name: str, cpu_replicas: int | None):
         return tf.distribute.MirroredStrategy(devices), True
     if "TF_CONFIG" not in os.environ:
         raise ValueError("--strategy multiworker needs TF_CONFIG (cluster and task) in the environment of every worker")
-    task = _json.loads(os.environ["TF_CONFIG"]).get("task", {})
-    chief = task.get("type") == "chief" or (task.get("type") == "worker" and task.get("index", 0) == 0 and "chief" not in _json.loads(os.environ["TF_CONFIG"]).get("cluster", {}))
+    tf_config = _json.loads(os.environ["TF_CONFIG"])
+    task = tf_config.get("task", {})
+    # the chief writes: the "chief" task, or worker 0 when the cluster names no chief
+    chief = task.get("type") == "chief" or (task.get("type") == "worker" and task.get("index", 0) == 0 and "chief" not in tf_config.get("cluster", {}))
     return tf.distribute.MultiWorkerMirroredStrategy(), chief
 
 
@@ -88,7 +90,7 @@ class Trainer:
             self.optimizer.build(self.model.trainable_variables)
         self.history: list[dict] = []
         self.epoch, self.batch = 0, 0
-        self.partial = {"loss_sum": 0.0, "correct": 0.0, "seen": 0, "seconds": 0.0}
+        self.partial = rundir.empty_partial()
 
     # -- checkpoints: one .npz (neutral weights + optimiser variables + JSON state) --------
     def save(self, path) -> None:
@@ -182,7 +184,7 @@ class Trainer:
                 }
             )
             self.epoch, self.batch = self.epoch + 1, 0
-            self.partial = {"loss_sum": 0.0, "correct": 0.0, "seen": 0, "seconds": 0.0}
+            self.partial = rundir.empty_partial()
             self.save(run.checkpoint)  # the checkpoint first: metrics.jsonl is derived from it
             if self.chief:
                 run.write_metrics(self.history)
@@ -209,11 +211,13 @@ class Trainer:
 
         if len(split) == 0:
             return float("nan"), float("nan"), np.zeros(0, np.int64)
+        from .objective import loss_parts
+
         ds = eval_dataset(split.images, split.fine, self.recipe.eval_batch_size)
         logits = np.concatenate([np.asarray(self.model(x, training=False), dtype=np.float32) for x, _ in ds])
-        loss, _ = self.model.evaluate(ds, verbose=0)
+        ce, l2 = loss_parts(self.model, self.recipe.arch, self.recipe.objective, split.fine, logits)
         pred = logits.argmax(1)
-        return float(loss), float((pred == split.fine).mean()), pred
+        return float(ce + l2), float((pred == split.fine).mean()), pred
 
 
 def main(argv=None) -> int:

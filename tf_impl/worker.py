@@ -70,19 +70,13 @@ def op_roundtrip(op):
     weights.export(model, spec, op["out"])
 
 
-def _objective(op):
-    from resnet_port.recipe import ObjectiveSpec
-
-    return ObjectiveSpec(l2_scope=op.get("l2_scope", "all"))
-
-
 def op_loss(op):
     import tensorflow as tf
 
     from .objective import loss_parts
 
     spec, model = _model(op)
-    objective = _objective(op)
+    objective = parity.objective_of(op)
     keys = list(spec.trainable_parameters())
     variables = [getattr(model.get_layer(k.rsplit(".", 1)[0]), k.rsplit(".", 1)[1]) for k in keys]
     x, y = np.load(op["images"]).astype(op.get("dtype", "float32")), np.load(op["labels"])
@@ -104,7 +98,7 @@ def op_train(op):
     from .objective import make_loss, make_optimizer
 
     spec, model = _model(op)
-    model.compile(optimizer=make_optimizer(AdamSpec()), loss=make_loss(model, spec, _objective(op)))
+    model.compile(optimizer=make_optimizer(AdamSpec()), loss=make_loss(model, spec, parity.objective_of(op)))
     with np.load(op["batches"]) as z:
         images, labels = z["images"], z["labels"]
     for x, y in zip(images, labels):

@@ -137,7 +137,7 @@ class Trainer:
         )
         self.history: list[dict] = []
         self.epoch, self.batch = 0, 0
-        self.partial = {"loss_sum": 0.0, "correct": 0, "seen": 0, "seconds": 0.0}
+        self.partial = rundir.empty_partial()
         self.draw_state = None
 
     # -- checkpoints --------------------------------------------------------------------
@@ -183,7 +183,7 @@ class Trainer:
         bar.update(self.batch)
         loss_sum = torch.zeros((), device=self.device, dtype=torch.float64)
         correct = torch.zeros((), device=self.device, dtype=torch.int64)
-        seen = self.partial["seen"]
+        seen = 0  # images of this process since the epoch (re)started
         start_time = time.perf_counter()
         self.net.train()
         batches = self.train_loader.batches(gen, start=self.batch, draw_state=self.draw_state)
@@ -199,14 +199,14 @@ class Trainer:
                 if quiet:
                     continue
                 if self.batch % 20 == 0:  # reading the loss synchronises with the device: not every step
-                    bar.update(1, loss=(float(loss_sum) + self.partial["loss_sum"]) / max(seen, 1))
+                    bar.update(1, loss=(float(loss_sum) + self.partial["loss_sum"]) / max(seen + self.partial["seen"], 1))
                 else:
                     bar.update(1)
         except KeyboardInterrupt:
             self.partial = {
                 "loss_sum": self.partial["loss_sum"] + float(loss_sum),
                 "correct": self.partial["correct"] + int(correct),
-                "seen": seen,
+                "seen": self.partial["seen"] + seen,
                 "seconds": self.partial["seconds"] + time.perf_counter() - start_time,
             }
             self.draw_state = gen.get_state()
@@ -217,11 +217,10 @@ class Trainer:
         seconds = self.partial["seconds"] + time.perf_counter() - start_time
         bar.close()
         # this process's part of the epoch plus the part before an interruption, over all processes
-        new_seen = seen - self.partial["seen"]
-        loss_total, correct_total, seen_total = self.dist.sum(float(loss_sum), float(int(correct)), float(new_seen))
-        loss = (loss_total + self.partial["loss_sum"]) / max(seen_total + self.partial["seen"], 1)
-        acc = (correct_total + self.partial["correct"]) / max(seen_total + self.partial["seen"], 1)
+        loss_total, correct_total, seen_total = self.dist.sum(float(loss_sum), float(int(correct)), float(seen))
         seen = seen_total + self.partial["seen"]
+        loss = (loss_total + self.partial["loss_sum"]) / max(seen, 1)
+        acc = (correct_total + self.partial["correct"]) / max(seen, 1)
         return {"loss": loss, "accuracy": acc, "seconds": seconds, "images_per_sec": seen / max(seconds, 1e-9)}
 
     def evaluate(self, split: data.Split) -> tuple[float, float, np.ndarray]:
@@ -230,9 +229,9 @@ class Trainer:
             return float("nan"), float("nan"), np.zeros(0, np.int64)
         loader = DeviceLoader(split.images, split.fine, self.recipe.eval_batch_size, self.device, None, shuffle=False)
         logits = predict(self.eval_net, (x for x, _ in loader.batches()), self.amp_dtype)
-        labels = torch.from_numpy(split.fine)
+        labels = torch.from_numpy(split.fine).to(self.device)
         with torch.no_grad():
-            ce, l2 = loss_parts(logits, labels, [p.detach().cpu() for p in self.l2_params], self.recipe.objective)
+            ce, l2 = loss_parts(logits.to(self.device), labels, self.l2_params, self.recipe.objective)
         pred = logits.argmax(1).numpy()
         return float(ce + l2), float((pred == split.fine).mean()), pred
 
@@ -243,7 +242,7 @@ class Trainer:
             val_loss, val_acc, _ = self.evaluate(self.ds.val)
             self.history.append({"epoch": self.epoch + 1, **m, "val_loss": val_loss, "val_accuracy": val_acc, "lr": self.optimizer.current_lr()})
             self.epoch, self.batch = self.epoch + 1, 0
-            self.partial = {"loss_sum": 0.0, "correct": 0, "seen": 0, "seconds": 0.0}
+            self.partial = rundir.empty_partial()
             self.draw_state = None
             self.save(run.checkpoint)  # the checkpoint first: metrics.jsonl is derived from it
             if self.dist.main:

@@ -66,17 +66,11 @@ def op_roundtrip(op):
     weights.export(model, op["out"])
 
 
-def _objective(op):
-    from resnet_port.recipe import ObjectiveSpec
-
-    return ObjectiveSpec(l2_scope=op.get("l2_scope", "all"))
-
-
 def op_loss(op):
     from .objective import l2_parameters, loss_parts
 
     spec, model = _model(op)
-    objective = _objective(op)
+    objective = parity.objective_of(op)
     model.train()
     logits = model(_nchw(np.load(op["images"]), op.get("dtype", "float32")))
     ce, l2 = loss_parts(logits, torch.from_numpy(np.load(op["labels"]).astype(np.int64)), l2_parameters(model, spec, objective), objective)
@@ -95,7 +89,7 @@ def op_train(op):
     from .objective import KerasAdam, l2_parameters
 
     spec, model = _model(op)
-    objective = _objective(op)
+    objective = parity.objective_of(op)
     model.train()
     opt = KerasAdam(model.parameters(), AdamSpec())
     l2_params = l2_parameters(model, spec, objective)
