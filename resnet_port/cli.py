@@ -64,6 +64,7 @@ def train_parser(framework: str, description: str) -> argparse.ArgumentParser:
     ap.add_argument("--force", action="store_true", help="overwrite the run in --out")
     ap.add_argument("--amp", action="store_true", help="mixed precision (float16 on a GPU; see --amp-dtype)")
     ap.add_argument("--amp-dtype", choices=["float16", "bfloat16"], default=None, help="AMP compute type (default float16; giving it forces AMP, also on a CPU)")
+    ap.add_argument("--float64", action="store_true", help="train in float64 from the float32 initial weights (slow; for exact comparisons of runs)")
     ap.add_argument("--quiet", action="store_true", help="no progress bars")
     return ap
 
@@ -82,6 +83,7 @@ def recipe_from_args(args) -> Recipe:
         optimizer=AdamSpec(learning_rate=args.lr, decay=args.lr_decay),
         amp=bool(args.amp or args.amp_dtype),
         amp_dtype=args.amp_dtype or "float16",
+        float64=args.float64,
     )
 
 

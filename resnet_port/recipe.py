@@ -82,6 +82,10 @@ class Recipe:
     optimizer: AdamSpec = field(default_factory=AdamSpec)
     amp: bool = False
     amp_dtype: str = "float16"  # on CUDA: float16 with a gradient scaler, or bfloat16
+    # float64 end to end (slow), from the same initial weights as float32: for exact
+    # comparisons of runs (e.g. a distributed run against one device), where float32
+    # rounding decides ReLU and max-pool ties and Adam's first steps amplify it
+    float64: bool = False
 
     def __post_init__(self):
         get_spec(self.arch)  # a clear error for unknown names
@@ -94,6 +98,8 @@ class Recipe:
             raise ValueError(f"--limit-train must be a positive integer, got {self.limit_train}")
         if self.amp_dtype not in ("float16", "bfloat16"):
             raise ValueError(f"--amp-dtype must be float16 or bfloat16, got {self.amp_dtype!r}")
+        if self.float64 and self.amp:
+            raise ValueError("--float64 and --amp/--amp-dtype exclude each other: choose one precision")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

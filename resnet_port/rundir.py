@@ -118,6 +118,20 @@ class RunDir:
         elif self.path.exists() and not self.path.is_dir():
             raise RunDirError(f"--out {self.path} is a file, not a directory")
 
+    @classmethod
+    def follow(cls, path: str | os.PathLike, framework: str, resume: bool = False) -> "RunDir":
+        """The run directory as a worker that never writes it sees it (a multi-worker
+        run's other processes): no checks, nothing created.  To resume, every worker
+        reads the chief's checkpoint, so ``path`` must be on a filesystem they share."""
+        self = cls.__new__(cls)
+        self.path, self.framework = Path(path), framework
+        self.checkpoint = self.path / CHECKPOINTS[framework]
+        self._clear_first = False
+        if resume and not is_run_dir(self.path):
+            raise RunDirError(f"--resume: this worker does not see the run in {self.path}; every worker must read the chief's run directory (put --out on a shared filesystem)")
+        self.resuming = resume and self.checkpoint.exists()
+        return self
+
     def create(self) -> "RunDir":
         if self._clear_first:
             self._clear()
@@ -128,9 +142,11 @@ class RunDir:
         if old.get("framework") != self.framework:
             raise RunDirError(f"{self.path} holds a {old.get('framework')} run; resume it with python -m {old.get('framework')}.train")
         new = recipe.to_dict()
-        diffs = [k for k in new if k not in RESUMABLE_CHANGES and json.loads(json.dumps(new[k])) != old["recipe"].get(k)]
+        # a field newer than the run's config had its default value in that run
+        before = {**json.loads(json.dumps(Recipe().to_dict())), **old["recipe"]}
+        diffs = [k for k in new if k not in RESUMABLE_CHANGES and json.loads(json.dumps(new[k])) != before.get(k)]
         if diffs:
-            shown = ", ".join(f"{k}: {old['recipe'].get(k)!r} -> {new[k]!r}" for k in diffs)
+            shown = ", ".join(f"{k}: {before.get(k)!r} -> {new[k]!r}" for k in diffs)
             raise RunDirError(f"--resume: {self.path} holds a different run ({shown}); use the same settings, or another --out")
 
     def _clear(self) -> None:

@@ -187,6 +187,7 @@ BAD = [
     (["--epochs", "0"], "--epochs: must be a positive integer, got 0"),
     (["--batch-size", "-4"], "--batch-size: must be a positive integer, got -4"),
     (["--val-size", "5000"], "--val-size must be between 0 and 299"),
+    (["--float64", "--amp"], "--float64 and --amp/--amp-dtype exclude each other"),
 ]
 
 

@@ -9,7 +9,11 @@ visible GPUs (``--cpu-replicas N`` splits a CPU into N logical devices, for
 testing), ``--strategy multiworker`` with ``MultiWorkerMirroredStrategy`` driven
 by ``TF_CONFIG``; ``--batch-size`` is the global batch either way (tf.distribute
 splits each global batch, after augmentation, across the replicas), and
-``--sync-bn`` synchronises BatchNorm.  Only the chief writes.
+``--sync-bn`` synchronises BatchNorm.  Only the chief writes; under
+``multiworker`` every worker runs the whole input pipeline and keeps its part of
+each global batch, and ``model.fit`` is patched around a Keras 3 bug that stops it
+under that strategy (see ``_build_from_local_batch``).  ``--float64`` trains in
+float64 from the float32 initial weights, for exact comparisons of runs.
 ``--amp`` maps to Keras' ``mixed_float16`` policy on a GPU (``mixed_bfloat16``
 with ``--amp-dtype bfloat16``); on a CPU it says so and trains in float32, like
 the PyTorch CLI.  Same run directory, resume and Ctrl-C behaviour as
@@ -35,6 +39,8 @@ FRAMEWORK = "tf_impl"
 
 def resolve_policy(recipe: Recipe, has_gpu: bool, amp_dtype_given: bool):
     """(Keras dtype policy name, notice or None)."""
+    if recipe.float64:
+        return "float64", None
     if not recipe.amp:
         return "float32", None
     if has_gpu:
@@ -44,30 +50,87 @@ def resolve_policy(recipe: Recipe, has_gpu: bool, amp_dtype_given: bool):
     return "float32", "notice: --amp needs a GPU; training in float32 on the CPU (add --amp-dtype bfloat16 to force mixed_bfloat16)"
 
 
-def make_strategy(name: str, cpu_replicas: int | None):
-    """(tf.distribute strategy or None, is this process the chief)."""
-    import json as _json
+def is_chief(strategy: str) -> bool:
+    """Whether this process writes the run: always, but under ``multiworker`` only the
+    chief does (the "chief" task, or worker 0 when the cluster names no chief)."""
     import os
 
+    if strategy != "multiworker":
+        return True
+    if "TF_CONFIG" not in os.environ:
+        raise ValueError("--strategy multiworker needs TF_CONFIG (cluster and task) in the environment of every worker")
+    try:
+        tf_config = json.loads(os.environ["TF_CONFIG"])
+        task, cluster = tf_config["task"], tf_config["cluster"]
+        kind, index = task["type"], int(task.get("index", 0))
+    except (ValueError, KeyError, TypeError) as e:
+        raise ValueError(f"TF_CONFIG is not valid ({type(e).__name__}: {e}); it needs a 'cluster' and a 'task' with 'type' and 'index'") from None
+    return kind == "chief" or (kind == "worker" and index == 0 and "chief" not in cluster)
+
+
+def make_strategy(name: str, cpu_replicas: int | None):
+    """The tf.distribute strategy ``name`` names, or None for one device."""
     import tensorflow as tf
 
     if cpu_replicas:
         cpus = tf.config.list_physical_devices("CPU")
         tf.config.set_logical_device_configuration(cpus[0], [tf.config.LogicalDeviceConfiguration()] * cpu_replicas)
     if name == "none":
-        return None, True
+        return None
     if name == "mirrored":
         devices = None
         if cpu_replicas and not tf.config.list_physical_devices("GPU"):
             devices = [d.name for d in tf.config.list_logical_devices("CPU")]
-        return tf.distribute.MirroredStrategy(devices), True
-    if "TF_CONFIG" not in os.environ:
-        raise ValueError("--strategy multiworker needs TF_CONFIG (cluster and task) in the environment of every worker")
-    tf_config = _json.loads(os.environ["TF_CONFIG"])
-    task = tf_config.get("task", {})
-    # the chief writes: the "chief" task, or worker 0 when the cluster names no chief
-    chief = task.get("type") == "chief" or (task.get("type") == "worker" and task.get("index", 0) == 0 and "chief" not in tf_config.get("cluster", {}))
-    return tf.distribute.MultiWorkerMirroredStrategy(), chief
+        return tf.distribute.MirroredStrategy(devices)
+    return tf.distribute.MultiWorkerMirroredStrategy()
+
+
+def _build_from_local_batch(model, strategy) -> None:
+    """Let ``model.fit`` start under MultiWorkerMirroredStrategy (Keras 3 bug workaround).
+
+    Before its first step, Keras' TF trainer builds the model symbolically from one
+    batch, which it gets as ``strategy.reduce("MEAN", per_replica_batch)``.  Under
+    MultiWorkerMirroredStrategy that reduce raises "Attempt to convert a value
+    (PerReplica...)" (keras-team/keras#20585, tensorflow/tensorflow#72388, open).  The
+    batch only gives the build its shapes, so this model builds from this worker's
+    first local replica's part instead: same shapes, no collective.
+    """
+    import types
+
+    import tensorflow as tf
+
+    if not (hasattr(model, "_maybe_symbolic_build") and hasattr(model, "_symbolic_build")):
+        return  # a Keras without this code path
+
+    def local(v):
+        return strategy.experimental_local_results(v)[0] if isinstance(v, tf.distribute.DistributedValues) else v
+
+    def build(self, iterator=None, data_batch=None):
+        if iterator is not None:
+            for _, _, it in iterator:
+                data_batch = tf.nest.map_structure(local, next(it))
+                break
+        with strategy.scope():
+            self._symbolic_build(data_batch=data_batch)
+
+    model._maybe_symbolic_build = types.MethodType(build, model)
+
+    # The same bug, second place: each step's logs (scalars) are averaged over the
+    # workers with ``strategy.reduce("MEAN", v, axis=0)``, which fails on a scalar.
+    # Averaged with ``axis=None`` (the mean over replicas) instead.
+    from keras.src.backend.tensorflow import trainer as tf_trainer
+
+    original = getattr(tf_trainer, "reduce_per_replica", None)
+    if original is None or getattr(original, "_resnet_port", False):
+        return
+
+    def reduce_per_replica(values, strategy_, reduction="auto"):
+        if reduction in ("auto", "mean") and isinstance(strategy_, tf.distribute.MultiWorkerMirroredStrategy):
+            return tf.nest.map_structure(lambda v: strategy_.reduce("MEAN", v, axis=None) if isinstance(v, tf.distribute.DistributedValues) else v, values)
+        return original(values, strategy_, reduction)
+
+    reduce_per_replica._resnet_port = True
+    tf_trainer.reduce_per_replica = reduce_per_replica
 
 
 class Trainer:
@@ -82,12 +145,21 @@ class Trainer:
         self.recipe, self.ds = recipe, ds
         self.chief = chief
         keras.utils.set_random_seed(recipe.seed)
+        initial = None
+        if policy == "float64":  # the float32 initial weights, so a float32 run can be compared with this one
+            keras.mixed_precision.set_global_policy("float32")
+            initial = [w.astype(np.float64) for w in build_model(recipe.arch).get_weights()]
+            keras.utils.set_random_seed(recipe.seed)
         keras.mixed_precision.set_global_policy(policy)
         with strategy.scope() if strategy else contextlib.nullcontext():
             self.model = build_model(recipe.arch, synchronized=sync_bn and strategy is not None)
+            if initial is not None:
+                self.model.set_weights(initial)
             self.optimizer = objective.make_optimizer(recipe.optimizer)
             self.model.compile(optimizer=self.optimizer, loss=objective.make_loss(self.model, recipe.arch, recipe.objective), metrics=["sparse_categorical_accuracy"])
             self.optimizer.build(self.model.trainable_variables)
+        if isinstance(strategy, __import__("tensorflow").distribute.MultiWorkerMirroredStrategy):
+            _build_from_local_batch(self.model, strategy)
         self.history: list[dict] = []
         self.epoch, self.batch = 0, 0
         self.partial = rundir.empty_partial()
@@ -98,7 +170,7 @@ class Trainer:
 
         if not self.chief:
             return
-        arrays = {f"model/{k}": v for k, v in weights.to_numpy(self.model, self.recipe.arch).items()}
+        arrays = {f"model/{k}": v for k, v in weights.to_numpy(self.model, self.recipe.arch, dtype=None).items()}
         for i, v in enumerate(self.optimizer.variables):
             arrays[f"opt/{i:04d}"] = np.asarray(v.numpy())
         state = {"epoch": self.epoch, "batch": self.batch, "partial": self.partial, "history": self.history, "recipe": self.recipe.to_dict(), "opt_paths": [v.path for v in self.optimizer.variables]}
@@ -231,7 +303,11 @@ def main(argv=None) -> int:
         started = time.perf_counter()
         recipe = cli.recipe_from_args(args)
         out = args.out or cli.default_out(FRAMEWORK, recipe.arch)
-        run = rundir.RunDir(out, FRAMEWORK, recipe, resume=args.resume, force=args.force)
+        chief = is_chief(args.strategy)
+        if chief:
+            run = rundir.RunDir(out, FRAMEWORK, recipe, resume=args.resume, force=args.force)
+        else:  # another multiworker process: the chief checks, creates and writes the run directory
+            run = rundir.RunDir.follow(out, FRAMEWORK, resume=args.resume)
         ds = cli.load_data(recipe, args)
 
         import tensorflow as tf
@@ -240,7 +316,7 @@ def main(argv=None) -> int:
 
         if args.cpu_replicas is not None and args.cpu_replicas < 1:
             raise ValueError(f"--cpu-replicas must be a positive integer, got {args.cpu_replicas}")
-        strategy, chief = make_strategy(args.strategy, args.cpu_replicas)
+        strategy = make_strategy(args.strategy, args.cpu_replicas)
         if strategy is not None and recipe.batch_size % strategy.num_replicas_in_sync:
             raise ValueError(f"--batch-size {recipe.batch_size} (the global batch) must be a multiple of the {strategy.num_replicas_in_sync} replicas")
         gpus = tf.config.list_physical_devices("GPU")
@@ -250,11 +326,15 @@ def main(argv=None) -> int:
         if chief:
             run.create()
         trainer = Trainer(recipe, ds, policy, strategy, args.sync_bn, chief)
+        if run.resuming:  # every worker: they continue in step
+            trainer.load(run.checkpoint)
         if not chief:  # a MultiWorkerMirroredStrategy worker: trains in step, writes nothing
-            trainer.fit(run, True)
+            try:
+                trainer.fit(run, True)
+            except KeyboardInterrupt:
+                return 130  # the chief says where its checkpoint is
             return 0
         if run.resuming:
-            trainer.load(run.checkpoint)
             print(f"resuming {run.path} at epoch {trainer.epoch + 1}, batch {trainer.batch}", file=sys.stderr)
             run.write_metrics(trainer.history)
         run.write_config(

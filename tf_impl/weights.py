@@ -20,10 +20,14 @@ def _variables(model, spec: ResNetSpec):
             yield f"{layer.name}.{p}", getattr(keras_layer, p)
 
 
-def to_numpy(model, arch: str | ResNetSpec) -> dict[str, np.ndarray]:
-    """Every parameter and moving statistic of ``model``, keyed by canonical name."""
+def to_numpy(model, arch: str | ResNetSpec, dtype=np.float32) -> dict[str, np.ndarray]:
+    """Every parameter and moving statistic of ``model``, keyed by canonical name.
+
+    In float32 (the neutral file's type) unless ``dtype`` says otherwise; ``None``
+    keeps each variable's own type (checkpoints of a ``--float64`` run).
+    """
     spec = get_spec(arch)
-    return {key: np.asarray(var.numpy(), dtype=np.float32) for key, var in _variables(model, spec)}
+    return {key: np.asarray(var.numpy(), dtype=dtype) for key, var in _variables(model, spec)}
 
 
 def from_numpy(model, arch: str | ResNetSpec, tensors: dict[str, np.ndarray], source: str = "weights") -> None:

@@ -54,14 +54,17 @@ def random_draws(spec: AugmentSpec, n: int, height: int, width: int, device, gen
 class DeviceLoader:
     """Batches of a uint8 NHWC numpy set held on ``device``, augmented there.
 
-    Yields ``(images float32 NCHW in [0, 1], labels int64)``; ``channels_last``
+    Yields ``(images NCHW in [0, 1], labels int64)``, the images in ``dtype``
+    (float32; float64 for ``--float64`` runs, augmented in float32 first, as Keras'
+    pipeline does, then converted); ``channels_last``
     makes the images' memory layout NHWC, which convolutions on GPUs and oneDNN
     prefer.  The order is a permutation drawn from ``generator`` per epoch; the
     last, smaller batch is kept (as Keras does).
     """
 
-    def __init__(self, images: np.ndarray, labels: np.ndarray, batch_size: int, device, augment_spec: AugmentSpec | None = None, shuffle: bool = True, channels_last: bool = True, rank: int = 0, world: int = 1):
+    def __init__(self, images: np.ndarray, labels: np.ndarray, batch_size: int, device, augment_spec: AugmentSpec | None = None, shuffle: bool = True, channels_last: bool = True, rank: int = 0, world: int = 1, dtype: torch.dtype = torch.float32):
         self.device = torch.device(device)
+        self.dtype = dtype
         # NHWC uint8 -> NCHW view with channels-last strides: no copy of the pixels' order
         self.images = torch.from_numpy(np.ascontiguousarray(images)).to(self.device).permute(0, 3, 1, 2)
         if not channels_last:
@@ -101,7 +104,7 @@ class DeviceLoader:
                 part = slice(bounds[self.rank], bounds[self.rank + 1])
             x, y = self.images[idx[part]], self.labels[idx[part]]
             if self.spec is None or self.spec.is_identity:
-                yield x.float().div_(255.0), y
+                yield x.float().div_(255.0).to(self.dtype), y
                 continue
             dy, dx, flip = random_draws(self.spec, len(idx), self.h, self.w, self.device, generator)
-            yield augment(x, dy[part], dx[part], flip[part]), y
+            yield augment(x, dy[part], dx[part], flip[part]).to(self.dtype), y

@@ -109,8 +109,8 @@ class KerasBatchNorm2d(nn.BatchNorm2d):
         from torch.distributed.nn.functional import all_reduce
 
         c = x.shape[1]
-        x32 = x.float()
-        count = torch.tensor([x.numel() // c], dtype=torch.float32, device=x.device)
+        x32 = x.float() if x.dtype in (torch.float16, torch.bfloat16) else x  # statistics in float32 at least
+        count = torch.tensor([x.numel() // c], dtype=x32.dtype, device=x.device)
         dist.all_reduce(count)
         mean = all_reduce(x32.sum(dim=(0, 2, 3))) / count
         var = all_reduce((x32 - mean[None, :, None, None]).square().sum(dim=(0, 2, 3))) / count
