@@ -29,6 +29,7 @@ crash is never mistaken for a skipped or passing check.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -40,6 +41,8 @@ import numpy as np
 
 FRAMEWORKS = ("tf", "torch")
 MODULES = {"tf": "tf_impl.worker", "torch": "torch_impl.worker"}
+# what each worker imports, and the package extra that installs it
+REQUIRES = {"tf": ("tensorflow", "tf"), "torch": ("torch", "torch")}
 
 
 class WorkerError(RuntimeError):
@@ -57,6 +60,9 @@ def run_worker(framework: str, ops: list[dict], workdir: str | os.PathLike, time
     """Run ``ops`` in a fresh ``framework`` process; raise WorkerError on any failure."""
     if framework not in MODULES:
         raise ValueError(f"framework must be one of {FRAMEWORKS}, got {framework!r}")
+    module, extra = REQUIRES[framework]
+    if importlib.util.find_spec(module) is None:
+        raise WorkerError(f"the {framework} worker needs {module}, which is not installed: pip install 'resnet-port[{extra}]'")
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     job = workdir / f"job_{framework}_{os.getpid()}_{len(list(workdir.glob('job_*')))}.json"

@@ -138,3 +138,14 @@ def test_layer_table_marks_first_divergence():
     assert "y" in table.splitlines()[2] and "<-- first" in table.splitlines()[2] and "<-- first" not in table.splitlines()[3]
     with pytest.raises(ValueError, match="shapes differ"):
         parity.compare_layers({"x": np.zeros(2)}, {"x": np.zeros(3)}, ["x"], 1e-4)
+
+
+def test_worker_of_a_missing_framework_names_the_extra(monkeypatch, tmp_path):
+    """Without one framework installed, the check says what to install (no worker traceback)."""
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "tensorflow" else real(name, *a))
+    with pytest.raises(parity.WorkerError, match=r"needs tensorflow, which is not installed: pip install 'resnet-port\[tf\]'"):
+        parity.run_worker("tf", [], tmp_path)
+    assert not list(tmp_path.iterdir())  # nothing started, nothing written

@@ -12,7 +12,7 @@ splits each global batch, after augmentation, across the replicas), and
 ``--sync-bn`` synchronises BatchNorm.  Only the chief writes; under
 ``multiworker`` every worker runs the whole input pipeline and keeps its part of
 each global batch, and ``model.fit`` is patched around a Keras 3 bug that stops it
-under that strategy (see ``_build_from_local_batch``).  ``--float64`` trains in
+under that strategy (see ``_patch_fit_for_multiworker``).  ``--float64`` trains in
 float64 from the float32 initial weights, for exact comparisons of runs.
 ``--amp`` maps to Keras' ``mixed_float16`` policy on a GPU (``mixed_bfloat16``
 with ``--amp-dtype bfloat16``); on a CPU it says so and trains in float32, like
@@ -85,15 +85,16 @@ def make_strategy(name: str, cpu_replicas: int | None):
     return tf.distribute.MultiWorkerMirroredStrategy()
 
 
-def _build_from_local_batch(model, strategy) -> None:
-    """Let ``model.fit`` start under MultiWorkerMirroredStrategy (Keras 3 bug workaround).
+def _patch_fit_for_multiworker(model, strategy) -> None:
+    """Let ``model.fit`` run under MultiWorkerMirroredStrategy (Keras 3 bug workaround).
 
-    Before its first step, Keras' TF trainer builds the model symbolically from one
+    First place: before its first step, Keras' TF trainer builds the model symbolically from one
     batch, which it gets as ``strategy.reduce("MEAN", per_replica_batch)``.  Under
     MultiWorkerMirroredStrategy that reduce raises "Attempt to convert a value
     (PerReplica...)" (keras-team/keras#20585, tensorflow/tensorflow#72388, open).  The
     batch only gives the build its shapes, so this model builds from this worker's
-    first local replica's part instead: same shapes, no collective.
+    first local replica's part instead: same shapes, no collective.  Second place:
+    see below; that patch is to Keras' trainer module, and acts only on this strategy.
     """
     import types
 
@@ -159,7 +160,7 @@ class Trainer:
             self.model.compile(optimizer=self.optimizer, loss=objective.make_loss(self.model, recipe.arch, recipe.objective), metrics=["sparse_categorical_accuracy"])
             self.optimizer.build(self.model.trainable_variables)
         if isinstance(strategy, __import__("tensorflow").distribute.MultiWorkerMirroredStrategy):
-            _build_from_local_batch(self.model, strategy)
+            _patch_fit_for_multiworker(self.model, strategy)
         self.history: list[dict] = []
         self.epoch, self.batch = 0, 0
         self.partial = rundir.empty_partial()
