@@ -24,9 +24,14 @@ def data(tmp_path_factory):
     return root
 
 
-def torchrun(n, *args, **kw):
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={n}", "-m", "torch_impl.train", *map(str, args)]
-    return subprocess.run(cmd, capture_output=True, text=True, env=ENV, timeout=600, **kw)
+def torch_cmd(n, *args):
+    if n == 1:
+        return [sys.executable, "-m", "torch_impl.train", *map(str, args)]
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={n}", "-m", "torch_impl.train", *map(str, args)]
+
+
+def torchrun(n, *args):
+    return subprocess.run(torch_cmd(n, *args), capture_output=True, text=True, env=ENV, timeout=600)
 
 
 def three_steps(data, out):
@@ -44,12 +49,6 @@ def run_all(cmds, parallel=2):
         name, proc = running.pop(0)
         out, err = proc.communicate(timeout=600)
         assert proc.returncode == 0, f"{name}: {err[-3000:]}"
-
-
-def torch_cmd(n, *args):
-    if n == 1:
-        return [sys.executable, "-m", "torch_impl.train", *args]
-    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={n}", "-m", "torch_impl.train", *args]
 
 
 def checkpoint_weights(run_dir) -> dict[str, np.ndarray]:
@@ -104,8 +103,16 @@ def test_two_processes_with_sync_bn_equal_one_process(runs, capsys):
     assert abs(a["loss"] - b["loss"]) <= 1e-9 and a["accuracy"] == b["accuracy"] and a["lr"] == b["lr"]
 
 
-def test_float32_difference_is_within_float32_rounding(runs, capsys):
-    """In float32, 2 processes are no further from 1 than float32 itself is from float64.
+# (fixture, framework, "N" side, "1" side) of each engine's runs
+ENGINES = {
+    "torchrun": ("runs", "PyTorch", "2 processes", "1 process"),
+    "mirrored": ("keras_runs", "Keras", "2 replicas", "1 device"),
+}
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_float32_difference_is_within_float32_rounding(engine, request, capsys):
+    """In float32, 2 processes/replicas are no further from 1 than float32 itself is from float64.
 
     These images are uint8, so tied values at ReLU and max-pool are common and float32
     rounding decides them; Adam's first steps (about lr x sign(gradient)) turn that into
@@ -113,18 +120,23 @@ def test_float32_difference_is_within_float32_rounding(runs, capsys):
     float64.  Conv biases that feed a BatchNorm are left out: their gradient is pure
     rounding (README, "What parity means").
     """
-    floor, fkey = worst(runs / "single64", runs / "single32", skip=BN_FED)
-    diff, key = worst(runs / "single32", runs / "sync32", skip=BN_FED)
+    fixture, label, many, one = ENGINES[engine]
+    out = request.getfixturevalue(fixture)
+    floor, fkey = worst(out / "single64", out / "single32", skip=BN_FED)
+    diff, key = worst(out / "single32", out / "sync32", skip=BN_FED)
     with capsys.disabled():
-        print(f"\n[PyTorch float32, 3 steps: 2 processes vs 1 differ by {diff:.1e} ({key}); 1 process float32 vs float64: {floor:.1e} ({fkey})]")
+        print(f"\n[{label} float32, 3 steps: {many} vs {one} differ by {diff:.1e} ({key}); {one} float32 vs float64: {floor:.1e} ({fkey})]")
     assert diff <= max(TOL, floor)
 
 
-def test_without_sync_bn_the_difference_is_reported(runs, capsys):
-    """Per-process BatchNorm statistics are a different computation: the difference is real, and shown."""
-    diff, key = worst(runs / "single64", runs / "local64")
+@pytest.mark.parametrize("engine", ENGINES)
+def test_without_sync_bn_the_difference_is_reported(engine, request, capsys):
+    """Per-replica BatchNorm statistics are a different computation: the difference is real, and shown."""
+    fixture, label, many, one = ENGINES[engine]
+    out = request.getfixturevalue(fixture)
+    diff, key = worst(out / "single64", out / "local64")
     with capsys.disabled():
-        print(f"\n[PyTorch, 2 processes without --sync-bn vs 1 process, 3 steps, float64: max difference {diff:.2e} ({key})]")
+        print(f"\n[{label}, {many} without --sync-bn vs {one}, 3 steps, float64: max difference {diff:.2e} ({key})]")
     assert diff > 100 * TOL
 
 
@@ -147,8 +159,7 @@ def test_batch_smaller_than_processes_is_refused(data, tmp_path):
 def test_two_process_run_resumes_after_kill(data, tmp_path):
     out = tmp_path / "run"
     args = ["--arch", "tiny", "--epochs", 2, "--batch-size", 4, "--data-dir", data, "--no-verify", "--val-size", 40, "--out", out, "--quiet", "--sync-bn"]
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "torch_impl.train", *map(str, args)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV, start_new_session=True)
+    proc = subprocess.Popen(torch_cmd(2, *args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV, start_new_session=True)
     metrics = out / rundir.METRICS
     try:
         end = time.time() + 300
@@ -205,22 +216,6 @@ def test_mirrored_with_sync_bn_equals_one_device(keras_runs, capsys):
     ma, mb = rundir.read_metrics(keras_runs / "single64")[0], rundir.read_metrics(keras_runs / "sync64")[0]
     assert abs(ma["loss"] - mb["loss"]) <= 1e-6, (ma["loss"], mb["loss"])  # not counted once per replica
     assert ma["lr"] == mb["lr"]
-
-
-def test_mirrored_float32_difference_is_within_float32_rounding(keras_runs, capsys):
-    """As for PyTorch (test_float32_difference_is_within_float32_rounding)."""
-    floor, fkey = worst(keras_runs / "single64", keras_runs / "single32", skip=BN_FED)
-    diff, key = worst(keras_runs / "single32", keras_runs / "sync32", skip=BN_FED)
-    with capsys.disabled():
-        print(f"\n[Keras float32, 3 steps: 2 replicas vs 1 device differ by {diff:.1e} ({key}); 1 device float32 vs float64: {floor:.1e} ({fkey})]")
-    assert diff <= max(TOL, floor)
-
-
-def test_mirrored_without_sync_bn_difference_reported(keras_runs, capsys):
-    diff, key = worst(keras_runs / "single64", keras_runs / "local64")
-    with capsys.disabled():
-        print(f"\n[Keras, 2 replicas without --sync-bn vs 1 device, 3 steps, float64: max difference {diff:.2e} ({key})]")
-    assert diff > 100 * TOL
 
 
 def test_mirrored_writes_one_run_directory(keras_runs):

@@ -139,6 +139,7 @@ class Trainer:
         import contextlib
 
         import keras
+        import tensorflow as tf
 
         from . import objective
         from .model import build_model
@@ -159,7 +160,7 @@ class Trainer:
             self.optimizer = objective.make_optimizer(recipe.optimizer)
             self.model.compile(optimizer=self.optimizer, loss=objective.make_loss(self.model, recipe.arch, recipe.objective), metrics=["sparse_categorical_accuracy"])
             self.optimizer.build(self.model.trainable_variables)
-        if isinstance(strategy, __import__("tensorflow").distribute.MultiWorkerMirroredStrategy):
+        if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
             _patch_fit_for_multiworker(self.model, strategy)
         self.history: list[dict] = []
         self.epoch, self.batch = 0, 0

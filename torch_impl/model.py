@@ -109,18 +109,18 @@ class KerasBatchNorm2d(nn.BatchNorm2d):
         from torch.distributed.nn.functional import all_reduce
 
         c = x.shape[1]
-        x32 = x.float() if x.dtype in (torch.float16, torch.bfloat16) else x  # statistics in float32 at least
-        count = torch.tensor([x.numel() // c], dtype=x32.dtype, device=x.device)
+        xs = x.float() if x.dtype in (torch.float16, torch.bfloat16) else x  # statistics in float32 at least
+        count = torch.tensor([x.numel() // c], dtype=xs.dtype, device=x.device)
         dist.all_reduce(count)
-        mean = all_reduce(x32.sum(dim=(0, 2, 3))) / count
-        var = all_reduce((x32 - mean[None, :, None, None]).square().sum(dim=(0, 2, 3))) / count
+        mean = all_reduce(xs.sum(dim=(0, 2, 3))) / count
+        var = all_reduce((xs - mean[None, :, None, None]).square().sum(dim=(0, 2, 3))) / count
         with torch.no_grad():
             m = self.momentum
             self.running_mean.mul_(1 - m).add_(mean.detach(), alpha=m)
             self.running_var.mul_(1 - m).add_(var.detach(), alpha=m)
             self.num_batches_tracked.add_(1)
         scale = self.weight * torch.rsqrt(var + self.eps)
-        y = (x32 - mean[None, :, None, None]) * scale[None, :, None, None] + self.bias[None, :, None, None]
+        y = (xs - mean[None, :, None, None]) * scale[None, :, None, None] + self.bias[None, :, None, None]
         return y.to(x.dtype)
 
 
