@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from .augment import AugmentSpec
+from . import augment
 from .recipe import L2_SCOPES, AdamSpec, ObjectiveSpec, Recipe
 from .spec import available
 
@@ -78,7 +78,7 @@ def recipe_from_args(args) -> Recipe:
         val_size=args.val_size,
         seed=args.seed,
         limit_train=args.limit_train,
-        augment=AugmentSpec() if not args.no_augment else AugmentSpec(height_shift=0.0, width_shift=0.0, horizontal_flip=False),
+        augment=augment.AugmentSpec() if not args.no_augment else augment.NONE,
         objective=ObjectiveSpec(l2=args.l2, l2_scope=args.l2_scope),
         optimizer=AdamSpec(learning_rate=args.lr, decay=args.lr_decay),
         amp=bool(args.amp or args.amp_dtype),

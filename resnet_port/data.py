@@ -36,7 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .progress import ProgressBar
+from .augment import Normalization
 
 URL = "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz"
 ARCHIVE = "cifar-100-python.tar.gz"
@@ -76,6 +76,7 @@ class Cifar100:
     fine_to_coarse: np.ndarray  # (100,) coarse label of each fine label (-1: not seen in the files)
     source: str  # where it was read from
     verified: bool  # md5 sums checked
+    normalization: Normalization | None = None  # the training split's per-channel statistics, when the recipe normalises
 
 
 # -- reading ------------------------------------------------------------------------
@@ -265,14 +266,14 @@ def download(dest_dir: Path, url: str = URL, quiet: bool = False) -> Path:
     try:
         with urllib.request.urlopen(url, timeout=30) as r:
             dest_dir.mkdir(parents=True, exist_ok=True)  # only once the server answered
-            total = int(r.headers.get("Content-Length") or 0)
-            bar = ProgressBar(total, f"downloading {ARCHIVE}", unit="B", disable=quiet)
-            with open(tmp, "wb") as f:
+            from tqdm.auto import tqdm
+
+            total = int(r.headers.get("Content-Length") or 0) or None
+            with open(tmp, "wb") as f, tqdm(total=total, desc=f"downloading {ARCHIVE}", unit="B", unit_scale=True, unit_divisor=1024, disable=quiet, file=sys.stderr) as bar:
                 while chunk := r.read(1 << 20):
                     f.write(chunk)
                     md5.update(chunk)
                     bar.update(len(chunk))
-            bar.close()
         if md5.hexdigest() != MD5[ARCHIVE]:
             raise DataError(f"the download from {url} has md5 {md5.hexdigest()}, expected {MD5[ARCHIVE]}; try again")
         os.replace(tmp, dest)

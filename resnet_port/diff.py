@@ -17,14 +17,15 @@ from pathlib import Path
 
 import numpy as np
 
-from . import parity
+from . import frameworks, parity
 from . import weights as W
 from .spec import get_spec
 
-NAIVE_VARIANTS = {"symmetric-padding": {"tf_padding": False}, "torch-bn-epsilon": {"bn_epsilon": 1e-5}}
+# the deliberately wrong PyTorch ports of torch_impl.naive (named here, since this module imports no framework)
+NAIVE_VARIANTS = ("symmetric-padding", "torch-bn-epsilon")
 
 
-def forward_both(weights_path, arch, x: np.ndarray, training: bool, workdir, variant: dict | None = None):
+def forward_both(weights_path, arch, x: np.ndarray, training: bool, workdir, variant: str | None = None):
     """Every layer's output in Keras and in PyTorch for batch ``x`` (NHWC float32)."""
     workdir = Path(workdir)
     np.save(workdir / "inputs.npy", x)
@@ -32,12 +33,12 @@ def forward_both(weights_path, arch, x: np.ndarray, training: bool, workdir, var
     outs = {}
     for fw in parity.FRAMEWORKS:
         op = {"op": "forward", "arch": arch, "weights": str(weights_path), "inputs": str(workdir / "inputs.npy"), "training": training, "out": str(workdir / f"{fw}_{mode}.npz")}
-        if fw == "torch" and variant:
+        if fw == frameworks.PYTORCH.key and variant:
             op["variant"] = variant
         parity.run_worker(fw, [op], workdir)
         with np.load(workdir / f"{fw}_{mode}.npz") as z:
             outs[fw] = dict(z)
-    return outs["tf"], outs["torch"]
+    return outs[frameworks.KERAS.key], outs[frameworks.PYTORCH.key]
 
 
 def main(argv=None) -> int:
@@ -48,7 +49,7 @@ def main(argv=None) -> int:
     ap.add_argument("--atol", type=float, default=1e-4, help="absolute tolerance on logits, scaled by max(1, max|output|) per layer (default 1e-4)")
     ap.add_argument("--seed", type=int, default=0, help="seed of the random probe batch")
     ap.add_argument("--inputs", help="a .npy batch (N, H, W, C) in [0, 1] to use instead of random images")
-    ap.add_argument("--naive", choices=sorted(NAIVE_VARIANTS), help="run a deliberately wrong PyTorch port, to see what a broken port looks like")
+    ap.add_argument("--naive", choices=NAIVE_VARIANTS, help="run a deliberately wrong PyTorch port (torch_impl.naive), to see what a broken port looks like")
     args = ap.parse_args(argv)
     try:
         meta = W.read_metadata(Path(args.weights))
@@ -71,7 +72,7 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory(prefix="resnet-port-diff-") as tmp:
         for mode in modes:
             try:
-                tf_out, torch_out = forward_both(args.weights, spec.name, x, mode == "train", tmp, NAIVE_VARIANTS.get(args.naive))
+                tf_out, torch_out = forward_both(args.weights, spec.name, x, mode == "train", tmp, args.naive)
             except parity.WorkerError as e:
                 print(f"error: {e}", file=sys.stderr)
                 return 2

@@ -20,7 +20,9 @@ neutral weights files.  Both workers implement the same operations:
 ``train``      ``{arch, weights, batches, l2_scope, out, probe, probe_out}``: Adam
                steps with the recipe's schedule, one per batch; final weights and
                the probe batch's logits in both modes.
-``augment``    ``{images, draws, out}``: apply given augmentation draws.
+``augment``    ``{images, draws, out, augment?, normalization?}``: apply given
+               augmentation draws (``augment``: an AugmentSpec as a dict,
+               default the seed's; ``normalization``: ``{mean, std}``).
 ``schedule``   ``{steps, out}``: the learning rate at the given optimizer steps.
 
 A worker that crashes or exits non-zero fails the caller with its stderr: a
@@ -29,7 +31,6 @@ crash is never mistaken for a skipped or passing check.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -39,10 +40,9 @@ from pathlib import Path
 
 import numpy as np
 
-FRAMEWORKS = ("tf", "torch")
-MODULES = {"tf": "tf_impl.worker", "torch": "torch_impl.worker"}
-# what each worker imports, and the package extra that installs it
-REQUIRES = {"tf": ("tensorflow", "tf"), "torch": ("torch", "torch")}
+from . import frameworks
+
+FRAMEWORKS = tuple(f.key for f in frameworks.ALL)  # ("tf", "torch")
 
 
 class WorkerError(RuntimeError):
@@ -56,20 +56,22 @@ def worker_env() -> dict[str, str]:
     return env
 
 
-def run_worker(framework: str, ops: list[dict], workdir: str | os.PathLike, timeout: float = 900) -> None:
-    """Run ``ops`` in a fresh ``framework`` process; raise WorkerError on any failure."""
-    if framework not in MODULES:
-        raise ValueError(f"framework must be one of {FRAMEWORKS}, got {framework!r}")
-    module, extra = REQUIRES[framework]
-    if importlib.util.find_spec(module) is None:
-        raise WorkerError(f"the {framework} worker needs {module}, which is not installed: pip install 'resnet-port[{extra}]'")
+def run_worker(framework: str, ops: list[dict], workdir: str | os.PathLike, timeout: float = 900, module: str | None = None) -> None:
+    """Run ``ops`` in a fresh ``framework`` process; raise WorkerError on any failure.
+
+    ``module`` replaces the framework's worker module (tests use it to run a worker
+    that crashes on purpose).
+    """
+    fw = frameworks.get(framework)
+    if not fw.installed():
+        raise WorkerError(f"the {framework} worker needs {fw.install_hint()}")
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     job = workdir / f"job_{framework}_{os.getpid()}_{len(list(workdir.glob('job_*')))}.json"
     job.write_text(json.dumps({"ops": ops}, indent=1))
     try:
         proc = subprocess.run(
-            [sys.executable, "-m", MODULES[framework], str(job)],
+            [sys.executable, "-m", module or fw.worker, str(job)],
             capture_output=True,
             text=True,
             timeout=timeout,
@@ -88,6 +90,13 @@ def objective_of(op: dict):
     from .recipe import ObjectiveSpec
 
     return ObjectiveSpec(l2_scope=op.get("l2_scope", "all"))
+
+
+def augmentation_of(op: dict):
+    """(AugmentSpec, Normalization or None) an ``augment`` operation asks for."""
+    from .augment import AugmentSpec, Normalization
+
+    return AugmentSpec(**op.get("augment", {})), Normalization.from_dict(op.get("normalization"))
 
 
 def worker_main(module: str, handlers: dict, argv=None) -> None:

@@ -60,10 +60,23 @@ class AdamSpec:
     beta_2: float = 0.999
     epsilon: float = 1e-7  # Keras' default; PyTorch's is 1e-8 and is placed differently
 
+    def schedule(self, steps_per_epoch: int, epochs: int, batch_size: int) -> "InverseTimeDecay":
+        return InverseTimeDecay(self.learning_rate, self.decay)
+
     def lr(self, step: int) -> np.float32:
-        """The learning rate at optimiser step ``step``, computed as Keras' InverseTimeDecay does (float32)."""
+        return InverseTimeDecay(self.learning_rate, self.decay).lr(step)
+
+
+@dataclass(frozen=True)
+class InverseTimeDecay:
+    """``lr(t) = initial / (1 + decay * t)`` per optimiser step t = 0, 1, ..., in float32 as Keras computes it."""
+
+    initial: float
+    decay: float
+
+    def lr(self, step: int) -> np.float32:
         f = np.float32
-        return f(self.learning_rate) / (f(1.0) + f(self.decay) * (f(step) / f(1.0)))
+        return f(self.initial) / (f(1.0) + f(self.decay) * (f(step) / f(1.0)))
 
 
 @dataclass(frozen=True)
@@ -114,3 +127,7 @@ class Recipe:
 
     def steps_per_epoch(self, n_train: int) -> int:
         return -(-n_train // self.batch_size)
+
+    def schedule(self, steps_per_epoch: int):
+        """The learning-rate schedule of this run (``.lr(step)``, float32), per optimiser step."""
+        return self.optimizer.schedule(steps_per_epoch, self.epochs, self.batch_size)

@@ -13,6 +13,8 @@
 ``accuracy.png``,          train vs validation curves, as the seed drew them
 ``loss.png``
 ``test_visualisation.png`` the seed's OpenCV mosaic of test predictions
+``events.out.tfevents.*``  TensorBoard: the epoch metrics and the training loss
+                           every few steps (``tensorboard --logdir runs/``)
 =========================  =======================================================
 
 ``metrics.jsonl`` is always rewritten from the history stored *in* the
@@ -27,7 +29,9 @@ import shutil
 import time
 from pathlib import Path
 
+from . import frameworks
 from .recipe import Recipe
+from .tensorboard_log import PREFIX as TENSORBOARD_PREFIX
 from .weights import atomic_write_bytes
 
 CONFIG = "config.json"
@@ -35,7 +39,7 @@ METRICS = "metrics.jsonl"
 RESULTS = "results.json"
 WEIGHTS = "weights.safetensors"
 PREDICTIONS = "predictions.npy"
-CHECKPOINTS = {"tf_impl": "checkpoint.npz", "torch_impl": "checkpoint.pt"}
+CHECKPOINTS = {fw.package: fw.checkpoint for fw in frameworks.ALL}
 ARTIFACTS = [CONFIG, METRICS, RESULTS, WEIGHTS, PREDICTIONS, "accuracy.png", "loss.png", "test_visualisation.png", *CHECKPOINTS.values()]
 METRIC_KEYS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "lr", "seconds", "images_per_sec")
 # recipe fields a resumed run may change: continuing a run for more epochs is fine
@@ -156,7 +160,7 @@ class RunDir:
                 shutil.rmtree(p)
             elif p.exists():
                 p.unlink()
-        for p in self.path.glob(".*.tmp"):
+        for p in [*self.path.glob(".*.tmp"), *self.path.glob(f"{TENSORBOARD_PREFIX}*")]:
             p.unlink()
 
     def write_config(self, recipe: Recipe, **facts) -> None:
@@ -173,47 +177,3 @@ class RunDir:
 
     def write_results(self, results: dict) -> None:
         write_json(self.path / RESULTS, {"framework": self.framework, **results})
-
-
-def finish(run: RunDir, recipe: Recipe, ds, history: list[dict], export_weights, evaluate, title: str, started: float) -> dict:
-    """The end of a run, the same for both frameworks.
-
-    ``export_weights(path)`` writes the neutral weights file; ``evaluate(split)``
-    returns (loss, accuracy, predictions) in inference mode.  Writes the weights,
-    the test predictions, the curves, the mosaic and ``results.json``.
-    """
-    import numpy as np
-
-    from . import report
-
-    export_weights(run.path / WEIGHTS)
-    test_loss, test_acc, pred = evaluate(ds.test)
-    np.save(run.path / PREDICTIONS, pred)
-    report.plot_curves(history, run.path, title=title)
-    report.prediction_mosaic(ds.test.images, pred, ds.fine_names, run.path / "test_visualisation.png")
-    train_seconds = sum(h["seconds"] for h in history)
-    results = {
-        "arch": recipe.arch,
-        "epochs": len(history),
-        "test_accuracy": test_acc,
-        "test_correct": int((pred == ds.test.fine).sum()),
-        "test_total": len(ds.test),
-        "test_loss": test_loss,
-        "best_val_accuracy": max((h["val_accuracy"] for h in history), default=float("nan")),
-        "final_val_accuracy": history[-1]["val_accuracy"] if history else float("nan"),
-        "train_seconds": train_seconds,
-        "images_per_sec": sum(h["images_per_sec"] * h["seconds"] for h in history) / max(train_seconds, 1e-9),
-        "wall_seconds": time.perf_counter() - started,
-    }
-    run.write_results(results)
-    return results
-
-
-def summary_lines(framework_line: str, results: dict, run: RunDir) -> dict:
-    return {
-        "framework": framework_line,
-        "test accuracy": f"acc= {results['test_accuracy']:.4f} ({results['test_correct']}/{results['test_total']})",
-        "best val accuracy": f"{results['best_val_accuracy']:.4f}",
-        "training time": f"{results['train_seconds']:.1f} s ({results['images_per_sec']:.1f} images/s)",
-        "artifacts": str(run.path),
-    }

@@ -15,6 +15,11 @@ Conventions held here, once:
   :func:`BatchNormSpec.torch_momentum`).
 * ``'same'`` padding is TensorFlow's: when the total padding is odd, the extra
   row/column goes after (bottom/right).  :func:`same_padding` computes it.
+* Initialisers are named here (:data:`INITIALISERS`), and each framework maps a
+  name to its own function: the distributions are equal, the draws are not (a
+  weights file is how two realizations get the same values).
+* Every layer has a canonical name, also the parameter-free ones (ReLU, add,
+  pooling), so that per-layer comparisons can point at any node of the graph.
 
 This module imports neither TensorFlow nor PyTorch.
 """
@@ -28,6 +33,17 @@ from typing import Iterator
 #: Keras' BatchNormalization defaults, which the seed used.
 KERAS_BN_EPSILON = 1e-3
 KERAS_BN_MOMENTUM = 0.99
+
+#: The initialisers a spec may name, as distributions (fans of a conv kernel
+#: (kh, kw, in, out): fan_in = kh*kw*in, fan_out = kh*kw*out; of a dense kernel:
+#: in and out).  Keras' and PyTorch's functions for each are in tf_impl/model.py
+#: and torch_impl/model.py.
+INITIALISERS = {
+    "glorot_uniform": "U(-a, a), a = sqrt(6 / (fan_in + fan_out)); Keras' default, the seed's",
+    "he_normal_fan_out": "N(0, 2 / fan_out), not truncated; torchvision's ResNet convolutions",
+    "zeros": "0",
+    "ones": "1",
+}
 
 
 def same_padding(size: int, kernel: int, stride: int) -> tuple[int, int]:
@@ -66,6 +82,8 @@ class ConvSpec:
     stride: int
     padding: str  # 'same' (TF semantics) or 'valid'
     use_bias: bool = True  # Keras' default, which the seed kept on every conv
+    kernel_init: str = "glorot_uniform"
+    bias_init: str = "zeros"
 
     kind = "conv2d"
 
@@ -98,6 +116,8 @@ class BatchNormSpec:
     channels: int
     epsilon: float = KERAS_BN_EPSILON
     momentum: float = KERAS_BN_MOMENTUM  # Keras convention: weight of the old value
+    gamma_init: str = "ones"
+    beta_init: str = "zeros"  # moving mean starts at 0, moving variance at 1, in both
 
     kind = "batchnorm"
 
@@ -138,10 +158,50 @@ class MaxPoolSpec:
 
 
 @dataclass(frozen=True)
+class _ShapeKeeping:
+    """A parameter-free layer whose output has its input's shape."""
+
+    name: str
+
+    def params(self):
+        return {}
+
+    def output_shape(self, shape):
+        return shape
+
+
+@dataclass(frozen=True)
+class ReluSpec(_ShapeKeeping):
+    kind = "relu"
+
+
+@dataclass(frozen=True)
+class AddSpec(_ShapeKeeping):
+    """The residual sum: the block's last BatchNorm plus its shortcut."""
+
+    kind = "add"
+
+
+@dataclass(frozen=True)
+class GlobalAvgPoolSpec:
+    name: str
+
+    kind = "global_avg_pool"
+
+    def params(self):
+        return {}
+
+    def output_shape(self, shape):
+        return (shape[-1],)
+
+
+@dataclass(frozen=True)
 class DenseSpec:
     name: str
     in_features: int
     units: int
+    kernel_init: str = "glorot_uniform"
+    bias_init: str = "zeros"
 
     kind = "dense"
 
@@ -161,15 +221,19 @@ class DenseSpec:
 class BlockSpec:
     """A BasicBlock: conv3x3(s)-BN-ReLU-conv3x3(1)-BN, plus the shortcut, add, ReLU.
 
-    The shortcut is a 1x1 'valid' convolution of stride ``s`` and a BatchNorm when
-    the stride is not 1 (the seed's rule), identity otherwise.
+    The shortcut is a 1x1 'valid' convolution of stride ``s`` and a BatchNorm
+    where the architecture's projection rule asks for one (the seed: when the
+    stride is not 1), identity otherwise.
     """
 
     name: str
     conv1: ConvSpec
     bn1: BatchNormSpec
+    relu1: ReluSpec
     conv2: ConvSpec
     bn2: BatchNormSpec
+    add: AddSpec
+    relu2: ReluSpec
     shortcut_conv: ConvSpec | None = None
     shortcut_bn: BatchNormSpec | None = None
 
@@ -191,8 +255,10 @@ class ResNetSpec:
     num_classes: int
     stem_conv: ConvSpec
     stem_bn: BatchNormSpec
-    stem_pool: MaxPoolSpec
+    stem_relu: ReluSpec
+    stem_pool: MaxPoolSpec | None  # None: no pooling in the stem (CIFAR-style ResNets)
     blocks: tuple[BlockSpec, ...]
+    avgpool: GlobalAvgPoolSpec
     fc: DenseSpec
     stage_blocks: tuple[int, ...] = field(default=())
 
@@ -233,11 +299,13 @@ class ResNetSpec:
         exact arithmetic (float noise in practice).  Parity tests compare them
         through the function they produce instead of element by element.
         """
-        out = [f"{self.stem_conv.name}.bias"] if self.stem_conv.use_bias else []
+        return [f"{c.name}.bias" for c in self.convolutions() if c.use_bias]
+
+    def convolutions(self) -> list[ConvSpec]:
+        """Every convolution, in execution order (each one feeds a BatchNorm here)."""
+        out = [self.stem_conv]
         for b in self.blocks:
-            for conv in (b.conv1, b.conv2, b.shortcut_conv):
-                if conv is not None and conv.use_bias:
-                    out.append(f"{conv.name}.bias")
+            out += [b.conv1, b.conv2] + ([b.shortcut_conv] if b.has_projection else [])
         return out
 
     def forward_flops(self, input_shape: tuple[int, int, int] | None = None) -> int:
@@ -284,39 +352,28 @@ def _trace(spec: ResNetSpec, shape: tuple[int, int, int]) -> Iterator[LayerInfo]
 
     if len(shape) != 3 or min(shape) < 1:
         raise ValueError(f"input shape must be (height, width, channels) with positive sizes, got {shape}")
-    info, shape = layer(spec.stem_conv, shape)
-    yield info
-    info, shape = layer(spec.stem_bn, shape)
-    yield info
-    yield LayerInfo("stem.relu", "relu", shape)
-    info, shape = layer(spec.stem_pool, shape)
-    yield info
+    stem = [spec.stem_conv, spec.stem_bn, spec.stem_relu] + ([spec.stem_pool] if spec.stem_pool else [])
+    for s in stem:
+        info, shape = layer(s, shape)
+        yield info
     for b in spec.blocks:
         block_in = shape
-        info, shape = layer(b.conv1, shape)
-        yield info
-        info, shape = layer(b.bn1, shape)
-        yield info
-        yield LayerInfo(f"{b.name}.relu1", "relu", shape)
-        info, shape = layer(b.conv2, shape)
-        yield info
-        info, shape = layer(b.bn2, shape)
-        yield info
+        for s in (b.conv1, b.bn1, b.relu1, b.conv2, b.bn2):
+            info, shape = layer(s, shape)
+            yield info
+        short = block_in
         if b.has_projection:
-            info, short = layer(b.shortcut_conv, block_in)
-            yield info
-            info, short = layer(b.shortcut_bn, short)
-            yield info
-        else:
-            short = block_in
+            for s in (b.shortcut_conv, b.shortcut_bn):
+                info, short = layer(s, short)
+                yield info
         if short != shape:
             raise ValueError(f"{b.name}: shortcut shape {short} does not match residual shape {shape}")
-        yield LayerInfo(f"{b.name}.add", "add", shape)
-        yield LayerInfo(f"{b.name}.relu2", "relu", shape)
-    shape = (shape[-1],)
-    yield LayerInfo("avgpool", "global_avg_pool", shape)
-    info, shape = layer(spec.fc, shape)
-    yield info
+        for s in (b.add, b.relu2):
+            info, shape = layer(s, shape)
+            yield info
+    for s in (spec.avgpool, spec.fc):
+        info, shape = layer(s, shape)
+        yield info
 
 
 # -- building specs ------------------------------------------------------------------
@@ -334,6 +391,15 @@ class ResNetConfig:
     input_shape: tuple[int, int, int] = (32, 32, 3)
     bn_epsilon: float = KERAS_BN_EPSILON
     bn_momentum: float = KERAS_BN_MOMENTUM  # Keras convention
+    # the stem: 3x3 stride-1 conv with this padding, BN, ReLU, then (or not) the 2x2/1 'same' max-pool
+    stem_padding: str = "valid"
+    stem_pool: bool = True
+    conv_bias: bool = True  # every conv carries a bias (the seed, Keras' default)
+    # when a block gets a 1x1 projection shortcut: "stride" (the seed: stride != 1;
+    # a width change at stride 1 is an error) or "stride_or_width"
+    projection: str = "stride"
+    conv_init: str = "glorot_uniform"
+    dense_init: str = "glorot_uniform"
 
     def __post_init__(self):
         n = len(self.stage_blocks)
@@ -346,14 +412,22 @@ class ResNetConfig:
             raise ValueError("every stage needs at least one block, one filter and a positive stride")
         if not 0.0 < self.bn_momentum < 1.0 or self.bn_epsilon <= 0:
             raise ValueError(f"bn_momentum must be in (0, 1) and bn_epsilon > 0, got {self.bn_momentum}, {self.bn_epsilon}")
+        if self.stem_padding not in ("same", "valid") or self.projection not in ("stride", "stride_or_width"):
+            raise ValueError(f"stem_padding must be 'same' or 'valid' and projection 'stride' or 'stride_or_width', got {self.stem_padding!r}, {self.projection!r}")
+        for init in (self.conv_init, self.dense_init):
+            if init not in INITIALISERS:
+                raise ValueError(f"unknown initialiser {init!r}; choose one of: {', '.join(INITIALISERS)}")
 
 
 def build(name: str, config: ResNetConfig) -> ResNetSpec:
     def bn(layer_name, channels):
         return BatchNormSpec(layer_name, channels, config.bn_epsilon, config.bn_momentum)
 
+    def conv(layer_name, cin, cout, kernel, stride, padding):
+        return ConvSpec(layer_name, cin, cout, kernel, stride, padding, use_bias=config.conv_bias, kernel_init=config.conv_init)
+
     in_ch = config.input_shape[-1]
-    stem_conv = ConvSpec("stem.conv", in_ch, config.stem_filters, 3, 1, "valid")
+    stem_conv = conv("stem.conv", in_ch, config.stem_filters, 3, 1, config.stem_padding)
     blocks = []
     ch = config.stem_filters
     for stage, (n, filters, stride) in enumerate(zip(config.stage_blocks, config.stage_filters, config.stage_strides), 1):
@@ -361,8 +435,8 @@ def build(name: str, config: ResNetConfig) -> ResNetSpec:
             s = stride if i == 0 else 1
             prefix = f"layer{stage}.{i}"
             shortcut = (None, None)
-            if s != 1:
-                shortcut = (ConvSpec(f"{prefix}.shortcut.conv", ch, filters, 1, s, "valid"), bn(f"{prefix}.shortcut.bn", filters))
+            if s != 1 or (ch != filters and config.projection == "stride_or_width"):
+                shortcut = (conv(f"{prefix}.shortcut.conv", ch, filters, 1, s, "valid"), bn(f"{prefix}.shortcut.bn", filters))
             elif ch != filters:
                 raise ValueError(
                     f"{prefix}: the seed's block has an identity shortcut at stride 1, so the channel count cannot "
@@ -371,10 +445,13 @@ def build(name: str, config: ResNetConfig) -> ResNetSpec:
             blocks.append(
                 BlockSpec(
                     prefix,
-                    ConvSpec(f"{prefix}.conv1", ch, filters, 3, s, "same"),
+                    conv(f"{prefix}.conv1", ch, filters, 3, s, "same"),
                     bn(f"{prefix}.bn1", filters),
-                    ConvSpec(f"{prefix}.conv2", filters, filters, 3, 1, "same"),
+                    ReluSpec(f"{prefix}.relu1"),
+                    conv(f"{prefix}.conv2", filters, filters, 3, 1, "same"),
                     bn(f"{prefix}.bn2", filters),
+                    AddSpec(f"{prefix}.add"),
+                    ReluSpec(f"{prefix}.relu2"),
                     *shortcut,
                 )
             )
@@ -385,9 +462,11 @@ def build(name: str, config: ResNetConfig) -> ResNetSpec:
         num_classes=config.num_classes,
         stem_conv=stem_conv,
         stem_bn=bn("stem.bn", config.stem_filters),
-        stem_pool=MaxPoolSpec("stem.pool", 2, 1, "same"),
+        stem_relu=ReluSpec("stem.relu"),
+        stem_pool=MaxPoolSpec("stem.pool", 2, 1, "same") if config.stem_pool else None,
         blocks=tuple(blocks),
-        fc=DenseSpec("fc", ch, config.num_classes),
+        avgpool=GlobalAvgPoolSpec("avgpool"),
+        fc=DenseSpec("fc", ch, config.num_classes, kernel_init=config.dense_init),
         stage_blocks=tuple(config.stage_blocks),
     )
 

@@ -22,7 +22,10 @@ param          shape                  notes
 
 All tensors are float32.  Metadata: ``format`` (``resnet-port-weights``),
 ``format_version``, ``arch`` (the registry name) and ``producer`` (which
-framework wrote it).  Loading is strict: see :func:`check_tensors`.
+framework wrote it); ``normalization`` (JSON ``{"mean": [...], "std": [...]}``)
+when the model expects its [0, 1] inputs normalised per channel (recipes that
+normalise), since the model is wrong without it.  Loading is strict: see
+:func:`check_tensors`.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .augment import Normalization
 from .spec import ResNetSpec, get_spec
 
 FORMAT = "resnet-port-weights"
@@ -52,13 +56,25 @@ class Weights:
     tensors: dict[str, np.ndarray]
     metadata: dict[str, str] = field(default_factory=dict)
 
+    @property
+    def normalization(self) -> Normalization | None:
+        return normalization_of(self.metadata)
 
-def save(path: str | os.PathLike, tensors: dict[str, np.ndarray], arch: str, producer: str = "", extra: dict | None = None) -> Path:
+
+def normalization_of(metadata: dict[str, str]) -> Normalization | None:
+    """The input normalisation a weights file's metadata states (None: inputs are pixels / 255)."""
+    raw = metadata.get("normalization")
+    return Normalization.from_dict(json.loads(raw)) if raw else None
+
+
+def save(path: str | os.PathLike, tensors: dict[str, np.ndarray], arch: str, producer: str = "", extra: dict | None = None, normalization: Normalization | None = None) -> Path:
     """Validate ``tensors`` against the spec of ``arch`` and write them atomically."""
     spec = get_spec(arch)
     arrays = {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in tensors.items()}
     check_tensors(arrays, spec, source="tensors to save")
     metadata = {"format": FORMAT, "format_version": FORMAT_VERSION, "arch": spec.name, "producer": producer}
+    if normalization is not None:
+        metadata["normalization"] = json.dumps(normalization.to_dict())
     metadata.update({k: str(v) for k, v in (extra or {}).items()})
     from safetensors.numpy import save as st_save
 

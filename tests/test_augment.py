@@ -87,7 +87,7 @@ def test_draws_round_trip(tmp_path):
 def test_bad_spec():
     with pytest.raises(ValueError, match="fractions"):
         A.AugmentSpec(height_shift=1.5)
-    with pytest.raises(ValueError, match="only bilinear"):
+    with pytest.raises(ValueError, match="interpolation must be 'bilinear' and fill_mode one of"):
         A.AugmentSpec(fill_mode="reflect")
 
 
@@ -98,7 +98,8 @@ def test_torch_pipeline_draws_and_loader():
     from torch_impl.data import DeviceLoader, random_draws
 
     g = torch.Generator().manual_seed(0)
-    dy, dx, flip = random_draws(SPEC, 20_000, 32, 32, "cpu", g)
+    dy, dx, flip, cut_y, cut_x = random_draws(SPEC, 20_000, 32, 32, "cpu", g)
+    assert cut_y is None and cut_x is None  # no Cutout in the seed's recipe
     assert stats.kstest(dy.numpy(), stats.uniform(loc=-6.4, scale=12.8).cdf).pvalue > 0.01
     assert stats.binomtest(int(flip.sum()), 20_000, 0.5).pvalue > 0.01
     images = np.arange(10)[:, None, None, None].repeat(32, 1).repeat(32, 2).repeat(3, 3).astype(np.uint8) * 20
@@ -117,7 +118,7 @@ def test_tf_pipeline_draws():
 
     from tf_impl.data import random_draws, train_dataset
 
-    dy, dx, flip = random_draws(SPEC, 20_000, 32, 32, seed=tf.constant([1, 2], tf.int64))
+    dy, dx, flip, _, _ = random_draws(SPEC, 20_000, 32, 32, seed=tf.constant([1, 2], tf.int64))
     assert stats.kstest(dx.numpy(), stats.uniform(loc=-6.4, scale=12.8).cdf).pvalue > 0.01
     assert stats.binomtest(int(flip.numpy().sum()), 20_000, 0.5).pvalue > 0.01
     images = np.zeros((10, 32, 32, 3), np.uint8)

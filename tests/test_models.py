@@ -8,10 +8,11 @@ import pytest
 from resnet_port.spec import available, get_spec
 
 
+KERAS_CLASS = {"conv2d": "Conv2D", "batchnorm": "BatchNormalization", "relu": "ReLU", "maxpool": "MaxPooling2D", "add": "Add", "global_avg_pool": "GlobalAveragePooling2D", "dense": "Dense"}
+
+
 @pytest.mark.parametrize("arch", available())
 def test_keras_shapes_and_counts(arch):
-    import keras
-
     from tf_impl.model import build_model, intermediate_model
 
     spec = get_spec(arch)
@@ -29,7 +30,11 @@ def test_keras_shapes_and_counts(arch):
         k = model.get_layer(layer.name)
         for p, shape in layer.params.items():
             assert tuple(getattr(k, p).shape) == shape, f"{layer.name}.{p}"
-    assert isinstance(model, keras.Model)
+    # and nothing else: every Keras layer is a spec layer (the input aside), of the spec's kind
+    kinds = {layer.name: layer.kind for layer in spec.layers()}
+    keras_layers = {k.name: type(k).__name__ for k in model.layers if type(k).__name__ != "InputLayer"}
+    assert set(keras_layers) == set(kinds)
+    assert all(keras_layers[name] == KERAS_CLASS[kind] for name, kind in kinds.items())
 
 
 @pytest.mark.parametrize("arch", available())
@@ -89,14 +94,26 @@ def test_torch_batchnorm_moving_variance_is_keras_biased():
     assert not torch.allclose(naive.running_var, expected, rtol=1e-6, atol=0)  # the default is different
 
 
-def test_torch_keras_initialisers():
-    """Glorot-uniform kernels (bound sqrt(6/(fan_in+fan_out))) and zero biases, as Keras."""
-    import torch
+@pytest.mark.parametrize("framework", ["tf", "torch"])
+def test_initialisers_are_the_specs(framework):
+    """Both frameworks draw the initialisers the spec names: resnet18's Glorot-uniform kernels
+    (bound sqrt(6/(fan_in+fan_out))), zero biases and betas, unit gammas, as Keras does."""
+    spec = get_spec("resnet18")
+    conv = spec.blocks[2].conv1  # layer2.0.conv1: 64 -> 128, 3x3
+    assert (conv.name, conv.kernel_init, conv.bias_init) == ("layer2.0.conv1", "glorot_uniform", "zeros")
+    if framework == "tf":
+        from tf_impl import weights
+        from tf_impl.model import build_model
 
-    from torch_impl.model import build_model
+        t = weights.to_numpy(build_model(spec), spec)
+    else:
+        from torch_impl import weights
+        from torch_impl.model import build_model
 
-    m = build_model("resnet18")
-    w = m.layer2[0].conv1.weight
+        t = weights.to_numpy(build_model(spec))
+    w = t["layer2.0.conv1.kernel"]
     bound = (6 / (64 * 9 + 128 * 9)) ** 0.5
-    assert w.abs().max() <= bound and w.abs().max() > 0.9 * bound
-    assert torch.count_nonzero(m.layer2[0].conv1.bias) == 0 and torch.count_nonzero(m.fc.bias) == 0
+    assert np.abs(w).max() <= bound and np.abs(w).max() > 0.9 * bound
+    assert abs(w.std() - bound / 3**0.5) < 0.02 * bound  # uniform on [-a, a]: std a / sqrt(3)
+    assert not t["layer2.0.conv1.bias"].any() and not t["fc.bias"].any() and not t["stem.bn.beta"].any()
+    assert (t["stem.bn.gamma"] == 1).all() and (t["stem.bn.moving_variance"] == 1).all()

@@ -9,25 +9,51 @@ torch runs every forward (and the deliberately naive ports) on both files.
 import numpy as np
 import pytest
 
-from resnet_port import parity
+from resnet_port import diff, parity
 from resnet_port import weights as W
-from resnet_port.spec import get_spec
+from resnet_port.spec import available, get_spec, same_padding
 
 ATOL = 1e-4  # on logits and every intermediate output, float32
 BATCH = 8
 MODES = ("eval", "train")
-NAIVE = {"symmetric_padding": {"tf_padding": False}, "torch_bn_epsilon": {"bn_epsilon": 1e-5}}
+
+
+def naive_variants():
+    from torch_impl.naive import VARIANTS
+
+    return list(VARIANTS)
+
+
+def expected_first_divergence(spec, variant: str) -> str:
+    """Where each naive port must first differ, derived from the spec (not written down per arch)."""
+    if variant == "torch-bn-epsilon":
+        return next(layer.name for layer in spec.layers() if layer.kind == "batchnorm")
+    assert variant == "symmetric-padding", variant
+    shapes = {}
+    shape = spec.input_shape
+    for layer in spec.layers():
+        shapes[layer.name] = shape
+        shape = layer.output_shape
+    for conv in spec.convolutions():
+        h = shapes[conv.name][0]
+        if conv.padding == "same" and len(set(same_padding(h, conv.kernel_size, conv.stride))) > 1:
+            return conv.name
+    raise AssertionError(f"{spec.name} has no 'same' convolution with asymmetric padding")
+
+
+def test_naive_variants_named_alike_everywhere():
+    assert tuple(naive_variants()) == diff.NAIVE_VARIANTS
 
 
 def _forward(arch, weights, inputs, training, out, **extra):
     return {"op": "forward", "arch": arch, "weights": str(weights), "inputs": str(inputs), "training": training, "out": str(out), **extra}
 
 
-@pytest.fixture(scope="module", params=["tiny", "resnet18", "resnet34"])
+@pytest.fixture(scope="module", params=available())
 def run(request, tmp_path_factory):
     arch = request.param
     d = tmp_path_factory.mktemp(f"parity_{arch}")
-    x = np.random.default_rng(7).random((BATCH, 32, 32, 3), dtype=np.float32)
+    x = np.random.default_rng(7).random((BATCH, *get_spec(arch).input_shape), dtype=np.float32)
     np.save(d / "x.npy", x)
     origins = ("tf", "torch")
     parity.run_worker("torch", [{"op": "init", "arch": arch, "seed": 11, "out": str(d / "w_torch.safetensors")}], d)
@@ -39,9 +65,9 @@ def run(request, tmp_path_factory):
             train = mode == "train"
             tf_ops.append(_forward(arch, w, d / "x.npy", train, d / f"tf_{origin}_{mode}.npz", weights_out=str(d / f"tfw_{origin}_{mode}.safetensors")))
             torch_ops.append(_forward(arch, w, d / "x.npy", train, d / f"torch_{origin}_{mode}.npz", weights_out=str(d / f"torchw_{origin}_{mode}.safetensors")))
-    for name, variant in NAIVE.items():
+    for name in naive_variants():
         for mode in MODES:
-            torch_ops.append(_forward(arch, d / "w_tf.safetensors", d / "x.npy", mode == "train", d / f"naive_{name}_{mode}.npz", variant=variant))
+            torch_ops.append(_forward(arch, d / "w_tf.safetensors", d / "x.npy", mode == "train", d / f"naive_{name}_{mode}.npz", variant=name))
     # round trip: Keras -> file -> PyTorch -> file -> Keras -> file
     torch_ops.append({"op": "roundtrip", "arch": arch, "weights": str(d / "w_tf.safetensors"), "out": str(d / "rt_torch.safetensors")})
     parity.run_worker("tf", tf_ops, d)
@@ -55,7 +81,7 @@ def _load(path):
         return dict(z)
 
 
-@pytest.mark.parametrize("origin", ["tf", "torch"])
+@pytest.mark.parametrize("origin", parity.FRAMEWORKS)
 @pytest.mark.parametrize("mode", MODES)
 def test_every_layer_and_logits_agree(run, origin, mode):
     arch, d = run
@@ -71,7 +97,7 @@ def test_every_layer_and_logits_agree(run, origin, mode):
     assert (tf_out["logits"].argmax(1) == torch_out["logits"].argmax(1)).all()
 
 
-@pytest.mark.parametrize("origin", ["tf", "torch"])
+@pytest.mark.parametrize("origin", parity.FRAMEWORKS)
 def test_training_forward_updates_moving_statistics_alike(run, origin):
     """One training-mode forward: Keras and PyTorch leave the same moving mean and variance."""
     arch, d = run
@@ -88,7 +114,7 @@ def test_training_forward_updates_moving_statistics_alike(run, origin):
     assert moved == 2 * len([l for l in get_spec(arch).layers() if l.kind == "batchnorm"])
 
 
-@pytest.mark.parametrize("naive", list(NAIVE))
+@pytest.mark.parametrize("naive", naive_variants())
 @pytest.mark.parametrize("mode", MODES)
 def test_parity_check_is_sensitive(run, naive, mode):
     """A port with PyTorch's symmetric padding or default BN epsilon is caught, and located."""
@@ -99,7 +125,7 @@ def test_parity_check_is_sensitive(run, naive, mode):
     assert logit_diff > 10 * ATOL, f"{naive} changed the logits by only {logit_diff:.2e}"
     rows = parity.compare_layers(bad, tf_out, [l.name for l in spec.layers()], ATOL)
     first = parity.first_divergence(rows)
-    expected = "layer2.0.conv1" if naive == "symmetric_padding" else "stem.bn"
+    expected = expected_first_divergence(spec, naive)
     assert first is not None and first.name == expected, parity.format_table(rows, ATOL)
     assert f"first divergent layer: {expected}" in parity.divergence_message(rows, ATOL)
 
@@ -124,9 +150,8 @@ def test_worker_crash_is_loud(tmp_path, monkeypatch):
     """A worker killed by a signal (as the TF+torch segfault would) fails, naming the signal."""
     (tmp_path / "crashing_worker.py").write_text("import os, signal\nos.kill(os.getpid(), signal.SIGSEGV)\n")
     monkeypatch.setenv("PYTHONPATH", str(tmp_path))
-    monkeypatch.setitem(parity.MODULES, "torch", "crashing_worker")
     with pytest.raises(parity.WorkerError, match="killed by signal 11"):
-        parity.run_worker("torch", [], tmp_path)
+        parity.run_worker("torch", [], tmp_path, module="crashing_worker")
 
 
 def test_layer_table_marks_first_divergence():

@@ -68,8 +68,7 @@ def run(op: dict) -> dict:
     @tf.function
     def aug(images):
         seed.assign_add([0, 1])
-        dy, dx, flip = random_draws(spec, tf.shape(images)[0], h, w, seed=seed)
-        return augment(images, dy, dx, flip)
+        return augment(images, *random_draws(spec, tf.shape(images)[0], h, w, seed=seed), spec=spec)
 
     out = {"framework": "tf_impl", "device": "gpu" if tf.config.list_physical_devices("GPU") else "cpu", "tensorflow": tf.__version__, "keras": keras.__version__}
     out["train_aug"] = _windows(lambda: model.train_on_batch(aug(raw), y), b, warmup, windows, steps)

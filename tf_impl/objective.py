@@ -11,17 +11,14 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from resnet_port.recipe import AdamSpec, ObjectiveSpec
+from resnet_port.recipe import AdamSpec, InverseTimeDecay, ObjectiveSpec
 from resnet_port.spec import ResNetSpec, get_spec
+
+from .weights import variable
 
 
 def l2_variables(model: keras.Model, arch: str | ResNetSpec, objective: ObjectiveSpec) -> list:
-    spec = get_spec(arch)
-    out = []
-    for key in objective.l2_keys(spec):
-        layer, param = key.rsplit(".", 1)
-        out.append(getattr(model.get_layer(layer), param))
-    return out
+    return [variable(model, key) for key in objective.l2_keys(get_spec(arch))]
 
 
 def _full(t):
@@ -62,7 +59,14 @@ def make_loss(model, arch, objective: ObjectiveSpec):
     return loss
 
 
-def make_optimizer(opt: AdamSpec) -> keras.optimizers.Adam:
-    """Keras Adam with the seed's per-step decay as an explicit InverseTimeDecay schedule."""
-    schedule = keras.optimizers.schedules.InverseTimeDecay(opt.learning_rate, decay_steps=1, decay_rate=opt.decay)
-    return keras.optimizers.Adam(learning_rate=schedule, beta_1=opt.beta_1, beta_2=opt.beta_2, epsilon=opt.epsilon)
+def make_schedule(schedule) -> keras.optimizers.schedules.LearningRateSchedule:
+    """Keras' schedule computing the neutral ``schedule.lr(step)`` (the same float32 values)."""
+    if isinstance(schedule, InverseTimeDecay):
+        return keras.optimizers.schedules.InverseTimeDecay(schedule.initial, decay_steps=1, decay_rate=schedule.decay)
+    raise TypeError(f"no Keras schedule for {type(schedule).__name__}")
+
+
+def make_optimizer(opt: AdamSpec, schedule=None) -> keras.optimizers.Optimizer:
+    """The recipe's optimiser with its per-step schedule (default: the spec's own, for one epoch of one step)."""
+    schedule = schedule or opt.schedule(1, 1, 1)
+    return keras.optimizers.Adam(learning_rate=make_schedule(schedule), beta_1=opt.beta_1, beta_2=opt.beta_2, epsilon=opt.epsilon)

@@ -10,14 +10,15 @@ import numpy as np
 from resnet_port import weights as neutral
 from resnet_port.spec import ResNetSpec, get_spec
 
-_PARAMS = {"conv2d": ("kernel", "bias"), "dense": ("kernel", "bias"), "batchnorm": ("gamma", "beta", "moving_mean", "moving_variance")}
+def variable(model, key: str):
+    """The Keras variable of canonical key ``<layer>.<param>``: the layer of that name, its attribute."""
+    layer, param = key.rsplit(".", 1)
+    return getattr(model.get_layer(layer), param)
 
 
 def _variables(model, spec: ResNetSpec):
-    for layer in spec.parameter_layers():
-        keras_layer = model.get_layer(layer.name)
-        for p in layer.params:
-            yield f"{layer.name}.{p}", getattr(keras_layer, p)
+    for key in spec.parameters():
+        yield key, variable(model, key)
 
 
 def to_numpy(model, arch: str | ResNetSpec, dtype=np.float32) -> dict[str, np.ndarray]:
@@ -38,9 +39,9 @@ def from_numpy(model, arch: str | ResNetSpec, tensors: dict[str, np.ndarray], so
         var.assign(np.asarray(tensors[key], dtype=np.dtype(str(var.dtype))))
 
 
-def export(model, arch: str | ResNetSpec, path: str | os.PathLike, **extra):
+def export(model, arch: str | ResNetSpec, path: str | os.PathLike, normalization=None, **extra):
     spec = get_spec(arch)
-    return neutral.save(path, to_numpy(model, spec), spec.name, producer="tf_impl", extra=extra)
+    return neutral.save(path, to_numpy(model, spec), spec.name, producer="tf_impl", extra=extra, normalization=normalization)
 
 
 def load_into(model, arch: str | ResNetSpec, path: str | os.PathLike) -> neutral.Weights:

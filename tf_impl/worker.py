@@ -73,12 +73,13 @@ def op_roundtrip(op):
 def op_loss(op):
     import tensorflow as tf
 
+    from . import weights
     from .objective import loss_parts
 
     spec, model = _model(op)
     objective = parity.objective_of(op)
     keys = list(spec.trainable_parameters())
-    variables = [getattr(model.get_layer(k.rsplit(".", 1)[0]), k.rsplit(".", 1)[1]) for k in keys]
+    variables = [weights.variable(model, k) for k in keys]
     x, y = np.load(op["images"]).astype(op.get("dtype", "float32")), np.load(op["labels"])
     with tf.GradientTape() as tape:
         logits = model(x, training=True)
@@ -114,7 +115,8 @@ def op_augment(op):
     from .data import augment
 
     d = Draws.load(op["draws"])
-    np.save(op["out"], augment(np.load(op["images"]), d.dy, d.dx, d.flip).numpy())
+    spec, normalization = parity.augmentation_of(op)
+    np.save(op["out"], augment(np.load(op["images"]), d.dy, d.dx, d.flip, d.cut_y, d.cut_x, spec=spec, normalization=normalization).numpy())
 
 
 def op_schedule(op):

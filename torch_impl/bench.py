@@ -81,8 +81,7 @@ def run(op: dict) -> dict:
     x_plain = raw.float() / 255
 
     def aug():
-        dy, dx, flip = random_draws(spec, b, h, w, device, gen)
-        return augment(raw, dy, dx, flip)
+        return augment(raw, *random_draws(spec, b, h, w, device, gen), spec=spec)
 
     net.train()
     out = {"framework": "torch_impl", "device": str(device), "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu", "torch": torch.__version__}
@@ -100,8 +99,7 @@ def run(op: dict) -> dict:
     raw_big = raw.repeat(50, 1, 1, 1)
 
     def aug_only():
-        dy, dx, flip = random_draws(spec, big, h, w, device, gen)
-        augment(raw_big, dy, dx, flip)
+        augment(raw_big, *random_draws(spec, big, h, w, device, gen), spec=spec)
 
     out["augment"] = _windows(aug_only, big, warmup, windows, steps, device)
     out["matmul_gflops"] = matmul_gflops(device, dtype=torch.float32 if amp is None else amp)

@@ -11,50 +11,77 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from resnet_port.augment import AugmentSpec
+from resnet_port.augment import PIXEL_SCALE, AugmentSpec, Normalization, draws_from_uniform
 
 
 def _coords(shift: torch.Tensor, size: int, reverse: torch.Tensor | None = None):
     k = torch.arange(size, device=shift.device, dtype=torch.float32).expand(len(shift), size)
     if reverse is not None:
         k = torch.where(reverse[:, None], (size - 1) - k, k)
-    c = (k + shift[:, None]).clamp_(0, size - 1)
+    c = k + shift[:, None]
+    inside = (c >= 0) & (c <= size - 1)
+    c = c.clamp_(0, size - 1)
     i0 = c.floor()
     w = c - i0
     i0 = i0.long()
-    return i0, (i0 + 1).clamp_(max=size - 1), w
+    return i0, (i0 + 1).clamp_(max=size - 1), w, inside
 
 
-def augment(x: torch.Tensor, dy: torch.Tensor, dx: torch.Tensor, flip: torch.Tensor) -> torch.Tensor:
-    """Shift (sub-pixel, bilinear, edge-clamped) then flip a batch (N, C, H, W).
+def _cutout_keep(centre: torch.Tensor, size: int, side: int) -> torch.Tensor:
+    k = torch.arange(size, device=centre.device, dtype=torch.float32)[None, :]
+    c = centre.float()[:, None]
+    return ~((k >= c - side // 2) & (k < c + side // 2))
+
+
+def normalize(x: torch.Tensor, normalization: Normalization | None) -> torch.Tensor:
+    """Per-channel (x - mean) / std of an (N, C, H, W) batch, when the recipe asks for it."""
+    if normalization is None:
+        return x
+    mean = torch.tensor(normalization.mean, dtype=x.dtype, device=x.device)[:, None, None]
+    std = torch.tensor(normalization.std, dtype=x.dtype, device=x.device)[:, None, None]
+    return (x - mean) / std
+
+
+def scale(x: torch.Tensor, normalization: Normalization | None = None) -> torch.Tensor:
+    """uint8 (or float) images to float32 in [0, 1], then normalised when asked."""
+    x = x.float().div_(PIXEL_SCALE) if x.dtype == torch.uint8 else x.float()
+    return normalize(x, normalization)
+
+
+def augment(x: torch.Tensor, dy: torch.Tensor, dx: torch.Tensor, flip: torch.Tensor, cut_y=None, cut_x=None, spec: AugmentSpec | None = None, normalization: Normalization | None = None) -> torch.Tensor:
+    """Shift (sub-pixel, bilinear, with the spec's fill) then flip a batch (N, C, H, W), normalise, Cutout.
 
     uint8 input is scaled to [0, 1]; the result is float32 in the input's memory format.
     """
-    x = x.float().div_(255.0) if x.dtype == torch.uint8 else x.float()
+    spec = spec or AugmentSpec()
+    x = scale(x)
     n, c, h, w = x.shape
-    r0, r1, wr = _coords(dy.float(), h)
+    r0, r1, wr, rin = _coords(dy.float(), h)
     g0 = torch.gather(x, 2, r0[:, None, :, None].expand(n, c, h, w))
     g1 = torch.gather(x, 2, r1[:, None, :, None].expand(n, c, h, w))
     x = torch.lerp(g0, g1, wr[:, None, :, None])
-    c0, c1, wc = _coords(dx.float(), w, flip.bool())
+    c0, c1, wc, cin = _coords(dx.float(), w, flip.bool())
     g0 = torch.gather(x, 3, c0[:, None, None, :].expand(n, c, h, w))
     g1 = torch.gather(x, 3, c1[:, None, None, :].expand(n, c, h, w))
-    return torch.lerp(g0, g1, wc[:, None, None, :])
+    x = torch.lerp(g0, g1, wc[:, None, None, :])
+    if spec.fill_mode == "constant":
+        x = x * (rin[:, None, :, None] & cin[:, None, None, :])
+    x = normalize(x, normalization)
+    if spec.cutout:
+        x = x * (_cutout_keep(cut_y, h, spec.cutout)[:, None, :, None] | _cutout_keep(cut_x, w, spec.cutout)[:, None, None, :])
+    return x
 
 
 def random_draws(spec: AugmentSpec, n: int, height: int, width: int, device, generator: torch.Generator | None = None):
-    """(dy, dx, flip) drawn as ``resnet_port.augment.draw`` does, on ``device``."""
-    u = torch.rand(3, n, device=device, generator=generator)
-    dy = (u[0] * 2 - 1) * (spec.height_shift * height)
-    dx = (u[1] * 2 - 1) * (spec.width_shift * width)
-    flip = u[2] < 0.5 if spec.horizontal_flip else torch.zeros(n, dtype=torch.bool, device=device)
-    return dy, dx, flip
+    """(dy, dx, flip, cut_y, cut_x) drawn on ``device`` by the neutral formula."""
+    u = torch.rand(spec.uniforms_per_image, n, device=device, generator=generator)
+    return draws_from_uniform(u, spec, height, width)
 
 
 class DeviceLoader:
     """Batches of a uint8 NHWC numpy set held on ``device``, augmented there.
 
-    Yields ``(images NCHW in [0, 1], labels int64)``, the images in ``dtype``
+    Yields ``(images NCHW in [0, 1] (normalised when given), labels int64)``, the images in ``dtype``
     (float32; float64 for ``--float64`` runs, augmented in float32 first, as Keras'
     pipeline does, then converted); ``channels_last``
     makes the images' memory layout NHWC, which convolutions on GPUs and oneDNN
@@ -62,9 +89,10 @@ class DeviceLoader:
     last, smaller batch is kept (as Keras does).
     """
 
-    def __init__(self, images: np.ndarray, labels: np.ndarray, batch_size: int, device, augment_spec: AugmentSpec | None = None, shuffle: bool = True, channels_last: bool = True, rank: int = 0, world: int = 1, dtype: torch.dtype = torch.float32):
+    def __init__(self, images: np.ndarray, labels: np.ndarray, batch_size: int, device, augment_spec: AugmentSpec | None = None, shuffle: bool = True, channels_last: bool = True, rank: int = 0, world: int = 1, dtype: torch.dtype = torch.float32, normalization: Normalization | None = None):
         self.device = torch.device(device)
         self.dtype = dtype
+        self.normalization = normalization
         # NHWC uint8 -> NCHW view with channels-last strides: no copy of the pixels' order
         self.images = torch.from_numpy(np.ascontiguousarray(images)).to(self.device).permute(0, 3, 1, 2)
         if not channels_last:
@@ -104,7 +132,7 @@ class DeviceLoader:
                 part = slice(bounds[self.rank], bounds[self.rank + 1])
             x, y = self.images[idx[part]], self.labels[idx[part]]
             if self.spec is None or self.spec.is_identity:
-                yield x.float().div_(255.0).to(self.dtype), y
+                yield scale(x, self.normalization).to(self.dtype), y
                 continue
-            dy, dx, flip = random_draws(self.spec, len(idx), self.h, self.w, self.device, generator)
-            yield augment(x, dy[part], dx[part], flip[part]).to(self.dtype), y
+            draws = [d if d is None else d[part] for d in random_draws(self.spec, len(idx), self.h, self.w, self.device, generator)]
+            yield augment(x, *draws, spec=self.spec, normalization=self.normalization).to(self.dtype), y

@@ -10,11 +10,14 @@ What it takes to match Keras, each done in exactly one place here:
 * ``KerasBatchNorm2d``: epsilon from the spec (Keras 1e-3, not PyTorch's 1e-5),
   momentum converted to PyTorch's convention, and the moving variance updated
   with the *biased* batch variance as Keras does (PyTorch uses n/(n-1)).
-* Glorot-uniform kernels and zero biases, Keras' default initialisers.
+* The initialisers the spec names (the seed's: Keras' defaults, Glorot-uniform
+  kernels and zero biases, not PyTorch's Kaiming-uniform and uniform biases).
 
-Module names mirror the spec's canonical names, so ``state_dict`` keys are
-``<spec name>.weight`` and so on; ``torch_impl.weights`` maps them to the file.
-The model works in ``channels_last`` memory format.
+Module names mirror the spec's canonical names (the parameter-free layers'
+too), so ``state_dict`` keys are ``<spec name>.weight`` and so on;
+``torch_impl.weights`` maps them to the file.  The model works in
+``channels_last`` memory format.  Deliberately wrong ports, which the parity
+checks must catch, are in ``torch_impl.naive``, not here.
 """
 
 from __future__ import annotations
@@ -23,30 +26,33 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from resnet_port.spec import BatchNormSpec, BlockSpec, ConvSpec, ResNetSpec, get_spec, same_padding
+from resnet_port.spec import BatchNormSpec, BlockSpec, ConvSpec, DenseSpec, ResNetSpec, get_spec, same_padding
+
+
+def initialize(tensor: torch.Tensor, name: str) -> None:
+    """PyTorch's function for an initialiser the spec names (``resnet_port.spec.INITIALISERS``)."""
+    {
+        "glorot_uniform": nn.init.xavier_uniform_,
+        "he_normal_fan_out": lambda t: nn.init.kaiming_normal_(t, mode="fan_out", nonlinearity="relu"),
+        "zeros": nn.init.zeros_,
+        "ones": nn.init.ones_,
+    }[name](tensor)
 
 
 class SameConv2d(nn.Conv2d):
-    """A Conv2d with TensorFlow's 'same' or 'valid' padding.
+    """A Conv2d with TensorFlow's 'same' or 'valid' padding."""
 
-    ``tf_padding=False`` gives the naive port (``padding=k // 2`` on both sides);
-    it exists only to show that the parity tests detect it.
-    """
-
-    def __init__(self, s: ConvSpec, tf_padding: bool = True):
+    def __init__(self, s: ConvSpec):
         super().__init__(s.in_channels, s.filters, s.kernel_size, stride=s.stride, padding=0, bias=s.use_bias)
         self.same = s.padding == "same"
-        self.tf_padding = tf_padding
-        nn.init.xavier_uniform_(self.weight)
+        initialize(self.weight, s.kernel_init)
         if self.bias is not None:
-            nn.init.zeros_(self.bias)
+            initialize(self.bias, s.bias_init)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.same:
             return self._conv_forward(x, self.weight, self.bias)
         k, s = self.kernel_size[0], self.stride[0]
-        if not self.tf_padding:
-            return F.conv2d(x, self.weight, self.bias, s, k // 2)
         top, bottom = same_padding(x.shape[-2], k, s)
         left, right = same_padding(x.shape[-1], k, s)
         if top == bottom == left == right:
@@ -78,15 +84,16 @@ class KerasBatchNorm2d(nn.BatchNorm2d):
     activations), and the buffer autograd saved is never modified in place.
     """
 
-    def __init__(self, s: BatchNormSpec, keras_variance: bool = True):
+    def __init__(self, s: BatchNormSpec):
         super().__init__(s.channels, eps=s.epsilon, momentum=s.torch_momentum)
-        self.keras_variance = keras_variance
+        initialize(self.weight, s.gamma_init)
+        initialize(self.bias, s.beta_init)
         self.synchronized = False  # set by enable_sync_batchnorm under DistributedDataParallel
 
     def forward(self, x):
         if self.training and self.synchronized:
             return self._sync_forward(x)
-        if not (self.training and self.keras_variance):
+        if not self.training:
             return super().forward(x)
         n = x.numel() // x.shape[1]
         new_var = self.running_var.clone()
@@ -95,7 +102,6 @@ class KerasBatchNorm2d(nn.BatchNorm2d):
             self.running_var.copy_(new_var - (new_var - (1.0 - self.momentum) * self.running_var) / n)
             self.num_batches_tracked.add_(1)
         return y
-
 
     def _sync_forward(self, x):
         """Batch statistics over every process's batch (synchronised BatchNorm).
@@ -146,22 +152,36 @@ class GlobalAvgPool(nn.Module):
         return x.mean(dim=(2, 3))
 
 
+def _local(name: str) -> str:
+    """The attribute a spec layer is stored under: the last part of its canonical name."""
+    return name.rsplit(".", 1)[-1]
+
+
+def _dense(s: DenseSpec) -> nn.Linear:
+    fc = nn.Linear(s.in_features, s.units)
+    initialize(fc.weight, s.kernel_init)
+    initialize(fc.bias, s.bias_init)
+    return fc
+
+
 class BasicBlock(nn.Module):
-    def __init__(self, b: BlockSpec, tf_padding: bool = True):
+    def __init__(self, b: BlockSpec):
         super().__init__()
-        self.conv1 = SameConv2d(b.conv1, tf_padding)
+        self.conv1 = SameConv2d(b.conv1)
         self.bn1 = KerasBatchNorm2d(b.bn1)
         self.relu1 = nn.ReLU()
-        self.conv2 = SameConv2d(b.conv2, tf_padding)
+        self.conv2 = SameConv2d(b.conv2)
         self.bn2 = KerasBatchNorm2d(b.bn2)
         if b.has_projection:
             self.shortcut = nn.Module()
-            self.shortcut.conv = SameConv2d(b.shortcut_conv, tf_padding)
+            self.shortcut.conv = SameConv2d(b.shortcut_conv)
             self.shortcut.bn = KerasBatchNorm2d(b.shortcut_bn)
         else:
             self.shortcut = None
         self.add = Add()
         self.relu2 = nn.ReLU()
+        for layer, attr in ((b.relu1, "relu1"), (b.add, "add"), (b.relu2, "relu2")):
+            assert _local(layer.name) == attr, f"{layer.name}: the module attribute must be the name's last part"
 
     def forward(self, x):
         y = self.bn2(self.conv2(self.relu1(self.bn1(self.conv1(x)))))
@@ -172,29 +192,24 @@ class BasicBlock(nn.Module):
 class ResNet(nn.Module):
     """The seed's CIFAR ResNet; ``forward`` takes NCHW float images in [0, 1], returns logits."""
 
-    def __init__(self, arch: str | ResNetSpec, tf_padding: bool = True, bn_epsilon: float | None = None):
+    def __init__(self, arch: str | ResNetSpec):
         super().__init__()
         spec = get_spec(arch)
         self.spec = spec
         self.stem = nn.Module()
-        self.stem.conv = SameConv2d(spec.stem_conv, tf_padding)
+        self.stem.conv = SameConv2d(spec.stem_conv)
         self.stem.bn = KerasBatchNorm2d(spec.stem_bn)
-        self.stem.relu = nn.ReLU()
-        self.stem.pool = SameMaxPool2d(spec.stem_pool.pool_size, spec.stem_pool.stride)
+        self.stem.add_module(_local(spec.stem_relu.name), nn.ReLU())
+        p = spec.stem_pool
+        self.stem.add_module(_local(p.name) if p else "pool", SameMaxPool2d(p.pool_size, p.stride) if p else nn.Identity())
         stages: dict[str, list[BasicBlock]] = {}
         for b in spec.blocks:
-            stages.setdefault(b.name.split(".")[0], []).append(BasicBlock(b, tf_padding))
+            stages.setdefault(b.name.split(".")[0], []).append(BasicBlock(b))
         for stage, blocks in stages.items():
             self.add_module(stage, nn.Sequential(*blocks))
         self.stage_names = list(stages)
-        self.avgpool = GlobalAvgPool()
-        self.fc = nn.Linear(spec.fc.in_features, spec.fc.units)
-        nn.init.xavier_uniform_(self.fc.weight)
-        nn.init.zeros_(self.fc.bias)
-        if bn_epsilon is not None:  # only to demonstrate that parity tests catch PyTorch's default
-            for m in self.modules():
-                if isinstance(m, nn.BatchNorm2d):
-                    m.eps = bn_epsilon
+        self.add_module(spec.avgpool.name, GlobalAvgPool())
+        self.add_module(spec.fc.name, _dense(spec.fc))
 
     def forward(self, x):
         x = self.stem.pool(self.stem.relu(self.stem.bn(self.stem.conv(x))))

@@ -20,17 +20,10 @@ import torch.nn.functional as F
 from resnet_port.recipe import AdamSpec, ObjectiveSpec
 from resnet_port.spec import ResNetSpec, get_spec
 
-_TORCH_PARAM = {"kernel": "weight", "gamma": "weight", "beta": "bias", "bias": "bias"}
-
+from .weights import tensor
 
 def l2_parameters(model: torch.nn.Module, arch: str | ResNetSpec, objective: ObjectiveSpec) -> list[torch.Tensor]:
-    spec = get_spec(arch)
-    params = dict(model.named_parameters())
-    out = []
-    for key in objective.l2_keys(spec):
-        layer, p = key.rsplit(".", 1)
-        out.append(params[f"{layer}.{_TORCH_PARAM[p]}"])
-    return out
+    return [tensor(model, key) for key in objective.l2_keys(get_spec(arch))]
 
 
 def _full(t: torch.Tensor) -> torch.Tensor:
@@ -48,20 +41,26 @@ def loss_parts(logits: torch.Tensor, labels: torch.Tensor, l2_params: list[torch
     return ce, objective.l2 * 0.5 * sq.to(ce.dtype)
 
 
+def make_optimizer(params, opt: AdamSpec, schedule=None) -> torch.optim.Optimizer:
+    """The recipe's optimiser with its per-step schedule (default: the spec's own, for one epoch of one step)."""
+    return KerasAdam(params, opt, schedule or opt.schedule(1, 1, 1))
+
+
 class KerasAdam(torch.optim.Optimizer):
     """Adam with Keras' update rule and the recipe's per-step schedule (see module docstring)."""
 
-    def __init__(self, params, spec: AdamSpec):
+    def __init__(self, params, spec: AdamSpec, schedule=None):
         defaults = dict(beta_1=spec.beta_1, beta_2=spec.beta_2, epsilon=spec.epsilon, iterations=0)
         super().__init__(params, defaults)
         self.spec = spec
+        self.schedule = schedule or spec.schedule(1, 1, 1)
 
     @property
     def iterations(self) -> int:
         return self.param_groups[0]["iterations"]
 
     def current_lr(self) -> float:
-        return float(self.spec.lr(self.iterations))
+        return float(self.schedule.lr(self.iterations))
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -72,7 +71,7 @@ class KerasAdam(torch.optim.Optimizer):
         for group in self.param_groups:
             t = group["iterations"]
             b1, b2, eps = group["beta_1"], group["beta_2"], group["epsilon"]
-            lr = float(self.spec.lr(t))
+            lr = float(self.schedule.lr(t))
             alpha = lr * math.sqrt(1 - b2 ** (t + 1)) / (1 - b1 ** (t + 1))
             params, grads, ms, vs = [], [], [], []
             for p in group["params"]:

@@ -24,9 +24,11 @@ import numpy as np
 import torch
 
 from resnet_port import weights as neutral
-from resnet_port.spec import ResNetSpec, get_spec
+from resnet_port.spec import ResNetSpec, get_spec, is_moving_statistic
 
 _TORCH_NAME = {
+    "kernel": "weight",
+    "bias": "bias",
     "gamma": "weight",
     "beta": "bias",
     "moving_mean": "running_mean",
@@ -34,12 +36,23 @@ _TORCH_NAME = {
 }
 
 
+def state_key(key: str) -> str:
+    """The ``state_dict`` key of canonical key ``<layer>.<param>`` (module names are the spec's)."""
+    layer, param = key.rsplit(".", 1)
+    return f"{layer}.{_TORCH_NAME[param]}"
+
+
+def tensor(model: torch.nn.Module, key: str) -> torch.Tensor:
+    """The parameter or buffer of ``model`` that canonical key ``key`` names."""
+    return model.get_buffer(state_key(key)) if is_moving_statistic(key) else model.get_parameter(state_key(key))
+
+
 def _mapping(spec: ResNetSpec):
     """(file key, state_dict key, layer kind) for every tensor of the spec."""
     for layer in spec.parameter_layers():
         for p in layer.params:
-            torch_p = "weight" if p == "kernel" else _TORCH_NAME.get(p, p)
-            yield f"{layer.name}.{p}", f"{layer.name}.{torch_p}", layer.kind
+            key = f"{layer.name}.{p}"
+            yield key, state_key(key), layer.kind
 
 
 def _to_file_layout(t: np.ndarray, kind: str, key: str) -> np.ndarray:
@@ -97,9 +110,9 @@ def from_numpy(model: torch.nn.Module, tensors: dict[str, np.ndarray], arch: str
             state[sd_key].copy_(torch.from_numpy(a))
 
 
-def export(model: torch.nn.Module, path: str | os.PathLike, **extra):
+def export(model: torch.nn.Module, path: str | os.PathLike, normalization=None, **extra):
     spec = model.spec
-    return neutral.save(path, to_numpy(model, spec), spec.name, producer="torch_impl", extra=extra)
+    return neutral.save(path, to_numpy(model, spec), spec.name, producer="torch_impl", extra=extra, normalization=normalization)
 
 
 def load_into(model: torch.nn.Module, path: str | os.PathLike) -> neutral.Weights:

@@ -1,8 +1,8 @@
 """The PyTorch side of the cross-framework checks (see ``resnet_port.parity``).
 
 ``python -m torch_impl.worker JOB.json`` runs the job's operations in order.  An
-operation may carry ``variant`` (``{"tf_padding": false}`` or ``{"bn_epsilon":
-1e-5}``): a deliberately naive port, used to prove the checks detect it."""
+operation may carry ``variant``, the name of a deliberately naive port
+(``torch_impl.naive``), used to prove the checks detect it."""
 
 from __future__ import annotations
 
@@ -26,7 +26,12 @@ def _nchw(a: np.ndarray, dtype: str = "float32") -> torch.Tensor:
 def _model(op):
     """The op's model, in ``op['dtype']`` (default float32)."""
     spec = get_spec(op["arch"])
-    model = build_model(spec, **op.get("variant", {}))
+    if op.get("variant"):
+        from . import naive
+
+        model = naive.build(spec, op["variant"])
+    else:
+        model = build_model(spec)
     if "weights" in op:
         weights.load_into(model, op["weights"])
     return spec, model.to(getattr(torch, op.get("dtype", "float32")))
@@ -111,8 +116,10 @@ def op_augment(op):
     from .data import augment
 
     d = Draws.load(op["draws"])
+    spec, normalization = parity.augmentation_of(op)
+    cut = [None if c is None else torch.from_numpy(c) for c in (d.cut_y, d.cut_x)]
     x = torch.from_numpy(np.load(op["images"])).permute(0, 3, 1, 2)
-    out = augment(x, torch.from_numpy(d.dy), torch.from_numpy(d.dx), torch.from_numpy(d.flip))
+    out = augment(x, torch.from_numpy(d.dy), torch.from_numpy(d.dx), torch.from_numpy(d.flip), *cut, spec=spec, normalization=normalization)
     np.save(op["out"], out.permute(0, 2, 3, 1).numpy())
 
 

@@ -1,0 +1,366 @@
+"""The life of a training run, written once for both frameworks.
+
+``python -m tf_impl.train`` and ``python -m torch_impl.train`` are this module's
+:func:`main` with a framework :class:`Backend`.  Here, once:
+
+flags -> recipe -> engine start (devices, distribution, precision) -> data ->
+run directory (create / resume / force) -> epochs (progress bar, interruption
+accounting) -> checkpoint -> metrics.jsonl and TensorBoard -> evaluation ->
+weights, predictions, plots, results and the summary.
+
+A backend supplies only what is truly its framework's: build the model and
+optimiser, train one epoch from a position, evaluate a split, save and load its
+checkpoint, export the neutral weights.  Distribution stays each engine's own
+(DistributedDataParallel, tf.distribute) behind the backend; processes that do
+not write the run directory (``backend.chief`` false) run the same loop and
+write nothing.
+
+Interruptions: Ctrl-C inside an epoch makes the backend raise :class:`Interrupted`
+with the sums of the part it trained; they are folded into the checkpoint's
+``partial`` record, written at the batch reached, and the run exits with 130.
+A run killed outright (SIGKILL) resumes from its last end-of-epoch checkpoint.
+``metrics.jsonl`` is always rewritten from the history stored in the
+checkpoint, and TensorBoard gets each epoch exactly once, so a run killed at any
+moment and resumed has every epoch once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import time
+from abc import ABC, abstractmethod
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from . import cli, data, rundir
+from .frameworks import Framework
+from .recipe import Recipe
+from .weights import WeightsError
+
+#: the training loss is reported (progress bar, TensorBoard) every this many steps;
+#: reading it synchronises with the device, so not every step
+REPORT_EVERY = 20
+
+
+@dataclass
+class EpochSums:
+    """What a (part of an) epoch trained: summed over images, and its wall time."""
+
+    loss_sum: float = 0.0
+    correct: float = 0.0
+    seen: int = 0
+    seconds: float = 0.0
+
+    def __add__(self, other: "EpochSums") -> "EpochSums":
+        return EpochSums(self.loss_sum + other.loss_sum, self.correct + other.correct, self.seen + other.seen, self.seconds + other.seconds)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "EpochSums":
+        return cls(**{k: d[k] for k in ("loss_sum", "correct", "seen", "seconds")})
+
+
+class Interrupted(Exception):
+    """Ctrl-C inside an epoch: ``sums`` of the part trained since ``train_epoch`` began, ``batch`` reached."""
+
+    def __init__(self, sums: EpochSums, batch: int):
+        super().__init__(f"interrupted at batch {batch}")
+        self.sums, self.batch = sums, batch
+
+
+@dataclass
+class RunState:
+    """What every checkpoint holds besides the model and optimiser (both frameworks, same keys)."""
+
+    epoch: int = 0  # completed epochs
+    batch: int = 0  # batches done in the current epoch (after a Ctrl-C)
+    partial: dict = field(default_factory=rundir.empty_partial)  # sums of that part (EpochSums)
+    history: list[dict] = field(default_factory=list)  # one metrics record per completed epoch
+
+    def to_dict(self, recipe: Recipe) -> dict:
+        return {**asdict(self), "recipe": recipe.to_dict()}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "RunState":
+        return cls(d["epoch"], d["batch"], d["partial"], d["history"])
+
+
+# on_step(batch index reached in the epoch, mean training loss of the last steps or None)
+StepCallback = Callable[[int, "float | None"], None]
+
+
+class Backend(ABC):
+    """One framework's part of a training run (see the module docstring)."""
+
+    framework: Framework
+    description: str  # first line of the CLI's help
+
+    chief: bool = True  # this process writes the run directory
+
+    def __init__(self, args: argparse.Namespace, recipe: Recipe):
+        """Check the framework's own flags; no engine work yet (bad flags fail fast)."""
+        self.args, self.recipe = args, recipe
+
+    @staticmethod
+    def add_arguments(ap: argparse.ArgumentParser) -> None:
+        """The framework's own flags."""
+
+    def notice(self, message: str) -> None:
+        if self.chief:
+            print(message, file=sys.stderr)
+
+    @abstractmethod
+    def start(self, ds: data.Cifar100) -> None:
+        """Start the engine: devices, distribution, precision (notices for what the user asked and did not get)."""
+
+    @abstractmethod
+    def build(self, ds: data.Cifar100) -> None:
+        """Model, optimiser and input pipelines.  Called after the run directory exists."""
+
+    @abstractmethod
+    def runtime(self) -> dict:
+        """Facts about this run's engine for config.json (device, versions, precision, distribution)."""
+
+    @abstractmethod
+    def steps_per_epoch(self) -> int: ...
+
+    @abstractmethod
+    def train_epoch(self, epoch: int, start_batch: int, on_step: StepCallback, report_every: int) -> EpochSums:
+        """Train epoch ``epoch`` from batch ``start_batch`` to its end; the sums over all processes.
+
+        Calls ``on_step`` after every step, with the mean loss of the last
+        ``report_every`` steps every ``report_every`` steps.  On Ctrl-C raises
+        :class:`Interrupted` with what it trained (and keeps what it needs to
+        resume those draws in its checkpoint).
+        """
+
+    @abstractmethod
+    def evaluate(self, split: data.Split) -> tuple[float, float, np.ndarray]:
+        """(loss incl. the objective's penalty, accuracy, predictions) in inference mode; nan/nan/[] when empty."""
+
+    @abstractmethod
+    def learning_rate(self) -> float:
+        """The learning rate the next step will use (reported per epoch)."""
+
+    @abstractmethod
+    def save(self, path: Path, state: dict) -> None:
+        """Write model, optimiser and ``state`` (:meth:`RunState.to_dict`) atomically to ``path``."""
+
+    @abstractmethod
+    def load(self, path: Path) -> dict:
+        """Restore model and optimiser from ``path``; return the state saved with them."""
+
+    @abstractmethod
+    def export_weights(self, path: Path) -> None:
+        """The neutral weights file."""
+
+    def close(self) -> None:
+        """Stop the engine (e.g. leave the process group)."""
+
+    def device_label(self) -> str:
+        return ""
+
+
+def parser(backend: type[Backend]) -> argparse.ArgumentParser:
+    ap = cli.train_parser(backend.framework.package, backend.description)
+    backend.add_arguments(ap)
+    return ap
+
+
+def main(backend_cls: type[Backend], argv=None) -> int:
+    """The training CLI of one framework: ``python -m <package>.train``."""
+    args = parser(backend_cls).parse_args(argv)
+    return cli.run_cli(lambda: train(backend_cls, args), (ValueError, data.DataError, rundir.RunDirError, WeightsError))
+
+
+def data_facts(ds: data.Cifar100) -> dict:
+    facts = {"source": ds.source, "verified": ds.verified, "train": len(ds.train), "val": len(ds.val), "test": len(ds.test)}
+    if ds.normalization is not None:
+        facts["normalization"] = ds.normalization.to_dict()
+    return facts
+
+
+def train(backend_cls: type[Backend], args: argparse.Namespace) -> int:
+    started = time.perf_counter()
+    recipe = cli.recipe_from_args(args)
+    backend = backend_cls(args, recipe)
+    fw = backend.framework.package
+    out = args.out or cli.default_out(fw, recipe.arch)
+    if backend.chief:
+        run = rundir.RunDir(out, fw, recipe, resume=args.resume, force=args.force)
+    else:  # another process of a distributed run: the chief checks, creates and writes the run directory
+        run = rundir.RunDir.follow(out, fw, resume=args.resume)
+    ds = cli.load_data(recipe, args)
+    backend.start(ds)
+    if backend.chief:
+        run.create()
+    backend.build(ds)
+    state = RunState()
+    if run.resuming:  # every process: they continue in step
+        state = RunState.from_dict(backend.load(run.checkpoint))
+    log = None
+    if backend.chief:
+        if run.resuming:
+            print(f"resuming {run.path} at epoch {state.epoch + 1}, batch {state.batch}", file=sys.stderr)
+            run.write_metrics(state.history)
+        run.write_config(recipe, runtime=backend.runtime(), data=data_facts(ds))
+        log = TrainingLog(run.path, state.history)
+    try:
+        fit(backend, run, recipe, ds, state, args.quiet, log)
+    except KeyboardInterrupt:
+        backend.close()
+        if backend.chief:
+            return cli.interrupted(state.epoch + 1, state.batch, run.path)
+        return 130
+    finally:
+        if log:
+            log.close()
+    backend.close()
+    if not backend.chief:
+        return 0
+    results = finish(run, recipe, ds, state.history, backend, started)
+    name = f"{backend.framework.display_name()}{backend.device_label()}"
+    print(cli.summary(summary_lines(f"{name} ({results['epochs']} epochs, {recipe.arch})", results, run)))
+    return 0
+
+
+class TrainingLog:
+    """TensorBoard event files in the run directory: per epoch, and the training loss every few steps.
+
+    On a resumed run it writes the epochs of the checkpoint's history that the
+    earlier event files lack (a kill between the checkpoint and the log), and no
+    step twice.
+    """
+
+    EPOCH_TAGS = {"loss": "epoch/loss", "accuracy": "epoch/accuracy", "val_loss": "epoch/val_loss", "val_accuracy": "epoch/val_accuracy", "lr": "epoch/lr", "images_per_sec": "epoch/images_per_sec"}
+    STEP_TAG = "step/loss"
+
+    def __init__(self, path: Path, history: list[dict]):
+        from . import tensorboard_log
+
+        logged = tensorboard_log.read_scalars(path)
+        self.logged_epochs = {step for step, _ in logged.get(self.EPOCH_TAGS["loss"], [])}
+        self.last_step = max((step for step, _ in logged.get(self.STEP_TAG, [])), default=-1)
+        self.writer = tensorboard_log.EventWriter(path)
+        for h in history:
+            self.epoch(h)
+
+    def epoch(self, h: dict) -> None:
+        if h["epoch"] in self.logged_epochs:
+            return
+        self.writer.scalars(h["epoch"], {tag: h[k] for k, tag in self.EPOCH_TAGS.items()})
+        self.logged_epochs.add(h["epoch"])
+
+    def step_loss(self, step: int, loss: float) -> None:
+        if step > self.last_step:
+            self.writer.scalars(step, {self.STEP_TAG: loss})
+            self.last_step = step
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+def progress_bar(total: int, initial: int, desc: str, disable: bool):
+    """tqdm: live on a terminal or in a notebook, a line a minute in a log."""
+    from tqdm.auto import tqdm
+
+    tty = sys.stderr.isatty()
+    every = 0.5 if tty else 60.0
+    return tqdm(total=total, initial=initial, desc=desc, unit="step", disable=disable, leave=False, mininterval=every, delay=0 if tty else every, dynamic_ncols=True, file=sys.stderr)
+
+
+def fit(backend: Backend, run: rundir.RunDir, recipe: Recipe, ds: data.Cifar100, state: RunState, quiet: bool, log: TrainingLog | None) -> None:
+    steps = backend.steps_per_epoch()
+    while state.epoch < recipe.epochs:
+        bar = progress_bar(steps, state.batch, f"epoch {state.epoch + 1}/{recipe.epochs}", quiet or not backend.chief)
+        first_step = state.epoch * steps
+
+        def on_step(batch: int, loss: float | None) -> None:
+            bar.update(1)
+            if loss is not None:
+                bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
+                if log:
+                    log.step_loss(first_step + batch, loss)
+
+        begun = time.perf_counter()
+        try:
+            done = backend.train_epoch(state.epoch, state.batch, on_step, REPORT_EVERY)
+        except Interrupted as e:
+            bar.close()
+            e.sums.seconds = time.perf_counter() - begun
+            state.partial = asdict(EpochSums.from_dict(state.partial) + e.sums)
+            state.batch = e.batch
+            if backend.chief:
+                backend.save(run.checkpoint, state.to_dict(recipe))
+            raise KeyboardInterrupt from None
+        done.seconds = time.perf_counter() - begun
+        bar.close()
+        total = EpochSums.from_dict(state.partial) + done
+        val_loss, val_acc, _ = backend.evaluate(ds.val)
+        state.history.append(
+            {
+                "epoch": state.epoch + 1,
+                "loss": total.loss_sum / max(total.seen, 1),
+                "accuracy": total.correct / max(total.seen, 1),
+                "val_loss": float(val_loss),
+                "val_accuracy": float(val_acc),
+                "lr": backend.learning_rate(),
+                "seconds": total.seconds,
+                "images_per_sec": total.seen / max(total.seconds, 1e-9),
+            }
+        )
+        state.epoch, state.batch, state.partial = state.epoch + 1, 0, rundir.empty_partial()
+        if not backend.chief:
+            continue
+        backend.save(run.checkpoint, state.to_dict(recipe))  # the checkpoint first: metrics.jsonl is derived from it
+        run.write_metrics(state.history)
+        if log:
+            log.epoch(state.history[-1])
+        if not quiet:
+            h = state.history[-1]
+            print(
+                f"epoch {h['epoch']}/{recipe.epochs}: loss {h['loss']:.4f} acc {h['accuracy']:.4f} "
+                f"val_loss {h['val_loss']:.4f} val_acc {h['val_accuracy']:.4f} lr {h['lr']:.3g} ({h['images_per_sec']:.0f} img/s)",
+                file=sys.stderr,
+            )
+
+
+def finish(run: rundir.RunDir, recipe: Recipe, ds: data.Cifar100, history: list[dict], backend: Backend, started: float) -> dict:
+    """The end of a run: the weights, the test predictions, the curves, the mosaic and ``results.json``."""
+    from . import report
+
+    backend.export_weights(run.path / rundir.WEIGHTS)
+    test_loss, test_acc, pred = backend.evaluate(ds.test)
+    np.save(run.path / rundir.PREDICTIONS, pred)
+    report.plot_curves(history, run.path, title=f"{recipe.arch} ({backend.framework.label})")
+    report.prediction_mosaic(ds.test.images, pred, ds.fine_names, run.path / "test_visualisation.png")
+    train_seconds = sum(h["seconds"] for h in history)
+    results = {
+        "arch": recipe.arch,
+        "epochs": len(history),
+        "test_accuracy": test_acc,
+        "test_correct": int((pred == ds.test.fine).sum()),
+        "test_total": len(ds.test),
+        "test_loss": test_loss,
+        "best_val_accuracy": max((h["val_accuracy"] for h in history), default=math.nan),
+        "final_val_accuracy": history[-1]["val_accuracy"] if history else math.nan,
+        "train_seconds": train_seconds,
+        "images_per_sec": sum(h["images_per_sec"] * h["seconds"] for h in history) / max(train_seconds, 1e-9),
+        "wall_seconds": time.perf_counter() - started,
+    }
+    run.write_results(results)
+    return results
+
+
+def summary_lines(framework_line: str, results: dict, run: rundir.RunDir) -> dict:
+    return {
+        "framework": framework_line,
+        "test accuracy": f"acc= {results['test_accuracy']:.4f} ({results['test_correct']}/{results['test_total']})",
+        "best val accuracy": f"{results['best_val_accuracy']:.4f}",
+        "training time": f"{results['train_seconds']:.1f} s ({results['images_per_sec']:.1f} images/s)",
+        "artifacts": str(run.path),
+    }
