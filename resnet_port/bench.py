@@ -15,6 +15,15 @@ two forwards) at the measured images/s, over the float32 matrix-multiply rate
 measured in the same run (the best of the two frameworks' rates).  ``--json``
 writes everything.  ``--sweep`` (CUDA) adds PyTorch rows for fp32, AMP float16
 and bfloat16, with torch.compile off and on.
+
+``--cli`` also measures the commands users run.  A fast step inside a slow loop
+is a slow tool, and on shared machines a lone figure says little, so in the same
+invocation, interleaved with fresh step measurements (rounds alternate the
+order of the frameworks), it runs each training CLI for a few epochs on
+synthetic CIFAR-format data (validation off) and times every epoch after the
+first from the moment its line lands in ``metrics.jsonl``: the whole epoch,
+input pipeline, callbacks and checkpoint write included.  It reports the CLI's
+rate next to its own step's, and the ratio.
 """
 
 from __future__ import annotations
@@ -22,12 +31,15 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import statistics
+import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from . import parity
+from . import frameworks as F
+from . import parity, rundir
 from .spec import available, get_spec
 
 ROWS = [("train_aug", "train step, augmentation included"), ("train", "train step, augmentation excluded"), ("inference", "inference"), ("augment", "augmentation alone")]
@@ -39,12 +51,14 @@ def flops_per_image(arch: str) -> dict[str, float]:
     return {"inference": f, "train": TRAIN_FLOP_FACTOR * f, "train_aug": TRAIN_FLOP_FACTOR * f}
 
 
-def run_bench(arch: str, batch_size: int, precision: str, frameworks: list[str], warmup: int, windows: int, steps: int, extra_torch: dict | None = None, timeout: float = 1800) -> dict:
+def run_bench(arch: str, batch_size: int, precision: str, frameworks: list[str], warmup: int, windows: int, steps: int, extra_torch: dict | None = None, timeout: float = 1800, rows: list[str] | None = None) -> dict:
     results = {}
     with tempfile.TemporaryDirectory(prefix="resnet-port-bench-") as tmp:
         for fw in frameworks:
             op = {"op": "bench", "arch": arch, "batch_size": batch_size, "precision": precision, "warmup": warmup, "windows": windows, "steps": steps, "out": str(Path(tmp) / f"{fw}.json")}
-            if fw == "torch":
+            if rows:
+                op["rows"] = rows
+            if fw == F.PYTORCH.key:
                 op.update(extra_torch or {})
             try:
                 parity.run_worker(fw, [op], tmp, timeout=timeout)
@@ -54,11 +68,104 @@ def run_bench(arch: str, batch_size: int, precision: str, frameworks: list[str],
     return results
 
 
+def cli_flags(fw: F.Framework, precision: str, extra_torch: dict) -> list[str]:
+    """The training CLI's flags for a bench configuration."""
+    flags = {"fp32": [], "amp-fp16": ["--amp", "--amp-dtype", "float16"], "amp-bf16": ["--amp", "--amp-dtype", "bfloat16"]}[precision]
+    if fw is F.PYTORCH:
+        flags += ["--compile"] if extra_torch.get("compile") else []
+        flags += [] if extra_torch.get("channels_last", True) else ["--no-channels-last"]
+    return flags
+
+
+def time_cli(fw: F.Framework, arch: str, batch_size: int, data_dir: Path, epochs: int, out: Path, flags: list[str], timeout: float = 3600) -> dict:
+    """Run ``python -m <fw>.train`` as a user would and time each epoch by its line in metrics.jsonl."""
+    cmd = [sys.executable, "-m", f"{fw.package}.train", "--arch", arch, "--batch-size", str(batch_size), "--epochs", str(epochs),
+           "--data-dir", str(data_dir), "--no-verify", "--val-size", "0", "--out", str(out), "--quiet", "--force", *flags]
+    log = out.with_suffix(".log")
+    metrics = out / rundir.METRICS
+    marks: list[float] = []
+    with open(log, "w") as err:
+        start = time.perf_counter()
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err, env=parity.worker_env())
+        while True:
+            done = proc.poll() is not None
+            lines = len(metrics.read_text().splitlines()) if metrics.exists() else 0
+            marks += [time.perf_counter()] * (lines - len(marks))
+            if done:
+                break
+            if time.perf_counter() - start > timeout:
+                proc.kill()
+                return {"error": f"{fw.package}.train did not finish within {timeout:.0f} s"}
+            time.sleep(0.01)
+    if proc.returncode != 0 or len(marks) < 2:
+        tail = "\n".join(log.read_text().strip().splitlines()[-10:])
+        return {"error": f"{fw.package}.train exited with {proc.returncode} after {len(marks)} epochs:\n{tail}"}
+    history = rundir.read_metrics(out)
+    n = rundir.read_config(out)["data"]["train"]
+    walls = [b - a for a, b in zip(marks, marks[1:])]
+    return {
+        "images": n,
+        "epoch_seconds": walls,
+        "epoch_images_per_sec": [n / w for w in walls],
+        "train_images_per_sec": [h["images_per_sec"] for h in history[1:]],
+        "first_epoch_seconds": marks[0] - start,
+    }
+
+
+def run_cli_bench(arch: str, batch_size: int, precision: str, frameworks: list[str], warmup: int, windows: int, steps: int, extra_torch: dict, images: int, epochs: int, rounds: int) -> dict:
+    """Step rates and CLI epoch rates, interleaved: each round runs, per framework, a step bench then the CLI."""
+    from . import synthetic
+
+    out = {fw: {"step": [], "epoch": [], "train": []} for fw in frameworks}
+    with tempfile.TemporaryDirectory(prefix="resnet-port-cli-bench-") as tmp:
+        data_dir = Path(tmp) / "data"
+        synthetic.write(data_dir, n_train=images, n_test=50, num_classes=100)
+        for r in range(rounds):
+            order = frameworks if r % 2 == 0 else frameworks[::-1]  # alternate, so drift favours neither
+            for key in order:
+                fw = F.get(key)
+                step = run_bench(arch, batch_size, precision, [key], warmup, windows, steps, extra_torch, rows=["train_aug"])[key]
+                cli = time_cli(fw, arch, batch_size, data_dir, epochs, Path(tmp) / f"run_{key}_{r}", cli_flags(fw, precision, extra_torch))
+                for what, res in (("step", step), ("cli", cli)):
+                    if "error" in res:
+                        out[key].setdefault("errors", []).append(f"round {r + 1}, {what}: {res['error']}")
+                if "error" not in step:
+                    out[key]["step"].append(step["train_aug"])
+                if "error" not in cli:
+                    out[key]["epoch"] += cli["epoch_images_per_sec"]
+                    out[key]["train"] += cli["train_images_per_sec"]
+    for key, r in out.items():
+        med = {k: statistics.median(r[k]) if r[k] else float("nan") for k in ("step", "epoch", "train")}
+        r.update({f"{k}_median": v for k, v in med.items()})
+        r["epoch_over_step"] = med["epoch"] / med["step"]
+        r["train_over_step"] = med["train"] / med["step"]
+    return out
+
+
+def cli_table(res: dict, rounds: int, epochs: int) -> str:
+    keys = [k for k in (F.KERAS.key, F.PYTORCH.key) if k in res]
+    names = [F.get(k).label for k in keys]
+    lines = [f"CLI vs its own step (images/s, median; {rounds} interleaved round(s); epochs 2..{epochs} of each CLI run, validation off)",
+             f"{'':<44}" + "".join(f"{n:>10}" for n in names)]
+    for label, k, fmt in (
+        ("train step, augmentation included", "step_median", "{:>10.1f}"),
+        ("CLI, training phase (metrics.jsonl)", "train_median", "{:>10.1f}"),
+        ("CLI, whole epoch (incl. checkpoint)", "epoch_median", "{:>10.1f}"),
+        ("training phase / step", "train_over_step", "{:>10.2f}"),
+        ("whole epoch / step", "epoch_over_step", "{:>10.2f}"),
+    ):
+        lines.append(f"{label:<44}" + "".join(fmt.format(res[key][k]) for key in keys))
+    for key in keys:
+        for e in res[key].get("errors", []):
+            lines.append(f"{F.get(key).label}: FAILED {e.splitlines()[0]}")
+    return "\n".join(lines)
+
+
 def table(res: dict, arch: str) -> tuple[str, dict]:
     flops = flops_per_image(arch)
     ceilings = [r["matmul_gflops"] for r in res.values() if "matmul_gflops" in r]
     ceiling = max(ceilings) if ceilings else float("nan")
-    tf, pt = res.get("tf", {}), res.get("torch", {})
+    tf, pt = res.get(F.KERAS.key, {}), res.get(F.PYTORCH.key, {})
     lines = [f"{'images/s (median)':<36} {'Keras':>10} {'PyTorch':>10} {'PT/Keras':>9} {'Keras %ceil':>12} {'PT %ceil':>9}"]
     derived = {"ceiling_gflops": ceiling, "flops_per_image": flops, "rows": {}}
     for key, label in ROWS:
@@ -104,12 +211,16 @@ def main(argv=None) -> int:
     ap.add_argument("--compile", action="store_true", help="torch.compile the PyTorch model")
     ap.add_argument("--no-channels-last", action="store_true")
     ap.add_argument("--sweep", action="store_true", help="PyTorch: also every precision with compile off and on (for GPUs)")
+    ap.add_argument("--cli", action="store_true", help="also time each training CLI's epochs, interleaved with the step (see the module docstring)")
+    ap.add_argument("--cli-images", type=int, default=None, help="training images per CLI epoch (default 20 batches)")
+    ap.add_argument("--cli-epochs", type=int, default=3, help="epochs per CLI run; the first is not timed (default 3)")
+    ap.add_argument("--rounds", type=int, default=2, help="interleaved rounds of step + CLI per framework (default 2)")
     ap.add_argument("--json", help="write all results here")
     args = ap.parse_args(argv)
     frameworks = [f.strip() for f in args.frameworks.split(",") if f.strip()]
     bad = [f for f in frameworks if f not in parity.FRAMEWORKS]
-    if bad or not frameworks or min(args.batch_size, args.windows, args.steps) < 1 or args.warmup < 0:
-        print(f"error: --frameworks takes tf and/or torch; --batch-size, --windows, --steps must be positive (got {args.frameworks!r})", file=sys.stderr)
+    if bad or not frameworks or min(args.batch_size, args.windows, args.steps, args.rounds) < 1 or args.warmup < 0 or args.cli_epochs < 2:
+        print(f"error: --frameworks takes tf and/or torch; --batch-size, --windows, --steps, --rounds must be positive and --cli-epochs at least 2 (got {args.frameworks!r})", file=sys.stderr)
         return 2
     started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     extra = {"compile": args.compile, "channels_last": not args.no_channels_last}
@@ -123,13 +234,21 @@ def main(argv=None) -> int:
         print("\nPyTorch sweep (train step with augmentation, images/s):")
         for precision in ("fp32", "amp-fp16", "amp-bf16"):
             for comp in (False, True):
-                r = run_bench(args.arch, args.batch_size, precision, ["torch"], args.warmup, args.windows, args.steps, {"compile": comp, "channels_last": not args.no_channels_last})["torch"]
+                r = run_bench(args.arch, args.batch_size, precision, [F.PYTORCH.key], args.warmup, args.windows, args.steps, {"compile": comp, "channels_last": not args.no_channels_last})[F.PYTORCH.key]
                 report["sweep"].append({"precision": precision, "compile": comp, **r})
                 shown = f"{r['train_aug']:.0f}" if "train_aug" in r else f"FAILED: {r['error'].splitlines()[0]}"
                 print(f"  {precision:<9} compile={'on ' if comp else 'off'}  {shown}")
+    failed = any("error" in r for r in res.values())
+    if args.cli:
+        images = args.cli_images or 20 * args.batch_size
+        cli = run_cli_bench(args.arch, args.batch_size, args.precision, frameworks, args.warmup, args.windows, args.steps, extra, images, args.cli_epochs, args.rounds)
+        print()
+        print(cli_table(cli, args.rounds, args.cli_epochs))
+        report["cli"] = {"images": images, "epochs": args.cli_epochs, "rounds": args.rounds, "results": cli}
+        failed |= any(r.get("errors") for r in cli.values())
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
-    return 1 if any("error" in r for r in res.values()) else 0
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

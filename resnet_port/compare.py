@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import importlib.util
 import json
 import subprocess
 import sys
@@ -25,13 +24,10 @@ from pathlib import Path
 
 import numpy as np
 
-from . import rundir
+from . import frameworks, rundir
 from .parity import worker_env
 
-OTHER = {"tf_impl": "torch_impl", "torch_impl": "tf_impl"}
-LABEL = {"tf_impl": "Keras", "torch_impl": "PyTorch"}
 COLOURS = {"tf_impl": ["tab:orange", "tab:red", "tab:brown", "gold"], "torch_impl": ["tab:blue", "tab:cyan", "tab:purple", "navy"]}
-EXTRA = {"tf_impl": ("tensorflow", "tf"), "torch_impl": ("torch", "torch")}
 FLAG_FRACTION = 0.001  # more disagreeing predictions than this is not rounding
 
 
@@ -44,11 +40,14 @@ def load_run(path: Path) -> dict:
     metrics = rundir.read_metrics(path)
     results = rundir.read_results(path) or {}
     recipe = cfg.get("recipe", {})
-    amp = cfg.get("runtime", {}).get("amp_effective", "float32")
+    runtime = cfg.get("runtime", {})
+    amp = runtime.get("amp_effective", "float32")
+    fw = frameworks.get(cfg["framework"])
     return {
         "path": path,
         "name": path.name,
-        "framework": cfg["framework"],
+        "framework": fw.package,
+        "framework_name": fw.display_name(runtime),  # as users know it, with the versions that trained the run
         "arch": recipe.get("arch", "?"),
         "epochs": len(metrics),
         "amp": amp,
@@ -64,10 +63,10 @@ def load_run(path: Path) -> dict:
 
 def cross_evaluate(run: dict, workdir: Path) -> dict:
     """Evaluate a run's weights in the other framework; compare with its own predictions."""
-    other = OTHER[run["framework"]]
-    module, extra = EXTRA[other]
-    if importlib.util.find_spec(module) is None:
-        raise CompareError(f"cross-evaluation needs {module}: pip install 'resnet-port[{extra}]' (or pass --no-cross-eval)")
+    other_fw = frameworks.other(run["framework"])
+    other = other_fw.package
+    if not other_fw.installed():
+        raise CompareError(f"cross-evaluation needs {other_fw.install_hint()} (or pass --no-cross-eval)")
     pred_path, json_path = workdir / f"{run['name']}_{other}.npy", workdir / f"{run['name']}_{other}.json"
     proc = subprocess.run(
         [sys.executable, "-m", f"{other}.evaluate", str(run["path"]), "--predictions", str(pred_path), "--json", str(json_path)],
@@ -84,7 +83,7 @@ def cross_evaluate(run: dict, workdir: Path) -> dict:
         raise CompareError(f"{run['path']}: {len(mine)} stored predictions but {len(theirs)} test images now; was the data changed?")
     disagree = int((mine != theirs).sum())
     return {
-        "other_framework": other,
+        "other_framework": other_fw.label,
         "other_test_accuracy": json.loads(json_path.read_text())["accuracy"],
         "disagreements": disagree,
         "total": len(mine),
@@ -94,7 +93,7 @@ def cross_evaluate(run: dict, workdir: Path) -> dict:
 
 COLUMNS = [
     ("run", "name", "{}"),
-    ("framework", "framework", "{}"),
+    ("framework", "framework_name", "{}"),
     ("arch", "arch", "{}"),
     ("epochs", "epochs", "{}"),
     ("AMP", "amp", "{}"),
@@ -151,7 +150,7 @@ def plot_overlay(runs: list[dict], out_dir: Path) -> list[Path]:
         fig, ax = plt.subplots(figsize=(8, 5), dpi=100)
         for r in runs:
             epochs = [m["epoch"] for m in r["metrics"]]
-            label = f"{r['name']} ({LABEL[r['framework']]}, {r['arch']})"
+            label = f"{r['name']} ({frameworks.get(r['framework']).label}, {r['arch']})"
             ax.plot(epochs, [m[metric] for m in r["metrics"]], "-o", ms=3, color=colour[r["name"]], label=f"{label} train")
             ax.plot(epochs, [m[f"val_{metric}"] for m in r["metrics"]], "--o", ms=3, color=colour[r["name"]], label=f"{label} val")
         ax.set_xlabel("Epoch")

@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import math
 import sys
+import threading
 import time
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass, field
@@ -132,8 +133,8 @@ class Backend(ABC):
     def train_epoch(self, epoch: int, start_batch: int, on_step: StepCallback, report_every: int) -> EpochSums:
         """Train epoch ``epoch`` from batch ``start_batch`` to its end; the sums over all processes.
 
-        Calls ``on_step`` after every step, with the mean loss of the last
-        ``report_every`` steps every ``report_every`` steps.  On Ctrl-C raises
+        Calls ``on_step`` after every step, with the mean loss of the steps since
+        the last report every ``report_every`` steps and at the epoch's last step.  On Ctrl-C raises
         :class:`Interrupted` with what it trained (and keeps what it needs to
         resume those draws in its checkpoint).
         """
@@ -147,8 +148,12 @@ class Backend(ABC):
         """The learning rate the next step will use (reported per epoch)."""
 
     @abstractmethod
+    def snapshot(self, state: dict) -> Callable[[Path], None]:
+        """Copy model, optimiser and ``state`` (:meth:`RunState.to_dict`) now; return the function that
+        writes them atomically to a path.  The writing may run in another thread while training goes on."""
+
     def save(self, path: Path, state: dict) -> None:
-        """Write model, optimiser and ``state`` (:meth:`RunState.to_dict`) atomically to ``path``."""
+        self.snapshot(state)(path)
 
     @abstractmethod
     def load(self, path: Path) -> dict:
@@ -246,22 +251,56 @@ class TrainingLog:
         self.logged_epochs = {step for step, _ in logged.get(self.EPOCH_TAGS["loss"], [])}
         self.last_step = max((step for step, _ in logged.get(self.STEP_TAG, [])), default=-1)
         self.writer = tensorboard_log.EventWriter(path)
+        self._lock = threading.Lock()  # epochs are logged from the checkpoint writer's thread
         for h in history:
             self.epoch(h)
 
     def epoch(self, h: dict) -> None:
-        if h["epoch"] in self.logged_epochs:
-            return
-        self.writer.scalars(h["epoch"], {tag: h[k] for k, tag in self.EPOCH_TAGS.items()})
-        self.logged_epochs.add(h["epoch"])
+        with self._lock:
+            if h["epoch"] in self.logged_epochs:
+                return
+            self.writer.scalars(h["epoch"], {tag: h[k] for k, tag in self.EPOCH_TAGS.items()})
+            self.logged_epochs.add(h["epoch"])
 
     def step_loss(self, step: int, loss: float) -> None:
-        if step > self.last_step:
-            self.writer.scalars(step, {self.STEP_TAG: loss})
-            self.last_step = step
+        with self._lock:
+            if step > self.last_step:
+                self.writer.scalars(step, {self.STEP_TAG: loss})
+                self.last_step = step
 
     def close(self) -> None:
         self.writer.close()
+
+
+class Background:
+    """One end-of-epoch write at a time, in a thread, while the next epoch trains.
+
+    The checkpoint (135 MB for resnet18, synced to disk), then metrics.jsonl and
+    the epoch's TensorBoard record, in that order, so nothing is ever ahead of
+    the checkpoint.  A new job waits for the previous one; a failed write is
+    raised by the next :meth:`submit` or :meth:`flush`.
+    """
+
+    def __init__(self):
+        from concurrent.futures import ThreadPoolExecutor
+
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="resnet-port-checkpoint")
+        self._pending = None
+
+    def submit(self, job: Callable[[], None]) -> None:
+        self.flush()
+        self._pending = self._pool.submit(job)
+
+    def flush(self) -> None:
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.result()
+
+    def close(self) -> None:
+        try:
+            self.flush()
+        finally:
+            self._pool.shutdown()
 
 
 def progress_bar(total: int, initial: int, desc: str, disable: bool):
@@ -274,6 +313,14 @@ def progress_bar(total: int, initial: int, desc: str, disable: bool):
 
 
 def fit(backend: Backend, run: rundir.RunDir, recipe: Recipe, ds: data.Cifar100, state: RunState, quiet: bool, log: TrainingLog | None) -> None:
+    background = Background()
+    try:
+        _fit(backend, run, recipe, ds, state, quiet, log, background)
+    finally:
+        background.close()  # the last epoch's checkpoint is on disk before anything else happens
+
+
+def _fit(backend: Backend, run: rundir.RunDir, recipe: Recipe, ds: data.Cifar100, state: RunState, quiet: bool, log: TrainingLog | None, background: Background) -> None:
     steps = backend.steps_per_epoch()
     while state.epoch < recipe.epochs:
         bar = progress_bar(steps, state.batch, f"epoch {state.epoch + 1}/{recipe.epochs}", quiet or not backend.chief)
@@ -294,6 +341,7 @@ def fit(backend: Backend, run: rundir.RunDir, recipe: Recipe, ds: data.Cifar100,
             e.sums.seconds = time.perf_counter() - begun
             state.partial = asdict(EpochSums.from_dict(state.partial) + e.sums)
             state.batch = e.batch
+            background.flush()
             if backend.chief:
                 backend.save(run.checkpoint, state.to_dict(recipe))
             raise KeyboardInterrupt from None
@@ -316,10 +364,15 @@ def fit(backend: Backend, run: rundir.RunDir, recipe: Recipe, ds: data.Cifar100,
         state.epoch, state.batch, state.partial = state.epoch + 1, 0, rundir.empty_partial()
         if not backend.chief:
             continue
-        backend.save(run.checkpoint, state.to_dict(recipe))  # the checkpoint first: metrics.jsonl is derived from it
-        run.write_metrics(state.history)
-        if log:
-            log.epoch(state.history[-1])
+        write_checkpoint, history = backend.snapshot(state.to_dict(recipe)), list(state.history)
+
+        def persist():  # the checkpoint first: metrics.jsonl is derived from it
+            write_checkpoint(run.checkpoint)
+            run.write_metrics(history)
+            if log:
+                log.epoch(history[-1])
+
+        background.submit(persist)
         if not quiet:
             h = state.history[-1]
             print(

@@ -164,6 +164,11 @@ def check_tensors(tensors: dict[str, np.ndarray], spec: ResNetSpec, source: str 
 
 def atomic_write_bytes(path: Path, payload: bytes) -> Path:
     """Write ``payload`` so that ``path`` is either the old file or the whole new one."""
+    return atomic_write(path, lambda f: f.write(payload))
+
+
+def atomic_write(path: Path, write) -> Path:
+    """Call ``write(file)`` on a temporary file, sync it, then move it to ``path``: never a partial file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -172,7 +177,7 @@ def atomic_write_bytes(path: Path, payload: bytes) -> Path:
     os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the file the usual permissions
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(payload)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)

@@ -5,6 +5,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -156,9 +157,30 @@ def test_batch_smaller_than_processes_is_refused(data, tmp_path):
     assert not (tmp_path / "x").exists()
 
 
-def test_two_process_run_resumes_after_kill(data, tmp_path):
+def descendants(pid: int) -> list[int]:
+    """Every process below ``pid``.  torchrun starts each worker in a session of its own, so
+    killing torchrun's process group leaves the workers running (they would finish the run)."""
+    parents = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        parents.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    out, todo = [], [pid]
+    while todo:
+        for child in parents.get(todo.pop(), []):
+            out.append(child)
+            todo.append(child)
+    return out
+
+
+def test_two_process_run_resumes_after_kill(tmp_path):
+    """Killed mid-run (proved: epoch 2 had started and not ended), torchrun and every rank at once;
+    resumed, it ends whole."""
+    synthetic.write(tmp_path / "data", n_train=1040, n_test=50, num_classes=10)  # 1000 training images: an epoch lasts ~15 s
     out = tmp_path / "run"
-    args = ["--arch", "tiny", "--epochs", 2, "--batch-size", 4, "--data-dir", data, "--no-verify", "--val-size", 40, "--out", out, "--quiet", "--sync-bn"]
+    args = ["--arch", "tiny", "--epochs", 2, "--batch-size", 4, "--data-dir", tmp_path / "data", "--no-verify", "--val-size", 40, "--out", out, "--quiet", "--sync-bn"]
     proc = subprocess.Popen(torch_cmd(2, *args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV, start_new_session=True)
     metrics = out / rundir.METRICS
     try:
@@ -167,13 +189,20 @@ def test_two_process_run_resumes_after_kill(data, tmp_path):
             time.sleep(0.05)
         assert metrics.exists(), proc.communicate()[1][-3000:]
         time.sleep(0.3)
-        os.killpg(proc.pid, signal.SIGKILL)  # torchrun and both workers, at once
+        assert proc.poll() is None, "the run ended before it could be killed"
+        workers = descendants(proc.pid)
+        assert len([w for w in workers if "torch_impl.train" in Path(f"/proc/{w}/cmdline").read_text()]) >= 2, "both ranks should be running"
+        for pid in [proc.pid, *workers]:  # torchrun and both workers, at once
+            os.kill(pid, signal.SIGKILL)
         proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-    done = [m["epoch"] for m in rundir.read_metrics(out)]
-    assert done in ([1], [1, 2])
+            for pid in [proc.pid, *descendants(proc.pid)]:
+                os.kill(pid, signal.SIGKILL)
+    assert proc.returncode == -signal.SIGKILL
+    # the kill landed inside epoch 2: epoch 1 is recorded, epoch 2 and the end of the run are not
+    assert [m["epoch"] for m in rundir.read_metrics(out)] == [1]
+    assert not (out / rundir.RESULTS).exists() and not (out / rundir.WEIGHTS).exists()
     p = torchrun(2, *args, "--resume")
     assert p.returncode == 0, p.stderr[-3000:]
     assert [m["epoch"] for m in rundir.read_metrics(out)] == [1, 2]

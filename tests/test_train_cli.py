@@ -28,6 +28,28 @@ def parallel(*calls):
         return list(ex.map(lambda c: c(), calls))
 
 
+def tensorboard_scalars(run_dir) -> dict[str, list[tuple[int, float]]]:
+    """Every scalar in a run directory's event files, read by TensorBoard's own event reader."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(run_dir))
+    acc.Reload()
+    return {tag: [(e.step, e.value) for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}
+
+
+def assert_tensorboard_holds(run_dir, steps_per_epoch: int) -> None:
+    """Every epoch of metrics.jsonl once, with its values; step losses once per step, each epoch's last step included."""
+    metrics = rundir.read_metrics(run_dir)
+    tb = tensorboard_scalars(run_dir)
+    for key in ("loss", "accuracy", "val_loss", "val_accuracy", "lr", "images_per_sec"):
+        assert [s for s, _ in tb[f"epoch/{key}"]] == [m["epoch"] for m in metrics], key
+        np.testing.assert_allclose([v for _, v in tb[f"epoch/{key}"]], [m[key] for m in metrics], rtol=1e-6, err_msg=key)
+    steps = [s for s, _ in tb["step/loss"]]
+    assert steps == sorted(set(steps)), "a step logged twice or out of order"
+    assert {e * steps_per_epoch for e in range(1, len(metrics) + 1)} <= set(steps)
+    assert all(np.isfinite(v) and v > 0 for _, v in tb["step/loss"])
+
+
 @pytest.fixture(scope="module")
 def small_data(tmp_path_factory):
     root = tmp_path_factory.mktemp("data")
@@ -84,6 +106,7 @@ def test_run_directory_artifacts(runs, small_data, fw):
     assert mosaic.shape[:2] == report.mosaic_size(pred, 100)
     assert (d / rundir.CHECKPOINTS[fw]).is_file()
     assert "acc= " in procs[fw].stdout and str(d) in procs[fw].stdout
+    assert_tensorboard_holds(d, steps_per_epoch=8)  # 240 images, batch 32
 
 
 def test_weights_evaluate_in_the_other_framework(runs):
@@ -160,6 +183,8 @@ def test_interrupted_run_resumes(long_epoch_data, tmp_path, fw, how):
     assert after[0] == before[0]
     assert json.loads((out / "config.json").read_text())["resumed"] == 1
     assert rundir.read_results(out)["epochs"] == 2
+    assert_tensorboard_holds(out, steps_per_epoch=360)  # each epoch once, no step twice, across the two processes' files
+    assert len(list(out.glob("events.out.tfevents.*"))) == 2
 
 
 def test_both_frameworks_learn(tmp_path):
@@ -269,9 +294,14 @@ def test_compare_table_plots_and_cross_evaluation(runs, tmp_path):
     assert p.returncode == 0, p.stderr[-3000:]
     with open(report / "compare.csv") as f:
         rows = list(csv.DictReader(f))
-    assert [r["framework"] for r in rows] == ["tf_impl", "torch_impl"]
-    for r in rows:
-        d = out / r["framework"]
+    # frameworks named as users know them, with the versions that trained each run
+    import keras
+    import tensorflow as tf
+    import torch
+
+    assert [r["framework"] for r in rows] == [f"Keras {keras.__version__} (TensorFlow {tf.__version__})", f"PyTorch {torch.__version__}"]
+    for r, fw in zip(rows, FRAMEWORKS):
+        d = out / fw
         metrics, res = rundir.read_metrics(d), rundir.read_results(d)
         assert r["arch"] == "tiny" and int(r["epochs"]) == len(metrics) and r["AMP"] == "float32"
         assert r["best val acc"] == f"{max(m['val_accuracy'] for m in metrics):.4f}"
@@ -284,7 +314,7 @@ def test_compare_table_plots_and_cross_evaluation(runs, tmp_path):
         assert int(n_diff) <= 0.001 * int(total) and int(total) == 100
         assert r["test acc, other framework"] == r["test acc"]
     md = (report / "compare.md").read_text()
-    assert "| tf_impl | tiny |" in md and "predictions differing" in md
+    assert f"| Keras {keras.__version__} (TensorFlow {tf.__version__}) | tiny |" in md and "predictions differing" in md
     for name in ("accuracy.png", "loss.png"):
         assert cv2.imread(str(report / name)).shape == (500, 800, 3)
     assert "FLAGGED" not in p.stdout

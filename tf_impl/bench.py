@@ -71,14 +71,19 @@ def run(op: dict) -> dict:
         return augment(images, *random_draws(spec, tf.shape(images)[0], h, w, seed=seed), spec=spec)
 
     out = {"framework": "tf_impl", "device": "gpu" if tf.config.list_physical_devices("GPU") else "cpu", "tensorflow": tf.__version__, "keras": keras.__version__}
+    rows = op.get("rows") or ["train_aug", "train", "inference", "augment", "matmul_gflops"]
     out["train_aug"] = _windows(lambda: model.train_on_batch(aug(raw), y), b, warmup, windows, steps)
-    out["train"] = _windows(lambda: model.train_on_batch(x_plain, y), b, warmup, windows, steps)
-    infer = tf.function(lambda x: model(x, training=False))
-    out["inference"] = _windows(lambda: infer(x_plain).numpy(), b, warmup, windows, steps)
-    big = 50 * b
-    raw_big = tf.tile(raw, [50, 1, 1, 1])
-    out["augment"] = _windows(lambda: aug(raw_big).numpy(), big, warmup, windows, steps)
-    out["matmul_gflops"] = matmul_gflops(dtype="float32" if precision == "fp32" else policy.split("_")[1])
+    if "train" in rows:
+        out["train"] = _windows(lambda: model.train_on_batch(x_plain, y), b, warmup, windows, steps)
+    if "inference" in rows:
+        infer = tf.function(lambda x: model(x, training=False))
+        out["inference"] = _windows(lambda: infer(x_plain).numpy(), b, warmup, windows, steps)
+    if "augment" in rows:
+        big = 50 * b
+        raw_big = tf.tile(raw, [50, 1, 1, 1])
+        out["augment"] = _windows(lambda: aug(raw_big).numpy(), big, warmup, windows, steps)
+    if "matmul_gflops" in rows:
+        out["matmul_gflops"] = matmul_gflops(dtype="float32" if precision == "fp32" else policy.split("_")[1])
     out["peak_memory_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     out["threads"] = tf.config.threading.get_intra_op_parallelism_threads() or "default"
     return out

@@ -8,10 +8,29 @@ flipped, scaled (and, for recipes that ask, normalised and cut out).
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import tensorflow as tf
 
 from resnet_port.augment import PIXEL_SCALE, AugmentSpec, Normalization, draws_from_uniform
+
+PARALLEL_CALLS = max(1, min(4, os.cpu_count() or 1))  # batches augmented at once
+
+
+def _no_autotune(ds):
+    """Fixed parallelism instead of tf.data's autotuning.
+
+    With autotuning on (TF 2.21), destroying an epoch's iterator at the end of
+    ``model.fit`` waited for the autotuning thread: measured, 3 of 5 resnet18
+    epochs of 20 batches took 41 s instead of 21, the CPUs idle meanwhile (the
+    main thread in ``~LogicalThreadWrapper``).  A map over one core per
+    thread and a prefetch of two batches keep the accelerator fed just as well
+    here: 61 img/s per epoch, with no stall in 10 epochs.
+    """
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    return ds.with_options(options)
 
 
 def _coords(shift, size: int, reverse=None):
@@ -80,28 +99,35 @@ def random_draws(spec: AugmentSpec, n, height: int, width: int, seed=None):
     return draws_from_uniform(u, spec, height, width)
 
 
-def train_dataset(images: np.ndarray, labels: np.ndarray, batch_size: int, spec: AugmentSpec | None, seed: int, epoch: int = 0, shuffle: bool = True, normalization: Normalization | None = None):
+def train_dataset(images, labels, batch_size: int, spec: AugmentSpec | None, seed: int, epoch: int = 0, shuffle: bool = True, normalization: Normalization | None = None):
     """One epoch of (augmented float32 batch, int labels), reshuffled per ``epoch``.
 
-    ``spec=None`` turns augmentation off (only the scaling, and the normalisation).
+    ``images`` (uint8 NHWC) and ``labels`` may be numpy arrays or, to build them
+    once per run rather than once per epoch, tensors.  Only the image *indices*
+    are shuffled (a buffer of integers, not of images); each batch gathers its
+    images.  The order is tf.data's shuffle of the training set with the epoch's
+    seed, as shuffling the images themselves would give.  ``spec=None`` turns
+    augmentation off (only the scaling, and the normalisation).
     """
-    n = len(labels)
+    images = tf.convert_to_tensor(images)
+    labels = tf.cast(tf.convert_to_tensor(labels), tf.int64)
+    n = int(labels.shape[0])
     h, w = images.shape[1], images.shape[2]
-    ds = tf.data.Dataset.from_tensor_slices((images, labels.astype(np.int64)))
+    ds = tf.data.Dataset.range(n)
     if shuffle:
         ds = ds.shuffle(n, seed=seed * 100_003 + epoch, reshuffle_each_iteration=False)
     ds = ds.batch(batch_size).enumerate()
 
-    def _map(i, batch):
-        x, y = batch
+    def _map(i, idx):
+        x, y = tf.gather(images, idx), tf.gather(labels, idx)
         if spec is None or spec.is_identity:
             return scale(x, normalization), y
         draws = random_draws(spec, tf.shape(x)[0], h, w, seed=tf.stack([tf.cast(seed, tf.int64), epoch * 1_000_003 + i]))
         return augment(x, *draws, spec=spec, normalization=normalization), y
 
-    return ds.map(_map, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+    return _no_autotune(ds.map(_map, num_parallel_calls=PARALLEL_CALLS).prefetch(2))
 
 
 def eval_dataset(images: np.ndarray, labels: np.ndarray, batch_size: int, normalization: Normalization | None = None):
     ds = tf.data.Dataset.from_tensor_slices((images, labels.astype(np.int64))).batch(batch_size)
-    return ds.map(lambda x, y: (scale(x, normalization), y)).prefetch(tf.data.AUTOTUNE)
+    return _no_autotune(ds.map(lambda x, y: (scale(x, normalization), y)).prefetch(2))

@@ -24,7 +24,6 @@ bfloat16``); on a CPU it says so and trains in float32, like the PyTorch CLI.
 from __future__ import annotations
 
 import contextlib
-import io
 import json
 import os
 import platform
@@ -35,7 +34,7 @@ import numpy as np
 from resnet_port import data, frameworks, rundir
 from resnet_port import run as lifecycle
 from resnet_port.recipe import Recipe
-from resnet_port.weights import atomic_write_bytes
+from resnet_port.weights import atomic_write
 
 
 def resolve_policy(recipe: Recipe, has_gpu: bool, amp_dtype_given: bool):
@@ -139,6 +138,10 @@ class KerasBackend(lifecycle.Backend):
             compat.patch_fit_for_multiworker(self.model, strategy)
         # inference as one compiled function (no tf.distribute collective: every process evaluates alone)
         self._infer = tf.function(lambda x: self.model(x, training=False))
+        # the training set as tensors once per run (each epoch's pipeline only reshuffles indices into it)
+        with tf.device("/cpu:0"):
+            self.train_images = tf.constant(ds.train.images)
+            self.train_labels = tf.constant(ds.train.fine.astype(np.int64))
 
     def runtime(self) -> dict:
         import keras
@@ -160,17 +163,15 @@ class KerasBackend(lifecycle.Backend):
         return self.recipe.steps_per_epoch(len(self.ds.train))
 
     # -- checkpoints: one .npz (neutral weights + optimiser variables + JSON state) --------
-    def save(self, path, state: dict) -> None:
+    def snapshot(self, state: dict):
         from . import weights
 
         arrays = {f"model/{k}": v for k, v in weights.to_numpy(self.model, self.recipe.arch, dtype=None).items()}
         for i, v in enumerate(self.optimizer.variables):
-            arrays[f"opt/{i:04d}"] = np.asarray(v.numpy())
+            arrays[f"opt/{i:04d}"] = np.array(v.numpy())
         state = {**state, "opt_paths": [v.path for v in self.optimizer.variables]}
         arrays["state"] = np.frombuffer(json.dumps(state).encode(), dtype=np.uint8)
-        buf = io.BytesIO()
-        np.savez(buf, **arrays)
-        atomic_write_bytes(path, buf.getvalue())
+        return lambda path: atomic_write(path, lambda f: np.savez(f, **arrays))
 
     def load(self, path) -> dict:
         from . import weights
@@ -200,8 +201,8 @@ class KerasBackend(lifecycle.Backend):
 
         from .data import train_dataset
 
-        r, n = self.recipe, len(self.ds.train)
-        train = train_dataset(self.ds.train.images, self.ds.train.fine, r.batch_size, None if r.augment.is_identity else r.augment, r.seed, epoch=epoch, normalization=self.normalization)
+        r, n, last = self.recipe, len(self.ds.train), self.steps_per_epoch()
+        train = train_dataset(self.train_images, self.train_labels, r.batch_size, None if r.augment.is_identity else r.augment, r.seed, epoch=epoch, normalization=self.normalization)
         bs = r.batch_size
 
         class Steps(keras.callbacks.Callback):
@@ -216,7 +217,7 @@ class KerasBackend(lifecycle.Backend):
                 self.done += 1
                 self.logs = logs or {}
                 b = start_batch + self.done
-                if b % report_every:
+                if b % report_every and b != last:
                     on_step(b, None)
                     return
                 images = min(self.done * bs, n - start_batch * bs)

@@ -85,8 +85,10 @@ def run(op: dict) -> dict:
 
     net.train()
     out = {"framework": "torch_impl", "device": str(device), "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu", "torch": torch.__version__}
+    rows = op.get("rows") or ["train_aug", "train", "inference", "augment", "matmul_gflops"]
     out["train_aug"] = _windows(lambda: train_step(net, opt, aug(), y, l2p, objective, amp, scaler), b, warmup, windows, steps, device)
-    out["train"] = _windows(lambda: train_step(net, opt, x_plain, y, l2p, objective, amp, scaler), b, warmup, windows, steps, device)
+    if "train" in rows:
+        out["train"] = _windows(lambda: train_step(net, opt, x_plain, y, l2p, objective, amp, scaler), b, warmup, windows, steps, device)
     net.eval()
 
     @torch.no_grad()
@@ -94,15 +96,18 @@ def run(op: dict) -> dict:
         with autocast(device, amp):
             net(x_plain)
 
-    out["inference"] = _windows(infer, b, warmup, windows, steps, device)
+    if "inference" in rows:
+        out["inference"] = _windows(infer, b, warmup, windows, steps, device)
     big = 50 * b  # the augmentation alone, on bigger batches so that timing is not noise
     raw_big = raw.repeat(50, 1, 1, 1)
 
     def aug_only():
         augment(raw_big, *random_draws(spec, big, h, w, device, gen), spec=spec)
 
-    out["augment"] = _windows(aug_only, big, warmup, windows, steps, device)
-    out["matmul_gflops"] = matmul_gflops(device, dtype=torch.float32 if amp is None else amp)
+    if "augment" in rows:
+        out["augment"] = _windows(aug_only, big, warmup, windows, steps, device)
+    if "matmul_gflops" in rows:
+        out["matmul_gflops"] = matmul_gflops(device, dtype=torch.float32 if amp is None else amp)
     out["peak_memory_mb"] = (torch.cuda.max_memory_allocated(device) if device.type == "cuda" else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024) / 2**20
     out["threads"] = torch.get_num_threads()
     return out

@@ -20,7 +20,6 @@ only rank 0 writes.  Multi-node: torchrun's usual ``--nnodes``/``--rdzv-*`` flag
 
 from __future__ import annotations
 
-import io
 import os
 import platform
 import sys
@@ -31,7 +30,7 @@ import torch
 from resnet_port import data, frameworks, rundir
 from resnet_port import run as lifecycle
 from resnet_port.recipe import Recipe
-from resnet_port.weights import atomic_write_bytes
+from resnet_port.weights import atomic_write
 
 from . import weights
 from .data import DeviceLoader
@@ -96,6 +95,17 @@ class Dist:
 
             if dist.is_initialized():
                 dist.destroy_process_group()
+
+
+def _cpu_copy(obj):
+    """A copy of a (nested) state dict with every tensor on the CPU: the training goes on meanwhile."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().to("cpu", copy=True)
+    if isinstance(obj, dict):
+        return {k: _cpu_copy(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_cpu_copy(v) for v in obj)
+    return obj
 
 
 def epoch_seed(seed: int, epoch: int) -> int:
@@ -190,11 +200,10 @@ class TorchBackend(lifecycle.Backend):
         return len(self.train_loader)
 
     # -- checkpoints: one torch.save dict (model, optimiser, scaler, draw state, lifecycle state) --
-    def save(self, path, state: dict) -> None:
-        st = {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict() if self.scaler else None, "draw_state": self.draw_state, **state}
-        buf = io.BytesIO()
-        torch.save(st, buf)
-        atomic_write_bytes(path, buf.getvalue())
+    def snapshot(self, state: dict):
+        st = _cpu_copy({"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict() if self.scaler else None, "draw_state": self.draw_state})
+        st.update(state)
+        return lambda path: atomic_write(path, lambda f: torch.save(st, f))
 
     def load(self, path) -> dict:
         try:
@@ -219,7 +228,7 @@ class TorchBackend(lifecycle.Backend):
         correct = torch.zeros((), device=self.device, dtype=torch.int64)
         window = torch.zeros((), device=self.device, dtype=torch.float64)  # loss summed since the last report
         window_seen = seen = 0  # images of this process
-        batch = start_batch
+        batch, last = start_batch, len(loader)
         self.net.train()
         try:
             for x, y in loader.batches(gen, start=start_batch, draw_state=self.draw_state):
@@ -232,7 +241,7 @@ class TorchBackend(lifecycle.Backend):
                 seen += len(y)
                 window_seen += len(y)
                 batch += 1
-                if batch % report_every == 0:  # reading the loss synchronises with the device: not every step
+                if batch % report_every == 0 or batch == last:  # reading the loss synchronises with the device: not every step
                     on_step(batch, float(window) / window_seen)
                     window.zero_()
                     window_seen = 0
