@@ -15,7 +15,10 @@ venv: $(STAMP)
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[tf,torch,dev]'
+	$(PY) -m pip install --quiet -e '.[tf,torch,onnx,dev]'
+	# Keras 2 (tf-keras), only for the tests to write genuine Keras 2 SavedModels and .h5 files in their
+	# own process; the tool never imports it.  --no-deps: it would pull the full `tensorflow` wheel.
+	$(PY) -m pip install --quiet --no-deps "tf-keras==$$($(PY) -c 'import importlib.metadata as m; print(".".join(m.version("tensorflow-cpu").split(".")[:2]))').*"
 	touch $(STAMP)
 
 test: $(STAMP)

@@ -143,7 +143,17 @@ def op_bench(op):
         json.dump(run(op), f)
 
 
+def _port():
+    from . import port
+
+    return port
+
+
 HANDLERS = {
+    "read_source": lambda op: _port().op_read_source(op),
+    "run_source": lambda op: _port().op_run_source(op),
+    "export_torch": lambda op: _port().op_export_torch(op),
+    "export_onnx": lambda op: _port().op_export_onnx(op),
     "bench": op_bench,
     "init": op_init,
     "forward": op_forward,

@@ -1,0 +1,280 @@
+"""``python -m resnet_port.export WEIGHTS_OR_RUN_DIR --format keras|torch|onnx-keras|onnx-torch|all --out DIR``.
+
+Writes the model in forms other tools open without this project, and proves
+each one right after writing it:
+
+============  ======================  ===================================================
+format        files                   opened with
+============  ======================  ===================================================
+keras         ``model.keras``         ``keras.models.load_model`` (standard layers only)
+torch         ``model.pt2``,          ``torch.export.load(...).module()``; the state_dict
+              ``state_dict.pt``       loads into ``torch_impl.model.build_model(arch)``
+onnx-keras    ``model-keras.onnx``    onnxruntime; Keras' own exporter (tf2onnx), NHWC input
+onnx-torch    ``model-torch.onnx``    onnxruntime; PyTorch's own exporter, NCHW input
+============  ======================  ===================================================
+
+Every file is loaded again in a fresh process where this project cannot be
+imported (its packages are blocked), run on a fixed batch at two batch sizes
+(the batch dimension is dynamic in all of them), and compared with its source:
+the weights file run by ``tf_impl`` (Keras formats) or ``torch_impl`` (PyTorch
+formats).  The two ONNX files must also agree with each other, and TF's 'same'
+padding must survive in both: the stride-2 convolutions that pad one row and
+column *after* on even inputs are counted in each ONNX graph and held to the
+spec's count.  The table is printed; the exit status is 1 over tolerance.
+
+Inputs, for every format: float32 images, pixels / 255 (``preprocessing.json``
+says so, with the per-channel normalisation when the weights carry one).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from . import frameworks, parity, rundir
+from . import weights as W
+from .spec import ResNetSpec, get_spec, same_padding
+
+FORMATS = ("keras", "torch", "onnx-keras", "onnx-torch")
+ATOL = 1e-4  # atol * max(1, max |reference|), as every parity check here
+BATCHES = (8, 1)  # the export is run at both: the batch dimension must be dynamic
+PROJECT = ("resnet_port", "tf_impl", "torch_impl")
+
+# Run in a fresh process: load one exported file with nothing but its own runtime and
+# numpy, this project's packages blocked, and write its outputs for every batch.
+_RUNNER = r'''
+import sys, json, importlib.abc
+class _Blocked(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in {blocked}:
+            raise ImportError(f"{{name}} is blocked: the export must load without resnet-port")
+sys.meta_path.insert(0, _Blocked())
+import numpy as np
+fmt, path, inputs, out = sys.argv[1:5]
+x = np.load(inputs)
+res = {{}}
+if fmt == "keras":
+    import keras
+    model = keras.models.load_model(path)
+    for n in {batches}:
+        res[str(n)] = np.asarray(model(x[:n], training=False))
+    res["classes"] = np.array(sorted({{type(l).__module__.split(".")[0] for l in model.layers}}))
+elif fmt == "torch":
+    import torch
+    module = torch.export.load(path).module()
+    for n in {batches}:
+        with torch.no_grad():
+            res[str(n)] = module(torch.from_numpy(x[:n]).permute(0, 3, 1, 2).contiguous()).numpy()
+else:
+    import onnxruntime as ort
+    sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    inp = sess.get_inputs()[0]
+    nchw = fmt == "onnx-torch"
+    res["batch_dim"] = np.array(str(inp.shape[0]))
+    for n in {batches}:
+        batch = np.ascontiguousarray(x[:n].transpose(0, 3, 1, 2) if nchw else x[:n])
+        res[str(n)] = sess.run(None, {{inp.name: batch}})[0]
+np.savez(out, **res)
+'''
+
+
+class ExportError(ValueError):
+    pass
+
+
+def resolve(target: str) -> Path:
+    path = Path(target)
+    if path.is_dir():
+        rundir.read_config(path)
+        path = path / rundir.WEIGHTS
+        if not path.is_file():
+            raise ExportError(f"{target} has no {rundir.WEIGHTS} yet (the run has not finished); export it after it ends")
+    if not path.is_file():
+        raise ExportError(f"{target}: no such weights file or run directory")
+    return path
+
+
+def run_clean(fmt: str, path: Path, inputs: Path, out: Path) -> dict:
+    """Load and run one export in a fresh process where this project cannot be imported."""
+    code = _RUNNER.format(blocked=set(PROJECT), batches=BATCHES)
+    proc = subprocess.run([sys.executable, "-c", code, fmt, str(path), str(inputs), str(out)], capture_output=True, text=True, env=parity.worker_env(), timeout=900)
+    if proc.returncode != 0:
+        tail = "\n".join(proc.stderr.strip().splitlines()[-6:])
+        raise ExportError(f"{path.name} does not load and run on its own ({fmt}):\n{tail}")
+    with np.load(out) as z:
+        return dict(z)
+
+
+def asymmetric_same_convs(spec: ResNetSpec) -> list[str]:
+    """The spec's convolutions whose TF 'same' padding is uneven at the spec's input size (one more after)."""
+    shape, inputs = spec.input_shape, {}
+    for layer in spec.layers():
+        inputs[layer.name] = shape
+        shape = layer.output_shape
+    return [c.name for c in spec.convolutions() if c.padding == "same" and len(set(same_padding(inputs[c.name][0], c.kernel_size, c.stride))) > 1]
+
+
+def onnx_asymmetric_convs(path: Path) -> int:
+    """How many Conv nodes of an ONNX graph pad unevenly: by their own ``pads``, by SAME_UPPER on an
+    input that needs an odd total, or through a Pad node right before them."""
+    import onnx
+    from onnx import numpy_helper, shape_inference
+
+    model = shape_inference.infer_shapes(onnx.load(str(path)))
+    g = model.graph
+    producers = {o: n for n in g.node for o in n.output}
+    consts = {i.name: numpy_helper.to_array(i) for i in g.initializer}
+    for n in g.node:
+        if n.op_type == "Constant" and n.attribute:
+            consts[n.output[0]] = numpy_helper.to_array(n.attribute[0].t)
+    shapes = {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim] for v in [*g.value_info, *g.input]}
+    count = 0
+    for n in g.node:
+        if n.op_type != "Conv":
+            continue
+        attrs = {a.name: onnx.helper.get_attribute_value(a) for a in n.attribute}
+        kernel = list(attrs.get("kernel_shape", []))
+        strides = list(attrs.get("strides", [1] * max(len(kernel), 2)))
+        pads = list(attrs.get("pads", []))
+        auto = attrs.get("auto_pad", b"NOTSET")
+        auto = auto.decode() if isinstance(auto, bytes) else auto
+        uneven = bool(pads) and pads[: len(pads) // 2] != pads[len(pads) // 2 :]
+        if auto in ("SAME_UPPER", "SAME_LOWER") and kernel:
+            dims = shapes.get(n.input[0], [])[2:]
+            uneven |= any(d and max((-(-d // s) - 1) * s + k - d, 0) % 2 for d, s, k in zip(dims, strides, kernel))
+        src = producers.get(n.input[0])
+        if src is not None and src.op_type == "Pad" and len(src.input) > 1 and src.input[1] in consts:
+            p = [int(v) for v in consts[src.input[1]].ravel()]
+            uneven |= p[: len(p) // 2] != p[len(p) // 2 :]
+        count += uneven
+    return count
+
+
+def export(weights: Path, formats: list[str], out: Path) -> tuple[list[dict], bool]:
+    """Write, reload and compare every format; the table rows and whether all are within tolerance."""
+    w = W.load(weights)
+    spec = get_spec(w.arch)
+    out.mkdir(parents=True, exist_ok=True)
+    norm = w.normalization
+    (out / "preprocessing.json").write_text(json.dumps({
+        "arch": spec.name,
+        "input": "float32 images in [0, 1] (uint8 pixels / 255); NHWC for model.keras and model-keras.onnx, NCHW for model.pt2 and model-torch.onnx",
+        "normalization": norm.to_dict() if norm else None,
+        "then": "(x - mean) / std per channel" if norm else "nothing: the model takes pixels / 255",
+        "output": f"{spec.num_classes} logits (no softmax)",
+    }, indent=2) + "\n")
+    rng = np.random.default_rng(0)
+    x = rng.random((max(BATCHES), *spec.input_shape), dtype=np.float32)
+    if norm is not None:
+        x = ((x - np.float32(norm.mean)) / np.float32(norm.std)).astype(np.float32)
+    rows, ok = [], True
+    with tempfile.TemporaryDirectory(prefix="resnet-port-export-") as tmp:
+        tmp = Path(tmp)
+        np.save(tmp / "x.npy", x)
+        reference = {}
+        for fw in frameworks.ALL:
+            parity.run_worker(fw.key, [{"op": "forward", "arch": spec.name, "weights": str(weights), "inputs": str(tmp / "x.npy"), "training": False, "out": str(tmp / f"ref_{fw.key}.npz")}], tmp)
+            with np.load(tmp / f"ref_{fw.key}.npz") as z:
+                reference[fw.key] = z["logits"]
+        plan = {
+            "keras": (frameworks.KERAS, [{"op": "export_keras", "weights": str(weights), "out": str(out / "model.keras")}], out / "model.keras"),
+            "torch": (frameworks.PYTORCH, [{"op": "export_torch", "weights": str(weights), "program": str(out / "model.pt2"), "state_dict": str(out / "state_dict.pt")}], out / "model.pt2"),
+            "onnx-keras": (frameworks.KERAS, [{"op": "export_onnx", "weights": str(weights), "out": str(out / "model-keras.onnx")}], out / "model-keras.onnx"),
+            "onnx-torch": (frameworks.PYTORCH, [{"op": "export_onnx", "weights": str(weights), "out": str(out / "model-torch.onnx")}], out / "model-torch.onnx"),
+        }
+        outputs = {}
+        expected_uneven = len(asymmetric_same_convs(spec))
+        for fmt in formats:
+            fw, ops, path = plan[fmt]
+            parity.run_worker(fw.key, ops, tmp)
+            res = run_clean(fmt, path, tmp / "x.npy", tmp / f"{fmt}.npz")
+            ref = reference[fw.key]
+            outputs[fmt] = res[str(max(BATCHES))]
+            row = compare(fmt, path.name, f"its source, the weights in {fw.label}", res, ref)
+            if fmt.startswith("onnx"):
+                uneven = onnx_asymmetric_convs(path)
+                row["same_padding"] = f"{uneven} of {expected_uneven} uneven 'same' convs"
+                row["ok"] &= uneven == expected_uneven
+                row["ok"] &= not str(res["batch_dim"]).isdigit()  # a named (dynamic) batch dimension
+                row["batch_dim"] = str(res["batch_dim"])
+            if fmt == "keras":
+                row["ok"] &= list(res["classes"]) == ["keras"]  # standard Keras layers only
+            rows.append(row)
+        if "torch" in formats:
+            rows.append(state_dict_row(out / "state_dict.pt", spec, tmp, reference[frameworks.PYTORCH.key]))
+        if "onnx-keras" in formats and "onnx-torch" in formats:
+            rows.append(compare("onnx", "model-keras.onnx vs model-torch.onnx", "each other", {str(max(BATCHES)): outputs["onnx-keras"]}, outputs["onnx-torch"]))
+    ok = all(r["ok"] for r in rows)
+    return rows, ok
+
+
+def compare(fmt: str, name: str, against: str, res: dict, ref: np.ndarray) -> dict:
+    """Max |difference| against ``ref`` at every batch size run, and argmax agreement at the largest."""
+    tol = ATOL * max(1.0, float(np.abs(ref).max()))
+    diffs = [float(np.abs(res[str(n)] - ref[:n]).max()) for n in BATCHES if str(n) in res]
+    top = res[str(max(BATCHES))]
+    agree = int((top.argmax(1) == ref.argmax(1)).sum())
+    return {"format": fmt, "file": name, "against": against, "max_abs_diff": max(diffs), "tolerance": tol, "argmax": f"{agree}/{len(ref)}", "batches": ",".join(str(n) for n in BATCHES if str(n) in res), "ok": max(diffs) <= tol and agree == len(ref)}
+
+
+def state_dict_row(path: Path, spec: ResNetSpec, tmp: Path, ref: np.ndarray) -> dict:
+    """The state_dict, loaded with load_state_dict(strict=True) into torch_impl's model."""
+    code = (
+        "import sys, numpy as np, torch\n"
+        "from torch_impl.model import build_model\n"
+        "m = build_model(sys.argv[1]); m.load_state_dict(torch.load(sys.argv[2], weights_only=True), strict=True); m.eval()\n"
+        "x = torch.from_numpy(np.load(sys.argv[3])).permute(0, 3, 1, 2)\n"
+        "with torch.no_grad(): np.save(sys.argv[4], m(x).numpy())\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code, spec.name, str(path), str(tmp / "x.npy"), str(tmp / "sd.npy")], capture_output=True, text=True, env=parity.worker_env())
+    if proc.returncode != 0:
+        raise ExportError(f"{path.name} does not load into torch_impl.model.build_model({spec.name!r}):\n{proc.stderr.strip().splitlines()[-1]}")
+    return compare("torch", path.name + " (torch_impl.model)", "its source, the weights in PyTorch", {str(max(BATCHES)): np.load(tmp / "sd.npy")}, ref)
+
+
+def table(rows: list[dict]) -> str:
+    lines = [f"{'format':<11} {'file':<40} {'max |diff|':>11} {'tolerance':>10} {'argmax':>7} {'batches':>8}  {'same padding':<28} status"]
+    for r in rows:
+        lines.append(f"{r['format']:<11} {r['file']:<40} {r['max_abs_diff']:>11.2e} {r['tolerance']:>10.2e} {r['argmax']:>7} {r['batches']:>8}  {r.get('same_padding', '-'):<28} {'ok' if r['ok'] else 'FAILED'}")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m resnet_port.export", description=__doc__.splitlines()[0])
+    ap.add_argument("target", help="a neutral weights file (.safetensors) or a finished run directory")
+    ap.add_argument("--format", default="all", choices=[*FORMATS, "all"], help="what to write (default all)")
+    ap.add_argument("--out", required=True, help="folder for the exported files")
+    ap.add_argument("--force", action="store_true", help="write into --out even if it holds files")
+    args = ap.parse_args(argv)
+    try:
+        weights = resolve(args.target)
+        W.load(weights)  # strict check before any framework starts
+        out = Path(args.out)
+        if out.exists() and (not out.is_dir() or any(out.iterdir())) and not args.force:
+            raise ExportError(f"--out {out} exists and is not empty; pass --force to write into it, or choose another folder")
+        formats = list(FORMATS) if args.format == "all" else [args.format]
+        for fmt in formats:
+            fw = frameworks.KERAS if fmt in ("keras", "onnx-keras") else frameworks.PYTORCH
+            if not fw.installed():
+                raise ExportError(f"--format {fmt} needs {fw.install_hint()}")
+        rows, ok = export(weights, formats, out)
+    except (ExportError, W.WeightsError, rundir.RunDirError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except parity.WorkerError as e:
+        print(f"error: exporting failed: {e}", file=sys.stderr)
+        return 2
+    print(f"exported {weights} ({W.read_metadata(weights)['arch']}) to {out}; every file reloaded without resnet-port and run at batch sizes {', '.join(map(str, BATCHES))}")
+    print(table(rows))
+    print(f"export: {'PASS' if ok else 'FAIL'} (tolerance {ATOL:g} x max(1, max |reference logit|))")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,164 @@
+"""``python -m resnet_port.port SRC --out WEIGHTS.safetensors [--arch auto|NAME] [--check]``: a model you have, in the neutral file.
+
+Reads (each in its own framework's process, see ``resnet_port.porting``):
+
+* a Keras 2 SavedModel folder of the post's model, as ``model.save('saved_model/my_model')``
+  wrote it (its checkpoint, by object path; no user classes, no tf-keras);
+* a Keras 3 ``.keras`` model or ``.weights.h5`` of the post's model or of ``tf_impl``'s;
+* the Keras 2 ``.h5`` weights of the post's model (``model.save_weights('x.h5')``);
+* a PyTorch ``state_dict`` (``.pt``/``.pth``) of ``torch_impl``'s model;
+* a run directory of either framework (its checkpoint).
+
+``--check`` proves the port.  It runs the *source* as it is, in its own
+framework and process (a SavedModel through its saved serving signature, a Keras
+file through Keras' own loader, a state_dict through ``load_state_dict``), and
+the port in the *other* framework, on the same batch (``--check-images``, else
+CIFAR-100 test images when found, else fixed random images), in inference and in
+training mode.  It prints max |logit difference|, argmax agreement and the first
+layer over tolerance, and exits 1 when over the parity tolerance.  Exit 2: bad
+input, with one line saying what was wrong; nothing is written then.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from . import augment, data, frameworks, parity, porting, rundir
+from . import weights as W
+from .porting import PortError
+from .spec import ResNetSpec, available
+
+ATOL = 1e-4  # on every layer and the logits: atol * max(1, max |source output|), as resnet_port.diff
+CHECK_BATCH = 16
+
+
+def read(source: porting.Source, workdir: Path) -> tuple[dict, dict]:
+    """(canonical tensors with their native paths, facts) of a source."""
+    if source.kind == "run" and source.framework is frameworks.KERAS:
+        with np.load(source.path / source.framework.checkpoint) as z:
+            found = {k[6:]: (z[k].astype(np.float32), f"{source.framework.checkpoint}:{k}") for k in z.files if k.startswith("model/")}
+        return found, {"kind": "run", "structure": "own"}
+    out = workdir / "found"
+    parity.run_worker(source.framework.key, [{"op": "read_source", "src": str(source.path), "kind": source.kind, "out": str(out)}], workdir)
+    layers, facts = porting.read_found(out)
+    return porting.canonical_tensors(layers), facts
+
+
+def normalization_of(source: porting.Source) -> augment.Normalization | None:
+    """A run directory's input normalisation (other sources take pixels / 255)."""
+    if source.kind == "run":
+        return augment.Normalization.from_dict(rundir.read_config(source.path).get("data", {}).get("normalization"))
+    return None
+
+
+def check_images(path: str | None, spec: ResNetSpec, normalization) -> tuple[np.ndarray, str]:
+    """The check batch (NHWC float32, as the model takes it) and what it is."""
+    if path:
+        try:
+            x = np.load(path)
+        except (OSError, ValueError) as e:
+            raise PortError(f"--check-images {path}: cannot read it as a .npy array ({e})") from None
+        if x.ndim != 4 or tuple(x.shape[1:]) != tuple(spec.input_shape):
+            raise PortError(f"--check-images {path}: expected (N, {', '.join(map(str, spec.input_shape))}) images, got shape {x.shape}")
+        what = f"{len(x)} images from {path}"
+    else:
+        found = data.find()
+        x = None
+        if found is not None:
+            try:
+                x = data.read(found, verify=False, val_size=0).test.images[:CHECK_BATCH]
+                what = f"{len(x)} CIFAR-100 test images ({found})"
+            except data.DataError:
+                x = None
+        if x is None:
+            x = (np.random.default_rng(0).random((CHECK_BATCH, *spec.input_shape)) * 255).round().astype(np.uint8)
+            what = f"{CHECK_BATCH} fixed random images (no CIFAR-100 found; --check-images to use yours)"
+    x = x.astype(np.float32) / np.float32(augment.PIXEL_SCALE) if x.dtype == np.uint8 else x.astype(np.float32)
+    if normalization is not None:
+        x = (x - np.float32(normalization.mean)) / np.float32(normalization.std)
+    return x.astype(np.float32), what
+
+
+def check(source: porting.Source, facts: dict, weights: Path, spec: ResNetSpec, images: str | None, workdir: Path) -> bool:
+    """Run the source as it is and the port in the other framework; print the table; whether within tolerance."""
+    other = frameworks.other(source.framework)
+    x, what = check_images(images, spec, W.load(weights).normalization)
+    np.save(workdir / "inputs.npy", x)
+    src_op = {"op": "run_source", "src": str(source.path), "kind": facts["kind"], "structure": facts.get("structure", "own"), "arch": spec.name, "inputs": str(workdir / "inputs.npy"), "out": str(workdir / "source.npz")}
+    parity.run_worker(source.framework.key, [src_op], workdir)
+    ops = [{"op": "forward", "arch": spec.name, "weights": str(weights), "inputs": str(workdir / "inputs.npy"), "training": mode == "train", "out": str(workdir / f"port_{mode}.npz")} for mode in ("eval", "train")]
+    parity.run_worker(other.key, ops, workdir)
+    with np.load(workdir / "source.npz") as z:
+        src = dict(z)
+    how = {"savedmodel": "through its saved serving signature", "run": "from its checkpoint"}.get(facts["kind"], "loaded by its framework's own loader")
+    print(f"check: {source.path} ({porting.KINDS[facts['kind']][0]}, run in {source.framework.display_name()} {how})")
+    print(f"   vs: the port, {weights.name}, in {other.display_name()}; {what}")
+    print(f"{'mode':<10} {'max |logit diff|':>17} {'tolerance':>10} {'argmax agrees':>14}  first divergent layer")
+    ok = True
+    names = [layer.name for layer in spec.layers()]
+    for mode in ("eval", "train"):
+        with np.load(workdir / f"port_{mode}.npz") as z:
+            port = dict(z)
+        ref = {k.split("/", 1)[1]: v for k, v in src.items() if k.startswith(f"{mode}/")}
+        logit_diff, _ = parity.diff_arrays(port["logits"], ref["logits"])
+        tol = ATOL * max(1.0, float(np.abs(ref["logits"]).max()))
+        agree = int((port["logits"].argmax(1) == ref["logits"].argmax(1)).sum())
+        rows = parity.compare_layers(port, ref, [n for n in names if n in ref and n in port], ATOL)
+        first = parity.first_divergence(rows)
+        good = first is None and logit_diff <= tol
+        ok &= good
+        where = first.name if first else ("logits" if not good else "-")
+        label = "inference" if mode == "eval" else "training"
+        print(f"{label:<10} {logit_diff:>17.3e} {tol:>10.2e} {f'{agree}/{len(x)}':>14}  {where}  {'ok' if good else 'OVER TOLERANCE'}")
+        if first:
+            print(f"  {first.name}: max abs diff {first.max_abs:.3e} > {first.tol:.2e} (layers compared: {len(rows)})")
+    print(f"parity: {'PASS' if ok else 'FAIL'} (tolerance {ATOL:g} x max(1, max |source output|) per layer and on the logits)")
+    return ok
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m resnet_port.port", description=__doc__.splitlines()[0])
+    ap.add_argument("src", help="a Keras 2 SavedModel folder, a .keras / .weights.h5 / .h5 file, a PyTorch .pt/.pth state_dict, or a run directory")
+    ap.add_argument("--out", help="the neutral weights file to write (.safetensors); optional with --check-only")
+    ap.add_argument("--arch", default="auto", choices=["auto", *available()], help="the architecture (default: recognised from the variables)")
+    ap.add_argument("--check", action="store_true", help="run the source as it is and the port in the other framework; exit 1 over tolerance")
+    ap.add_argument("--verify", metavar="WEIGHTS", help="check an existing neutral weights file against SRC instead of writing one")
+    ap.add_argument("--check-images", help="a .npy batch (N, 32, 32, 3), uint8 or float in [0, 1], for --check")
+    ap.add_argument("--force", action="store_true", help="overwrite --out if it exists")
+    args = ap.parse_args(argv)
+    try:
+        if not args.out and not args.verify:
+            raise PortError("give --out WEIGHTS.safetensors to write the port, or --verify WEIGHTS to check an existing one")
+        out = Path(args.out) if args.out else None
+        if out is not None and out.exists() and not args.force:
+            raise PortError(f"--out {out} exists; pass --force to overwrite it, or choose another path")
+        source = porting.detect(args.src)
+        with tempfile.TemporaryDirectory(prefix="resnet-port-port-") as tmp:
+            tensors, facts = read(source, Path(tmp))
+            spec = porting.resolve_arch(tensors, args.arch, str(source.path))
+            if args.verify:
+                target = Path(args.verify)
+                W.load(target, spec)
+            else:
+                producer = f"resnet_port.port from {porting.KINDS[facts['kind']][0]}"
+                target = W.save(out, {k: a for k, (a, _) in tensors.items()}, spec.name, producer=producer, extra={"source": str(source.path)}, normalization=normalization_of(source))
+                n = sum(a.size for a, _ in tensors.values())
+                print(f"ported {source.path} ({porting.KINDS[facts['kind']][0]}): {spec.name}, {len(tensors)} tensors, {n:,} values -> {target}")
+            if args.check or args.verify:
+                return 0 if check(source, facts, target, spec, args.check_images, Path(tmp)) else 1
+    except (PortError, W.WeightsError, rundir.RunDirError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except parity.WorkerError as e:
+        print(f"error: {str(e).splitlines()[-1]}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

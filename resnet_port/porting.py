@@ -1,0 +1,277 @@
+"""Reading models people already have: what a source is, and how its variables get the spec's names.
+
+A source is read in its own framework's process (``tf_impl.port``,
+``torch_impl.port``), which reports every layer with weights it found as a
+:class:`Found`: its *native* path (how the source names it), and either
+
+* a *role* in the post's structure, read off the object paths:
+  ``("stem",)``, ``("block", stage, block, "left" | "shortcut")`` or ``("fc",)``,
+  with the layer's position inside that part; or
+* the canonical layer name itself, for this project's own models, whose layers
+  already carry the spec's names.
+
+:func:`canonical_tensors` turns roles into names by one structural rule (the
+i-th convolution of a block's left branch is ``conv{i+1}``, its shortcut's
+convolution ``shortcut.conv``, and so on), not by a table per key;
+:func:`resolve_arch` recognises the architecture from the tensors (blocks per
+stage, widths, biases) or checks the one asked for, naming the first variable
+that does not fit.  Nothing here imports a framework.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from . import frameworks, rundir
+from .spec import ResNetSpec, available, get_spec
+
+#: source kinds: what the CLI says, the framework that runs the source
+KINDS = {
+    "savedmodel": ("Keras 2 SavedModel", frameworks.KERAS),
+    "keras": ("Keras 3 .keras model", frameworks.KERAS),
+    "keras-weights": ("Keras 3 .weights.h5", frameworks.KERAS),
+    "keras2-h5": ("Keras 2 .h5 weights", frameworks.KERAS),
+    "h5": ("HDF5 weights file", frameworks.KERAS),  # refined by the reader into keras-weights or keras2-h5
+    "torch": ("PyTorch state_dict", frameworks.PYTORCH),
+    "run": ("run directory checkpoint", None),  # the run's own framework
+}
+#: the post's vocabulary for the parts of its model (attribute names); matched, never listed per key
+STEM_NAMES = ("pre", "stem")
+STAGE_PATTERN = re.compile(r"^(?:layer|stage)(\d+)$")
+LEFT_NAMES = ("left", "residual")
+SHORTCUT_NAMES = ("downSample", "downsample", "shortcut")
+HEAD_NAMES = ("fc", "dense", "classifier", "head")
+#: the parameters of each kind of layer, in Keras' variable order
+PARAMS = {"conv2d": ("kernel", "bias"), "batchnorm": ("gamma", "beta", "moving_mean", "moving_variance"), "dense": ("kernel", "bias")}
+_HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
+_ZIP_MAGIC = b"PK\x03\x04"
+
+
+class PortError(ValueError):
+    """A source that cannot be ported as asked; the message says what was found and what to do."""
+
+
+@dataclass(frozen=True)
+class Source:
+    path: Path
+    kind: str
+    framework: frameworks.Framework
+
+    @property
+    def description(self) -> str:
+        return KINDS[self.kind][0]
+
+
+def detect(path: str | Path) -> Source:
+    """What ``path`` is, from its layout and first bytes (never from trying to load it)."""
+    path = Path(path)
+    if not path.exists():
+        raise PortError(f"{path} does not exist")
+    if path.is_dir():
+        if (path / "saved_model.pb").is_file():
+            return Source(path, "savedmodel", frameworks.KERAS)
+        if rundir.is_run_dir(path):
+            fw = frameworks.get(rundir.read_config(path).get("framework", "?"))
+            if not (path / fw.checkpoint).is_file():
+                raise PortError(f"{path} is a run directory without a checkpoint ({fw.checkpoint}) yet")
+            return Source(path, "run", fw)
+        raise PortError(f"{path} is a folder, but neither a SavedModel (no saved_model.pb) nor a run directory (no {rundir.CONFIG})")
+    with open(path, "rb") as f:
+        head = f.read(8)
+    suffix = path.suffix.lower()
+    if head.startswith(_HDF5_MAGIC):
+        return Source(path, "keras-weights" if path.name.endswith(".weights.h5") else "h5", frameworks.KERAS)
+    if suffix == ".keras":
+        if not head.startswith(_ZIP_MAGIC):
+            raise PortError(f"{path} is not a .keras file (a .keras model is a zip archive; this one does not start like one)")
+        return Source(path, "keras", frameworks.KERAS)
+    if suffix in (".pt", ".pth"):
+        return Source(path, "torch", frameworks.PYTORCH)
+    if suffix in (".h5", ".hdf5"):
+        raise PortError(f"{path} is not an HDF5 file (truncated, or another format under that name)")
+    raise PortError(
+        f"{path}: not a format this tool reads; it reads a Keras 2 SavedModel folder, a .keras model, a .weights.h5 or Keras 2 .h5 "
+        "weights file, a PyTorch state_dict (.pt/.pth) of torch_impl's model, or a run directory"
+    )
+
+
+@dataclass
+class Found:
+    """One layer with weights, as a reader found it."""
+
+    native: str  # the source's own path to it, e.g. "layer2/layer-0/left/layer-3"
+    kind: str  # conv2d, batchnorm or dense
+    params: dict[str, np.ndarray] = field(default_factory=dict)
+    role: tuple | None = None  # ("stem",), ("block", stage, block, part), ("fc",)
+    order: int = 0  # its position inside its part
+    layer: str | None = None  # the canonical layer name, when the source already uses it
+
+    def to_json(self, arrays: dict, prefix: str) -> dict:
+        keys = {}
+        for p, a in self.params.items():
+            keys[p] = f"{prefix}/{p}"
+            arrays[keys[p]] = np.asarray(a)
+        return {"native": self.native, "kind": self.kind, "params": keys, "role": list(self.role) if self.role else None, "order": self.order, "layer": self.layer}
+
+    @classmethod
+    def from_json(cls, d: dict, arrays) -> "Found":
+        return cls(d["native"], d["kind"], {p: arrays[k] for p, k in d["params"].items()}, tuple(d["role"]) if d["role"] else None, d["order"], d["layer"])
+
+
+def write_found(found: list[Found], out: Path, meta: dict | None = None) -> None:
+    """What a reader hands back: ``out.npz`` (the arrays) and ``out.json`` (the layers)."""
+    arrays: dict = {}
+    layers = [f.to_json(arrays, f"t{i}") for i, f in enumerate(found)]
+    np.savez(out.with_suffix(".npz"), **arrays)
+    out.with_suffix(".json").write_text(json.dumps({"layers": layers, **(meta or {})}))
+
+
+def read_found(out: Path) -> tuple[list[Found], dict]:
+    info = json.loads(out.with_suffix(".json").read_text())
+    if "error" in info:
+        raise PortError(info["error"])
+    with np.load(out.with_suffix(".npz")) as z:
+        arrays = {k: z[k] for k in z.files}
+    return [Found.from_json(d, arrays) for d in info.pop("layers")], info
+
+
+def kind_of(params: dict) -> str | None:
+    """conv2d / batchnorm / dense from a layer's variables (names and shapes), or None."""
+    if "moving_mean" in params or "gamma" in params:
+        return "batchnorm"
+    kernel = params.get("kernel")
+    if kernel is not None:
+        return {4: "conv2d", 2: "dense"}.get(np.ndim(kernel))
+    return None
+
+
+# -- the structural rule -----------------------------------------------------------------------
+
+
+def _names_for(role: tuple, kind: str) -> tuple[str, ...]:
+    """Canonical layer names of a part's layers of one kind, in order."""
+    if role[0] == "stem":
+        return {"conv2d": ("stem.conv",), "batchnorm": ("stem.bn",)}.get(kind, ())
+    if role[0] == "fc":
+        return ("fc",) if kind == "dense" else ()
+    _, stage, block, part = role
+    prefix = f"layer{stage}.{block}"
+    if part == "left":
+        return {"conv2d": (f"{prefix}.conv1", f"{prefix}.conv2"), "batchnorm": (f"{prefix}.bn1", f"{prefix}.bn2")}.get(kind, ())
+    return {"conv2d": (f"{prefix}.shortcut.conv",), "batchnorm": (f"{prefix}.shortcut.bn",)}.get(kind, ())
+
+
+def canonical_tensors(found: list[Found]) -> dict[str, tuple[np.ndarray, str]]:
+    """``{canonical key: (array in the neutral layout, native path)}`` by the structural rule."""
+    groups: dict[tuple, list[Found]] = {}
+    layers: dict[str, Found] = {}
+    for f in found:
+        if f.layer is not None:
+            layers[f.layer] = f
+        elif f.role is not None:
+            groups.setdefault((f.role, f.kind), []).append(f)
+    for (role, kind), members in groups.items():
+        names = _names_for(role, kind)
+        members = sorted(members, key=lambda f: f.order)
+        if len(members) > len(names):
+            extra = members[len(names)]
+            raise PortError(f"{extra.native}: a {kind} layer where the post's structure has {len(names) or 'no'} such layer(s) in that part; this is not the post's ResNet")
+        for name, f in zip(names, members):
+            if name in layers:
+                raise PortError(f"{f.native} and {layers[name].native} both map to {name}")
+            layers[name] = f
+    out = {}
+    for name, f in layers.items():
+        for p, a in f.params.items():
+            if p not in PARAMS[f.kind]:
+                raise PortError(f"{f.native}/{p}: a {f.kind} variable this tool does not know")
+            out[f"{name}.{p}"] = (np.asarray(a, dtype=np.float32), f"{f.native}/{p}")
+    return out
+
+
+_PART_ORDER = {"conv1": 0, "bn1": 1, "conv2": 2, "bn2": 3, "shortcut.conv": 4, "shortcut.bn": 5}
+_PARAM_ORDER = {p: i for i, p in enumerate(("kernel", "bias", "gamma", "beta", "moving_mean", "moving_variance"))}
+
+
+def execution_key(key: str) -> tuple:
+    """Sort key putting canonical keys in the spec's execution order, whatever architecture they form."""
+    layer, param = key.rsplit(".", 1)
+    p = _PARAM_ORDER.get(param, 9)
+    if layer.startswith("stem."):
+        return (0, 0, 0, 0 if layer == "stem.conv" else 1, p)
+    m = re.match(r"^layer(\d+)\.(\d+)\.(.+)$", layer)
+    if m:
+        return (1, int(m.group(1)), int(m.group(2)), _PART_ORDER.get(m.group(3), 9), p)
+    return (2, 0, 0, 0, p)
+
+
+def describe(tensors: dict) -> str:
+    """What a set of canonical tensors forms, in the terms that tell ResNets apart."""
+    stages: dict[int, set[int]] = {}
+    widths: dict[int, int] = {}
+    for key, (a, _) in tensors.items():
+        m = re.match(r"^layer(\d+)\.(\d+)\.conv1\.kernel$", key)
+        if m:
+            s, b = int(m.group(1)), int(m.group(2))
+            stages.setdefault(s, set()).add(b)
+            widths[s] = a.shape[-1]
+    blocks = [len(stages[s]) for s in sorted(stages)]
+    classes = tensors["fc.kernel"][0].shape[-1] if "fc.kernel" in tensors else "?"
+    biases = "yes" if any(k.endswith(".bias") and not k.startswith("fc.") for k in tensors) else "no"
+    stem = tensors.get("stem.conv.kernel")
+    return (
+        f"{len(blocks)} stages of {blocks} blocks, widths {[widths[s] for s in sorted(widths)]}, "
+        f"stem {stem[0].shape[-1] if stem is not None else '?'} filters, {classes} classes, conv biases: {biases}"
+    )
+
+
+def first_mismatch(tensors: dict, spec: ResNetSpec) -> str | None:
+    """The first variable, in execution order, where ``tensors`` and ``spec`` differ; None when they agree."""
+    expected = spec.parameters()
+    found = sorted(tensors, key=execution_key)
+    if set(found) == set(expected):
+        for key in expected:
+            a, native = tensors[key]
+            if tuple(a.shape) != tuple(expected[key]):
+                return f"{key} [{native}] has shape {tuple(a.shape)} in the source, {tuple(expected[key])} in {spec.name}"
+        return None
+    missing = [k for k in expected if k not in tensors]
+    if missing and set(found) < set(expected):
+        return f"the source lacks {missing[0]} ({tuple(expected[missing[0]])} in {spec.name})" + (f" and {len(missing) - 1} more" if len(missing) > 1 else "")
+    for i, (have, want) in enumerate(zip(found, expected)):
+        a, native = tensors[have]
+        if have != want or tuple(a.shape) != tuple(expected[want]):
+            return f"variable #{i + 1} in execution order is the source's {have} {tuple(a.shape)} [{native}] where {spec.name} has {want} {tuple(expected[want])}"
+    if len(found) > len(expected):
+        extra = found[len(expected)]
+        return f"the source has more variables than {spec.name}, from {extra} {tuple(tensors[extra][0].shape)} [{tensors[extra][1]}] on"
+    return f"the source lacks {expected and list(expected)[len(found)]} and what follows it in {spec.name}"
+
+
+def matching_archs(tensors: dict) -> list[str]:
+    return [name for name in available() if first_mismatch(tensors, get_spec(name)) is None]
+
+
+def resolve_arch(tensors: dict, requested: str, source: str) -> ResNetSpec:
+    """The registered architecture the tensors form: the one asked for, checked, or the one recognised."""
+    if requested != "auto":
+        spec = get_spec(requested)
+        problem = first_mismatch(tensors, spec)
+        if problem:
+            others = [a for a in matching_archs(tensors) if a != spec.name]
+            hint = f"; it is {others[0]}: pass --arch {others[0]} or --arch auto" if others else f"; found {describe(tensors)}"
+            raise PortError(f"{source} does not match --arch {spec.name}: {problem}{hint}")
+        return spec
+    found = matching_archs(tensors)
+    if found:
+        return get_spec(found[0])
+    for name in available():  # an architecture the source is a part of: name what it lacks
+        expected = get_spec(name).parameters()
+        if set(tensors) < set(expected) and all(tuple(tensors[k][0].shape) == tuple(expected[k]) for k in tensors):
+            raise PortError(f"{source} looks like {name} but is incomplete: {first_mismatch(tensors, get_spec(name))}")
+    raise PortError(f"{source} holds a ResNet of {describe(tensors)}, which is none of: {', '.join(available())}")

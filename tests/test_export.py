@@ -1,0 +1,101 @@
+"""python -m resnet_port.export: portable files, each reloaded without this project and compared with its source."""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from resnet_port import export, parity
+from resnet_port import weights as W
+from resnet_port.spec import get_spec
+
+ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+
+# An independent loader (not export.py's): this project's packages made unimportable, then only the runtime.
+BLOCKED_RUN = r'''
+import sys, importlib.abc, numpy as np
+class Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("resnet_port", "tf_impl", "torch_impl"):
+            raise ImportError("blocked: " + name)
+sys.meta_path.insert(0, Block())
+fmt, path, x, out = sys.argv[1:]
+x = np.load(x)
+if fmt == "keras":
+    import keras
+    y = keras.models.load_model(path).predict(x, verbose=0)
+elif fmt == "torch":
+    import torch
+    y = torch.export.load(path).module()(torch.from_numpy(x).permute(0, 3, 1, 2).contiguous()).detach().numpy()
+else:
+    import onnxruntime as ort
+    s = ort.InferenceSession(path)
+    y = s.run(None, {s.get_inputs()[0].name: np.ascontiguousarray(x.transpose(0, 3, 1, 2) if fmt == "onnx-torch" else x)})[0]
+np.save(out, y)
+'''
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    d = tmp_path_factory.mktemp("export")
+    parity.run_worker("tf", [{"op": "init", "arch": "tiny", "seed": 9, "out": str(d / "w.safetensors")}], d)
+    p = subprocess.run([sys.executable, "-m", "resnet_port.export", str(d / "w.safetensors"), "--format", "all", "--out", str(d / "out")], capture_output=True, text=True, env=ENV, timeout=900)
+    return d, p
+
+
+def test_every_format_written_reloaded_and_within_tolerance(exported, capsys):
+    d, p = exported
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    with capsys.disabled():
+        print("\n" + p.stdout)
+    assert "export: PASS" in p.stdout
+    rows = [line for line in p.stdout.splitlines() if line.split() and line.split()[0] in ("keras", "torch", "onnx-keras", "onnx-torch", "onnx")]
+    assert len(rows) == 6 and all(line.rstrip().endswith(" ok") for line in rows)
+    assert all("2 of 2 uneven 'same' convs" in line for line in rows if line.startswith("onnx-"))
+    for name in ("model.keras", "model.pt2", "state_dict.pt", "model-keras.onnx", "model-torch.onnx", "preprocessing.json"):
+        assert (d / "out" / name).is_file(), name
+    assert not list((d / "out").glob("*.data"))  # each ONNX file is self-contained
+
+
+@pytest.mark.parametrize("fmt,name", [("keras", "model.keras"), ("torch", "model.pt2"), ("onnx-keras", "model-keras.onnx"), ("onnx-torch", "model-torch.onnx")])
+def test_each_export_loads_without_this_project_and_matches(exported, tmp_path, fmt, name):
+    """Checked here again with a loader of the test's own, against logits the parity workers compute."""
+    d, p = exported
+    assert p.returncode == 0
+    x = np.random.default_rng(5).random((5, 32, 32, 3), dtype=np.float32)  # a batch size the export never saw
+    np.save(tmp_path / "x.npy", x)
+    fw = "tf" if fmt in ("keras", "onnx-keras") else "torch"
+    parity.run_worker(fw, [{"op": "forward", "arch": "tiny", "weights": str(d / "w.safetensors"), "inputs": str(tmp_path / "x.npy"), "training": False, "out": str(tmp_path / "ref.npz")}], tmp_path)
+    q = subprocess.run([sys.executable, "-c", BLOCKED_RUN, fmt, str(d / "out" / name), str(tmp_path / "x.npy"), str(tmp_path / "y.npy")], capture_output=True, text=True, env=ENV, timeout=600)
+    assert q.returncode == 0, q.stderr[-2000:]
+    ref = np.load(tmp_path / "ref.npz")["logits"]
+    assert np.abs(np.load(tmp_path / "y.npy") - ref).max() <= 1e-4 * max(1.0, np.abs(ref).max())
+
+
+def test_same_padding_check_catches_symmetric_padding(tmp_path):
+    """An ONNX file of the naive port (PyTorch's symmetric padding) fails the padding count."""
+    spec = get_spec("tiny")
+    assert export.asymmetric_same_convs(spec) == ["layer2.0.conv1", "layer4.0.conv1"]  # inputs 30 and 8: even; 15 is odd
+    code = (
+        "import sys, torch\nfrom torch_impl import naive\n"
+        "m = naive.build('tiny', 'symmetric-padding').eval()\n"
+        "torch.onnx.export(m, (torch.zeros(1, 3, 32, 32),), sys.argv[1], dynamo=True, external_data=False)\n"
+    )
+    subprocess.run([sys.executable, "-c", code, str(tmp_path / "naive.onnx")], check=True, capture_output=True, env=ENV)
+    assert export.onnx_asymmetric_convs(tmp_path / "naive.onnx") == 0
+
+
+def test_bad_input(tmp_path, exported):
+    d, _ = exported
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "keep.txt").write_text("keep")
+    for args, message in [
+        ([d / "w.safetensors", "--out", tmp_path / "full"], "exists and is not empty; pass --force"),
+        ([tmp_path / "nothing.safetensors", "--out", tmp_path / "o"], "no such weights file or run directory"),
+        ([d / "out" / "preprocessing.json", "--out", tmp_path / "o"], "not a resnet-port weights file"),
+    ]:
+        p = subprocess.run([sys.executable, "-m", "resnet_port.export", *map(str, args)], capture_output=True, text=True, env=ENV)
+        assert p.returncode == 2 and message in p.stderr and "Traceback" not in p.stderr, p.stderr
+    assert (tmp_path / "full" / "keep.txt").read_text() == "keep" and not (tmp_path / "o").exists()

@@ -1,0 +1,206 @@
+"""python -m resnet_port.port: models people already have, ported and checked against themselves.
+
+The sources are written by the post's own code (tests/post_model.py) in its own
+process: Keras 2 through tf-keras (TF_USE_LEGACY_KERAS=1), exactly as
+``model.save('saved_model/my_model')`` and ``model.save_weights('x.h5')`` write
+them, and Keras 3.  Each also saved its own logits on a probe batch, computed
+by the user's model object: the port, loaded into PyTorch, must reproduce them.
+"""
+
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from resnet_port import parity, synthetic
+from resnet_port import weights as W
+
+ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+TINY = ["--blocks", "1,1,1,1", "--widths", "8,16,16,32", "--stem", "8"]  # the post's structure at the `tiny` spec's widths
+POST_MODELS = {
+    "k2tiny": (True, TINY),
+    "k2r18": (True, ["--blocks", "2,2,2,2"]),
+    "k2r34": (True, ["--blocks", "3,4,6,3"]),
+    "k3tiny": (False, TINY),
+}
+SOURCES = {  # name: (post model, file, the architecture it is)
+    "savedmodel-tiny": ("k2tiny", "saved_model/my_model", "tiny"),
+    "savedmodel-resnet18": ("k2r18", "saved_model/my_model", "resnet18"),
+    "keras2-h5": ("k2tiny", "weights.h5", "tiny"),
+    "keras3-keras": ("k3tiny", "model.keras", "tiny"),
+    "keras3-weights-h5": ("k3tiny", "model.weights.h5", "tiny"),
+}
+
+
+def cli(*args, timeout=600):
+    return subprocess.run([sys.executable, "-m", "resnet_port.port", *map(str, args)], capture_output=True, text=True, env=ENV, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def post(tmp_path_factory):
+    root = tmp_path_factory.mktemp("post")
+    script = os.path.join(os.path.dirname(__file__), "post_model.py")
+    procs = []
+    for name, (legacy, args) in POST_MODELS.items():
+        env = {**ENV, "TF_USE_LEGACY_KERAS": "1"} if legacy else {k: v for k, v in ENV.items() if k != "TF_USE_LEGACY_KERAS"}
+        procs.append((name, subprocess.Popen([sys.executable, script, str(root / name), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)))
+        if len(procs) % 2 == 0:  # two at a time: both cores
+            for n, p in procs[-2:]:
+                assert p.wait(timeout=600) == 0, f"{n}: {p.stderr.read()[-3000:]}"
+    for n, p in procs:
+        assert p.wait(timeout=600) == 0, f"{n}: {p.stderr.read()[-3000:]}"
+    return root
+
+
+def port_forward(weights, inputs, workdir):
+    """The port run by torch_impl on the probe batch: logits in inference and training mode."""
+    ops = [{"op": "forward", "arch": W.read_metadata(weights)["arch"], "weights": str(weights), "inputs": str(inputs), "training": mode == "train", "out": str(workdir / f"{mode}.npz")} for mode in ("eval", "train")]
+    parity.run_worker("torch", ops, workdir)
+    out = {}
+    for mode in ("eval", "train"):
+        with np.load(workdir / f"{mode}.npz") as z:
+            out[mode] = z["logits"]
+    return out
+
+
+@pytest.mark.parametrize("name", SOURCES)
+def test_port_reproduces_the_source(post, tmp_path, name, capsys):
+    folder, rel, arch = SOURCES[name]
+    p = cli(post / folder / rel, "--out", tmp_path / "w.safetensors", "--check")
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    assert f": {arch}, " in p.stdout and "parity: PASS" in p.stdout and p.stdout.count(" ok\n") == 2
+    meta = W.read_metadata(tmp_path / "w.safetensors")
+    assert meta["arch"] == arch and meta["producer"].startswith("resnet_port.port")
+    # and the port, in PyTorch, reproduces the outputs the user's own model object computed when it was saved
+    logits = port_forward(tmp_path / "w.safetensors", post / folder / "x.npy", tmp_path)
+    for mode in ("eval", "train"):
+        ref = np.load(post / folder / f"logits_{mode}.npy")
+        diff = float(np.abs(logits[mode] - ref).max())
+        with capsys.disabled():
+            print(f"\n[{name} -> PyTorch, {mode}: max |logit diff| {diff:.1e} against the source model's own output (max |logit| {np.abs(ref).max():.3g})]")
+        assert diff <= 1e-4 * max(1.0, float(np.abs(ref).max())), (mode, diff)
+        assert (logits[mode].argmax(1) == ref.argmax(1)).all()
+        assert np.ptp(ref) > 0.1  # the source computes something
+
+
+def test_savedmodel_to_neutral_to_keras_to_neutral_is_bit_exact(post, tmp_path):
+    p = cli(post / "k2tiny/saved_model/my_model", "--out", tmp_path / "a.safetensors")
+    assert p.returncode == 0, p.stderr
+    parity.run_worker("tf", [{"op": "roundtrip", "arch": "tiny", "weights": str(tmp_path / "a.safetensors"), "out": str(tmp_path / "b.safetensors")}], tmp_path)
+    a, b = W.load(tmp_path / "a.safetensors").tensors, W.load(tmp_path / "b.safetensors").tensors
+    assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
+
+
+def test_check_fails_when_one_tensor_is_perturbed(post, tmp_path):
+    """The check can fail: one kernel 1% off, and it says so, naming the layer."""
+    src = post / "k2tiny/saved_model/my_model"
+    assert cli(src, "--out", tmp_path / "w.safetensors").returncode == 0
+    w = W.load(tmp_path / "w.safetensors")
+    bad = dict(w.tensors)
+    bad["layer3.0.conv2.kernel"] = bad["layer3.0.conv2.kernel"] * 1.01
+    W.save(tmp_path / "bad.safetensors", bad, "tiny")
+    p = cli(src, "--verify", tmp_path / "bad.safetensors")
+    assert p.returncode == 1, p.stdout + p.stderr
+    assert "parity: FAIL" in p.stdout and "OVER TOLERANCE" in p.stdout
+    inference = next(line for line in p.stdout.splitlines() if line.startswith("inference"))
+    assert "layer3.0.conv2" in inference
+    p = cli(src, "--verify", tmp_path / "w.safetensors")  # the unperturbed port passes the same check
+    assert p.returncode == 0 and "parity: PASS" in p.stdout
+
+
+@pytest.fixture(scope="module")
+def own(tmp_path_factory):
+    """This project's own sources: a state_dict of torch_impl's model, and a run directory of each framework."""
+    d = tmp_path_factory.mktemp("own")
+    parity.run_worker("torch", [{"op": "init", "arch": "tiny", "seed": 3, "out": str(d / "init.safetensors")}], d)
+    code = (
+        "import sys, torch\nfrom torch_impl import weights\nfrom torch_impl.model import build_model\n"
+        "m = build_model('tiny'); weights.load_into(m, sys.argv[1]); torch.save(m.state_dict(), sys.argv[2])\n"
+    )
+    subprocess.run([sys.executable, "-c", code, str(d / "init.safetensors"), str(d / "model.pt")], check=True, env=ENV)
+    synthetic.write(d / "data", n_train=96, n_test=20, num_classes=10)
+    runs = {fw: subprocess.Popen([sys.executable, "-m", f"{fw}.train", "--arch", "tiny", "--epochs", "1", "--batch-size", "16", "--data-dir", str(d / "data"), "--no-verify", "--val-size", "16", "--out", str(d / fw), "--quiet"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV) for fw in ("tf_impl", "torch_impl")}
+    for fw, p in runs.items():
+        assert p.wait(timeout=600) == 0, p.stderr.read()[-2000:]
+    return d
+
+
+@pytest.mark.parametrize("source", ["model.pt", "tf_impl", "torch_impl"])
+def test_port_of_this_projects_own_files(own, tmp_path, source):
+    p = cli(own / source, "--out", tmp_path / "w.safetensors", "--check")
+    assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
+    assert ": tiny, " in p.stdout and "parity: PASS" in p.stdout
+    other = "Keras" if source != "tf_impl" else "PyTorch"
+    assert f"in {other} " in p.stdout  # the port is run in the other framework
+    if source != "model.pt":  # a run's checkpoint: its final weights, exactly
+        final = W.load(own / source / "weights.safetensors").tensors
+        ported = W.load(tmp_path / "w.safetensors").tensors
+        assert all(np.array_equal(final[k], ported[k]) for k in final)
+
+
+def _truncate(src, dst):
+    data = open(src, "rb").read()
+    open(dst, "wb").write(data[: len(data) // 2])
+    return dst
+
+
+def test_bad_inputs_one_line_exit_2_nothing_written(post, own, tmp_path):
+    (tmp_path / "not_a_savedmodel").mkdir()
+    (tmp_path / "not_a_savedmodel" / "notes.txt").write_text("hello")
+    shutil.copy(own / "model.pt", tmp_path / "incomplete.pt")
+    code = "import sys, torch\nsd = torch.load(sys.argv[1]); del sd['layer3.0.bn2.running_var']; torch.save(sd, sys.argv[1])\n"
+    subprocess.run([sys.executable, "-c", code, str(tmp_path / "incomplete.pt")], check=True)
+    (tmp_path / "exists.safetensors").write_bytes(b"precious")
+    cases = [
+        ([post / "k2r34/saved_model/my_model", "--arch", "resnet18"],
+         ["does not match --arch resnet18", "variable #31 in execution order is the source's layer1.2.conv1.kernel (3, 3, 64, 64)",
+          "[layer1/layer-2/left/layer-0/kernel]", "where resnet18 has layer2.0.conv1.kernel (3, 3, 64, 128)", "it is resnet34"]),
+        ([tmp_path / "not_a_savedmodel"], ["is a folder, but neither a SavedModel (no saved_model.pb) nor a run directory"]),
+        ([_truncate(post / "k3tiny/model.keras", tmp_path / "cut.keras")], ["cannot be read as a .keras archive"]),
+        ([_truncate(post / "k2tiny/weights.h5", tmp_path / "cut.h5")], ["cannot be read as HDF5"]),
+        ([_truncate(post / "k3tiny/model.weights.h5", tmp_path / "cut.weights.h5")], ["cannot be read as HDF5"]),
+        ([tmp_path / "incomplete.pt"], ["looks like tiny but is incomplete: the source lacks layer3.0.bn2.moving_variance"]),
+        ([post / "k2tiny/saved_model/my_model", "--out", tmp_path / "exists.safetensors"], ["exists; pass --force"]),
+    ]
+    for i, (args, messages) in enumerate(cases):
+        out = [] if "--out" in args else ["--out", tmp_path / f"out{i}.safetensors"]
+        p = cli(*args, *out)
+        assert p.returncode == 2, (args, p.stdout, p.stderr[-2000:])
+        lines = [line for line in p.stderr.splitlines() if line.startswith("error: ")]
+        assert len(lines) == 1 and "Traceback" not in p.stderr, p.stderr[-2000:]
+        for m in messages:
+            assert m in lines[0], (m, lines[0])
+        assert not (tmp_path / f"out{i}.safetensors").exists()
+    assert (tmp_path / "exists.safetensors").read_bytes() == b"precious"
+
+
+def test_an_unregistered_resnet_is_named_not_guessed(tmp_path):
+    """--arch auto on a ResNet of no registered shape: one line saying what was found."""
+    code = (
+        "import sys, torch\nfrom resnet_port.spec import ResNetConfig, build\nfrom torch_impl.model import build_model\n"
+        "spec = build('mine', ResNetConfig(stage_blocks=(1, 2, 1, 1), stage_filters=(8, 16, 16, 32), stem_filters=8))\n"
+        "torch.save(build_model(spec).state_dict(), sys.argv[1])\n"
+    )
+    subprocess.run([sys.executable, "-c", code, str(tmp_path / "mine.pt")], check=True)
+    p = cli(tmp_path / "mine.pt", "--out", tmp_path / "w.safetensors")
+    assert p.returncode == 2 and not (tmp_path / "w.safetensors").exists()
+    assert "holds a ResNet of 4 stages of [1, 2, 1, 1] blocks, widths [8, 16, 16, 32], stem 8 filters, 100 classes, conv biases: yes, which is none of: " in p.stderr
+
+
+def test_port_needs_no_tf_keras(post, tmp_path):
+    """The port reads and runs a Keras 2 SavedModel with tf-keras unimportable (as for most users of Keras 3):
+    restoring it naively fails then ('_UserObject' object has no attribute 'add_slot')."""
+    fake = tmp_path / "no_tf_keras" / "tf_keras"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text("raise ImportError('tf_keras is not installed (blocked by the test)')\n")
+    env = {**ENV, "PYTHONPATH": os.pathsep.join([str(fake.parent), ENV.get("PYTHONPATH", "")])}
+    probe = subprocess.run([sys.executable, "-c", "import tf_keras"], capture_output=True, text=True, env=env)
+    assert probe.returncode != 0 and "blocked by the test" in probe.stderr
+    naive = "import tensorflow as tf, sys\ntry:\n    tf.saved_model.load(sys.argv[1])\nexcept AttributeError as e:\n    print(e)\n"
+    q = subprocess.run([sys.executable, "-c", naive, str(post / "k2tiny/saved_model/my_model")], capture_output=True, text=True, env=env)
+    assert "add_slot" in q.stdout, q.stdout + q.stderr[-1000:]
+    p = subprocess.run([sys.executable, "-m", "resnet_port.port", str(post / "k2tiny/saved_model/my_model"), "--out", str(tmp_path / "w.safetensors"), "--check"], capture_output=True, text=True, env=env, timeout=600)
+    assert p.returncode == 0 and "parity: PASS" in p.stdout, p.stdout[-2000:] + p.stderr[-2000:]
