@@ -40,6 +40,7 @@ from pathlib import Path
 
 from . import frameworks as F
 from . import parity, rundir
+from .recipe import RECIPES
 from .spec import available, get_spec
 
 ROWS = [("train_aug", "train step, augmentation included"), ("train", "train step, augmentation excluded"), ("inference", "inference"), ("augment", "augmentation alone")]
@@ -51,11 +52,11 @@ def flops_per_image(arch: str) -> dict[str, float]:
     return {"inference": f, "train": TRAIN_FLOP_FACTOR * f, "train_aug": TRAIN_FLOP_FACTOR * f}
 
 
-def run_bench(arch: str, batch_size: int, precision: str, frameworks: list[str], warmup: int, windows: int, steps: int, extra_torch: dict | None = None, timeout: float = 1800, rows: list[str] | None = None) -> dict:
+def run_bench(arch: str, batch_size: int, precision: str, frameworks: list[str], warmup: int, windows: int, steps: int, extra_torch: dict | None = None, timeout: float = 1800, rows: list[str] | None = None, recipe: str = "seed") -> dict:
     results = {}
     with tempfile.TemporaryDirectory(prefix="resnet-port-bench-") as tmp:
         for fw in frameworks:
-            op = {"op": "bench", "arch": arch, "batch_size": batch_size, "precision": precision, "warmup": warmup, "windows": windows, "steps": steps, "out": str(Path(tmp) / f"{fw}.json")}
+            op = {"op": "bench", "recipe": recipe, "arch": arch, "batch_size": batch_size, "precision": precision, "warmup": warmup, "windows": windows, "steps": steps, "out": str(Path(tmp) / f"{fw}.json")}
             if rows:
                 op["rows"] = rows
             if fw == F.PYTORCH.key:
@@ -68,9 +69,9 @@ def run_bench(arch: str, batch_size: int, precision: str, frameworks: list[str],
     return results
 
 
-def cli_flags(fw: F.Framework, precision: str, extra_torch: dict) -> list[str]:
+def cli_flags(fw: F.Framework, precision: str, extra_torch: dict, recipe: str = "seed") -> list[str]:
     """The training CLI's flags for a bench configuration."""
-    flags = {"fp32": [], "amp-fp16": ["--amp", "--amp-dtype", "float16"], "amp-bf16": ["--amp", "--amp-dtype", "bfloat16"]}[precision]
+    flags = ["--recipe", recipe] + {"fp32": [], "amp-fp16": ["--amp", "--amp-dtype", "float16"], "amp-bf16": ["--amp", "--amp-dtype", "bfloat16"]}[precision]
     if fw is F.PYTORCH:
         flags += ["--compile"] if extra_torch.get("compile") else []
         flags += [] if extra_torch.get("channels_last", True) else ["--no-channels-last"]
@@ -112,7 +113,7 @@ def time_cli(fw: F.Framework, arch: str, batch_size: int, data_dir: Path, epochs
     }
 
 
-def run_cli_bench(arch: str, batch_size: int, precision: str, frameworks: list[str], warmup: int, windows: int, steps: int, extra_torch: dict, images: int, epochs: int, rounds: int) -> dict:
+def run_cli_bench(arch: str, batch_size: int, precision: str, frameworks: list[str], warmup: int, windows: int, steps: int, extra_torch: dict, images: int, epochs: int, rounds: int, recipe: str = "seed") -> dict:
     """Step rates and CLI epoch rates, interleaved: each round runs, per framework, a step bench then the CLI."""
     from . import synthetic
 
@@ -124,8 +125,8 @@ def run_cli_bench(arch: str, batch_size: int, precision: str, frameworks: list[s
             order = frameworks if r % 2 == 0 else frameworks[::-1]  # alternate, so drift favours neither
             for key in order:
                 fw = F.get(key)
-                step = run_bench(arch, batch_size, precision, [key], warmup, windows, steps, extra_torch, rows=["train_aug"])[key]
-                cli = time_cli(fw, arch, batch_size, data_dir, epochs, Path(tmp) / f"run_{key}_{r}", cli_flags(fw, precision, extra_torch))
+                step = run_bench(arch, batch_size, precision, [key], warmup, windows, steps, extra_torch, rows=["train_aug"], recipe=recipe)[key]
+                cli = time_cli(fw, arch, batch_size, data_dir, epochs, Path(tmp) / f"run_{key}_{r}", cli_flags(fw, precision, extra_torch, recipe))
                 for what, res in (("step", step), ("cli", cli)):
                     if "error" in res:
                         out[key].setdefault("errors", []).append(f"round {r + 1}, {what}: {res['error']}")
@@ -201,8 +202,9 @@ def table(res: dict, arch: str) -> tuple[str, dict]:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m resnet_port.bench", description=__doc__.splitlines()[0])
-    ap.add_argument("--arch", choices=available(), default="resnet18")
-    ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--recipe", choices=list(RECIPES), default="seed", help="whose objective, optimiser and augmentation the step runs (default seed)")
+    ap.add_argument("--arch", choices=available(), default=None, help="architecture (default: the recipe's)")
+    ap.add_argument("--batch-size", type=int, default=None, help="batch size (default: the recipe's)")
     ap.add_argument("--precision", choices=["fp32", "amp-fp16", "amp-bf16"], default="fp32")
     ap.add_argument("--frameworks", default="tf,torch", help="comma-separated: tf, torch (default both)")
     ap.add_argument("--warmup", type=int, default=2, help="untimed steps first (default 2)")
@@ -217,6 +219,8 @@ def main(argv=None) -> int:
     ap.add_argument("--rounds", type=int, default=2, help="interleaved rounds of step + CLI per framework (default 2)")
     ap.add_argument("--json", help="write all results here")
     args = ap.parse_args(argv)
+    args.arch = args.arch or RECIPES[args.recipe].arch
+    args.batch_size = args.batch_size or RECIPES[args.recipe].batch_size
     frameworks = [f.strip() for f in args.frameworks.split(",") if f.strip()]
     bad = [f for f in frameworks if f not in parity.FRAMEWORKS]
     if bad or not frameworks or min(args.batch_size, args.windows, args.steps, args.rounds) < 1 or args.warmup < 0 or args.cli_epochs < 2:
@@ -224,24 +228,24 @@ def main(argv=None) -> int:
         return 2
     started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     extra = {"compile": args.compile, "channels_last": not args.no_channels_last}
-    res = run_bench(args.arch, args.batch_size, args.precision, frameworks, args.warmup, args.windows, args.steps, extra)
+    res = run_bench(args.arch, args.batch_size, args.precision, frameworks, args.warmup, args.windows, args.steps, extra, recipe=args.recipe)
     text, derived = table(res, args.arch)
-    header = f"resnet-port bench: {args.arch}, batch {args.batch_size}, {args.precision}, {platform.machine()} {platform.processor() or ''}, {started}"
+    header = f"resnet-port bench: {args.recipe} recipe, {args.arch}, batch {args.batch_size}, {args.precision}, {platform.machine()} {platform.processor() or ''}, {started}"
     print(header)
     print(text)
-    report = {"arch": args.arch, "batch_size": args.batch_size, "precision": args.precision, "date": started, "results": res, **derived, "sweep": []}
+    report = {"recipe": args.recipe, "arch": args.arch, "batch_size": args.batch_size, "precision": args.precision, "date": started, "results": res, **derived, "sweep": []}
     if args.sweep:
         print("\nPyTorch sweep (train step with augmentation, images/s):")
         for precision in ("fp32", "amp-fp16", "amp-bf16"):
             for comp in (False, True):
-                r = run_bench(args.arch, args.batch_size, precision, [F.PYTORCH.key], args.warmup, args.windows, args.steps, {"compile": comp, "channels_last": not args.no_channels_last})[F.PYTORCH.key]
+                r = run_bench(args.arch, args.batch_size, precision, [F.PYTORCH.key], args.warmup, args.windows, args.steps, {"compile": comp, "channels_last": not args.no_channels_last}, recipe=args.recipe)[F.PYTORCH.key]
                 report["sweep"].append({"precision": precision, "compile": comp, **r})
                 shown = f"{r['train_aug']:.0f}" if "train_aug" in r else f"FAILED: {r['error'].splitlines()[0]}"
                 print(f"  {precision:<9} compile={'on ' if comp else 'off'}  {shown}")
     failed = any("error" in r for r in res.values())
     if args.cli:
         images = args.cli_images or 20 * args.batch_size
-        cli = run_cli_bench(args.arch, args.batch_size, args.precision, frameworks, args.warmup, args.windows, args.steps, extra, images, args.cli_epochs, args.rounds)
+        cli = run_cli_bench(args.arch, args.batch_size, args.precision, frameworks, args.warmup, args.windows, args.steps, extra, images, args.cli_epochs, args.rounds, args.recipe)
         print()
         print(cli_table(cli, args.rounds, args.cli_epochs))
         report["cli"] = {"images": images, "epochs": args.cli_epochs, "rounds": args.rounds, "results": cli}

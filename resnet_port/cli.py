@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
 
 from . import augment
-from .recipe import L2_SCOPES, AdamSpec, ObjectiveSpec, Recipe
+from .recipe import L2_SCOPES, RECIPES, AdamSpec, Recipe
 from .spec import available
 
 EXIT_BAD_INPUT = 2
@@ -43,22 +44,28 @@ def _positive_float(s: str) -> float:
 
 
 def train_parser(framework: str, description: str) -> argparse.ArgumentParser:
-    d = Recipe()
+    """The flags both training CLIs share.  Every recipe setting defaults to the chosen recipe's."""
+    seed, modern = RECIPES["seed"], RECIPES["modern"]
+
+    def both(get, fmt="{}"):
+        return f"seed: {fmt.format(get(seed))}, modern: {fmt.format(get(modern))}"
+
     ap = argparse.ArgumentParser(prog=f"python -m {framework}.train", description=description)
-    ap.add_argument("--arch", choices=available(), default=d.arch, help=f"architecture (default {d.arch})")
-    ap.add_argument("--epochs", type=_positive_int, default=d.epochs, help=f"epochs (default {d.epochs})")
-    ap.add_argument("--batch-size", type=_positive_int, default=d.batch_size, help=f"training batch size (default {d.batch_size})")
-    ap.add_argument("--eval-batch-size", type=_positive_int, default=d.eval_batch_size, help=f"validation/test batch size (default {d.eval_batch_size}, the seed's)")
-    ap.add_argument("--lr", type=_positive_float, default=d.optimizer.learning_rate, help=f"initial Adam learning rate (default {d.optimizer.learning_rate})")
-    ap.add_argument("--lr-decay", type=float, default=d.optimizer.decay, help=f"inverse-time decay per step: lr/(1 + decay*t) (default {d.optimizer.decay})")
-    ap.add_argument("--l2", type=float, default=d.objective.l2, help=f"weight of sum(v**2)/2 (default {d.objective.l2})")
-    ap.add_argument("--l2-scope", choices=L2_SCOPES, default=d.objective.l2_scope, help="'all' trainable variables (the seed) or conv/dense 'kernels' only")
-    ap.add_argument("--no-augment", action="store_true", help="train without the random shift and flip")
+    ap.add_argument("--recipe", choices=list(RECIPES), default="seed", help="the recipe: 'seed', the post's (default), or 'modern' (CIFAR ResNet18, SGD, Cutout; README)")
+    ap.add_argument("--arch", choices=available(), default=None, help=f"architecture ({both(lambda r: r.arch)})")
+    ap.add_argument("--epochs", type=_positive_int, default=None, help=f"epochs ({both(lambda r: r.epochs)})")
+    ap.add_argument("--batch-size", type=_positive_int, default=None, help=f"training batch size ({both(lambda r: r.batch_size)})")
+    ap.add_argument("--eval-batch-size", type=_positive_int, default=None, help=f"validation/test batch size ({both(lambda r: r.eval_batch_size)})")
+    ap.add_argument("--lr", type=_positive_float, default=None, help=f"learning rate: Adam's initial rate, or SGD's peak rate at {modern.optimizer.base_batch} images per step ({both(lambda r: r.optimizer.learning_rate)})")
+    ap.add_argument("--lr-decay", type=float, default=None, help=f"seed recipe: inverse-time decay per step, lr/(1 + decay*t) (default {seed.optimizer.decay})")
+    ap.add_argument("--l2", type=float, default=None, help=f"weight of sum(v**2)/2 in the objective ({both(lambda r: r.objective.l2)})")
+    ap.add_argument("--l2-scope", choices=L2_SCOPES, default=None, help=f"'all' trainable variables or conv/dense 'kernels' only ({both(lambda r: r.objective.l2_scope)})")
+    ap.add_argument("--no-augment", action="store_true", help="train without the recipe's random augmentation")
     ap.add_argument("--data-dir", help="folder holding cifar-100-python/ or the .tar.gz (default: search, then download)")
     ap.add_argument("--no-verify", action="store_true", help="skip the md5 checks, to train on your own files in the CIFAR-100 format")
-    ap.add_argument("--val-size", type=_nonneg_int, default=d.val_size, help=f"validate on the last N training images (default {d.val_size})")
+    ap.add_argument("--val-size", type=_nonneg_int, default=None, help=f"validate on the last N training images (default {seed.val_size})")
     ap.add_argument("--limit-train", type=_positive_int, default=None, help="train on the first N training images only (quick runs)")
-    ap.add_argument("--seed", type=int, default=d.seed, help="seed of initialisation, shuffling and augmentation")
+    ap.add_argument("--seed", type=int, default=None, help=f"seed of initialisation, shuffling and augmentation (default {seed.seed})")
     ap.add_argument("--out", default=None, help=f"run directory (default runs/{framework.split('_')[0]}-ARCH)")
     ap.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     ap.add_argument("--force", action="store_true", help="overwrite the run in --out")
@@ -70,17 +77,21 @@ def train_parser(framework: str, description: str) -> argparse.ArgumentParser:
 
 
 def recipe_from_args(args) -> Recipe:
-    return Recipe(
-        arch=args.arch,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        eval_batch_size=args.eval_batch_size,
-        val_size=args.val_size,
-        seed=args.seed,
-        limit_train=args.limit_train,
-        augment=augment.AugmentSpec() if not args.no_augment else augment.NONE,
-        objective=ObjectiveSpec(l2=args.l2, l2_scope=args.l2_scope),
-        optimizer=AdamSpec(learning_rate=args.lr, decay=args.lr_decay),
+    """The chosen recipe with the settings the flags give; a flag the recipe has no use for is an error."""
+    base = RECIPES[args.recipe]
+    changes = {k: getattr(args, k) for k in ("arch", "epochs", "batch_size", "eval_batch_size", "val_size", "seed", "limit_train") if getattr(args, k) is not None}
+    objective = {k: v for k, v in (("l2", args.l2), ("l2_scope", args.l2_scope)) if v is not None}
+    optimizer = {} if args.lr is None else {"learning_rate": args.lr}
+    if args.lr_decay is not None:
+        if not isinstance(base.optimizer, AdamSpec):
+            raise ValueError(f"--lr-decay is the seed recipe's Adam decay; the {args.recipe} recipe's SGD follows a warm-up and cosine schedule")
+        optimizer["decay"] = args.lr_decay
+    return dataclasses.replace(
+        base,
+        **changes,
+        objective=dataclasses.replace(base.objective, **objective),
+        optimizer=dataclasses.replace(base.optimizer, **optimizer),
+        augment=augment.NONE if args.no_augment else base.augment,
         amp=bool(args.amp or args.amp_dtype),
         amp_dtype=args.amp_dtype or "float16",
         float64=args.float64,
@@ -88,13 +99,16 @@ def recipe_from_args(args) -> Recipe:
 
 
 def load_data(recipe: Recipe, args):
-    """CIFAR-100 as the recipe and flags ask, with ``--limit-train`` applied."""
+    """CIFAR-100 as the recipe and flags ask, with ``--limit-train`` applied and, when the
+    recipe normalises, the training split's per-channel statistics."""
     from . import data
 
     ds = data.load(args.data_dir, verify=not args.no_verify, val_size=recipe.val_size, quiet=args.quiet)
     if recipe.limit_train:
         n, t = recipe.limit_train, ds.train
         ds.train = data.Split(t.images[:n], t.fine[:n], t.coarse[:n])
+    if recipe.normalize:
+        ds.normalization = augment.channel_stats(ds.train.images)
     return ds
 
 

@@ -14,16 +14,19 @@ neutral weights files.  Both workers implement the same operations:
                output (NHWC) and ``logits`` into ``out`` (.npz); in training
                mode also ``weights_out`` with the updated moving statistics.
 ``roundtrip``  ``{arch, weights, out}``: load into the framework, export again.
-``loss``       ``{arch, weights, images, labels, l2_scope, out}``: ``total``,
-               ``ce``, ``l2`` and the gradient of every trainable tensor
-               (``grad/<key>``, neutral layout), training mode.
-``train``      ``{arch, weights, batches, l2_scope, out, probe, probe_out}``: Adam
-               steps with the recipe's schedule, one per batch; final weights and
-               the probe batch's logits in both modes.
+``loss``       ``{arch, weights, images, labels, recipe?, l2_scope?, out}``:
+               ``total``, ``ce``, ``l2`` and the gradient of every trainable
+               tensor (``grad/<key>``, neutral layout), training mode.
+``train``      ``{arch, weights, batches, recipe?, optimizer?, steps_per_epoch?,
+               epochs?, batch_size?, out, probe, probe_out, momentum_out?,
+               variant?}``: the recipe's optimiser steps with its schedule, one
+               per batch; final weights, the probe batch's logits in both modes,
+               and SGD's momentum buffers (``momentum_out``).
 ``augment``    ``{images, draws, out, augment?, normalization?}``: apply given
                augmentation draws (``augment``: an AugmentSpec as a dict,
                default the seed's; ``normalization``: ``{mean, std}``).
-``schedule``   ``{steps, out}``: the learning rate at the given optimizer steps.
+``schedule``   ``{steps, out, recipe?, steps_per_epoch?, epochs?, batch_size?}``:
+               the learning rate at the given optimizer steps.
 
 A worker that crashes or exits non-zero fails the caller with its stderr: a
 crash is never mistaken for a skipped or passing check.
@@ -85,11 +88,30 @@ def run_worker(framework: str, ops: list[dict], workdir: str | os.PathLike, time
         raise WorkerError(f"the {framework} worker {how} (job {job}):\n{tail}")
 
 
-def objective_of(op: dict):
-    """The objective an operation asks for (``l2_scope``, default the seed's 'all')."""
-    from .recipe import ObjectiveSpec
+def recipe_of(op: dict):
+    """The recipe an operation asks for: ``recipe`` (default the seed's), with its ``l2_scope``
+    and ``optimizer`` fields changed where the operation says."""
+    import dataclasses
 
-    return ObjectiveSpec(l2_scope=op.get("l2_scope", "all"))
+    from .recipe import recipe
+
+    r = recipe(op.get("recipe", "seed"))
+    if "l2_scope" in op:
+        r = dataclasses.replace(r, objective=dataclasses.replace(r.objective, l2_scope=op["l2_scope"]))
+    if "optimizer" in op:
+        r = dataclasses.replace(r, optimizer=dataclasses.replace(r.optimizer, **op["optimizer"]))
+    return r
+
+
+def objective_of(op: dict):
+    """The objective an operation asks for (the recipe's; ``l2_scope`` may change it)."""
+    return recipe_of(op).objective
+
+
+def schedule_of(op: dict):
+    """The learning-rate schedule of an operation's recipe, for its ``steps_per_epoch``, ``epochs`` and ``batch_size``."""
+    r = recipe_of(op)
+    return r.optimizer.schedule(op.get("steps_per_epoch", 1), op.get("epochs", r.epochs), op.get("batch_size", r.batch_size))
 
 
 def augmentation_of(op: dict):

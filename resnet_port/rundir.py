@@ -145,10 +145,10 @@ class RunDir:
     def _check_same_run(self, old: dict, recipe: Recipe) -> None:
         if old.get("framework") != self.framework:
             raise RunDirError(f"{self.path} holds a {old.get('framework')} run; resume it with python -m {old.get('framework')}.train")
-        new = recipe.to_dict()
-        # a field newer than the run's config had its default value in that run
-        before = {**json.loads(json.dumps(Recipe().to_dict())), **old["recipe"]}
-        diffs = [k for k in new if k not in RESUMABLE_CHANGES and json.loads(json.dumps(new[k])) != before.get(k)]
+        new = json.loads(json.dumps(recipe.to_dict()))
+        # a field newer than the run's config had its default value in that run, at any depth
+        before = json.loads(json.dumps(Recipe.from_dict(old["recipe"]).to_dict()))
+        diffs = [k for k in new if k not in RESUMABLE_CHANGES and new[k] != before.get(k)]
         if diffs:
             shown = ", ".join(f"{k}: {before.get(k)!r} -> {new[k]!r}" for k in diffs)
             raise RunDirError(f"--resume: {self.path} holds a different run ({shown}); use the same settings, or another --out")

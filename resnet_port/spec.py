@@ -471,13 +471,23 @@ def build(name: str, config: ResNetConfig) -> ResNetSpec:
     )
 
 
+#: The CIFAR ResNets of the modern recipe: a 3x3 stride-1 'same' stem, no max-pool,
+#: no conv biases (every conv feeds a BatchNorm), a projection wherever the stride
+#: or the width changes, torchvision's He-normal (fan-out) convolutions.
+CIFAR = dict(stem_padding="same", stem_pool=False, conv_bias=False, projection="stride_or_width", conv_init="he_normal_fan_out")
+
 #: The registered variants.  ``tiny`` keeps every structural feature of the seed
 #: (valid stem, same max-pool, stride-2 stages over even and odd sizes, projection
-#: shortcuts) at a width that trains in seconds on a CPU; it exists for tests.
+#: shortcuts) at a width that trains in seconds on a CPU; ``tiny-cifar`` does the
+#: same for the CIFAR family (with a projection at stride 1, where only the width
+#: changes, and an identity block); both exist for tests.
 REGISTRY: dict[str, ResNetConfig] = {
     "resnet18": ResNetConfig(stage_blocks=(2, 2, 2, 2)),
     "resnet34": ResNetConfig(stage_blocks=(3, 4, 6, 3)),
     "tiny": ResNetConfig(stage_blocks=(1, 1, 1, 1), stage_filters=(8, 16, 16, 32), stem_filters=8),
+    "resnet18-cifar": ResNetConfig(stage_blocks=(2, 2, 2, 2), **CIFAR),
+    "resnet34-cifar": ResNetConfig(stage_blocks=(3, 4, 6, 3), **CIFAR),
+    "tiny-cifar": ResNetConfig(stage_blocks=(2, 1, 1, 1), stage_filters=(4, 8, 8, 16), stem_filters=2, **CIFAR),
 }
 
 

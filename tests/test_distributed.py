@@ -1,5 +1,6 @@
 """Scaling out on the frameworks' own engines, on CPU: torchrun (gloo) for PyTorch, MirroredStrategy for Keras."""
 
+import json
 import os
 import signal
 import subprocess
@@ -315,6 +316,32 @@ def test_multiworker_equals_one_device_and_resumes(data, keras_runs, tmp_path, c
     assert diff <= TOL, f"after resuming, {key} differs by {diff:.2e} from one device"
     assert [m["epoch"] for m in rundir.read_metrics(out)] == [1, 2]
     assert rundir.read_results(out)["epochs"] == 2
+
+
+def test_modern_recipe_scales_out_exactly(data, tmp_path, capsys):
+    """The modern recipe (SGD, normalisation, crop and Cutout draws cut into per-process chunks) through
+    torchrun and MirroredStrategy with --sync-bn: no code path of its own, and 2 == 1 in float64."""
+    modern = ["--recipe", "modern", "--arch", "tiny-cifar", "--float64", "--lr", "10"]  # rates 0, 0.083, 0.17: steps that move
+    run_all(
+        {
+            "torch1": torch_cmd(1, *three_steps(data, tmp_path / "torch1"), *modern),
+            "torch2": torch_cmd(2, *three_steps(data, tmp_path / "torch2"), *modern, "--sync-bn"),
+            "keras1": keras_cmd(data, tmp_path / "keras1", *modern),
+            "keras2": keras_cmd(data, tmp_path / "keras2", *modern, *MIRRORED, "--sync-bn"),
+        },
+        parallel=1,
+    )
+    from resnet_port.recipe import WarmupCosine
+
+    rate_after = float(WarmupCosine(peak=10 * 16 / 128, warmup=5 * 3, total=3).lr(3))  # 5 warm-up epochs of 3 steps
+    for engine, one, two in (("torchrun", "torch1", "torch2"), ("mirrored", "keras1", "keras2")):
+        diff, key = worst(tmp_path / one, tmp_path / two)
+        with capsys.disabled():
+            print(f"\n[modern recipe, {engine} 2 vs 1 with --sync-bn, 3 SGD steps, float64: max difference {diff:.1e} ({key})]")
+        assert diff <= TOL, (engine, key, diff)
+        assert json.loads((tmp_path / two / "config.json").read_text())["recipe"]["name"] == "modern"
+        # three optimiser steps were taken: the rate reported after them is the schedule's at step 3
+        assert rundir.read_metrics(tmp_path / one)[0]["lr"] == rundir.read_metrics(tmp_path / two)[0]["lr"] == rate_after
 
 
 def test_multiworker_chief_from_tf_config(monkeypatch):

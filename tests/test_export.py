@@ -99,3 +99,19 @@ def test_bad_input(tmp_path, exported):
         p = subprocess.run([sys.executable, "-m", "resnet_port.export", *map(str, args)], capture_output=True, text=True, env=ENV)
         assert p.returncode == 2 and message in p.stderr and "Traceback" not in p.stderr, p.stderr
     assert (tmp_path / "full" / "keep.txt").read_text() == "keep" and not (tmp_path / "o").exists()
+
+
+def test_the_modern_recipes_model_exports_with_its_normalisation(tmp_path):
+    """The CIFAR ResNet (no pool, no biases, 'same' stem) and a normalised input: no code path of its own."""
+    from resnet_port.augment import Normalization
+
+    parity.run_worker("torch", [{"op": "init", "arch": "tiny-cifar", "seed": 2, "out": str(tmp_path / "init.safetensors")}], tmp_path)
+    norm = Normalization((0.507, 0.487, 0.441), (0.267, 0.256, 0.276))
+    W.save(tmp_path / "w.safetensors", W.load(tmp_path / "init.safetensors").tensors, "tiny-cifar", normalization=norm)
+    p = subprocess.run([sys.executable, "-m", "resnet_port.export", str(tmp_path / "w.safetensors"), "--out", str(tmp_path / "out")], capture_output=True, text=True, env=ENV, timeout=900)
+    assert p.returncode == 0 and "export: PASS" in p.stdout, p.stdout[-3000:] + p.stderr[-3000:]
+    assert export.asymmetric_same_convs(get_spec("tiny-cifar")) == ["layer2.0.conv1", "layer3.0.conv1", "layer4.0.conv1"]  # inputs 32, 16, 8
+    assert p.stdout.count("3 of 3 uneven 'same' convs") == 2
+    import json
+
+    assert json.loads((tmp_path / "out" / "preprocessing.json").read_text())["normalization"] == norm.to_dict()

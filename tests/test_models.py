@@ -117,3 +117,23 @@ def test_initialisers_are_the_specs(framework):
     assert abs(w.std() - bound / 3**0.5) < 0.02 * bound  # uniform on [-a, a]: std a / sqrt(3)
     assert not t["layer2.0.conv1.bias"].any() and not t["fc.bias"].any() and not t["stem.bn.beta"].any()
     assert (t["stem.bn.gamma"] == 1).all() and (t["stem.bn.moving_variance"] == 1).all()
+
+
+@pytest.mark.parametrize("framework", ["tf", "torch"])
+def test_cifar_convolutions_are_he_normal_fan_out(framework):
+    """The modern recipe's ResNet: N(0, 2 / fan_out) convolutions (torchvision's), no biases."""
+    spec = get_spec("resnet18-cifar")
+    if framework == "tf":
+        from tf_impl import weights
+        from tf_impl.model import build_model
+
+        t = weights.to_numpy(build_model(spec), spec)
+    else:
+        from torch_impl import weights
+        from torch_impl.model import build_model
+
+        t = weights.to_numpy(build_model(spec))
+    w = t["layer3.0.conv2.kernel"]  # 3x3, 256 -> 256
+    assert abs(w.std() / (2 / (9 * 256)) ** 0.5 - 1) < 0.02 and abs(w.mean()) < 1e-3
+    assert np.abs(w).max() > 3 * w.std()  # a normal's tails, not a uniform's (max sqrt(3) std)
+    assert not any(k.endswith(".bias") and k != "fc.bias" for k in t)

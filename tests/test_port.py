@@ -122,23 +122,28 @@ def own(tmp_path_factory):
     )
     subprocess.run([sys.executable, "-c", code, str(d / "init.safetensors"), str(d / "model.pt")], check=True, env=ENV)
     synthetic.write(d / "data", n_train=96, n_test=20, num_classes=10)
-    runs = {fw: subprocess.Popen([sys.executable, "-m", f"{fw}.train", "--arch", "tiny", "--epochs", "1", "--batch-size", "16", "--data-dir", str(d / "data"), "--no-verify", "--val-size", "16", "--out", str(d / fw), "--quiet"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV) for fw in ("tf_impl", "torch_impl")}
+    runs = {
+        name: subprocess.Popen([sys.executable, "-m", f"{fw}.train", *recipe, "--epochs", "1", "--batch-size", "16", "--data-dir", str(d / "data"), "--no-verify", "--val-size", "16", "--out", str(d / name), "--quiet"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
+        for name, fw, recipe in (("tf_impl", "tf_impl", ["--arch", "tiny"]), ("torch_impl", "torch_impl", ["--arch", "tiny"]), ("torch_modern", "torch_impl", ["--recipe", "modern", "--arch", "tiny-cifar"]))
+    }
     for fw, p in runs.items():
         assert p.wait(timeout=600) == 0, p.stderr.read()[-2000:]
     return d
 
 
-@pytest.mark.parametrize("source", ["model.pt", "tf_impl", "torch_impl"])
+@pytest.mark.parametrize("source", ["model.pt", "tf_impl", "torch_impl", "torch_modern"])
 def test_port_of_this_projects_own_files(own, tmp_path, source):
     p = cli(own / source, "--out", tmp_path / "w.safetensors", "--check")
     assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
-    assert ": tiny, " in p.stdout and "parity: PASS" in p.stdout
+    arch = "tiny-cifar" if source == "torch_modern" else "tiny"
+    assert f": {arch}, " in p.stdout and "parity: PASS" in p.stdout
     other = "Keras" if source != "tf_impl" else "PyTorch"
     assert f"in {other} " in p.stdout  # the port is run in the other framework
-    if source != "model.pt":  # a run's checkpoint: its final weights, exactly
-        final = W.load(own / source / "weights.safetensors").tensors
-        ported = W.load(tmp_path / "w.safetensors").tensors
-        assert all(np.array_equal(final[k], ported[k]) for k in final)
+    if source != "model.pt":  # a run's checkpoint: its final weights, exactly, and its input normalisation
+        final = W.load(own / source / "weights.safetensors")
+        ported = W.load(tmp_path / "w.safetensors")
+        assert all(np.array_equal(final.tensors[k], ported.tensors[k]) for k in final.tensors)
+        assert ported.normalization == final.normalization and (ported.normalization is not None) == (source == "torch_modern")
 
 
 def _truncate(src, dst):

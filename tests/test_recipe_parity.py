@@ -1,4 +1,4 @@
-"""Cross-framework parity of the recipe: augmentation, loss, gradients, Adam, schedule.
+"""Cross-framework parity of the recipes: augmentation, loss, gradients, optimiser steps, schedule.
 
 Precision plan (measured, see README "What parity means"):
 * tiny, float32: loss, every gradient and three Adam steps at the stated tolerances;
@@ -7,7 +7,10 @@ Precision plan (measured, see README "What parity means"):
   all: perturbing the input by 1e-7 moves even float64 gradients by ~1% (ReLU
   kinks), so float32 rounding alone does the same; float64 removes that and
   leaves only the port's formulas to compare;
-* resnet18, float32: loss.
+* resnet18, float32: loss;
+* the modern recipe on tiny-cifar, float32: label-smoothed loss with weight
+  decay, every gradient, and five SGD steps across the end of the warm-up:
+  every weight and momentum buffer; Keras' built-in SGD must fail the same check.
 """
 
 import numpy as np
@@ -15,8 +18,8 @@ import pytest
 
 from resnet_port import parity
 from resnet_port import weights as W
-from resnet_port.augment import AugmentSpec, Draws, apply_reference, draw
-from resnet_port.recipe import AdamSpec
+from resnet_port.augment import AugmentSpec, Draws, Normalization, apply_reference, draw
+from resnet_port.recipe import MODERN_AUGMENT, AdamSpec, recipe
 from resnet_port.spec import get_spec
 
 LOSS_RTOL = 1e-5
@@ -25,30 +28,45 @@ BN_BIAS_GRAD_ATOL = 1e-5  # conv biases before BN: zero in exact arithmetic, flo
 WEIGHT_ATOL = 1e-4
 SCHEDULE_STEPS = [0, 1, 2, 10, 1000, 7031, 100000]
 
-CONFIGS = {
-    "tiny-float32": ("tiny", "float32", 3),
-    "resnet18-float64": ("resnet18", "float64", 1),
-    "resnet18-float32": ("resnet18", "float32", 0),
+CONFIGS = {  # name: (arch, dtype, optimiser steps, images per batch)
+    "tiny-float32": ("tiny", "float32", 3, 16),
+    "resnet18-float64": ("resnet18", "float64", 1, 16),
+    "resnet18-float32": ("resnet18", "float32", 0, 16),
+    # The modern recipe's SGD does not damp a gradient that a ReLU kink flips (Adam's steps are
+    # ~lr x sign(g) whatever g is, SGD's are lr x g): one unit of tiny-cifar within 1.5e-6 of zero
+    # flipped between frameworks in float32 and the weights parted by 2e-2 after 5 steps (the same
+    # 5 steps in float64: 1e-7).  Batches of 4 keep every ReLU input at least 7e-6 from zero here,
+    # ~50x float32's rounding of it, so the float32 check compares the optimisers, not the kinks.
+    "modern-tiny-cifar-float32": ("tiny-cifar", "float32", 5, 4),
+    "modern-tiny-cifar-float64": ("tiny-cifar", "float64", 5, 4),
 }
+# the modern recipe's schedule in the 5-step check: one step per "epoch", warm-up over 3, the peak
+# rate of batch 128 (0.1): steps 0, 1, 2 warm up (lr 0, 1/30, 2/30), step 3 starts the cosine
+MODERN_STEPS = {"recipe": "modern", "optimizer": {"warmup_epochs": 3}, "steps_per_epoch": 1, "epochs": 10, "batch_size": 128}
 
 
 @pytest.fixture(scope="module")
 def run(request, tmp_path_factory):
-    arch, dtype, steps = CONFIGS[request.param]
+    arch, dtype, steps, batch = CONFIGS[request.param]
+    modern = request.param.startswith("modern")
+    extra = MODERN_STEPS if modern else {}
     d = tmp_path_factory.mktemp(request.param)
     rng = np.random.default_rng(21)
-    np.save(d / "x.npy", rng.random((16, 32, 32, 3), dtype=np.float32))
-    np.save(d / "y.npy", rng.integers(0, 100, 16))
-    np.savez(d / "batches.npz", images=rng.random((max(steps, 1), 16, 32, 32, 3), dtype=np.float32), labels=rng.integers(0, 100, (max(steps, 1), 16)))
+    np.save(d / "x.npy", rng.random((batch, 32, 32, 3), dtype=np.float32))
+    np.save(d / "y.npy", rng.integers(0, 100, batch))
+    np.savez(d / "batches.npz", images=rng.random((max(steps, 1), batch, 32, 32, 3), dtype=np.float32), labels=rng.integers(0, 100, (max(steps, 1), batch)))
     w = str(d / "w.safetensors")
 
     def ops(fw):
-        out = [{"op": "loss", "arch": arch, "dtype": dtype, "weights": w, "images": str(d / "x.npy"), "labels": str(d / "y.npy"), "out": str(d / f"loss_{fw}.npz")}]
+        out = [{"op": "loss", "arch": arch, "dtype": dtype, "weights": w, "images": str(d / "x.npy"), "labels": str(d / "y.npy"), "out": str(d / f"loss_{fw}.npz"), **extra}]
         if steps:
-            out.append({"op": "train", "arch": arch, "dtype": dtype, "weights": w, "batches": str(d / "batches.npz"), "out": str(d / f"after_{fw}.safetensors"), "probe": str(d / "x.npy"), "probe_out": str(d / f"probe_{fw}.npz")})
+            out.append({"op": "train", "arch": arch, "dtype": dtype, "weights": w, "batches": str(d / "batches.npz"), "out": str(d / f"after_{fw}.safetensors"), "probe": str(d / "x.npy"), "probe_out": str(d / f"probe_{fw}.npz"), **extra})
+            if modern:
+                out[-1]["momentum_out"] = str(d / f"momentum_{fw}.npz")
         return out
 
-    parity.run_worker("tf", [{"op": "init", "arch": arch, "seed": 4, "out": w}] + ops("tf"), d)
+    naive = [{**ops("tf")[1], "variant": "keras-sgd", "out": str(d / "after_naive.safetensors"), "probe_out": str(d / "probe_naive.npz"), "momentum_out": None}] if modern and dtype == "float32" else []
+    parity.run_worker("tf", [{"op": "init", "arch": arch, "seed": 4, "out": w}] + ops("tf") + naive, d)
     parity.run_worker("torch", ops("torch"), d)
     if steps:
         # Inference logits after the steps with the Keras values of the BatchNorm-fed
@@ -78,7 +96,7 @@ def test_loss_parity(run):
     assert float(b["l2"]) > 0 and float(b["ce"]) > 0
 
 
-@pytest.mark.parametrize("run", ["tiny-float32", "resnet18-float64"], indirect=True)
+@pytest.mark.parametrize("run", ["tiny-float32", "resnet18-float64", "modern-tiny-cifar-float32", "modern-tiny-cifar-float64"], indirect=True)
 def test_gradient_parity(run):
     arch, dtype, _, d = run
     spec = get_spec(arch)
@@ -99,7 +117,7 @@ def test_gradient_parity(run):
     assert worst <= GRAD_RTOL, f"worst parameter: {worst_key}, max |dPyTorch - dKeras| / max |dKeras| = {worst:.2e} > {GRAD_RTOL}"
 
 
-@pytest.mark.parametrize("run", ["tiny-float32", "resnet18-float64"], indirect=True)
+@pytest.mark.parametrize("run", ["tiny-float32", "resnet18-float64", "modern-tiny-cifar-float32", "modern-tiny-cifar-float64"], indirect=True)
 def test_optimizer_parity(run):
     """After the same Adam steps from the same weights: every tensor within 1e-4.
 
@@ -125,6 +143,46 @@ def test_optimizer_parity(run):
     assert np.abs(swapped - probe_b["eval"]).max() <= WEIGHT_ATOL * max(1.0, np.abs(probe_b["eval"]).max())
 
 
+@pytest.mark.parametrize("run", ["modern-tiny-cifar-float32"], indirect=True)
+def test_sgd_momentum_buffers_and_the_naive_keras_sgd(run, capsys):
+    """Five SGD steps across the end of the warm-up: every momentum buffer within 1e-4 too.
+    Keras' built-in SGD with its decoupled weight decay, given the same rates, is another
+    optimiser: it must fail the same check, by far."""
+    arch, dtype, steps, d = run
+    a, b = _npz(d / "momentum_torch.npz"), _npz(d / "momentum_tf.npz")
+    assert a.keys() == b.keys() == set(get_spec(arch).trainable_parameters())
+    worst = max((float(np.abs(a[k] - b[k]).max()), k) for k in b)
+    assert worst[0] <= WEIGHT_ATOL, worst
+    assert min(float(np.abs(b[k]).max()) for k in b) > 0  # every buffer holds momentum
+    ours, torch_w = W.load(d / "after_tf.safetensors").tensors, W.load(d / "after_torch.safetensors").tensors
+    naive = W.load(d / "after_naive.safetensors").tensors
+    naive_diff = max((float(np.abs(naive[k] - torch_w[k]).max()), k) for k in torch_w)
+    ours_diff = max((float(np.abs(ours[k] - torch_w[k]).max()), k) for k in torch_w)
+    with capsys.disabled():
+        print(f"\n[modern recipe, {dtype}, {steps} SGD steps across the warm-up's end: Keras (PyTorch-form SGD) vs PyTorch {ours_diff[0]:.1e} ({ours_diff[1]}); "
+              f"momentum buffers {worst[0]:.1e}; Keras' built-in SGD vs PyTorch {naive_diff[0]:.1e} ({naive_diff[1]})]")
+    assert naive_diff[0] > 100 * WEIGHT_ATOL
+
+
+def test_modern_schedule_identical(tmp_path):
+    """Warm-up and cosine: the lr at steps 0, 1, the end of the warm-up, mid-cosine and the last step,
+    for the modern recipe on CIFAR-100 (352 steps of 128 per epoch, 200 epochs), the same float32 in both."""
+    r = recipe("modern")
+    spe = r.steps_per_epoch(45_000)
+    sched = r.schedule(spe)
+    warm, last = 5 * spe, 200 * spe - 1
+    steps = [0, 1, warm - 1, warm, (warm + last) // 2, last]
+    op = {"recipe": "modern", "steps_per_epoch": spe, "epochs": r.epochs, "batch_size": r.batch_size, "steps": steps}
+    for fw in parity.FRAMEWORKS:
+        parity.run_worker(fw, [{"op": "schedule", **op, "out": str(tmp_path / f"{fw}.npy")}], tmp_path)
+    tf_lr, torch_lr = np.load(tmp_path / "tf.npy"), np.load(tmp_path / "torch.npy")
+    assert tf_lr.dtype == torch_lr.dtype == np.float32 and np.array_equal(tf_lr, torch_lr), (tf_lr, torch_lr)
+    assert np.array_equal(tf_lr, np.array([sched.lr(s) for s in steps], np.float32))
+    assert (spe, warm) == (352, 1760) and tf_lr[0] == 0 and tf_lr[3] == np.float32(0.1)
+    np.testing.assert_allclose(tf_lr[[1, 2, 4]], [0.1 / 1760, 0.1 * 1759 / 1760, 0.05], rtol=1e-4)
+    assert 0 < tf_lr[5] < 1e-8  # cosine to 0 at the last step
+
+
 def test_schedule_identical(tmp_path):
     for fw in parity.FRAMEWORKS:
         parity.run_worker(fw, [{"op": "schedule", "steps": SCHEDULE_STEPS, "out": str(tmp_path / f"{fw}.npy")}], tmp_path)
@@ -134,6 +192,35 @@ def test_schedule_identical(tmp_path):
     spec = AdamSpec()
     assert np.array_equal(tf_lr, np.array([spec.lr(s) for s in SCHEDULE_STEPS], np.float32))
     np.testing.assert_allclose(tf_lr[[0, 1, 4, 6]], [1e-3, 1e-3 / 1.004, 1e-3 / 5, 1e-3 / 401], rtol=1e-6)
+
+
+def test_modern_augmentation_parity(tmp_path):
+    """Crop from the zero-padded image, flip, per-channel normalisation, Cutout: the same draws,
+    applied by Keras, PyTorch and the numpy reference, within 1e-5."""
+    rng = np.random.default_rng(6)
+    images = rng.integers(0, 256, (64, 32, 32, 3)).astype(np.uint8)
+    draws = draw(MODERN_AUGMENT, 64, (32, 32), rng)
+    assert set(np.unique(draws.dy)) <= set(range(-4, 5)) and draws.cut_y is not None
+    draws.dy[:2], draws.dx[:2], draws.cut_y[:2], draws.cut_x[:2] = [4, -4], [-4, 4], [0, 31], [31, 0]  # edges and corners
+    draws.flip[:2] = False
+    norm = Normalization((0.507, 0.487, 0.441), (0.267, 0.256, 0.276))
+    np.save(tmp_path / "images.npy", images)
+    draws.save(tmp_path / "draws.npz")
+    spec = {k: getattr(MODERN_AUGMENT, k) for k in AugmentSpec.__dataclass_fields__}
+    for fw in parity.FRAMEWORKS:
+        parity.run_worker(fw, [{"op": "augment", "images": str(tmp_path / "images.npy"), "draws": str(tmp_path / "draws.npz"), "augment": spec, "normalization": norm.to_dict(), "out": str(tmp_path / f"{fw}.npy")}], tmp_path)
+    tf_out, torch_out = np.load(tmp_path / "tf.npy"), np.load(tmp_path / "torch.npy")
+    ref = apply_reference(images, Draws.load(tmp_path / "draws.npz"), MODERN_AUGMENT, norm)
+    assert np.abs(tf_out - torch_out).max() <= 1e-5 and np.abs(tf_out - ref).max() <= 1e-5 and np.abs(torch_out - ref).max() <= 1e-5
+    # what it did, for image 0 (shift (4, -4), no flip, hole centred at (0, 31)): zeros, normalised,
+    # shifted in from outside; an 8x8 hole clipped to rows 0..3 and columns 27..31, exactly 0
+    zero = (0 - np.float32(norm.mean)) / np.float32(norm.std)
+    x0 = (images[0] / np.float32(255) - np.float32(norm.mean)) / np.float32(norm.std)
+    expected = np.broadcast_to(zero, x0.shape).copy()
+    expected[:28, 4:] = x0[4:, :28]
+    expected[:4, 27:] = 0
+    np.testing.assert_allclose(ref[0], expected, atol=1e-6)
+    assert (ref[1][27:, :4] == 0).all() and (ref[1][26, 0] != 0).all() and (ref[1][27, 4] != 0).all()  # the hole at (31, 0), no wider
 
 
 def test_augmentation_parity(tmp_path):

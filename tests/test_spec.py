@@ -8,8 +8,16 @@ import pytest
 from resnet_port import spec as S
 from resnet_port.summary import main as summary_main
 
-# Measured from the seed's own Keras program (RECIPE.md), independently of this spec.
-SEED_COUNTS = {"resnet18": (11_224_932, 9_600), "resnet34": (21_336_804, 17_024)}
+# Measured from the seed's own Keras program (RECIPE.md), independently of this spec; the CIFAR
+# ResNets' from kuangliu/pytorch-cifar's ResNet18/34 (11,173,962 / 21,282,122 parameters with 10
+# classes, BatchNorm affine included) with a 100-class head (+ 512 * 90 + 90), and their BatchNorm
+# moving statistics (the same BatchNorms as the seed's: 9,600 / 17,024).
+SEED_COUNTS = {
+    "resnet18": (11_224_932, 9_600),
+    "resnet34": (21_336_804, 17_024),
+    "resnet18-cifar": (11_173_962 + 512 * 90 + 90, 9_600),
+    "resnet34-cifar": (21_282_122 + 512 * 90 + 90, 17_024),
+}
 
 
 def test_neutral_package_imports_no_framework():
@@ -26,10 +34,17 @@ def test_neutral_package_imports_no_framework():
     assert int(out.stdout) >= 4  # it really imported the modules
 
 
-@pytest.mark.parametrize("arch", ["resnet18", "resnet34"])
-def test_parameter_counts_match_the_seed(arch):
+@pytest.mark.parametrize("arch", list(SEED_COUNTS))
+def test_parameter_counts_match_independent_counts(arch):
     c = S.get_spec(arch).count_parameters()
     assert (c.trainable, c.non_trainable) == SEED_COUNTS[arch]
+
+
+def test_cifar_spatial_sizes_and_the_issues_count():
+    layers = {l.name: l.output_shape for l in S.get_spec("resnet18-cifar").layers()}
+    assert layers["stem.relu"] == (32, 32, 64) and "stem.pool" not in layers
+    assert [layers[f"layer{s}.1.relu2"] for s in (1, 2, 3, 4)] == [(32, 32, 64), (16, 16, 128), (8, 8, 256), (4, 4, 512)]
+    assert S.get_spec("resnet18-cifar").count_parameters().trainable == 11_220_132
 
 
 def test_spatial_sizes_follow_the_recipe():
@@ -44,15 +59,23 @@ def test_spatial_sizes_follow_the_recipe():
 
 
 @pytest.mark.parametrize("arch", S.available())
-def test_projection_shortcuts_exactly_where_stride_is_not_one(arch):
-    spec = S.get_spec(arch)
+def test_projection_shortcuts_exactly_where_the_family_says(arch):
+    """The seed's ResNets project where the stride is not 1; the CIFAR ones also where the width changes."""
+    spec, config = S.get_spec(arch), S.REGISTRY[arch]
+    seed_family = config.projection == "stride"
     for b in spec.blocks:
-        assert b.has_projection == (b.stride != 1), b.name
+        changes = b.stride != 1 or b.conv1.in_channels != b.conv1.filters
+        assert b.has_projection == (b.stride != 1 if seed_family else changes), b.name
         assert b.conv1.padding == b.conv2.padding == "same"
         if b.has_projection:
             assert (b.shortcut_conv.kernel_size, b.shortcut_conv.padding) == (1, "valid")
-    assert spec.stem_conv.padding == "valid" and spec.stem_pool.padding == "same"
-    assert all(l.kind != "conv2d" or "bias" in l.params for l in spec.layers())
+    if seed_family:  # the seed: valid stem, 'same' max-pool, a bias on every conv
+        assert spec.stem_conv.padding == "valid" and spec.stem_pool.padding == "same"
+        assert all(l.kind != "conv2d" or "bias" in l.params for l in spec.layers())
+    else:  # CIFAR: 'same' stem, no pool, no conv biases (each conv feeds a BatchNorm)
+        assert spec.stem_conv.padding == "same" and spec.stem_pool is None
+        assert all(l.kind != "conv2d" or "bias" not in l.params for l in spec.layers())
+        assert spec.batchnorm_fed_biases() == []
 
 
 @pytest.mark.parametrize("arch", S.available())
@@ -68,8 +91,9 @@ def test_names_unique_and_counts_consistent(arch):
 
 def test_block_counts():
     assert [b.name for b in S.get_spec("resnet18").blocks][:3] == ["layer1.0", "layer1.1", "layer2.0"]
-    assert len(S.get_spec("resnet34").blocks) == 16
-    assert len(S.get_spec("tiny").blocks) == 4
+    assert len(S.get_spec("resnet34").blocks) == len(S.get_spec("resnet34-cifar").blocks) == 16
+    assert len(S.get_spec("tiny").blocks) == 4 and len(S.get_spec("tiny-cifar").blocks) == 5
+    assert S.get_spec("tiny-cifar").blocks[0].has_projection and S.get_spec("tiny-cifar").blocks[0].stride == 1  # width only
 
 
 @pytest.mark.parametrize(

@@ -151,12 +151,14 @@ def _wait_for(predicate, timeout, proc):
 
 
 @pytest.mark.parametrize("fw", FRAMEWORKS)
-@pytest.mark.parametrize("how", ["sigkill", "ctrl-c"])
-def test_interrupted_run_resumes(long_epoch_data, tmp_path, fw, how):
+@pytest.mark.parametrize("how,recipe", [("sigkill", "seed"), ("ctrl-c", "seed"), ("sigkill", "modern")])
+def test_interrupted_run_resumes(long_epoch_data, tmp_path, fw, how, recipe):
     """Killed mid-epoch (SIGKILL: from the last epoch; Ctrl-C: from the batch reached), resumed,
     the run ends with each epoch exactly once and the epochs before the interruption unchanged."""
     out = tmp_path / "run"
     args = train_args(long_epoch_data, out, 2, 4, 60)  # 360 steps per epoch
+    if recipe == "modern":
+        args += ["--recipe", "modern", "--arch", "tiny-cifar"]
     proc = subprocess.Popen([sys.executable, "-m", f"{fw}.train", *map(str, args)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
     metrics = out / rundir.METRICS
     try:
@@ -205,6 +207,45 @@ def test_both_frameworks_learn(tmp_path):
         assert rundir.read_results(tmp_path / fw)["test_accuracy"] >= 0.8, fw
     assert min(finals.values()) >= 0.8, finals
     assert abs(finals["tf_impl"] - finals["torch_impl"]) <= 0.15, finals
+
+
+@pytest.fixture(scope="module")
+def modern_runs(small_data, tmp_path_factory):
+    out = tmp_path_factory.mktemp("modern")
+    modern = ["--recipe", "modern", "--arch", "tiny-cifar"]
+    procs = parallel(*[lambda fw=fw: cli(f"{fw}.train", *train_args(small_data, out / fw), *modern) for fw in FRAMEWORKS])
+    for fw, p in zip(FRAMEWORKS, procs):
+        assert p.returncode == 0, f"{fw}.train --recipe modern failed:\n{p.stderr[-3000:]}"
+    return out
+
+
+def test_modern_recipe_end_to_end_and_cross_evaluated(modern_runs, small_data, tmp_path):
+    """Both CLIs train the modern recipe; each run's weights give the same predictions in the other framework."""
+    from resnet_port.augment import channel_stats
+    from resnet_port.data import load
+    from resnet_port.recipe import recipe
+
+    ds = load(small_data, verify=False, val_size=60, quiet=True)
+    stats = channel_stats(ds.train.images).to_dict()
+    r = recipe("modern", arch="tiny-cifar", epochs=2, batch_size=32)
+    sched = r.schedule(r.steps_per_epoch(240))
+    for fw in FRAMEWORKS:
+        d = modern_runs / fw
+        cfg = json.loads((d / "config.json").read_text())
+        assert cfg["recipe"]["name"] == "modern" and cfg["recipe"]["optimizer"]["kind"] == "sgd" and cfg["recipe"]["objective"]["label_smoothing"] == 0.1
+        np.testing.assert_allclose(cfg["data"]["normalization"]["mean"], stats["mean"], rtol=1e-12)  # the training split's statistics
+        assert W.load(d / "weights.safetensors").normalization.to_dict() == cfg["data"]["normalization"]
+        # the rate after each epoch: the neutral schedule's float32 value, in both frameworks
+        assert [m["lr"] for m in rundir.read_metrics(d)] == [float(sched.lr(8)), float(sched.lr(16))]
+    p = cli("resnet_port.compare", modern_runs / "tf_impl", modern_runs / "torch_impl", "--report", tmp_path / "report")
+    assert p.returncode == 0, p.stderr[-2000:]
+    rows = [line for line in p.stdout.splitlines() if line.startswith(("tf_impl", "torch_impl"))]
+    assert len(rows) == 2 and all("0 of 100" in line for line in rows), p.stdout
+
+
+def test_recipe_flags_that_do_not_apply_are_refused(small_data, tmp_path):
+    p = cli("torch_impl.train", *train_args(small_data, tmp_path / "x"), "--recipe", "modern", "--lr-decay", "0.01")
+    assert p.returncode == 2 and "--lr-decay is the seed recipe's Adam decay" in p.stderr and not (tmp_path / "x").exists()
 
 
 BAD = [

@@ -43,10 +43,10 @@ def run(op: dict) -> dict:
     import keras
     import tensorflow as tf
 
-    from resnet_port.augment import AugmentSpec
-    from resnet_port.recipe import ObjectiveSpec, Recipe
+    from resnet_port import parity
+    from resnet_port.augment import AugmentSpec, channel_stats
 
-    from .data import augment, random_draws
+    from .data import augment, normalize, random_draws
     from .model import build_model
     from .objective import make_loss, make_optimizer
 
@@ -55,20 +55,23 @@ def run(op: dict) -> dict:
     keras.mixed_precision.set_global_policy(policy)
     keras.utils.set_random_seed(0)
     b, warmup, windows, steps = op["batch_size"], op["warmup"], op["windows"], op["steps"]
+    recipe = parity.recipe_of(op)  # the recipe's objective, optimiser (schedule of a 100-step epoch), augmentation
     model = build_model(op["arch"])
-    model.compile(optimizer=make_optimizer(Recipe().optimizer), loss=make_loss(model, op["arch"], ObjectiveSpec()), metrics=["sparse_categorical_accuracy"])
+    model.compile(optimizer=make_optimizer(recipe.optimizer, recipe.schedule(100)), loss=make_loss(model, op["arch"], recipe.objective), metrics=["sparse_categorical_accuracy"])
     h, w, _ = model.input_shape[1:]
     rng = np.random.default_rng(0)
-    raw = tf.constant(rng.integers(0, 256, (b, h, w, 3)).astype(np.uint8))
+    raw_np = rng.integers(0, 256, (b, h, w, 3)).astype(np.uint8)
+    raw = tf.constant(raw_np)
     y = tf.constant(rng.integers(0, 100, b))
-    x_plain = tf.cast(raw, tf.float32) / 255.0
-    spec = AugmentSpec()
+    norm = channel_stats(raw_np) if recipe.normalize else None
+    x_plain = normalize(tf.cast(raw, tf.float32) / 255.0, norm)
+    spec = AugmentSpec() if recipe.augment.is_identity else recipe.augment
     seed = tf.Variable([0, 0], dtype=tf.int64)
 
     @tf.function
     def aug(images):
         seed.assign_add([0, 1])
-        return augment(images, *random_draws(spec, tf.shape(images)[0], h, w, seed=seed), spec=spec)
+        return augment(images, *random_draws(spec, tf.shape(images)[0], h, w, seed=seed), spec=spec, normalization=norm)
 
     out = {"framework": "tf_impl", "device": "gpu" if tf.config.list_physical_devices("GPU") else "cpu", "tensorflow": tf.__version__, "keras": keras.__version__}
     rows = op.get("rows") or ["train_aug", "train", "inference", "augment", "matmul_gflops"]

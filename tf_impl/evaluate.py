@@ -15,8 +15,8 @@ def predict_logits(weights_path, arch: str, images: np.ndarray, batch_size: int)
     from .model import build_model
 
     model = build_model(arch)
-    weights.load_into(model, arch, weights_path)
-    ds = eval_dataset(images, np.zeros(len(images), np.int64), batch_size)
+    w = weights.load_into(model, arch, weights_path)
+    ds = eval_dataset(images, np.zeros(len(images), np.int64), batch_size, w.normalization)
     return np.concatenate([np.asarray(model(x, training=False), dtype=np.float32) for x, _ in ds])
 
 

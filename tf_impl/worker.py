@@ -92,14 +92,20 @@ def op_loss(op):
 
 
 def op_train(op):
-    """Adam steps through Keras' own train step (what model.fit runs)."""
-    from resnet_port.recipe import AdamSpec
-
+    """The recipe's optimiser steps through Keras' own train step (what model.fit runs)."""
     from . import weights
-    from .objective import make_loss, make_optimizer
+    from .objective import make_loss, make_optimizer, momentum_buffers
 
     spec, model = _model(op)
-    model.compile(optimizer=make_optimizer(AdamSpec()), loss=make_loss(model, spec, parity.objective_of(op)))
+    recipe, schedule = parity.recipe_of(op), parity.schedule_of(op)
+    objective = recipe.objective
+    if op.get("variant"):
+        from . import naive
+
+        optimizer, objective = naive.optimizer(op["variant"], recipe, schedule)
+    else:
+        optimizer = make_optimizer(recipe.optimizer, schedule)
+    model.compile(optimizer=optimizer, loss=make_loss(model, spec, objective))
     with np.load(op["batches"]) as z:
         images, labels = z["images"], z["labels"]
     for x, y in zip(images, labels):
@@ -107,6 +113,8 @@ def op_train(op):
     weights.export(model, spec, op["out"])
     probe = np.load(op["probe"]).astype(op.get("dtype", "float32"))
     np.savez(op["probe_out"], eval=model(probe, training=False).numpy(), train=model(probe, training=True).numpy())
+    if op.get("momentum_out"):
+        np.savez(op["momentum_out"], **momentum_buffers(optimizer, model, spec))
 
 
 def op_augment(op):
@@ -120,11 +128,9 @@ def op_augment(op):
 
 
 def op_schedule(op):
-    from resnet_port.recipe import AdamSpec
-
     from .objective import make_optimizer
 
-    opt = make_optimizer(AdamSpec())
+    opt = make_optimizer(parity.recipe_of(op).optimizer, parity.schedule_of(op))
     values = []
     for step in op["steps"]:
         opt.iterations.assign(step)

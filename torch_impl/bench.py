@@ -8,13 +8,13 @@ import time
 
 import torch
 
-from resnet_port.augment import AugmentSpec
-from resnet_port.recipe import ObjectiveSpec, Recipe
+from resnet_port import parity
+from resnet_port.augment import AugmentSpec, channel_stats
 
-from .data import augment, random_draws
+from .data import augment, random_draws, scale
 from .engine import autocast, train_step
 from .model import build_model
-from .objective import KerasAdam, l2_parameters
+from .objective import l2_parameters, make_optimizer
 
 PRECISIONS = {"fp32": None, "amp-fp16": torch.float16, "amp-bf16": torch.bfloat16}
 
@@ -68,8 +68,9 @@ def run(op: dict) -> dict:
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     net = torch.compile(model) if op.get("compile") else model
-    objective, spec = ObjectiveSpec(), AugmentSpec()
-    opt = KerasAdam(model.parameters(), Recipe().optimizer)
+    recipe = parity.recipe_of(op)  # the recipe's objective, optimiser (schedule of a 100-step epoch), augmentation
+    objective, spec = recipe.objective, (AugmentSpec() if recipe.augment.is_identity else recipe.augment)
+    opt = make_optimizer(model.parameters(), recipe.optimizer, recipe.schedule(100))
     scaler = torch.amp.GradScaler("cuda") if (amp == torch.float16 and device.type == "cuda") else None
     l2p = l2_parameters(model, op["arch"], objective)
     h, w, c = model.spec.input_shape
@@ -78,10 +79,11 @@ def run(op: dict) -> dict:
         raw = raw.contiguous()
     y = torch.randint(0, model.spec.num_classes, (b,), device=device)
     gen = torch.Generator(device).manual_seed(0)
-    x_plain = raw.float() / 255
+    norm = channel_stats(raw.permute(0, 2, 3, 1).cpu().numpy()) if recipe.normalize else None
+    x_plain = scale(raw, norm)
 
     def aug():
-        return augment(raw, *random_draws(spec, b, h, w, device, gen), spec=spec)
+        return augment(raw, *random_draws(spec, b, h, w, device, gen), spec=spec, normalization=norm)
 
     net.train()
     out = {"framework": "torch_impl", "device": str(device), "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu", "torch": torch.__version__}
@@ -102,7 +104,7 @@ def run(op: dict) -> dict:
     raw_big = raw.repeat(50, 1, 1, 1)
 
     def aug_only():
-        augment(raw_big, *random_draws(spec, big, h, w, device, gen), spec=spec)
+        augment(raw_big, *random_draws(spec, big, h, w, device, gen), spec=spec, normalization=norm)
 
     if "augment" in rows:
         out["augment"] = _windows(aug_only, big, warmup, windows, steps, device)

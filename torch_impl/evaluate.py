@@ -18,9 +18,9 @@ from .model import build_model
 def predict_logits(weights_path, arch: str, images: np.ndarray, batch_size: int) -> np.ndarray:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model = build_model(arch)
-    weights.load_into(model, weights_path)
+    w = weights.load_into(model, weights_path)
     model = model.to(device, memory_format=torch.channels_last)
-    loader = DeviceLoader(images, np.zeros(len(images), np.int64), batch_size, device, None, shuffle=False)
+    loader = DeviceLoader(images, np.zeros(len(images), np.int64), batch_size, device, None, shuffle=False, normalization=w.normalization)
     return predict(model, (x for x, _ in loader.batches())).numpy()
 
 

@@ -1,4 +1,4 @@
-"""The recipe's objective and optimiser in PyTorch, equal to the Keras ones.
+"""The recipes' objectives and optimisers in PyTorch, equal to the Keras ones.
 
 * L2 is added to the loss as ``l2 * sum(v**2) / 2`` (TF's ``l2_loss``): Adam's
   ``weight_decay`` would decay inside the update, which is not the same thing.
@@ -8,6 +8,10 @@
   ``sqrt(1 - b2^t)`` times smaller, and its default epsilon is 1e-8, not 1e-7.
   The learning rate of step t (t counted from 0, before the update) is the
   recipe's float32 ``AdamSpec.lr(t)``, as Keras' InverseTimeDecay gives it.
+* The modern recipe: ``F.cross_entropy(..., label_smoothing=s)`` (Keras'
+  formula, written out in ``tf_impl.objective``), weight decay as the same L2
+  term (coupled), and ``torch.optim.SGD`` (PyTorch's form is the spec's) with
+  the recipe's float32 rate set before every step (:class:`ScheduledSGD`).
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from resnet_port.recipe import AdamSpec, ObjectiveSpec
+from resnet_port.recipe import AdamSpec, ObjectiveSpec, SGDSpec
 from resnet_port.spec import ResNetSpec, get_spec
 
 from .weights import tensor
@@ -34,16 +38,51 @@ def _full(t: torch.Tensor) -> torch.Tensor:
 def loss_parts(logits: torch.Tensor, labels: torch.Tensor, l2_params: list[torch.Tensor], objective: ObjectiveSpec):
     """(cross-entropy, L2 term), scalars in the logits' precision (float32 at least)."""
     logits = _full(logits)
-    ce = F.cross_entropy(logits, labels)
+    ce = F.cross_entropy(logits, labels, label_smoothing=objective.label_smoothing)
     if not l2_params or objective.l2 == 0:
         return ce, torch.zeros((), device=logits.device, dtype=ce.dtype)
     sq = torch.stack([_full(p).square().sum() for p in l2_params]).sum()
     return ce, objective.l2 * 0.5 * sq.to(ce.dtype)
 
 
-def make_optimizer(params, opt: AdamSpec, schedule=None) -> torch.optim.Optimizer:
+def make_optimizer(params, opt: AdamSpec | SGDSpec, schedule=None) -> torch.optim.Optimizer:
     """The recipe's optimiser with its per-step schedule (default: the spec's own, for one epoch of one step)."""
-    return KerasAdam(params, opt, schedule or opt.schedule(1, 1, 1))
+    schedule = schedule or opt.schedule(1, 1, 1)
+    if isinstance(opt, SGDSpec):
+        return ScheduledSGD(params, opt, schedule)
+    return KerasAdam(params, opt, schedule)
+
+
+class ScheduledSGD(torch.optim.SGD):
+    """``torch.optim.SGD`` with the recipe's learning rate for each optimiser step.
+
+    The step count lives in the parameter groups (so it is in ``state_dict`` and a
+    resumed run continues the schedule), and only a step actually taken counts:
+    a step the gradient scaler skips (inf/nan under float16) leaves it as it is.
+    """
+
+    def __init__(self, params, spec: SGDSpec, schedule):
+        super().__init__(params, lr=float(schedule.lr(0)), momentum=spec.momentum, nesterov=spec.nesterov)
+        self.schedule = schedule
+        for group in self.param_groups:
+            group["iterations"] = 0
+
+    @property
+    def iterations(self) -> int:
+        return self.param_groups[0]["iterations"]
+
+    def current_lr(self) -> float:
+        return float(self.schedule.lr(self.iterations))
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        t = self.iterations
+        for group in self.param_groups:
+            group["lr"] = float(self.schedule.lr(t))
+        loss = super().step(closure)
+        for group in self.param_groups:
+            group["iterations"] = t + 1
+        return loss
 
 
 class KerasAdam(torch.optim.Optimizer):

@@ -86,18 +86,23 @@ def to_numpy(model: torch.nn.Module, arch: str | ResNetSpec | None = None) -> di
     return out
 
 
-def gradients_to_numpy(model: torch.nn.Module) -> dict[str, np.ndarray]:
-    """The ``.grad`` of every trainable tensor, keyed and laid out as in the file, in its own dtype."""
-    spec = model.spec
+def per_parameter_to_numpy(model: torch.nn.Module, of, what: str = "gradient") -> dict[str, np.ndarray]:
+    """``of(parameter)`` (its ``.grad``, an optimiser buffer) for every trainable tensor, keyed and laid
+    out as in the file, in its own dtype."""
     params = dict(model.named_parameters())
     out = {}
-    for key, sd_key, kind in _mapping(spec):
+    for key, sd_key, kind in _mapping(model.spec):
         if sd_key in params:
-            g = params[sd_key].grad
-            if g is None:
-                raise ValueError(f"{key} has no gradient; run backward() first")
-            out[key] = np.ascontiguousarray(_to_file_layout(g.detach().cpu().numpy(), kind, key))
+            t = of(params[sd_key])
+            if t is None:
+                raise ValueError(f"{key} has no {what}")
+            out[key] = np.ascontiguousarray(_to_file_layout(t.detach().cpu().numpy(), kind, key))
     return out
+
+
+def gradients_to_numpy(model: torch.nn.Module) -> dict[str, np.ndarray]:
+    """The ``.grad`` of every trainable tensor, keyed and laid out as in the file, in its own dtype."""
+    return per_parameter_to_numpy(model, lambda p: p.grad, "gradient; run backward() first")
 
 
 def from_numpy(model: torch.nn.Module, tensors: dict[str, np.ndarray], arch: str | ResNetSpec | None = None, source: str = "weights") -> None:

@@ -87,27 +87,27 @@ def op_loss(op):
 
 
 def op_train(op):
-    """Adam steps through the training CLI's own step (torch_impl.engine.train_step)."""
-    from resnet_port.recipe import AdamSpec
-
+    """The recipe's optimiser steps through the training CLI's own step (torch_impl.engine.train_step)."""
     from .engine import train_step
-    from .objective import KerasAdam, l2_parameters
+    from .objective import l2_parameters, make_optimizer
 
     spec, model = _model(op)
-    objective = parity.objective_of(op)
+    recipe = parity.recipe_of(op)
     model.train()
-    opt = KerasAdam(model.parameters(), AdamSpec())
-    l2_params = l2_parameters(model, spec, objective)
+    opt = make_optimizer(model.parameters(), recipe.optimizer, parity.schedule_of(op))
+    l2_params = l2_parameters(model, spec, recipe.objective)
     with np.load(op["batches"]) as z:
         images, labels = z["images"], z["labels"]
     for x, y in zip(images, labels):
-        train_step(model, opt, _nchw(x, op.get("dtype", "float32")), torch.from_numpy(y.astype(np.int64)), l2_params, objective)
+        train_step(model, opt, _nchw(x, op.get("dtype", "float32")), torch.from_numpy(y.astype(np.int64)), l2_params, recipe.objective)
     weights.export(model, op["out"])
     probe = _nchw(np.load(op["probe"]), op.get("dtype", "float32"))
     with torch.no_grad():
         ev = model.eval()(probe).numpy()
         tr = model.train()(probe).numpy()
     np.savez(op["probe_out"], eval=ev, train=tr)
+    if op.get("momentum_out"):
+        np.savez(op["momentum_out"], **weights.per_parameter_to_numpy(model, lambda p: opt.state[p].get("momentum_buffer"), "momentum buffer"))
 
 
 def op_augment(op):
@@ -124,11 +124,9 @@ def op_augment(op):
 
 
 def op_schedule(op):
-    from resnet_port.recipe import AdamSpec
+    from .objective import make_optimizer
 
-    from .objective import KerasAdam
-
-    opt = KerasAdam([torch.zeros(1, requires_grad=True)], AdamSpec())
+    opt = make_optimizer([torch.zeros(1, requires_grad=True)], parity.recipe_of(op).optimizer, parity.schedule_of(op))
     values = []
     for step in op["steps"]:
         opt.param_groups[0]["iterations"] = step
