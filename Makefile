@@ -7,6 +7,8 @@ STAMP := $(VENV)/.installed
 # Arguments for `make train`, e.g. make train TRAIN_ARGS="--arch resnet34 --epochs 5"
 TRAIN_ARGS ?=
 PYTEST_ARGS ?=
+# Test processes (pytest-xdist, whole files per process); 0 runs the suite in this process.
+TEST_JOBS ?= 2
 
 .PHONY: venv test train clean
 
@@ -22,7 +24,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 test: $(STAMP)
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest $(if $(filter 0,$(TEST_JOBS)),,-n $(TEST_JOBS) --dist loadfile) $(PYTEST_ARGS)
 
 train: $(STAMP)
 	$(PY) -m tf_impl.train $(TRAIN_ARGS)

@@ -11,6 +11,12 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # `pytest -n 2` (make test): two test processes share the cores.  One compute thread per process,
+    # for them and every process they start: with two threads each, PyTorch's and oneDNN's threads
+    # spin-wait on cores the other process holds (measured: a 12 s test took 150 s).
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "TF_NUM_INTRAOP_THREADS"):
+        os.environ.setdefault(var, "1")
 
 try:  # import order matters; see the docstring
     import torch  # noqa: F401
