@@ -1,5 +1,7 @@
 """``python -m resnet_port.export WEIGHTS_OR_RUN_DIR --format keras|torch|onnx-keras|onnx-torch|all --out DIR``.
 
+(Several formats joined by commas: ``--format keras,onnx-torch``.)
+
 Writes the model in forms other tools open without this project, and proves
 each one right after writing it:
 
@@ -248,7 +250,7 @@ def table(rows: list[dict]) -> str:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m resnet_port.export", description=__doc__.splitlines()[0])
     ap.add_argument("target", help="a neutral weights file (.safetensors) or a finished run directory")
-    ap.add_argument("--format", default="all", choices=[*FORMATS, "all"], help="what to write (default all)")
+    ap.add_argument("--format", default="all", help=f"what to write: {', '.join(FORMATS)}, several joined by commas, or all (default)")
     ap.add_argument("--out", required=True, help="folder for the exported files")
     ap.add_argument("--force", action="store_true", help="write into --out even if it holds files")
     args = ap.parse_args(argv)
@@ -258,7 +260,10 @@ def main(argv=None) -> int:
         out = Path(args.out)
         if out.exists() and (not out.is_dir() or any(out.iterdir())) and not args.force:
             raise ExportError(f"--out {out} exists and is not empty; pass --force to write into it, or choose another folder")
-        formats = list(FORMATS) if args.format == "all" else [args.format]
+        formats = list(FORMATS) if args.format == "all" else [f.strip() for f in args.format.split(",") if f.strip()]
+        unknown = [f for f in formats if f not in FORMATS]
+        if unknown or not formats:
+            raise ExportError(f"--format {args.format!r}: choose from {', '.join(FORMATS)} (several joined by commas) or all")
         for fmt in formats:
             fw = frameworks.KERAS if fmt in ("keras", "onnx-keras") else frameworks.PYTORCH
             if not fw.installed():

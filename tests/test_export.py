@@ -59,19 +59,20 @@ def test_every_format_written_reloaded_and_within_tolerance(exported, capsys):
     assert not list((d / "out").glob("*.data"))  # each ONNX file is self-contained
 
 
-@pytest.mark.parametrize("fmt,name", [("keras", "model.keras"), ("torch", "model.pt2"), ("onnx-keras", "model-keras.onnx"), ("onnx-torch", "model-torch.onnx")])
-def test_each_export_loads_without_this_project_and_matches(exported, tmp_path, fmt, name):
+def test_each_export_loads_without_this_project_and_matches(exported, tmp_path):
     """Checked here again with a loader of the test's own, against logits the parity workers compute."""
     d, p = exported
     assert p.returncode == 0
     x = np.random.default_rng(5).random((5, 32, 32, 3), dtype=np.float32)  # a batch size the export never saw
     np.save(tmp_path / "x.npy", x)
-    fw = "tf" if fmt in ("keras", "onnx-keras") else "torch"
-    parity.run_worker(fw, [{"op": "forward", "arch": "tiny", "weights": str(d / "w.safetensors"), "inputs": str(tmp_path / "x.npy"), "training": False, "out": str(tmp_path / "ref.npz")}], tmp_path)
-    q = subprocess.run([sys.executable, "-c", BLOCKED_RUN, fmt, str(d / "out" / name), str(tmp_path / "x.npy"), str(tmp_path / "y.npy")], capture_output=True, text=True, env=ENV, timeout=600)
-    assert q.returncode == 0, q.stderr[-2000:]
-    ref = np.load(tmp_path / "ref.npz")["logits"]
-    assert np.abs(np.load(tmp_path / "y.npy") - ref).max() <= 1e-4 * max(1.0, np.abs(ref).max())
+    ref = {}
+    for fw in parity.FRAMEWORKS:
+        parity.run_worker(fw, [{"op": "forward", "arch": "tiny", "weights": str(d / "w.safetensors"), "inputs": str(tmp_path / "x.npy"), "training": False, "out": str(tmp_path / f"ref_{fw}.npz")}], tmp_path)
+        ref[fw] = np.load(tmp_path / f"ref_{fw}.npz")["logits"]
+    for fmt, name, fw in [("keras", "model.keras", "tf"), ("torch", "model.pt2", "torch"), ("onnx-keras", "model-keras.onnx", "tf"), ("onnx-torch", "model-torch.onnx", "torch")]:
+        q = subprocess.run([sys.executable, "-c", BLOCKED_RUN, fmt, str(d / "out" / name), str(tmp_path / "x.npy"), str(tmp_path / f"{fmt}.npy")], capture_output=True, text=True, env=ENV, timeout=600)
+        assert q.returncode == 0, (fmt, q.stderr[-2000:])
+        assert np.abs(np.load(tmp_path / f"{fmt}.npy") - ref[fw]).max() <= 1e-4 * max(1.0, np.abs(ref[fw]).max()), fmt
 
 
 def test_same_padding_check_catches_symmetric_padding(tmp_path):
@@ -95,6 +96,7 @@ def test_bad_input(tmp_path, exported):
         ([d / "w.safetensors", "--out", tmp_path / "full"], "exists and is not empty; pass --force"),
         ([tmp_path / "nothing.safetensors", "--out", tmp_path / "o"], "no such weights file or run directory"),
         ([d / "out" / "preprocessing.json", "--out", tmp_path / "o"], "not a resnet-port weights file"),
+        ([d / "w.safetensors", "--format", "keras,tflite", "--out", tmp_path / "o"], "--format 'keras,tflite': choose from"),
     ]:
         p = subprocess.run([sys.executable, "-m", "resnet_port.export", *map(str, args)], capture_output=True, text=True, env=ENV)
         assert p.returncode == 2 and message in p.stderr and "Traceback" not in p.stderr, p.stderr
@@ -108,7 +110,7 @@ def test_the_modern_recipes_model_exports_with_its_normalisation(tmp_path):
     parity.run_worker("torch", [{"op": "init", "arch": "tiny-cifar", "seed": 2, "out": str(tmp_path / "init.safetensors")}], tmp_path)
     norm = Normalization((0.507, 0.487, 0.441), (0.267, 0.256, 0.276))
     W.save(tmp_path / "w.safetensors", W.load(tmp_path / "init.safetensors").tensors, "tiny-cifar", normalization=norm)
-    p = subprocess.run([sys.executable, "-m", "resnet_port.export", str(tmp_path / "w.safetensors"), "--out", str(tmp_path / "out")], capture_output=True, text=True, env=ENV, timeout=900)
+    p = subprocess.run([sys.executable, "-m", "resnet_port.export", str(tmp_path / "w.safetensors"), "--format", "onnx-keras,onnx-torch", "--out", str(tmp_path / "out")], capture_output=True, text=True, env=ENV, timeout=900)
     assert p.returncode == 0 and "export: PASS" in p.stdout, p.stdout[-3000:] + p.stderr[-3000:]
     assert export.asymmetric_same_convs(get_spec("tiny-cifar")) == ["layer2.0.conv1", "layer3.0.conv1", "layer4.0.conv1"]  # inputs 32, 16, 8
     assert p.stdout.count("3 of 3 uneven 'same' convs") == 2
