@@ -100,6 +100,7 @@ def main():
     ap.add_argument("--widths", default="64,128,256,512")
     ap.add_argument("--stem", type=int, default=64)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--epochs", type=int, default=2, help="epochs of one batch of 16 (hundreds let the moving statistics settle)")
     args = ap.parse_args()
     tf.random.set_seed(args.seed)
     rng = np.random.default_rng(args.seed)
@@ -117,7 +118,7 @@ def main():
     model.compile(optimizer=opt, loss=myLoss, metrics=["sparse_categorical_accuracy"])
     x = rng.random((16, 32, 32, 3)).astype("float32")
     y = rng.integers(0, 100, (16, 1)).astype("float32")
-    model.fit(x, y, batch_size=16, epochs=2, verbose=0)  # moving statistics and the optimizer's slots move
+    model.fit(x, y, batch_size=16, epochs=args.epochs, verbose=0)  # moving statistics and the optimizer's slots move
     if LEGACY:
         model.save(os.path.join(args.out, "saved_model", "my_model"))
         model.save_weights(os.path.join(args.out, "weights.h5"))
