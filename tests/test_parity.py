@@ -51,6 +51,9 @@ def _forward(arch, weights, inputs, training, out, **extra):
 
 @pytest.fixture(scope="module", params=available())
 def run(request, tmp_path_factory):
+    """Three processes per architecture: PyTorch makes weights; Keras makes weights, runs every forward
+    on both files and round-trips PyTorch's; PyTorch runs every forward (and the naive ports) and
+    round-trips Keras' file and the Keras round trip of its own."""
     arch = request.param
     d = tmp_path_factory.mktemp(f"parity_{arch}")
     x = np.random.default_rng(7).random((BATCH, *get_spec(arch).input_shape), dtype=np.float32)
@@ -68,11 +71,12 @@ def run(request, tmp_path_factory):
     for name in naive_variants():
         for mode in MODES:
             torch_ops.append(_forward(arch, d / "w_tf.safetensors", d / "x.npy", mode == "train", d / f"naive_{name}_{mode}.npz", variant=name))
-    # round trip: Keras -> file -> PyTorch -> file -> Keras -> file
+    # round trips: Keras -> file -> PyTorch -> file, and PyTorch -> file -> Keras -> file -> PyTorch -> file
+    tf_ops.append({"op": "roundtrip", "arch": arch, "weights": str(d / "w_torch.safetensors"), "out": str(d / "rt_keras.safetensors")})
     torch_ops.append({"op": "roundtrip", "arch": arch, "weights": str(d / "w_tf.safetensors"), "out": str(d / "rt_torch.safetensors")})
+    torch_ops.append({"op": "roundtrip", "arch": arch, "weights": str(d / "rt_keras.safetensors"), "out": str(d / "rt_keras_torch.safetensors")})
     parity.run_worker("tf", tf_ops, d)
     parity.run_worker("torch", torch_ops, d)
-    parity.run_worker("tf", [{"op": "roundtrip", "arch": arch, "weights": str(d / "rt_torch.safetensors"), "out": str(d / "rt_tf.safetensors")}], d)
     return arch, d
 
 
@@ -130,15 +134,17 @@ def test_parity_check_is_sensitive(run, naive, mode):
     assert f"first divergent layer: {expected}" in parity.divergence_message(rows, ATOL)
 
 
-def test_round_trip_is_bit_exact(run):
+def test_round_trips_are_bit_exact(run):
+    """Keras -> file -> PyTorch -> file, and PyTorch -> file -> Keras -> file -> PyTorch -> file: every bit back."""
     arch, d = run
-    original = W.load(d / "w_tf.safetensors", arch).tensors
+    keras_made, torch_made = W.load(d / "w_tf.safetensors", arch).tensors, W.load(d / "w_torch.safetensors", arch).tensors
     via_torch = W.load(d / "rt_torch.safetensors", arch)
-    back = W.load(d / "rt_tf.safetensors", arch)
-    assert via_torch.metadata["producer"] == "torch_impl" and back.metadata["producer"] == "tf_impl"
-    for k, v in original.items():
-        assert np.array_equal(via_torch.tensors[k], v), k
-        assert np.array_equal(back.tensors[k], v), k
+    via_keras = W.load(d / "rt_keras.safetensors", arch)
+    back = W.load(d / "rt_keras_torch.safetensors", arch)
+    assert (via_torch.metadata["producer"], via_keras.metadata["producer"], back.metadata["producer"]) == ("torch_impl", "tf_impl", "torch_impl")
+    for k in keras_made:
+        assert np.array_equal(via_torch.tensors[k], keras_made[k]), k
+        assert np.array_equal(via_keras.tensors[k], torch_made[k]) and np.array_equal(back.tensors[k], torch_made[k]), k
 
 
 def test_worker_failure_is_loud(tmp_path):
