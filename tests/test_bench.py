@@ -40,7 +40,8 @@ def test_flops_from_spec_match_an_independent_count():
 def test_bench_end_to_end_tiny(tmp_path):
     out = tmp_path / "bench.json"
     p = subprocess.run(
-        [sys.executable, "-m", "resnet_port.bench", "--arch", "tiny", "--batch-size", "8", "--warmup", "1", "--windows", "2", "--steps", "2", "--json", str(out)],
+        [sys.executable, "-m", "resnet_port.bench", "--arch", "tiny", "--batch-size", "8", "--warmup", "1", "--windows", "2", "--steps", "2", "--json", str(out),
+         "--cli", "--cli-images", "64", "--cli-epochs", "2", "--rounds", "1"],
         capture_output=True,
         text=True,
         timeout=600,
@@ -60,6 +61,15 @@ def test_bench_end_to_end_tiny(tmp_path):
         assert 0 < report["rows"][key]["pytorch_fraction_of_ceiling"] and 0 < report["rows"][key]["keras_fraction_of_ceiling"]
     assert report["keras_augment_over_train"] > 0 and report["pytorch_augment_over_train"] > 0
     assert "PT/Keras" in p.stdout and "augmentation alone" in p.stdout
+    # --cli: each training CLI run as a user runs it, its second epoch timed by metrics.jsonl, next to its step
+    cli = report["cli"]
+    assert (cli["images"], cli["epochs"], cli["rounds"]) == (64, 2, 1)
+    for fw in ("tf", "torch"):
+        r = cli["results"][fw]
+        assert not r.get("errors"), r.get("errors")
+        assert len(r["step"]) == 1 and len(r["epoch"]) == 1 and len(r["train"]) == 1  # one round, epochs 2..2
+        assert r["step_median"] > 0 and r["epoch_median"] > 0 and r["epoch_over_step"] == r["epoch_median"] / r["step_median"]
+    assert "CLI vs its own step" in p.stdout and "whole epoch / step" in p.stdout
 
 
 def test_bench_bad_input():
