@@ -53,7 +53,18 @@ def make_optimizer(params, opt: AdamSpec | SGDSpec, schedule=None) -> torch.opti
     return KerasAdam(params, opt, schedule)
 
 
-class ScheduledSGD(torch.optim.SGD):
+class _Scheduled:
+    """The optimiser step count (kept in the parameter groups, so in ``state_dict``) and its rate."""
+
+    @property
+    def iterations(self) -> int:
+        return self.param_groups[0]["iterations"]
+
+    def current_lr(self) -> float:
+        return float(self.schedule.lr(self.iterations))
+
+
+class ScheduledSGD(_Scheduled, torch.optim.SGD):
     """``torch.optim.SGD`` with the recipe's learning rate for each optimiser step.
 
     The step count lives in the parameter groups (so it is in ``state_dict`` and a
@@ -67,13 +78,6 @@ class ScheduledSGD(torch.optim.SGD):
         for group in self.param_groups:
             group["iterations"] = 0
 
-    @property
-    def iterations(self) -> int:
-        return self.param_groups[0]["iterations"]
-
-    def current_lr(self) -> float:
-        return float(self.schedule.lr(self.iterations))
-
     @torch.no_grad()
     def step(self, closure=None):
         t = self.iterations
@@ -85,7 +89,7 @@ class ScheduledSGD(torch.optim.SGD):
         return loss
 
 
-class KerasAdam(torch.optim.Optimizer):
+class KerasAdam(_Scheduled, torch.optim.Optimizer):
     """Adam with Keras' update rule and the recipe's per-step schedule (see module docstring)."""
 
     def __init__(self, params, spec: AdamSpec, schedule=None):
@@ -93,13 +97,6 @@ class KerasAdam(torch.optim.Optimizer):
         super().__init__(params, defaults)
         self.spec = spec
         self.schedule = schedule or spec.schedule(1, 1, 1)
-
-    @property
-    def iterations(self) -> int:
-        return self.param_groups[0]["iterations"]
-
-    def current_lr(self) -> float:
-        return float(self.schedule.lr(self.iterations))
 
     @torch.no_grad()
     def step(self, closure=None):
