@@ -129,9 +129,20 @@ def run_cli(main, known_errors: tuple[type[BaseException], ...]) -> int:
         return fail(str(e))
 
 
-def interrupted(epoch: int, batch: int, out) -> int:
-    """Ctrl-C: say where the checkpoint is and how to continue; the exit status."""
-    print(f"\ninterrupted: checkpoint written at epoch {epoch}, batch {batch} in {out}; continue with the same command and --resume", file=sys.stderr)
+def interrupted(epochs_done: int | None, batch: int, out, finishing: bool = False) -> int:
+    """Ctrl-C: say where the checkpoint on disk stands and how to continue; the exit status.
+
+    ``epochs_done`` is the checkpoint's count of completed epochs (None: no checkpoint
+    yet), ``batch`` how far into the next epoch it is."""
+    if epochs_done is None:
+        where = f"before the first checkpoint; nothing in {out} to resume from, --resume starts the run again"
+    elif finishing:
+        where = f"after all {epochs_done} epochs were trained and checkpointed in {out}, before the evaluation and artefacts were written; --resume writes them"
+    elif batch:
+        where = f"checkpoint written at epoch {epochs_done + 1}, batch {batch} in {out}; continue with the same command and --resume"
+    else:
+        where = f"checkpoint written at the end of epoch {epochs_done} in {out}; continue with the same command and --resume"
+    print(f"\ninterrupted: {where}", file=sys.stderr)
     return 130
 
 

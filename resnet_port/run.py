@@ -214,12 +214,15 @@ def train(backend_cls: type[Backend], args: argparse.Namespace) -> int:
             run.write_metrics(state.history)
         run.write_config(recipe, runtime=backend.runtime(), data=data_facts(ds))
         log = TrainingLog(run.path, state.history)
+    # where the checkpoint on disk stands (completed epochs, batch into the next), as the
+    # writes land: what a Ctrl-C at any moment can truthfully promise
+    on_disk = {"epoch": state.epoch, "batch": state.batch} if run.resuming else {}
     try:
-        fit(backend, run, recipe, ds, state, args.quiet, log)
+        fit(backend, run, recipe, ds, state, args.quiet, log, on_disk)
     except KeyboardInterrupt:
         backend.close()
         if backend.chief:
-            return cli.interrupted(state.epoch + 1, state.batch, run.path)
+            return cli.interrupted(on_disk.get("epoch"), on_disk.get("batch", 0), run.path)
         return 130
     finally:
         if log:
@@ -227,7 +230,10 @@ def train(backend_cls: type[Backend], args: argparse.Namespace) -> int:
     backend.close()
     if not backend.chief:
         return 0
-    results = finish(run, recipe, ds, state.history, backend, started)
+    try:
+        results = finish(run, recipe, ds, state.history, backend, started)
+    except KeyboardInterrupt:  # every epoch is trained and checkpointed; only the evaluation and artefacts are missing
+        return cli.interrupted(state.epoch, 0, run.path, finishing=True)
     name = f"{backend.framework.display_name()}{backend.device_label()}"
     print(cli.summary(summary_lines(f"{name} ({results['epochs']} epochs, {recipe.arch})", results, run)))
     return 0
@@ -312,15 +318,16 @@ def progress_bar(total: int, initial: int, desc: str, disable: bool):
     return tqdm(total=total, initial=initial, desc=desc, unit="step", disable=disable, leave=False, mininterval=every, delay=0 if tty else every, dynamic_ncols=True, file=sys.stderr)
 
 
-def fit(backend: Backend, run: rundir.RunDir, recipe: Recipe, ds: data.Cifar100, state: RunState, quiet: bool, log: TrainingLog | None) -> None:
+def fit(backend: Backend, run: rundir.RunDir, recipe: Recipe, ds: data.Cifar100, state: RunState, quiet: bool, log: TrainingLog | None, on_disk: dict | None = None) -> None:
+    """Train the remaining epochs.  ``on_disk`` is kept at the checkpoint written last: ``epoch``, ``batch``."""
     background = Background()
     try:
-        _fit(backend, run, recipe, ds, state, quiet, log, background)
+        _fit(backend, run, recipe, ds, state, quiet, log, background, {} if on_disk is None else on_disk)
     finally:
         background.close()  # the last epoch's checkpoint is on disk before anything else happens
 
 
-def _fit(backend: Backend, run: rundir.RunDir, recipe: Recipe, ds: data.Cifar100, state: RunState, quiet: bool, log: TrainingLog | None, background: Background) -> None:
+def _fit(backend: Backend, run: rundir.RunDir, recipe: Recipe, ds: data.Cifar100, state: RunState, quiet: bool, log: TrainingLog | None, background: Background, on_disk: dict) -> None:
     steps = backend.steps_per_epoch()
     while state.epoch < recipe.epochs:
         bar = progress_bar(steps, state.batch, f"epoch {state.epoch + 1}/{recipe.epochs}", quiet or not backend.chief)
@@ -344,6 +351,7 @@ def _fit(backend: Backend, run: rundir.RunDir, recipe: Recipe, ds: data.Cifar100
             background.flush()
             if backend.chief:
                 backend.save(run.checkpoint, state.to_dict(recipe))
+                on_disk.update(epoch=state.epoch, batch=state.batch)
             raise KeyboardInterrupt from None
         done.seconds = time.perf_counter() - begun
         bar.close()
@@ -366,8 +374,9 @@ def _fit(backend: Backend, run: rundir.RunDir, recipe: Recipe, ds: data.Cifar100
             continue
         write_checkpoint, history = backend.snapshot(state.to_dict(recipe)), list(state.history)
 
-        def persist():  # the checkpoint first: metrics.jsonl is derived from it
+        def persist(epoch=state.epoch):  # the checkpoint first: metrics.jsonl is derived from it
             write_checkpoint(run.checkpoint)
+            on_disk.update(epoch=epoch, batch=0)
             run.write_metrics(history)
             if log:
                 log.epoch(history[-1])

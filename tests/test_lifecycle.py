@@ -1,0 +1,96 @@
+"""The run lifecycle's interruption accounting, with a framework-free backend: what a Ctrl-C
+at any moment says about the checkpoint is what is on disk (the end-to-end kills are in
+test_train_cli.py, with both real CLIs)."""
+
+import threading
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from resnet_port import cli
+from resnet_port import run as lifecycle
+from resnet_port.recipe import recipe
+
+STEPS = 5
+
+
+class FakeBackend:
+    """Steps are instant; Ctrl-C is raised where a test asks for it; checkpoints are recorded."""
+
+    chief = True
+
+    def __init__(self, ctrl_c_at=None, slow_write: threading.Event | None = None):
+        self.ctrl_c_at = ctrl_c_at  # ("train", epoch, batch) or ("evaluate", epoch)
+        self.slow_write = slow_write  # end-of-epoch writes wait for it
+        self.written: list[tuple[int, int]] = []  # (epochs done, batch) of each checkpoint, in order
+        self.epoch = 0
+
+    def steps_per_epoch(self):
+        return STEPS
+
+    def train_epoch(self, epoch, start, on_step, every):
+        self.epoch = epoch
+        for b in range(start, STEPS):
+            if self.ctrl_c_at == ("train", epoch, b):
+                raise lifecycle.Interrupted(lifecycle.EpochSums(1.0 * (b - start), 0, 4 * (b - start)), b)
+            on_step(b + 1, None)
+        return lifecycle.EpochSums(1.0, 1, 4 * (STEPS - start))
+
+    def evaluate(self, split):
+        if self.ctrl_c_at == ("evaluate", self.epoch):
+            raise KeyboardInterrupt
+        return 0.5, 0.5, []
+
+    def learning_rate(self):
+        return 0.1
+
+    def snapshot(self, state):
+        def write(path):
+            if self.slow_write is not None and state["batch"] == 0:
+                self.slow_write.wait(5)
+            self.written.append((state["epoch"], state["batch"]))
+
+        return write
+
+    def save(self, path, state):
+        self.snapshot(state)(path)
+
+
+def run_fit(backend, epochs=3):
+    r = recipe("seed", arch="tiny", epochs=epochs)
+    run = SimpleNamespace(checkpoint=Path("unused"), write_metrics=lambda history: None)
+    state, on_disk = lifecycle.RunState(), {}
+    with pytest.raises(KeyboardInterrupt):
+        lifecycle.fit(backend, run, r, SimpleNamespace(val=None), state, True, None, on_disk)
+    return state, on_disk
+
+
+def test_ctrl_c_in_an_epoch_checkpoints_the_batch_reached(capsys):
+    backend = FakeBackend(ctrl_c_at=("train", 1, 3))
+    state, on_disk = run_fit(backend)
+    assert backend.written == [(1, 0), (1, 3)]  # epoch 1's end, then epoch 2 at batch 3
+    assert on_disk == {"epoch": 1, "batch": 3} and state.batch == 3
+    assert cli.interrupted(on_disk["epoch"], on_disk["batch"], "runs/x") == 130
+    assert "checkpoint written at epoch 2, batch 3 in runs/x" in capsys.readouterr().err
+
+
+def test_ctrl_c_between_epochs_names_the_checkpoint_on_disk(capsys):
+    """Ctrl-C in epoch 2's validation while epoch 1's checkpoint is still being written in the
+    background: the write completes, and the message names it (not epoch 2, which is lost)."""
+    slow = threading.Event()
+    backend = FakeBackend(ctrl_c_at=("evaluate", 1), slow_write=slow)
+    threading.Timer(0.2, slow.set).start()
+    state, on_disk = run_fit(backend)
+    assert backend.written == [(1, 0)] and on_disk == {"epoch": 1, "batch": 0}
+    cli.interrupted(on_disk["epoch"], on_disk["batch"], "runs/x")
+    assert "checkpoint written at the end of epoch 1 in runs/x; continue with the same command and --resume" in capsys.readouterr().err
+
+
+def test_ctrl_c_before_any_checkpoint_and_after_the_last_epoch(capsys):
+    state, on_disk = run_fit(FakeBackend(ctrl_c_at=("evaluate", 0)))
+    assert on_disk == {}
+    cli.interrupted(on_disk.get("epoch"), on_disk.get("batch", 0), "runs/x")
+    assert "before the first checkpoint; nothing in runs/x to resume from" in capsys.readouterr().err
+    cli.interrupted(3, 0, "runs/x", finishing=True)
+    assert "after all 3 epochs were trained and checkpointed in runs/x, before the evaluation and artefacts were written; --resume writes them" in capsys.readouterr().err
