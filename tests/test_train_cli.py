@@ -158,14 +158,17 @@ def test_interrupted_run_resumes(long_epoch_data, tmp_path, fw, how, recipe):
     the run ends with each epoch exactly once and the epochs before the interruption unchanged.
 
     The signal goes 0.5 s after epoch 1's line lands in metrics.jsonl.  That line is written after
-    the epoch's checkpoint, in the background while epoch 2 trains, and under load (a clean clone's
-    `make test`) it once landed after epoch 2 had ended: so 3 epochs, and whichever epoch the signal
-    meets is read back from what the run says and wrote, never assumed."""
+    the epoch's checkpoint, in the background while epoch 2 trains, so a slow disk could delay it
+    past epoch 2's end: hence 3 epochs, and whichever epoch the signal meets is read back from what
+    the run says and wrote, never assumed."""
     out = tmp_path / "run"
     args = train_args(long_epoch_data, out, 3, 4, 60)  # 360 steps per epoch
     if recipe == "modern":
         args += ["--recipe", "modern", "--arch", "tiny-cifar"]
-    proc = subprocess.Popen([sys.executable, "-m", f"{fw}.train", *map(str, args)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
+    # SIGINT as a terminal's Ctrl-C delivers it, even where the suite itself was started with SIGINT
+    # ignored (a background job of a shell without job control), which the child would inherit
+    proc = subprocess.Popen([sys.executable, "-m", f"{fw}.train", *map(str, args)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     metrics = out / rundir.METRICS
     try:
         assert _wait_for(lambda: metrics.exists() and len(metrics.read_text().splitlines()) >= 1, 300, proc), proc.communicate()[1][-3000:]
