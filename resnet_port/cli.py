@@ -137,7 +137,7 @@ def interrupted(epochs_done: int | None, batch: int, out, finishing: bool = Fals
     if epochs_done is None:
         where = f"before the first checkpoint; nothing in {out} to resume from, --resume starts the run again"
     elif finishing:
-        where = f"after all {epochs_done} epochs were trained and checkpointed in {out}, before the evaluation and artefacts were written; --resume writes them"
+        where = f"every epoch ({epochs_done}) is trained and checkpointed in {out}, but the evaluation and artefacts are not written; --resume writes them"
     elif batch:
         where = f"checkpoint written at epoch {epochs_done + 1}, batch {batch} in {out}; continue with the same command and --resume"
     else:

@@ -93,4 +93,4 @@ def test_ctrl_c_before_any_checkpoint_and_after_the_last_epoch(capsys):
     cli.interrupted(on_disk.get("epoch"), on_disk.get("batch", 0), "runs/x")
     assert "before the first checkpoint; nothing in runs/x to resume from" in capsys.readouterr().err
     cli.interrupted(3, 0, "runs/x", finishing=True)
-    assert "after all 3 epochs were trained and checkpointed in runs/x, before the evaluation and artefacts were written; --resume writes them" in capsys.readouterr().err
+    assert "every epoch (3) is trained and checkpointed in runs/x, but the evaluation and artefacts are not written; --resume writes them" in capsys.readouterr().err
