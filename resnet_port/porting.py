@@ -52,6 +52,11 @@ _HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 _ZIP_MAGIC = b"PK\x03\x04"
 
 
+def block_part(name: str) -> str | None:
+    """'left' or 'shortcut' for a block attribute's name in the post's vocabulary, else None."""
+    return "left" if name in LEFT_NAMES else "shortcut" if name in SHORTCUT_NAMES else None
+
+
 class PortError(ValueError):
     """A source that cannot be ported as asked; the message says what was found and what to do."""
 

@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from resnet_port import porting
-from resnet_port.porting import HEAD_NAMES, LEFT_NAMES, PARAMS, SHORTCUT_NAMES, STAGE_PATTERN, STEM_NAMES, Found, PortError, kind_of
+from resnet_port.porting import HEAD_NAMES, PARAMS, STAGE_PATTERN, STEM_NAMES, Found, PortError, block_part, kind_of
 
 _VAR_NAMES = ("kernel", "bias", "gamma", "beta", "moving_mean", "moving_variance")
 
@@ -93,7 +93,7 @@ def read_savedmodel(path: Path) -> list[Found]:
         elif m := STAGE_PATTERN.match(name):
             for b, block in sequential(node):
                 for part_name, part_node in children(block).items():
-                    part = "left" if part_name in LEFT_NAMES else "shortcut" if part_name in SHORTCUT_NAMES else None
+                    part = block_part(part_name)
                     if part:
                         role = ("block", int(m.group(1)), b, part)
                         found += [f for i, n in sequential(part_node) if (f := layer(n, f"{name}/layer-{b}/{part_name}/layer-{i}", role, i))]
@@ -190,7 +190,7 @@ def read_keras3_h5(h5, label: str) -> tuple[list[Found], str]:
         if parts[0] in STEM_NAMES or (len(parts) == 2 and re.match(r"^sequential(_\d+)?$", parts[0])):
             role = ("stem",)  # Keras 3 stores the post's `pre` under the model's layer list when it meets it there first
         elif (m := STAGE_PATTERN.match(parts[0])) and len(parts) == 4:
-            part = "left" if parts[2] in LEFT_NAMES else "shortcut" if parts[2] in SHORTCUT_NAMES else None
+            part = block_part(parts[2])
             role = ("block", int(m.group(1)), _suffix(parts[1]), part) if part else None
         elif parts[0] in HEAD_NAMES and kind == "dense":
             role = ("fc",)
