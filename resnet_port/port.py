@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import augment, data, frameworks, parity, porting, rundir
+from . import augment, cli, data, frameworks, parity, porting, rundir
 from . import weights as W
 from .porting import PortError
 from .spec import ResNetSpec, available
@@ -152,11 +152,9 @@ def main(argv=None) -> int:
             if args.check or args.verify:
                 return 0 if check(source, facts, target, spec, args.check_images, Path(tmp)) else 1
     except (PortError, W.WeightsError, rundir.RunDirError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        return cli.fail(str(e))
     except parity.WorkerError as e:
-        print(f"error: {str(e).splitlines()[-1]}", file=sys.stderr)
-        return 2
+        return cli.fail(str(e).splitlines()[-1])
     return 0
 
 
