@@ -39,11 +39,13 @@ from pathlib import Path
 
 import numpy as np
 
-from . import frameworks, parity, rundir
+from . import cli, frameworks, parity, rundir
 from . import weights as W
 from .spec import ResNetSpec, get_spec, same_padding
 
 FORMATS = ("keras", "torch", "onnx-keras", "onnx-torch")
+#: the framework that writes each format, and whose run of the weights file it is checked against
+FRAMEWORK_OF = {"keras": frameworks.KERAS, "torch": frameworks.PYTORCH, "onnx-keras": frameworks.KERAS, "onnx-torch": frameworks.PYTORCH}
 ATOL = 1e-4  # atol * max(1, max |reference|), as every parity check here
 BATCHES = (8, 1)  # the export is run at both: the batch dimension must be dynamic
 PROJECT = ("resnet_port", "tf_impl", "torch_impl")
@@ -158,9 +160,8 @@ def onnx_asymmetric_convs(path: Path) -> int:
     return count
 
 
-def export(weights: Path, formats: list[str], out: Path) -> tuple[list[dict], bool]:
-    """Write, reload and compare every format; the table rows and whether all are within tolerance."""
-    w = W.load(weights)
+def export(weights: Path, w: W.Weights, formats: list[str], out: Path) -> tuple[list[dict], bool]:
+    """Write, reload and compare every format of ``weights`` (loaded: ``w``); the table rows and whether all are within tolerance."""
     spec = get_spec(w.arch)
     out.mkdir(parents=True, exist_ok=True)
     norm = w.normalization
@@ -180,20 +181,20 @@ def export(weights: Path, formats: list[str], out: Path) -> tuple[list[dict], bo
         tmp = Path(tmp)
         np.save(tmp / "x.npy", x)
         reference = {}
-        for fw in frameworks.ALL:
+        for fw in [fw for fw in frameworks.ALL if fw in map(FRAMEWORK_OF.get, formats)]:  # only those the formats need
             parity.run_worker(fw.key, [{"op": "forward", "arch": spec.name, "weights": str(weights), "inputs": str(tmp / "x.npy"), "training": False, "out": str(tmp / f"ref_{fw.key}.npz")}], tmp)
             with np.load(tmp / f"ref_{fw.key}.npz") as z:
                 reference[fw.key] = z["logits"]
         plan = {
-            "keras": (frameworks.KERAS, [{"op": "export_keras", "weights": str(weights), "out": str(out / "model.keras")}], out / "model.keras"),
-            "torch": (frameworks.PYTORCH, [{"op": "export_torch", "weights": str(weights), "program": str(out / "model.pt2"), "state_dict": str(out / "state_dict.pt")}], out / "model.pt2"),
-            "onnx-keras": (frameworks.KERAS, [{"op": "export_onnx", "weights": str(weights), "out": str(out / "model-keras.onnx")}], out / "model-keras.onnx"),
-            "onnx-torch": (frameworks.PYTORCH, [{"op": "export_onnx", "weights": str(weights), "out": str(out / "model-torch.onnx")}], out / "model-torch.onnx"),
+            "keras": ([{"op": "export_keras", "weights": str(weights), "out": str(out / "model.keras")}], out / "model.keras"),
+            "torch": ([{"op": "export_torch", "weights": str(weights), "program": str(out / "model.pt2"), "state_dict": str(out / "state_dict.pt")}], out / "model.pt2"),
+            "onnx-keras": ([{"op": "export_onnx", "weights": str(weights), "out": str(out / "model-keras.onnx")}], out / "model-keras.onnx"),
+            "onnx-torch": ([{"op": "export_onnx", "weights": str(weights), "out": str(out / "model-torch.onnx")}], out / "model-torch.onnx"),
         }
         outputs = {}
         expected_uneven = len(asymmetric_same_convs(spec))
         for fmt in formats:
-            fw, ops, path = plan[fmt]
+            fw, (ops, path) = FRAMEWORK_OF[fmt], plan[fmt]
             parity.run_worker(fw.key, ops, tmp)
             res = run_clean(fmt, path, tmp / "x.npy", tmp / f"{fmt}.npz")
             ref = reference[fw.key]
@@ -256,7 +257,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     try:
         weights = resolve(args.target)
-        W.load(weights)  # strict check before any framework starts
+        w = W.load(weights)  # strict check before any framework starts
         out = Path(args.out)
         if out.exists() and (not out.is_dir() or any(out.iterdir())) and not args.force:
             raise ExportError(f"--out {out} exists and is not empty; pass --force to write into it, or choose another folder")
@@ -265,17 +266,15 @@ def main(argv=None) -> int:
         if unknown or not formats:
             raise ExportError(f"--format {args.format!r}: choose from {', '.join(FORMATS)} (several joined by commas) or all")
         for fmt in formats:
-            fw = frameworks.KERAS if fmt in ("keras", "onnx-keras") else frameworks.PYTORCH
+            fw = FRAMEWORK_OF[fmt]
             if not fw.installed():
                 raise ExportError(f"--format {fmt} needs {fw.install_hint()}")
-        rows, ok = export(weights, formats, out)
+        rows, ok = export(weights, w, formats, out)
     except (ExportError, W.WeightsError, rundir.RunDirError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        return cli.fail(str(e))
     except parity.WorkerError as e:
-        print(f"error: exporting failed: {e}", file=sys.stderr)
-        return 2
-    print(f"exported {weights} ({W.read_metadata(weights)['arch']}) to {out}; every file reloaded without resnet-port and run at batch sizes {', '.join(map(str, BATCHES))}")
+        return cli.fail(f"exporting failed: {e}")
+    print(f"exported {weights} ({w.arch}) to {out}; every file reloaded without resnet-port and run at batch sizes {', '.join(map(str, BATCHES))}")
     print(table(rows))
     print(f"export: {'PASS' if ok else 'FAIL'} (tolerance {ATOL:g} x max(1, max |reference logit|))")
     return 0 if ok else 1
