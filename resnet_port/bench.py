@@ -39,7 +39,7 @@ import time
 from pathlib import Path
 
 from . import frameworks as F
-from . import parity, rundir
+from . import cli, parity, rundir
 from .recipe import RECIPES
 from .spec import available, get_spec
 
@@ -201,7 +201,7 @@ def table(res: dict, arch: str) -> tuple[str, dict]:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m resnet_port.bench", description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog="python -m resnet_port.bench", description=cli.description(__doc__))
     ap.add_argument("--recipe", choices=list(RECIPES), default="seed", help="whose objective, optimiser and augmentation the step runs (default seed)")
     ap.add_argument("--arch", choices=available(), default=None, help="architecture (default: the recipe's)")
     ap.add_argument("--batch-size", type=int, default=None, help="batch size (default: the recipe's)")

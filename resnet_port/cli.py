@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import re
 import sys
 from pathlib import Path
 
@@ -50,7 +51,7 @@ def train_parser(framework: str, description: str) -> argparse.ArgumentParser:
     def both(get, fmt="{}"):
         return f"seed: {fmt.format(get(seed))}, modern: {fmt.format(get(modern))}"
 
-    ap = argparse.ArgumentParser(prog=f"python -m {framework}.train", description=description)
+    ap = argparse.ArgumentParser(prog=f"python -m {framework}.train", description=plain(description))
     ap.add_argument("--recipe", choices=list(RECIPES), default="seed", help="the recipe: 'seed', the post's (default), or 'modern' (CIFAR ResNet18, SGD, Cutout; README)")
     ap.add_argument("--arch", choices=available(), default=None, help=f"architecture ({both(lambda r: r.arch)})")
     ap.add_argument("--epochs", type=_positive_int, default=None, help=f"epochs ({both(lambda r: r.epochs)})")
@@ -116,6 +117,23 @@ def default_out(framework: str, arch: str) -> Path:
     return Path("runs") / f"{framework.split('_')[0]}-{arch}"
 
 
+def reason(e: BaseException, limit: int = 200) -> str:
+    """``Type: first line of the message`` (or the type alone): an exception in one short line."""
+    text = str(e).strip()
+    first = text.splitlines()[0][:limit] if text else ""
+    return f"{type(e).__name__}: {first}" if first else type(e).__name__
+
+
+def plain(text: str) -> str:
+    """Docstring text for a terminal: reST ``literals`` and `roles` without their backticks."""
+    return re.sub(r"`+([^`]+)`+", r"\1", text)
+
+
+def description(doc: str) -> str:
+    """A CLI's help description: its module docstring's first line, as plain text."""
+    return plain(doc.strip().splitlines()[0])
+
+
 def fail(message: str) -> int:
     print(f"error: {message}", file=sys.stderr)
     return EXIT_BAD_INPUT
@@ -123,17 +141,21 @@ def fail(message: str) -> int:
 
 def run_cli(main, known_errors: tuple[type[BaseException], ...]) -> int:
     """Run ``main()``; known input errors become one clear line and exit code 2."""
+    from .weights import WriteError
+
     try:
         return main() or 0
-    except known_errors as e:
+    except (*known_errors, WriteError) as e:
         return fail(str(e))
 
 
-def interrupted(epochs_done: int | None, batch: int, out, finishing: bool = False) -> int:
+def interrupted(epochs_done: int | None, batch: int, out, finishing: bool = False, abandoned: bool = False) -> int:
     """Ctrl-C: say where the checkpoint on disk stands and how to continue; the exit status.
 
     ``epochs_done`` is the checkpoint's count of completed epochs (None: no checkpoint
-    yet), ``batch`` how far into the next epoch it is."""
+    yet), ``batch`` how far into the next epoch it is; ``abandoned``: a second Ctrl-C
+    cut the stop short (the step under way or the checkpoint being written is lost)."""
+    lost = "Ctrl-C again: the checkpoint being written was abandoned; " if abandoned else ""
     if epochs_done is None:
         where = f"before the first checkpoint; nothing in {out} to resume from, --resume starts the run again"
     elif finishing:
@@ -142,7 +164,9 @@ def interrupted(epochs_done: int | None, batch: int, out, finishing: bool = Fals
         where = f"checkpoint written at epoch {epochs_done + 1}, batch {batch} in {out}; continue with the same command and --resume"
     else:
         where = f"checkpoint written at the end of epoch {epochs_done} in {out}; continue with the same command and --resume"
-    print(f"\ninterrupted: {where}", file=sys.stderr)
+    if abandoned and epochs_done is not None and not finishing:
+        where = where.replace("checkpoint written at", "the checkpoint on disk is at")
+    print(f"\ninterrupted: {lost}{where}", file=sys.stderr)
     return 130
 
 

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import frameworks, rundir
+from . import cli, frameworks, rundir
 from .parity import worker_env
 
 COLOURS = {"tf_impl": ["tab:orange", "tab:red", "tab:brown", "gold"], "torch_impl": ["tab:blue", "tab:cyan", "tab:purple", "navy"]}
@@ -165,7 +165,7 @@ def plot_overlay(runs: list[dict], out_dir: Path) -> list[Path]:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m resnet_port.compare", description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog="python -m resnet_port.compare", description=cli.description(__doc__))
     ap.add_argument("runs", nargs="+", help="run directories written by tf_impl.train or torch_impl.train")
     ap.add_argument("--report", default="compare-report", help="folder for the Markdown/CSV table and plots (default compare-report)")
     ap.add_argument("--no-cross-eval", action="store_true", help="skip evaluating each run's weights in the other framework")

@@ -79,6 +79,17 @@ class Cifar100:
     normalization: Normalization | None = None  # the training split's per-channel statistics, when the recipe normalises
 
 
+def fingerprint(ds: Cifar100) -> str:
+    """SHA-256 (first 16 hex digits) of the images and fine labels of the three splits, in order:
+    what a resumed run checks it trains on the same data as before."""
+    h = hashlib.sha256()
+    for split in (ds.train, ds.val, ds.test):
+        h.update(f"{split.images.shape}".encode())
+        h.update(memoryview(np.ascontiguousarray(split.images).reshape(-1)))
+        h.update(np.ascontiguousarray(split.fine, dtype=np.int64).view(np.uint8))
+    return h.hexdigest()[:16]
+
+
 # -- reading ------------------------------------------------------------------------
 
 

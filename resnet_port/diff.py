@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import frameworks, parity
+from . import cli, frameworks, parity
 from . import weights as W
 from .spec import get_spec
 
@@ -42,7 +42,7 @@ def forward_both(weights_path, arch, x: np.ndarray, training: bool, workdir, var
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m resnet_port.diff", description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog="python -m resnet_port.diff", description=cli.description(__doc__))
     ap.add_argument("weights", help="a neutral weights file (.safetensors) written by tf_impl or torch_impl")
     ap.add_argument("--batch", type=int, default=8, help="images in the probe batch (default 8)")
     ap.add_argument("--mode", choices=["eval", "train", "both"], default="both", help="inference, training (batch statistics) or both")

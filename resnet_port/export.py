@@ -249,7 +249,7 @@ def table(rows: list[dict]) -> str:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m resnet_port.export", description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog="python -m resnet_port.export", description=cli.description(__doc__))
     ap.add_argument("target", help="a neutral weights file (.safetensors) or a finished run directory")
     ap.add_argument("--format", default="all", help=f"what to write: {', '.join(FORMATS)}, several joined by commas, or all (default)")
     ap.add_argument("--out", required=True, help="folder for the exported files")

@@ -40,8 +40,8 @@ CHECK_BATCH = 16
 def read(source: porting.Source, workdir: Path) -> tuple[dict, dict]:
     """(canonical tensors with their native paths, facts) of a source."""
     if source.kind == "run" and source.framework is frameworks.KERAS:
-        with np.load(source.path / source.framework.checkpoint) as z:
-            found = {k[6:]: (z[k].astype(np.float32), f"{source.framework.checkpoint}:{k}") for k in z.files if k.startswith("model/")}
+        arrays, _ = rundir.read_npz_checkpoint(source.path / source.framework.checkpoint)
+        found = {k[6:]: (a.astype(np.float32), f"{source.framework.checkpoint}:{k}") for k, a in arrays.items() if k.startswith("model/")}
         return found, {"kind": "run", "structure": "own"}
     out = workdir / "found"
     parity.run_worker(source.framework.key, [{"op": "read_source", "src": str(source.path), "kind": source.kind, "out": str(out)}], workdir)
@@ -122,7 +122,7 @@ def check(source: porting.Source, facts: dict, weights: Path, spec: ResNetSpec, 
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m resnet_port.port", description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog="python -m resnet_port.port", description=cli.description(__doc__))
     ap.add_argument("src", help="a Keras 2 SavedModel folder, a .keras / .weights.h5 / .h5 file, a PyTorch .pt/.pth state_dict, or a run directory")
     ap.add_argument("--out", help="the neutral weights file to write (.safetensors); optional with --check-only")
     ap.add_argument("--arch", default="auto", choices=["auto", *available()], help="the architecture (default: recognised from the variables)")

@@ -15,19 +15,32 @@ checkpoint, export the neutral weights.  Distribution stays each engine's own
 not write the run directory (``backend.chief`` false) run the same loop and
 write nothing.
 
-Interruptions: Ctrl-C inside an epoch makes the backend raise :class:`Interrupted`
-with the sums of the part it trained; they are folded into the checkpoint's
-``partial`` record, written at the batch reached, and the run exits with 130.
-A run killed outright (SIGKILL) resumes from its last end-of-epoch checkpoint.
+Interruptions: Ctrl-C while training is deferred to the end of the step under
+way (:class:`StopRequest`): the backend stops *between* steps and raises
+:class:`Interrupted` with the sums so far and the batch reached, which are
+written into the checkpoint (with the augmentation RNG's position), and the run
+exits with 130.  ``--resume`` then continues from exactly that point: the same
+shuffle, draws, optimiser, BatchNorm and schedule state, and loss sums that go
+on adding in the same order, so the run ends bit-identical to an uninterrupted
+one.  A second Ctrl-C abandons the checkpoint being written (the one on disk
+stays).  A run killed outright (SIGKILL) resumes from its last checkpoint.
 ``metrics.jsonl`` is always rewritten from the history stored in the
 checkpoint, and TensorBoard gets each epoch exactly once, so a run killed at any
 moment and resumed has every epoch once.
+
+Divergence: a non-finite training loss stops the run (:class:`Diverged`) with
+one line naming the epoch and step; nothing of the diverged state is written,
+so the last checkpoint on disk is the last good one.  Under a gradient scaler a
+run of :data:`SCALER_PATIENCE` non-finite steps is needed (the scaler skips them
+first).  A write that fails (a full disk) stops the run at once, saying which
+checkpoint is intact.
 """
 
 from __future__ import annotations
 
 import argparse
 import math
+import signal
 import sys
 import threading
 import time
@@ -41,11 +54,14 @@ import numpy as np
 from . import cli, data, rundir
 from .frameworks import Framework
 from .recipe import Recipe
-from .weights import WeightsError
+from .weights import WeightsError, WriteError, describe_write_error
 
 #: the training loss is reported (progress bar, TensorBoard) every this many steps;
 #: reading it synchronises with the device, so not every step
 REPORT_EVERY = 20
+#: under a gradient scaler (float16), this many non-finite steps in a row stop a run: each one
+#: halves the scale, so by then it has fallen by 2**20 and lowering it further cannot help
+SCALER_PATIENCE = 20
 
 
 @dataclass
@@ -90,8 +106,46 @@ class RunState:
         return cls(d["epoch"], d["batch"], d["partial"], d["history"])
 
 
-# on_step(batch index reached in the epoch, mean training loss of the last steps or None)
-StepCallback = Callable[[int, "float | None"], None]
+class Diverged(Exception):
+    """A non-finite training loss at ``batch`` (1-based, within the epoch)."""
+
+    def __init__(self, batch: int, value: float):
+        super().__init__(f"non-finite loss {value} at batch {batch}")
+        self.batch, self.value = batch, value
+
+
+class StopRequest:
+    """Ctrl-C during training, deferred to the end of the step under way.
+
+    The first SIGINT only sets :attr:`requested`; the backends check it between
+    steps (through ``on_step``), so a step is never cut in half and the
+    checkpoint holds exactly the steps taken.  A second SIGINT raises
+    KeyboardInterrupt at once: it abandons what the first one was finishing.
+    """
+
+    def __init__(self):
+        self.requested = self.abandoned = False
+        self._previous = None
+
+    def _handler(self, signum, frame):
+        if self.requested:
+            self.abandoned = True
+            raise KeyboardInterrupt
+        self.requested = True
+        print("\nCtrl-C: stopping after this step, then writing the checkpoint (Ctrl-C again to abandon it)", file=sys.stderr)
+
+    def __enter__(self) -> "StopRequest":
+        if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+            self._previous = signal.signal(signal.SIGINT, self._handler)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+
+
+# on_step(batch index reached in the epoch, mean training loss of the last steps or None) -> stop now?
+StepCallback = Callable[[int, "float | None"], bool]
 
 
 class Backend(ABC):
@@ -130,13 +184,16 @@ class Backend(ABC):
     def steps_per_epoch(self) -> int: ...
 
     @abstractmethod
-    def train_epoch(self, epoch: int, start_batch: int, on_step: StepCallback, report_every: int) -> EpochSums:
+    def train_epoch(self, epoch: int, start_batch: int, start: EpochSums, on_step: StepCallback, report_every: int) -> EpochSums:
         """Train epoch ``epoch`` from batch ``start_batch`` to its end; the sums over all processes.
 
-        Calls ``on_step`` after every step, with the mean loss of the steps since
-        the last report every ``report_every`` steps and at the epoch's last step.  On Ctrl-C raises
-        :class:`Interrupted` with what it trained (and keeps what it needs to
-        resume those draws in its checkpoint).
+        The sums begin at ``start`` (the interrupted part's) and add each step in
+        order.  Calls ``on_step`` after every step, with the mean loss of the steps
+        since the last report every ``report_every`` steps and at the epoch's last
+        step.  When ``on_step`` returns True (Ctrl-C), stops after that step and
+        raises :class:`Interrupted` with the sums and the batch reached (keeping
+        what it needs to resume the draws in its checkpoint).  A non-finite loss
+        raises :class:`Diverged`.
         """
 
     @abstractmethod
@@ -179,11 +236,19 @@ def parser(backend: type[Backend]) -> argparse.ArgumentParser:
 def main(backend_cls: type[Backend], argv=None) -> int:
     """The training CLI of one framework: ``python -m <package>.train``."""
     args = parser(backend_cls).parse_args(argv)
-    return cli.run_cli(lambda: train(backend_cls, args), (ValueError, data.DataError, rundir.RunDirError, WeightsError))
+    try:
+        return cli.run_cli(lambda: train(backend_cls, args), (ValueError, data.DataError, rundir.RunDirError, WeightsError))
+    except TrainingDiverged as e:
+        cli.fail(str(e))
+        return 1
+
+
+class TrainingDiverged(Exception):
+    """The run stopped on a non-finite loss; the message says where and what to do."""
 
 
 def data_facts(ds: data.Cifar100) -> dict:
-    facts = {"source": ds.source, "verified": ds.verified, "train": len(ds.train), "val": len(ds.val), "test": len(ds.test)}
+    facts = {"source": ds.source, "verified": ds.verified, "train": len(ds.train), "val": len(ds.val), "test": len(ds.test), "fingerprint": data.fingerprint(ds)}
     if ds.normalization is not None:
         facts["normalization"] = ds.normalization.to_dict()
     return facts
@@ -199,7 +264,26 @@ def train(backend_cls: type[Backend], args: argparse.Namespace) -> int:
         run = rundir.RunDir(out, fw, recipe, resume=args.resume, force=args.force)
     else:  # another process of a distributed run: the chief checks, creates and writes the run directory
         run = rundir.RunDir.follow(out, fw, resume=args.resume)
+    # where the checkpoint on disk stands (completed epochs, batch into the next), as the
+    # writes land: what a Ctrl-C at any moment can truthfully promise
+    on_disk: dict = {}
+    stop = StopRequest()
+    try:
+        return _train(backend, run, recipe, args, started, on_disk, stop)
+    except KeyboardInterrupt:
+        backend.close()
+        if not backend.chief:
+            return 130
+        if on_disk.get("finishing"):  # every epoch is trained and checkpointed; only the evaluation and artefacts are missing
+            return cli.interrupted(on_disk["epoch"], 0, run.path, finishing=True)
+        return cli.interrupted(on_disk.get("epoch"), on_disk.get("batch", 0), run.path, abandoned=stop.abandoned)
+
+
+def _train(backend: Backend, run: rundir.RunDir, recipe: Recipe, args, started: float, on_disk: dict, stop: "StopRequest") -> int:
     ds = cli.load_data(recipe, args)
+    facts = data_facts(ds)
+    if run.resuming and backend.chief:
+        run.check_same_data(facts)
     backend.start(ds)
     if backend.chief:
         run.create()
@@ -207,36 +291,51 @@ def train(backend_cls: type[Backend], args: argparse.Namespace) -> int:
     state = RunState()
     if run.resuming:  # every process: they continue in step
         state = RunState.from_dict(backend.load(run.checkpoint))
+        on_disk.update(epoch=state.epoch, batch=state.batch)
+        if state.epoch > recipe.epochs or (state.epoch == recipe.epochs and state.batch):
+            raise rundir.RunDirError(f"--resume: the run in {run.path} has trained {state.epoch} epochs already; --epochs {recipe.epochs} ends before that: give --epochs {max(state.epoch, 1)} or more")
     log = None
     if backend.chief:
         if run.resuming:
-            print(f"resuming {run.path} at epoch {state.epoch + 1}, batch {state.batch}", file=sys.stderr)
+            if state.epoch >= recipe.epochs:
+                print(f"resuming {run.path}: all {state.epoch} epochs are trained; evaluating and writing the artefacts", file=sys.stderr)
+            else:
+                print(f"resuming {run.path} at epoch {state.epoch + 1}, batch {state.batch}", file=sys.stderr)
             run.write_metrics(state.history)
-        run.write_config(recipe, runtime=backend.runtime(), data=data_facts(ds))
+        run.write_config(recipe, runtime=backend.runtime(), data=facts)
         log = TrainingLog(run.path, state.history)
-    # where the checkpoint on disk stands (completed epochs, batch into the next), as the
-    # writes land: what a Ctrl-C at any moment can truthfully promise
-    on_disk = {"epoch": state.epoch, "batch": state.batch} if run.resuming else {}
     try:
-        fit(backend, run, recipe, ds, state, args.quiet, log, on_disk)
-    except KeyboardInterrupt:
+        with stop:
+            fit(backend, run, recipe, ds, state, args.quiet, log, on_disk, stop)
+    except Diverged as e:
         backend.close()
-        if backend.chief:
-            return cli.interrupted(on_disk.get("epoch"), on_disk.get("batch", 0), run.path)
-        return 130
+        raise TrainingDiverged(diverged_message(e, state, recipe, backend, run, on_disk)) from None
     finally:
         if log:
             log.close()
     backend.close()
     if not backend.chief:
         return 0
-    try:
-        results = finish(run, recipe, ds, state.history, backend, started)
-    except KeyboardInterrupt:  # every epoch is trained and checkpointed; only the evaluation and artefacts are missing
-        return cli.interrupted(state.epoch, 0, run.path, finishing=True)
+    on_disk.update(epoch=state.epoch, batch=0, finishing=True)
+    results = finish(run, recipe, ds, state.history, backend, started)
     name = f"{backend.framework.display_name()}{backend.device_label()}"
     print(cli.summary(summary_lines(f"{name} ({results['epochs']} epochs, {recipe.arch})", results, run)))
     return 0
+
+
+def diverged_message(e: "Diverged", state: "RunState", recipe: Recipe, backend: Backend, run: rundir.RunDir, on_disk: dict) -> str:
+    steps = backend.steps_per_epoch()
+    if on_disk.get("epoch") is None:
+        kept = f"no checkpoint was written before it, so {run.path} holds nothing to resume"
+    elif on_disk.get("batch"):
+        kept = f"the checkpoint at epoch {on_disk['epoch'] + 1}, batch {on_disk['batch']} in {run.path} is the last good one"
+    else:
+        kept = f"the checkpoint of epoch {on_disk['epoch']} in {run.path} is the last good one"
+    return (
+        f"training diverged: the loss is {e.value} (not finite) at epoch {state.epoch + 1}, step {e.batch} of {steps} "
+        f"(optimizer step {state.epoch * steps + e.batch}); nothing after it was written: {kept}. "
+        f"Lower the learning rate (--lr, {recipe.optimizer.learning_rate:g} now) or check the data, and start again with --force"
+    )
 
 
 class TrainingLog:
@@ -283,8 +382,10 @@ class Background:
 
     The checkpoint (135 MB for resnet18, synced to disk), then metrics.jsonl and
     the epoch's TensorBoard record, in that order, so nothing is ever ahead of
-    the checkpoint.  A new job waits for the previous one; a failed write is
-    raised by the next :meth:`submit` or :meth:`flush`.
+    the checkpoint.  A new job waits for the previous one.  A failed write is
+    raised in the training thread at the next step (:meth:`raise_failure`, called
+    after every step), by the next :meth:`submit` or by :meth:`flush`: the run
+    stops at once, not an epoch later.
     """
 
     def __init__(self):
@@ -296,6 +397,13 @@ class Background:
     def submit(self, job: Callable[[], None]) -> None:
         self.flush()
         self._pending = self._pool.submit(job)
+
+    def raise_failure(self) -> None:
+        """Raise the pending write's error if it has failed (cheap: no waiting)."""
+        pending = self._pending
+        if pending is not None and pending.done() and pending.exception() is not None:
+            self._pending = None
+            raise pending.exception()
 
     def flush(self) -> None:
         pending, self._pending = self._pending, None
@@ -318,55 +426,72 @@ def progress_bar(total: int, initial: int, desc: str, disable: bool):
     return tqdm(total=total, initial=initial, desc=desc, unit="step", disable=disable, leave=False, mininterval=every, delay=0 if tty else every, dynamic_ncols=True, file=sys.stderr)
 
 
-def fit(backend: Backend, run: rundir.RunDir, recipe: Recipe, ds: data.Cifar100, state: RunState, quiet: bool, log: TrainingLog | None, on_disk: dict | None = None) -> None:
+def fit(backend: Backend, run: rundir.RunDir, recipe: Recipe, ds: data.Cifar100, state: RunState, quiet: bool, log: TrainingLog | None, on_disk: dict | None = None, stop: StopRequest | None = None) -> None:
     """Train the remaining epochs.  ``on_disk`` is kept at the checkpoint written last: ``epoch``, ``batch``."""
     background = Background()
     try:
-        _fit(backend, run, recipe, ds, state, quiet, log, background, {} if on_disk is None else on_disk)
+        _fit(backend, run, recipe, ds, state, quiet, log, background, {} if on_disk is None else on_disk, stop or StopRequest())
     finally:
         background.close()  # the last epoch's checkpoint is on disk before anything else happens
 
 
-def _fit(backend: Backend, run: rundir.RunDir, recipe: Recipe, ds: data.Cifar100, state: RunState, quiet: bool, log: TrainingLog | None, background: Background, on_disk: dict) -> None:
+def _intact(on_disk: dict) -> str:
+    if on_disk.get("epoch") is None:
+        return "no earlier checkpoint exists"
+    if on_disk.get("batch"):
+        return f"the checkpoint at epoch {on_disk['epoch'] + 1}, batch {on_disk['batch']} is intact"
+    return f"epoch {on_disk['epoch']}'s checkpoint is intact" if on_disk["epoch"] else "no earlier checkpoint exists"
+
+
+def _fit(backend: Backend, run: rundir.RunDir, recipe: Recipe, ds: data.Cifar100, state: RunState, quiet: bool, log: TrainingLog | None, background: Background, on_disk: dict, stop: StopRequest) -> None:
     steps = backend.steps_per_epoch()
     while state.epoch < recipe.epochs:
+        if stop.requested:  # Ctrl-C during the validation or the checkpoint of the epoch before
+            background.flush()
+            raise KeyboardInterrupt
         bar = progress_bar(steps, state.batch, f"epoch {state.epoch + 1}/{recipe.epochs}", quiet or not backend.chief)
         first_step = state.epoch * steps
 
-        def on_step(batch: int, loss: float | None) -> None:
+        def on_step(batch: int, loss: float | None) -> bool:
+            background.raise_failure()  # a failed write (a full disk) stops the run now
             bar.update(1)
             if loss is not None:
                 bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
-                if log:
+                if log and math.isfinite(loss):
                     log.step_loss(first_step + batch, loss)
+            return stop.requested
 
         begun = time.perf_counter()
+        start = EpochSums.from_dict(state.partial)
         try:
-            done = backend.train_epoch(state.epoch, state.batch, on_step, REPORT_EVERY)
+            done = backend.train_epoch(state.epoch, state.batch, start, on_step, REPORT_EVERY)
         except Interrupted as e:
             bar.close()
-            e.sums.seconds = time.perf_counter() - begun
-            state.partial = asdict(EpochSums.from_dict(state.partial) + e.sums)
+            e.sums.seconds = start.seconds + time.perf_counter() - begun
+            state.partial = asdict(e.sums)
             state.batch = e.batch
             background.flush()
             if backend.chief:
-                backend.save(run.checkpoint, state.to_dict(recipe))
+                try:
+                    backend.save(run.checkpoint, state.to_dict(recipe))
+                except WriteError as w:
+                    raise WriteError(w.errno, f"{w}: the checkpoint at epoch {state.epoch + 1}, batch {state.batch} was not written; {_intact(on_disk)}") from None
                 on_disk.update(epoch=state.epoch, batch=state.batch)
             raise KeyboardInterrupt from None
-        done.seconds = time.perf_counter() - begun
-        bar.close()
-        total = EpochSums.from_dict(state.partial) + done
+        finally:
+            bar.close()
+        done.seconds = start.seconds + time.perf_counter() - begun
         val_loss, val_acc, _ = backend.evaluate(ds.val)
         state.history.append(
             {
                 "epoch": state.epoch + 1,
-                "loss": total.loss_sum / max(total.seen, 1),
-                "accuracy": total.correct / max(total.seen, 1),
+                "loss": done.loss_sum / max(done.seen, 1),
+                "accuracy": done.correct / max(done.seen, 1),
                 "val_loss": float(val_loss),
                 "val_accuracy": float(val_acc),
                 "lr": backend.learning_rate(),
-                "seconds": total.seconds,
-                "images_per_sec": total.seen / max(total.seconds, 1e-9),
+                "seconds": done.seconds,
+                "images_per_sec": done.seen / max(done.seconds, 1e-9),
             }
         )
         state.epoch, state.batch, state.partial = state.epoch + 1, 0, rundir.empty_partial()
@@ -374,33 +499,52 @@ def _fit(backend: Backend, run: rundir.RunDir, recipe: Recipe, ds: data.Cifar100
             continue
         write_checkpoint, history = backend.snapshot(state.to_dict(recipe)), list(state.history)
 
-        def persist(epoch=state.epoch):  # the checkpoint first: metrics.jsonl is derived from it
-            write_checkpoint(run.checkpoint)
+        def persist(epoch=state.epoch, before=dict(on_disk)):  # the checkpoint first: metrics.jsonl is derived from it
+            try:
+                write_checkpoint(run.checkpoint)
+            except WriteError as w:
+                raise WriteError(w.errno, f"{w}: the checkpoint of epoch {epoch} was not written; {_intact(before)}; free space and continue with --resume") from None
             on_disk.update(epoch=epoch, batch=0)
-            run.write_metrics(history)
+            try:
+                run.write_metrics(history)
+            except WriteError as w:
+                raise WriteError(w.errno, f"{w}: {rundir.METRICS} of epoch {epoch} was not written; epoch {epoch}'s checkpoint is intact (--resume rewrites {rundir.METRICS} from it)") from None
             if log:
                 log.epoch(history[-1])
 
         background.submit(persist)
         if not quiet:
             h = state.history[-1]
-            print(
-                f"epoch {h['epoch']}/{recipe.epochs}: loss {h['loss']:.4f} acc {h['accuracy']:.4f} "
-                f"val_loss {h['val_loss']:.4f} val_acc {h['val_accuracy']:.4f} lr {h['lr']:.3g} ({h['images_per_sec']:.0f} img/s)",
-                file=sys.stderr,
-            )
+            val = f"val_loss {h['val_loss']:.4f} val_acc {h['val_accuracy']:.4f}" if len(ds.val) else "no validation split"
+            print(f"epoch {h['epoch']}/{recipe.epochs}: loss {h['loss']:.4f} acc {h['accuracy']:.4f} {val} lr {h['lr']:.3g} ({h['images_per_sec']:.0f} img/s)", file=sys.stderr)
+    if stop.requested:  # Ctrl-C in the last epoch's last step or validation: every epoch is trained
+        background.flush()
+        raise KeyboardInterrupt
 
 
 def finish(run: rundir.RunDir, recipe: Recipe, ds: data.Cifar100, history: list[dict], backend: Backend, started: float) -> dict:
     """The end of a run: the weights, the test predictions, the curves, the mosaic and ``results.json``."""
+    try:
+        return _finish(run, recipe, ds, history, backend, started)
+    except WriteError as e:
+        raise WriteError(e.errno, f"{e}; every epoch is checkpointed: free space and run the same command with --resume to write the artefacts") from None
+    except OSError as e:  # numpy's or matplotlib's own writes
+        where = Path(e.filename) if e.filename else run.path / "artefacts"
+        raise WriteError(e.errno, f"{describe_write_error(where, e)}; every epoch is checkpointed: free space and run the same command with --resume to write the artefacts") from None
+
+
+def _finish(run: rundir.RunDir, recipe: Recipe, ds: data.Cifar100, history: list[dict], backend: Backend, started: float) -> dict:
     from . import report
 
-    backend.export_weights(run.path / rundir.WEIGHTS)
+    backend.export_weights(run.path / rundir.WEIGHTS)  # checked finite: a diverged model writes no weights
     test_loss, test_acc, pred = backend.evaluate(ds.test)
+    if len(ds.test) and not (math.isfinite(test_loss) and math.isfinite(test_acc)):
+        raise TrainingDiverged(f"the test loss of the trained model is {test_loss} (not finite): its weights are finite but its outputs overflow; no result is reported")
     np.save(run.path / rundir.PREDICTIONS, pred)
     report.plot_curves(history, run.path, title=f"{recipe.arch} ({backend.framework.label})")
     report.prediction_mosaic(ds.test.images, pred, ds.fine_names, run.path / "test_visualisation.png")
     train_seconds = sum(h["seconds"] for h in history)
+    val = [h["val_accuracy"] for h in history if h["val_accuracy"] is not None and math.isfinite(h["val_accuracy"])]
     results = {
         "arch": recipe.arch,
         "epochs": len(history),
@@ -408,8 +552,8 @@ def finish(run: rundir.RunDir, recipe: Recipe, ds: data.Cifar100, history: list[
         "test_correct": int((pred == ds.test.fine).sum()),
         "test_total": len(ds.test),
         "test_loss": test_loss,
-        "best_val_accuracy": max((h["val_accuracy"] for h in history), default=math.nan),
-        "final_val_accuracy": history[-1]["val_accuracy"] if history else math.nan,
+        "best_val_accuracy": max(val) if val else None,
+        "final_val_accuracy": val[-1] if val and len(val) == len(history) else None,
         "train_seconds": train_seconds,
         "images_per_sec": sum(h["images_per_sec"] * h["seconds"] for h in history) / max(train_seconds, 1e-9),
         "wall_seconds": time.perf_counter() - started,
@@ -422,7 +566,7 @@ def summary_lines(framework_line: str, results: dict, run: rundir.RunDir) -> dic
     return {
         "framework": framework_line,
         "test accuracy": f"acc= {results['test_accuracy']:.4f} ({results['test_correct']}/{results['test_total']})",
-        "best val accuracy": f"{results['best_val_accuracy']:.4f}",
+        "best val accuracy": "- (no validation split)" if results["best_val_accuracy"] is None else f"{results['best_val_accuracy']:.4f}",
         "training time": f"{results['train_seconds']:.1f} s ({results['images_per_sec']:.1f} images/s)",
         "artifacts": str(run.path),
     }

@@ -26,12 +26,17 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
+import tempfile
 import time
 from pathlib import Path
+
+import numpy as np
 
 from . import frameworks
 from .recipe import Recipe
 from .tensorboard_log import PREFIX as TENSORBOARD_PREFIX
+from . import weights as W
 from .weights import atomic_write_bytes
 
 CONFIG = "config.json"
@@ -55,8 +60,24 @@ class RunDirError(ValueError):
     pass
 
 
+def finite_or_none(obj):
+    """``obj`` with every non-finite float replaced by None: JSON has no NaN (``null`` instead)."""
+    if isinstance(obj, float):
+        return obj if obj == obj and obj not in (float("inf"), float("-inf")) else None
+    if isinstance(obj, dict):
+        return {k: finite_or_none(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [finite_or_none(v) for v in obj]
+    return obj
+
+
+def dumps(obj, **kw) -> str:
+    """Strict JSON (never a bare NaN or Infinity): non-finite numbers become ``null``."""
+    return json.dumps(finite_or_none(obj), allow_nan=False, **kw)
+
+
 def write_json(path: Path, obj) -> None:
-    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode())
+    atomic_write_bytes(path, (dumps(obj, indent=2, sort_keys=False) + "\n").encode())
 
 
 def is_run_dir(path: str | os.PathLike) -> bool:
@@ -77,12 +98,57 @@ def read_metrics(path: str | os.PathLike) -> list[dict]:
     f = Path(path) / METRICS
     if not f.is_file():
         return []
-    return [json.loads(line) for line in f.read_text().splitlines() if line.strip()]
+    records = []
+    for n, line in enumerate(f.read_text(errors="replace").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise RunDirError(f"{f}, line {n}, is not a JSON record ({e.msg}: {line[:60]!r}); the file is damaged (a run's --resume rewrites it from the checkpoint)") from None
+        if not isinstance(record, dict) or "epoch" not in record:
+            raise RunDirError(f"{f}, line {n}, is not an epoch record (a JSON object with 'epoch'): {line[:60]!r}")
+        records.append(record)
+    return records
 
 
 def read_results(path: str | os.PathLike) -> dict | None:
     f = Path(path) / RESULTS
-    return json.loads(f.read_text()) if f.is_file() else None
+    if not f.is_file():
+        return None
+    try:
+        return json.loads(f.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise RunDirError(f"{f} is damaged ({e}); run --resume of that run to write it again") from None
+
+
+def remove_leftovers(path: Path) -> list[Path]:
+    """Delete the temporary files of writes that never finished (``.NAME.*.tmp``: a process killed while
+    writing it); the finished files are never touched.  Returns what it removed."""
+    gone = []
+    for p in Path(path).glob(".*.tmp"):
+        if p.is_file():
+            p.unlink()
+            gone.append(p)
+    return gone
+
+
+def check_writable(path: Path, flag: str) -> None:
+    """Fail now, before any slow start-up, when ``path`` (a folder, existing or to be made) cannot be written."""
+    probe = Path(path)
+    while not probe.exists():
+        if probe.parent == probe:
+            break
+        probe = probe.parent
+    if not probe.is_dir():
+        raise RunDirError(f"{flag} {path}: {probe} is a file, so the folder cannot be created")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=probe, prefix=".resnet-port-probe.", suffix=".tmp")
+        os.close(fd)
+        os.unlink(tmp)
+    except OSError as e:
+        why = "no space left" if e.errno in (28, 122) else e.strerror or str(e)
+        raise RunDirError(f"{flag} {path}: cannot write in {probe} ({why}); choose a folder you can write") from None
 
 
 class RunDir:
@@ -103,11 +169,15 @@ class RunDir:
         self.checkpoint = self.path / CHECKPOINTS[framework]
         self.resuming = False
         self._clear_first = False
+        self._old_config: dict | None = None
+        if self.path.exists() and not self.path.is_dir():
+            raise RunDirError(f"--out {self.path} is a file, not a directory; give a folder for the run")
+        check_writable(self.path, "--out")
         if is_run_dir(self.path):
-            old = read_config(self.path)
+            old = self._old_config = read_config(self.path)
             if resume:
                 self._check_same_run(old, recipe)
-                self.resuming = self.checkpoint.exists()
+                self._check_resumable(recipe)
             elif force:
                 self._clear_first = True
             else:
@@ -119,8 +189,37 @@ class RunDir:
             if not force:
                 raise RunDirError(f"{self.path} is not empty and is not a run directory; choose another --out or pass --force")
             self._clear_first = True
-        elif self.path.exists() and not self.path.is_dir():
-            raise RunDirError(f"--out {self.path} is a file, not a directory")
+        elif resume:
+            what = "does not exist" if not self.path.exists() else "is empty"
+            raise RunDirError(f"--resume: {self.path} {what}, so there is no run to continue; leave out --resume to start a new run there")
+
+    def _check_resumable(self, recipe: Recipe) -> None:
+        """--resume of a run directory: it must be able to continue exactly, as one story."""
+        history = read_metrics(self.path)
+        if len(history) > recipe.epochs:
+            raise RunDirError(f"--resume: the run in {self.path} has trained {len(history)} epochs already; --epochs {recipe.epochs} ends before that: give --epochs {len(history)} or more")
+        if self.checkpoint.exists():
+            if read_results(self.path) is not None and len(history) == recipe.epochs:
+                raise RunDirError(f"--resume: the run in {self.path} is complete ({len(history)} epochs, results written); give --epochs {len(history) + 1} or more to train it further, or --force to start it again")
+            self.resuming = True
+        elif history:
+            raise RunDirError(
+                f"--resume: {self.path} holds {len(history)} trained epochs ({METRICS}) but no {self.checkpoint.name}, so it cannot continue; "
+                f"restore {self.checkpoint.name}, or start the run again with --force"
+            )
+        else:  # killed before its first checkpoint: nothing was trained that could be kept
+            print(f"notice: {self.path} has no checkpoint yet (stopped before its first epoch ended); starting the run from the beginning", file=sys.stderr)
+            self._clear_first = True
+
+    def check_same_data(self, facts: dict) -> None:
+        """--resume: the data must be those the run trained on (sizes and content)."""
+        before = (self._old_config or {}).get("data", {})
+        diffs = [f"{k}: {before[k]!r} -> {facts[k]!r}" for k in ("train", "val", "test", "fingerprint") if k in before and k in facts and before[k] != facts[k]]
+        if diffs:
+            raise RunDirError(
+                f"--resume: the data differ from those the run in {self.path} trained on ({', '.join(diffs)}); "
+                "resume with the same --data-dir, --limit-train and --val-size, or start another --out"
+            )
 
     @classmethod
     def follow(cls, path: str | os.PathLike, framework: str, resume: bool = False) -> "RunDir":
@@ -139,7 +238,11 @@ class RunDir:
     def create(self) -> "RunDir":
         if self._clear_first:
             self._clear()
-        self.path.mkdir(parents=True, exist_ok=True)
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise W.WriteError(e.errno, W.describe_write_error(self.path / CONFIG, e)) from None
+        remove_leftovers(self.path)
         return self
 
     def _check_same_run(self, old: dict, recipe: Recipe) -> None:
@@ -160,7 +263,7 @@ class RunDir:
                 shutil.rmtree(p)
             elif p.exists():
                 p.unlink()
-        for p in [*self.path.glob(".*.tmp"), *self.path.glob(f"{TENSORBOARD_PREFIX}*")]:
+        for p in self.path.glob(f"{TENSORBOARD_PREFIX}*"):
             p.unlink()
 
     def write_config(self, recipe: Recipe, **facts) -> None:
@@ -172,8 +275,49 @@ class RunDir:
         write_json(self.path / CONFIG, cfg)
 
     def write_metrics(self, history: list[dict]) -> None:
-        payload = "".join(json.dumps({k: h[k] for k in METRIC_KEYS}) + "\n" for h in history)
+        payload = "".join(dumps({k: h[k] for k in METRIC_KEYS}) + "\n" for h in history)
         atomic_write_bytes(self.path / METRICS, payload.encode())
 
     def write_results(self, results: dict) -> None:
         write_json(self.path / RESULTS, {"framework": self.framework, **results})
+
+
+def named_checkpoint_arrays(arrays: dict, opt_paths: list[str]) -> dict:
+    """A Keras checkpoint's arrays under readable names (optimiser variables by their Keras path)."""
+    out = {}
+    for k, v in arrays.items():
+        if k.startswith("opt/") and k[4:].isdigit() and int(k[4:]) < len(opt_paths):
+            k = f"optimizer/{opt_paths[int(k[4:])]}"
+        out[k] = v
+    return out
+
+
+def read_npz_checkpoint(path: Path) -> tuple[dict, dict]:
+    """A Keras run's ``checkpoint.npz``, verified: (arrays without ``state``/``digest``, state).
+
+    Read with ``allow_pickle=False`` (an .npz may hold pickled objects; this one
+    never does, and nothing in it may run); the digest written with it is
+    recomputed (rotted bytes are caught even when they still read as numbers);
+    every floating array must be finite and every BatchNorm variance >= 0.
+    """
+    path = Path(path)
+    fix = f"restore {path.name} from a good copy, or start the run again with --force"
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+        state = json.loads(arrays["state"].tobytes().decode())
+    except Exception as e:  # not a zip, truncated, an object array (pickle), no state
+        raise RunDirError(f"cannot read checkpoint {path} ({type(e).__name__}: {str(e)[:200]}); {fix}") from None
+    if not isinstance(state, dict) or not {"epoch", "history"} <= set(state):
+        raise RunDirError(f"{path} is not a tf_impl checkpoint (its state lacks epoch and history); {fix}")
+    written = arrays.pop("digest", None)
+    if written is None:
+        print(f"notice: {path} has no digest (written by an older resnet-port); its values are checked, its bytes cannot be", file=sys.stderr)
+    elif W.digest(arrays) != written.tobytes().decode(errors="replace"):
+        raise RunDirError(f"checkpoint {path} is damaged: its contents no longer match the digest written with them; {fix}")
+    arrays.pop("state")
+    try:
+        W.check_values(named_checkpoint_arrays(arrays, state.get("opt_paths", [])), f"checkpoint {path}")
+    except W.WeightsError as e:
+        raise RunDirError(f"{e}. {fix[0].upper()}{fix[1:]}") from None
+    return arrays, state

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from . import cli
 from .spec import available, get_spec
 
 
@@ -36,7 +37,7 @@ def summary_table(arch: str, input_shape: tuple[int, int, int] | None = None, al
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m resnet_port.summary", description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog="python -m resnet_port.summary", description=cli.description(__doc__))
     ap.add_argument("arch", help=f"one of: {', '.join(available())}")
     ap.add_argument("--input-size", type=int, default=None, help="square input size in pixels (default: the spec's, 32)")
     ap.add_argument("--params-only", action="store_true", help="list only the layers that hold parameters")

@@ -30,6 +30,8 @@ normalise), since the model is wrong without it.  Loading is strict: see
 
 from __future__ import annotations
 
+import errno
+import hashlib
 import json
 import os
 import struct
@@ -72,6 +74,7 @@ def save(path: str | os.PathLike, tensors: dict[str, np.ndarray], arch: str, pro
     spec = get_spec(arch)
     arrays = {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in tensors.items()}
     check_tensors(arrays, spec, source="tensors to save")
+    check_values(arrays, source=f"the weights to write to {path}")
     metadata = {"format": FORMAT, "format_version": FORMAT_VERSION, "arch": spec.name, "producer": producer}
     if normalization is not None:
         metadata["normalization"] = json.dumps(normalization.to_dict())
@@ -96,6 +99,7 @@ def load(path: str | os.PathLike, arch: str | ResNetSpec | None = None) -> Weigh
     except (SafetensorError, OSError, ValueError) as e:
         raise WeightsError(f"{path}: the tensor data is damaged or truncated ({e}); re-export the weights") from None
     weights = Weights(metadata["arch"], tensors, metadata)
+    check_values(tensors, source=str(path))
     if arch is not None:
         spec = get_spec(arch)
         if weights.arch != spec.name:
@@ -125,7 +129,11 @@ def read_metadata(path: Path) -> dict[str, str]:
             header = json.loads(f.read(n).decode("utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError):
             raise WeightsError(f"{path} is not a resnet-port weights file (its header is not safetensors JSON)") from None
+    if not isinstance(header, dict):
+        raise WeightsError(f"{path} is not a resnet-port weights file (its safetensors header is not a JSON object)")
     meta = header.get("__metadata__") or {}
+    if not isinstance(meta, dict):
+        raise WeightsError(f"{path} is damaged: its safetensors '__metadata__' is not a JSON object")
     if meta.get("format") != FORMAT:
         raise WeightsError(
             f"{path} is a safetensors file but not a resnet-port weights file (no format={FORMAT!r} in its metadata); "
@@ -135,31 +143,136 @@ def read_metadata(path: Path) -> dict[str, str]:
         raise WeightsError(f"{path} has weights format version {meta.get('format_version')!r}; this version reads {FORMAT_VERSION!r}")
     if "arch" not in meta:
         raise WeightsError(f"{path} does not say which architecture it holds (no 'arch' in its metadata)")
-    end = 8 + n + max((t["data_offsets"][1] for k, t in header.items() if k != "__metadata__"), default=0)
+    end = 8 + n
+    for k, t in header.items():
+        if k == "__metadata__":
+            continue
+        offsets = t.get("data_offsets") if isinstance(t, dict) else None
+        if not (isinstance(offsets, list) and len(offsets) == 2 and all(isinstance(o, int) and o >= 0 for o in offsets) and offsets[0] <= offsets[1]):
+            raise WeightsError(f"{path} is damaged: the header entry of tensor {k!r} has no valid 'data_offsets' (found {t!r:.80}); re-export the weights")
+        end = max(end, 8 + n + offsets[1])
     if size < end:
         raise WeightsError(f"{path} is truncated: {size} bytes, its header describes {end}; re-export the weights")
     return dict(meta)
 
 
+def _listed(keys: list[str], shown: int = 4) -> str:
+    more = f", ... and {len(keys) - shown} more" if len(keys) > shown else ""
+    return ", ".join(keys[:shown]) + more
+
+
 def check_tensors(tensors: dict[str, np.ndarray], spec: ResNetSpec, source: str = "weights") -> None:
     """Strict check: exactly the spec's keys, each with the spec's shape.
 
-    Raises :class:`WeightsError` listing every missing, unexpected and mis-shaped
-    key with the expected and found shapes.
+    Raises :class:`WeightsError` naming the missing, unexpected and mis-shaped
+    keys (a few of each, with counts) and, when the tensors fit another
+    registered architecture, that one.
     """
     expected = spec.parameters()
-    problems = []
     missing = [k for k in expected if k not in tensors]
     unexpected = [k for k in tensors if k not in expected]
+    shapes = [f"{k} {tuple(shape)} expected, {tuple(tensors[k].shape)} found" for k, shape in expected.items() if k in tensors and tuple(tensors[k].shape) != tuple(shape)]
+    problems = []
     if missing:
-        problems.append("missing: " + ", ".join(missing))
+        problems.append(f"{len(missing)} missing ({_listed(missing)})")
     if unexpected:
-        problems.append("unexpected: " + ", ".join(unexpected))
-    for k, shape in expected.items():
-        if k in tensors and tuple(tensors[k].shape) != tuple(shape):
-            problems.append(f"{k}: expected shape {tuple(shape)}, found {tuple(tensors[k].shape)}")
+        problems.append(f"{len(unexpected)} unexpected ({_listed(unexpected)})")
+    if shapes:
+        problems.append(f"{len(shapes)} of another shape ({_listed(shapes, 2)})")
     if problems:
-        raise WeightsError(f"{source} does not match architecture {spec.name!r}:\n  " + "\n  ".join(problems))
+        fits = fitting_architectures(tensors)
+        hint = f"; they are a {' or '.join(repr(a) for a in fits)}" if fits else ""
+        raise WeightsError(f"{source} does not match architecture {spec.name!r}: " + "; ".join(problems) + hint)
+
+
+def fitting_architectures(tensors: dict[str, np.ndarray]) -> list[str]:
+    """The registered architectures whose every key and shape ``tensors`` match."""
+    from .spec import available
+
+    out = []
+    for name in available():
+        expected = get_spec(name).parameters()
+        if set(expected) == set(tensors) and all(tuple(tensors[k].shape) == tuple(s) for k, s in expected.items()):
+            out.append(name)
+    return out
+
+
+def is_variance(key: str) -> bool:
+    """Whether a tensor key (canonical ``moving_variance`` or PyTorch ``running_var``) is a BatchNorm variance."""
+    return key.endswith(("moving_variance", "running_var"))
+
+
+def check_values(tensors, source: str = "weights") -> None:
+    """Every floating tensor finite, every BatchNorm variance >= 0; else :class:`WeightsError` naming the tensor.
+
+    A model with a NaN or infinite weight computes nothing meaningful, and a
+    negative variance makes BatchNorm take the square root of a negative number:
+    such a file diverged in training or was damaged, and no result may come of it.
+    """
+    for key, a in tensors.items():
+        a = np.asarray(a)
+        if a.dtype.kind not in "fc":
+            continue
+        finite = np.isfinite(a)
+        if not finite.all():
+            bad = int(a.size - finite.sum())
+            first = np.unravel_index(int(np.argmin(finite.reshape(-1))), a.shape) if a.ndim else ()
+            raise WeightsError(
+                f"{source}: tensor {key} holds {bad} non-finite value(s) of {a.size} ({a[first]} at index {list(first)}); "
+                "the model diverged in training or the file is damaged: use an earlier checkpoint or a good copy"
+            )
+        if is_variance(key) and a.size and float(a.min()) < 0:
+            raise WeightsError(
+                f"{source}: tensor {key} is a BatchNorm variance but holds {int((a < 0).sum())} negative value(s) (min {float(a.min()):.4g}); "
+                "the file is damaged or was not written by a BatchNorm layer"
+            )
+
+
+def digest(obj, to_array=None) -> str:
+    """SHA-256 over a nested structure (dicts, lists, arrays, plain values), in a fixed order.
+
+    Written into checkpoints and recomputed on load, so bytes that rotted inside a
+    tensor (still finite) are caught.  ``to_array`` turns framework tensors into
+    numpy arrays (e.g. ``lambda t: t.numpy()``).
+    """
+    h = hashlib.sha256()
+
+    def walk(path: str, v) -> None:
+        if to_array is not None and not isinstance(v, (dict, list, tuple, np.ndarray, str, bytes, int, float, bool, type(None))):
+            v = to_array(v)
+        if isinstance(v, dict):
+            for k in sorted(v, key=str):
+                walk(f"{path}/{k}", v[k])
+        elif isinstance(v, (list, tuple)):
+            h.update(f"{path}:[{len(v)}]".encode())
+            for i, item in enumerate(v):
+                walk(f"{path}/{i}", item)
+        elif isinstance(v, np.ndarray):
+            a = np.ascontiguousarray(v)
+            h.update(f"{path}:{a.dtype.str}{a.shape}".encode())
+            h.update(memoryview(a.reshape(-1).view(np.uint8)))
+        else:
+            h.update(f"{path}={json.dumps(v)}".encode())
+
+    walk("", obj)
+    return h.hexdigest()
+
+
+class WriteError(OSError):
+    """A file that could not be written (full disk, read-only, no permission); the message says which and why."""
+
+    def __str__(self) -> str:
+        return str(self.strerror)
+
+
+def describe_write_error(path: Path, e: OSError) -> str:
+    if e.errno in (errno.ENOSPC, errno.EDQUOT):
+        return f"no space left on {path.parent} (writing {path.name})"
+    if e.errno == errno.EROFS:
+        return f"{path.parent} is on a read-only filesystem (writing {path.name})"
+    if e.errno in (errno.EACCES, errno.EPERM):
+        return f"no permission to write {path} ({e.strerror})"
+    return f"cannot write {path} ({e.strerror or e})"
 
 
 def atomic_write_bytes(path: Path, payload: bytes) -> Path:
@@ -170,19 +283,29 @@ def atomic_write_bytes(path: Path, payload: bytes) -> Path:
 def atomic_write(path: Path, write) -> Path:
     """Call ``write(file)`` on a temporary file, sync it, then move it to ``path``: never a partial file."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the file the usual permissions
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the file the usual permissions
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as e:
+        _remove(tmp)
+        if isinstance(e, WriteError):
+            raise
+        raise WriteError(e.errno, describe_write_error(path, e)) from None
     except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        _remove(tmp)
         raise
     return path
+
+
+def _remove(tmp) -> None:
+    if tmp is not None and os.path.exists(tmp):
+        os.unlink(tmp)

@@ -36,7 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
-from resnet_port import porting
+from resnet_port import cli, porting
 from resnet_port.porting import HEAD_NAMES, PARAMS, STAGE_PATTERN, STEM_NAMES, Found, PortError, block_part, kind_of
 
 _VAR_NAMES = ("kernel", "bias", "gamma", "beta", "moving_mean", "moving_variance")
@@ -57,7 +57,7 @@ def read_savedmodel(path: Path) -> list[Found]:
         graph = trackable_object_graph_pb2.TrackableObjectGraph()
         graph.ParseFromString(reader.get_tensor("_CHECKPOINTABLE_OBJECT_GRAPH"))
     except Exception as e:  # a damaged checkpoint: name it, no traceback
-        raise PortError(f"{path}: its checkpoint (variables/) cannot be read ({type(e).__name__}: {str(e).splitlines()[0]})") from None
+        raise PortError(f"{path}: its checkpoint (variables/) cannot be read ({cli.reason(e)})") from None
 
     def children(i: int) -> dict[str, int]:
         return {c.local_name: c.node_id for c in graph.nodes[i].children}
@@ -156,7 +156,7 @@ def _h5(path: Path):
     try:
         return h5py.File(path, "r")
     except OSError as e:
-        raise PortError(f"{path} cannot be read as HDF5 (truncated or damaged: {str(e).splitlines()[0]})") from None
+        raise PortError(f"{path} cannot be read as HDF5 (truncated or damaged: {cli.reason(e)})") from None
 
 
 def _keras3_layers(group, native: str):

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import platform
 import sys
@@ -162,8 +163,12 @@ class KerasBackend(lifecycle.Backend):
     def steps_per_epoch(self) -> int:
         return self.recipe.steps_per_epoch(len(self.ds.train))
 
-    # -- checkpoints: one .npz (neutral weights + optimiser variables + JSON state) --------
+    # -- checkpoints: one .npz (neutral weights + optimiser variables + JSON state + digest) --
+    # Read with allow_pickle=False (an .npz can hold pickled objects; this one never does),
+    # its digest recomputed and its values checked before anything is assigned.
     def snapshot(self, state: dict):
+        from resnet_port import weights as neutral
+
         from . import weights
 
         arrays = {f"model/{k}": v for k, v in weights.to_numpy(self.model, self.recipe.arch, dtype=None).items()}
@@ -171,21 +176,23 @@ class KerasBackend(lifecycle.Backend):
             arrays[f"opt/{i:04d}"] = np.array(v.numpy())
         state = {**state, "opt_paths": [v.path for v in self.optimizer.variables]}
         arrays["state"] = np.frombuffer(json.dumps(state).encode(), dtype=np.uint8)
-        return lambda path: atomic_write(path, lambda f: np.savez(f, **arrays))
+
+        def write(path):
+            neutral.check_values(rundir.named_checkpoint_arrays(arrays, state["opt_paths"]), "the checkpoint to write")
+            arrays["digest"] = np.frombuffer(neutral.digest(arrays).encode(), dtype=np.uint8)
+            atomic_write(path, lambda f: np.savez(f, **arrays))
+
+        return write
 
     def load(self, path) -> dict:
         from . import weights
 
-        try:
-            with np.load(path) as z:
-                arrays = {k: z[k] for k in z.files}
-            state = json.loads(arrays.pop("state").tobytes().decode())
-        except Exception as e:
-            raise rundir.RunDirError(f"cannot read checkpoint {path} ({type(e).__name__}: {e}); delete it to restart the run") from None
+        arrays, state = rundir.read_npz_checkpoint(path)
+        fix = f"restore {path.name} from a good copy, or start the run again with --force"
         weights.from_numpy(self.model, self.recipe.arch, {k[6:]: v for k, v in arrays.items() if k.startswith("model/")}, str(path))
         opt_vars = self.optimizer.variables
         if state["opt_paths"] != [v.path for v in opt_vars]:
-            raise rundir.RunDirError(f"checkpoint {path} holds optimiser state of another layout; delete it to restart the run")
+            raise rundir.RunDirError(f"checkpoint {path} holds optimiser state of another layout; {fix}")
         for i, v in enumerate(opt_vars):
             v.assign(arrays[f"opt/{i:04d}"])
         return state
@@ -196,7 +203,7 @@ class KerasBackend(lifecycle.Backend):
         weights.export(self.model, self.recipe.arch, path, normalization=self.normalization)
 
     # -- training -------------------------------------------------------------------------
-    def train_epoch(self, epoch: int, start_batch: int, on_step, report_every: int) -> lifecycle.EpochSums:
+    def train_epoch(self, epoch: int, start_batch: int, start: lifecycle.EpochSums, on_step, report_every: int) -> lifecycle.EpochSums:
         import keras
 
         from .data import train_dataset
@@ -204,46 +211,62 @@ class KerasBackend(lifecycle.Backend):
         r, n, last = self.recipe, len(self.ds.train), self.steps_per_epoch()
         train = train_dataset(self.train_images, self.train_labels, r.batch_size, None if r.augment.is_identity else r.augment, r.seed, epoch=epoch, normalization=self.normalization)
         bs = r.batch_size
+        # with loss scaling (mixed_float16) Keras skips steps whose gradients are not finite and
+        # lowers the scale: it gets SCALER_PATIENCE steps before a non-finite loss stops the run
+        patience = lifecycle.SCALER_PATIENCE if self.policy == "mixed_float16" else 1
 
         class Steps(keras.callbacks.Callback):
-            """Reports each step; keeps Keras' running means (weighted by batch size), so Ctrl-C can checkpoint mid-epoch."""
+            """Per step: the batch's loss and accuracy (Keras' metrics reset before each step, so its
+            logs are that batch's), summed in float64 in batch order from the interrupted part's sums,
+            so a resumed epoch adds up exactly as an uninterrupted one; then the stop check."""
 
             def __init__(self):
                 super().__init__()
-                self.done, self.logs = 0, {}
-                self.mark = (0, 0.0)  # (images, running loss sum) at the last report
+                self.done, self.stopped = 0, False
+                self.sums = lifecycle.EpochSums(start.loss_sum, start.correct, start.seen)
+                self.window, self.window_seen, self.streak = 0.0, 0, 0
+
+            def on_train_batch_begin(self, batch, logs=None):
+                self.model.reset_metrics()
 
             def on_train_batch_end(self, batch, logs=None):
+                logs = logs or {}
                 self.done += 1
-                self.logs = logs or {}
                 b = start_batch + self.done
+                images = min(bs, n - (b - 1) * bs)
+                loss = float(logs.get("loss", math.nan))
+                if math.isfinite(loss):
+                    self.streak = 0
+                    self.sums.loss_sum += loss * images
+                    self.window += loss * images
+                else:  # a step the loss scaler skipped trained nothing: left out of the sums
+                    self.streak += 1
+                    if self.streak >= patience:
+                        raise lifecycle.Diverged(b, loss)
+                self.sums.correct += round(float(logs.get("sparse_categorical_accuracy", 0.0)) * images)
+                self.sums.seen += images
+                self.window_seen += images
                 if b % report_every and b != last:
-                    on_step(b, None)
-                    return
-                images = min(self.done * bs, n - start_batch * bs)
-                loss_sum = float(self.logs.get("loss", 0.0)) * images
-                on_step(b, (loss_sum - self.mark[1]) / max(images - self.mark[0], 1))
-                self.mark = (images, loss_sum)
+                    stop = on_step(b, None)
+                else:
+                    stop = on_step(b, self.window / max(self.window_seen, 1))
+                    self.window, self.window_seen = 0.0, 0
+                if stop and b < last:
+                    self.stopped = True
+                    self.model.stop_training = True  # fit returns after this step
 
         steps = Steps()
-        try:
-            self.model.fit(
-                train.skip(start_batch),
-                epochs=epoch + 1,
-                initial_epoch=epoch,
-                shuffle=False,  # train_dataset shuffles, reproducibly per epoch
-                verbose=0,  # the lifecycle shows progress
-                callbacks=[steps],
-            )
-        except KeyboardInterrupt:
-            raise lifecycle.Interrupted(self._sums(steps, steps.done * bs, n - start_batch * bs), start_batch + steps.done) from None
-        return self._sums(steps, n, n - start_batch * bs)
-
-    @staticmethod
-    def _sums(steps, images: int, left: int) -> lifecycle.EpochSums:
-        seen = max(min(images, left), 0)
-        logs = steps.logs
-        return lifecycle.EpochSums(float(logs.get("loss", 0.0)) * seen, float(logs.get("sparse_categorical_accuracy", 0.0)) * seen, seen)
+        self.model.fit(
+            train.skip(start_batch),
+            epochs=epoch + 1,
+            initial_epoch=epoch,
+            shuffle=False,  # train_dataset shuffles, reproducibly per epoch
+            verbose=0,  # the lifecycle shows progress
+            callbacks=[steps],
+        )
+        if steps.stopped:
+            raise lifecycle.Interrupted(steps.sums, start_batch + steps.done)
+        return steps.sums
 
     def evaluate(self, split: data.Split):
         from .data import eval_dataset

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from resnet_port import porting
+from resnet_port import cli, porting
 from resnet_port.porting import Found, PortError
 from resnet_port.spec import get_spec
 
@@ -30,7 +30,7 @@ def load_state_dict(path: Path) -> dict[str, torch.Tensor]:
     try:
         obj = torch.load(src, map_location="cpu", weights_only=True)
     except Exception as e:  # truncated, not a torch file, or holding objects weights_only refuses
-        raise PortError(f"{src} cannot be read as a PyTorch state_dict ({type(e).__name__}: {str(e).splitlines()[0]})") from None
+        raise PortError(f"{src} cannot be read as a PyTorch state_dict ({cli.reason(e)})") from None
     for key in ("model", "state_dict"):
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
             obj = obj[key]

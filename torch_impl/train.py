@@ -27,12 +27,11 @@ import sys
 import numpy as np
 import torch
 
-from resnet_port import data, frameworks, rundir
+from resnet_port import cli, data, frameworks, rundir
 from resnet_port import run as lifecycle
 from resnet_port.recipe import Recipe
-from resnet_port.weights import atomic_write
 
-from . import weights
+from . import checkpoint, weights
 from .data import DeviceLoader
 from .engine import predict, train_step
 from .model import build_model, enable_sync_batchnorm
@@ -58,6 +57,7 @@ class Dist:
         self.world = int(os.environ.get("WORLD_SIZE", "1"))
         self.rank = int(os.environ.get("RANK", "0"))
         self.local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        self.comm_device = torch.device("cpu")
 
     @property
     def enabled(self) -> bool:
@@ -72,6 +72,7 @@ class Dist:
             import torch.distributed as dist
 
             dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        self.comm_device = device if device.type == "cuda" else torch.device("cpu")
 
     def sum(self, *values: float) -> list[float]:
         """Sums over all processes (values unchanged without torchrun)."""
@@ -82,6 +83,16 @@ class Dist:
         t = torch.tensor(values, dtype=torch.float64)
         dist.all_reduce(t)
         return t.tolist()
+
+    def any(self, flag: bool) -> bool:
+        """Whether ``flag`` is true in any process (``flag`` itself without torchrun)."""
+        if not self.enabled:
+            return bool(flag)
+        import torch.distributed as dist
+
+        t = torch.tensor([int(bool(flag))], device=self.comm_device)
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        return bool(t.item())
 
     def barrier(self) -> None:
         if self.enabled:
@@ -203,57 +214,91 @@ class TorchBackend(lifecycle.Backend):
     def snapshot(self, state: dict):
         st = _cpu_copy({"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict() if self.scaler else None, "draw_state": self.draw_state})
         st.update(state)
-        return lambda path: atomic_write(path, lambda f: torch.save(st, f))
+        return lambda path: checkpoint.save(path, st)
 
     def load(self, path) -> dict:
+        st = checkpoint.load(path)  # weights_only, digest and values checked: nothing in it runs, nothing bad trains
         try:
-            st = torch.load(path, map_location=self.device, weights_only=False)
-        except Exception as e:  # a damaged file: say which, never train on garbage
-            raise rundir.RunDirError(f"cannot read checkpoint {path} ({type(e).__name__}: {e}); delete it to restart the run") from None
-        self.model.load_state_dict(st["model"])
-        self.optimizer.load_state_dict(st["optimizer"])
-        if self.scaler and st["scaler"]:
+            self.model.load_state_dict(st["model"])
+            self.optimizer.load_state_dict(st["optimizer"])
+        except (RuntimeError, ValueError, KeyError) as e:
+            raise rundir.RunDirError(f"checkpoint {path} does not fit this run's model and optimiser ({cli.reason(e, 300)})") from None
+        if self.scaler and st.get("scaler"):
             self.scaler.load_state_dict(st["scaler"])
-        self.draw_state = st["draw_state"]
+        self.draw_state = st.get("draw_state")
         return st
 
     def export_weights(self, path) -> None:
         weights.export(self.model, path, normalization=self.normalization)
 
     # -- training ---------------------------------------------------------------------------
-    def train_epoch(self, epoch: int, start_batch: int, on_step, report_every: int) -> lifecycle.EpochSums:
-        r, loader = self.recipe, self.train_loader
-        gen = torch.Generator(self.device).manual_seed(epoch_seed(r.seed, epoch))
-        loss_sum = torch.zeros((), device=self.device, dtype=torch.float64)
-        correct = torch.zeros((), device=self.device, dtype=torch.int64)
-        window = torch.zeros((), device=self.device, dtype=torch.float64)  # loss summed since the last report
-        window_seen = seen = 0  # images of this process
+    def train_epoch(self, epoch: int, start_batch: int, start: lifecycle.EpochSums, on_step, report_every: int) -> lifecycle.EpochSums:
+        r, loader, dev = self.recipe, self.train_loader, self.device
+        gen = torch.Generator(dev).manual_seed(epoch_seed(r.seed, epoch))
+        # the sums continue the interrupted part's (rank 0 holds them under torchrun): one running
+        # float64 sum in batch order, so a resumed epoch adds exactly as an uninterrupted one
+        first = self.dist.main
+        loss_sum = torch.full((), start.loss_sum if first else 0.0, device=dev, dtype=torch.float64)
+        correct = torch.full((), int(start.correct) if first else 0, device=dev, dtype=torch.int64)
+        window = torch.zeros((), device=dev, dtype=torch.float64)  # loss summed since the last report
+        # divergence, tracked on the device (no sync per step): the first batch whose loss is not
+        # finite; with a gradient scaler, the first batch ending a run of SCALER_PATIENCE of them
+        # (the scaler skips such steps and lowers its scale: it gets its chance first)
+        patience = lifecycle.SCALER_PATIENCE if self.scaler is not None else 1
+        streak = torch.zeros((), device=dev, dtype=torch.int64)
+        bad_at = torch.full((), -1, device=dev, dtype=torch.int64)
+        bad_value = torch.zeros((), device=dev, dtype=torch.float64)
+        step_no = torch.full((), start_batch, device=dev, dtype=torch.int64)
+        window_seen = 0
+        seen = start.seen if first else 0  # images of this process
         batch, last = start_batch, len(loader)
         self.net.train()
-        try:
-            for x, y in loader.batches(gen, start=start_batch, draw_state=self.draw_state):
-                ce_scale = len(y) * loader.world / loader.global_count if loader.world > 1 else 1.0
-                total, _, c = train_step(self.net, self.optimizer, x, y, self.l2_params, r.objective, self.amp_dtype, self.scaler, ce_scale)
-                weighted = total.double() * len(y)
-                loss_sum += weighted
-                window += weighted
-                correct += c
-                seen += len(y)
-                window_seen += len(y)
-                batch += 1
-                if batch % report_every == 0 or batch == last:  # reading the loss synchronises with the device: not every step
-                    on_step(batch, float(window) / window_seen)
-                    window.zero_()
-                    window_seen = 0
-                else:
-                    on_step(batch, None)
-        except KeyboardInterrupt:
-            self.draw_state = gen.get_state()
-            raise lifecycle.Interrupted(lifecycle.EpochSums(float(loss_sum), int(correct), seen), batch) from None
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
+
+        def check_divergence() -> None:
+            bad = int(bad_at) >= 0
+            if self.dist.enabled:
+                bad = self.dist.any(bad)
+            if bad:
+                raise lifecycle.Diverged(int(bad_at) if int(bad_at) >= 0 else batch, float(bad_value))
+
+        for x, y in loader.batches(gen, start=start_batch, draw_state=self.draw_state):
+            ce_scale = len(y) * loader.world / loader.global_count if loader.world > 1 else 1.0
+            total, _, c = train_step(self.net, self.optimizer, x, y, self.l2_params, r.objective, self.amp_dtype, self.scaler, ce_scale)
+            total = total.double()
+            finite = torch.isfinite(total)
+            step_no += 1
+            streak = (streak + 1) * (~finite)
+            hit = (bad_at < 0) & (streak >= patience)
+            bad_at = torch.where(hit, step_no, bad_at)
+            bad_value = torch.where(hit, total, bad_value)
+            # a step the scaler skipped trained nothing: its (non-finite) loss is left out of the sums
+            weighted = torch.where(finite, total, 0.0) * len(y)
+            loss_sum += weighted
+            window += weighted
+            correct += c
+            seen += len(y)
+            window_seen += len(y)
+            batch += 1
+            if batch % report_every == 0 or batch == last:  # reading the loss synchronises with the device: not every step
+                check_divergence()
+                stop = on_step(batch, float(window) / window_seen)
+                window.zero_()
+                window_seen = 0
+            else:
+                stop = on_step(batch, None)
+            if self.dist.enabled:  # every process stops after the same step (a collective per step, only under torchrun)
+                stop = self.dist.any(stop)
+            if stop and batch < last:
+                check_divergence()
+                self.draw_state = gen.get_state()  # exactly after this batch's draws: the next batch draws next
+                raise lifecycle.Interrupted(self._summed(loss_sum, correct, seen), batch)
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
         self.draw_state = None
-        # this process's part of the epoch, summed over all processes
+        return self._summed(loss_sum, correct, seen)
+
+    def _summed(self, loss_sum, correct, seen) -> lifecycle.EpochSums:
+        """This process's sums, summed over all processes."""
         loss_total, correct_total, seen_total = self.dist.sum(float(loss_sum), float(int(correct)), float(seen))
         return lifecycle.EpochSums(loss_total, correct_total, int(seen_total))
 
