@@ -1,7 +1,10 @@
 """``python -m resnet_port.bench``: throughput of both frameworks side by side, against the machine's ceiling.
 
-In one run, each framework in its own process (one after the other, so they do
-not share the cores), after warm-up, the median of several timed windows of:
+In one run, each framework in its own process (one at a time, so they do not
+share the cores), in several rounds that alternate which framework goes first
+(``--rounds``, default 3: on a shared machine a job that starts in between then
+shows as a wide spread, not as a ratio), after warm-up, the median of several
+timed windows of:
 
 * training, a full step (forward, loss with L2, backward, Adam step) with the
   augmentation included and excluded;
@@ -12,7 +15,8 @@ not share the cores), after warm-up, the median of several timed windows of:
 Each figure is also given as a fraction of the ceiling: the FLOPs per image
 counted from the spec (forward; training = 3 x forward: the backward pass costs
 two forwards) at the measured images/s, over the float32 matrix-multiply rate
-measured in the same run (the best of the two frameworks' rates).  ``--json``
+measured in the same run (the best of the two frameworks' rates).  Every figure
+is the median over the rounds, printed with its range (min-max).  ``--json``
 writes everything.  ``--sweep`` (CUDA) adds PyTorch rows for fp32, AMP float16
 and bfloat16, with torch.compile off and on.
 
@@ -50,6 +54,44 @@ TRAIN_FLOP_FACTOR = 3  # forward + backward (grads of inputs and of weights: 2 f
 def flops_per_image(arch: str) -> dict[str, float]:
     f = get_spec(arch).forward_flops()
     return {"inference": f, "train": TRAIN_FLOP_FACTOR * f, "train_aug": TRAIN_FLOP_FACTOR * f}
+
+
+FIGURES = ("train_aug", "train", "inference", "augment", "matmul_gflops", "peak_memory_mb")
+
+
+def run_rounds(arch: str, batch_size: int, precision: str, frameworks: list[str], warmup: int, windows: int, steps: int, extra_torch: dict | None = None, rounds: int = 3, recipe: str = "seed") -> dict:
+    """:func:`run_bench` ``rounds`` times, alternating which framework goes first; each figure the
+    median over the rounds, with every round's value under ``<figure>_rounds``."""
+    per_round: dict[str, list[dict]] = {fw: [] for fw in frameworks}
+    for r in range(rounds):
+        order = frameworks if r % 2 == 0 else frameworks[::-1]  # alternate, so drift favours neither
+        for fw in order:
+            per_round[fw].append(run_bench(arch, batch_size, precision, [fw], warmup, windows, steps, extra_torch, recipe=recipe)[fw])
+    out = {}
+    for fw, results in per_round.items():
+        good = [x for x in results if "error" not in x]
+        if not good:
+            out[fw] = {"error": results[0]["error"]}
+            continue
+        merged = dict(good[-1])
+        for key in FIGURES:
+            values = [x[key] for x in good if isinstance(x.get(key), (int, float))]
+            if values:
+                merged[key] = statistics.median(values)
+                merged[f"{key}_rounds"] = values
+        merged["rounds"] = len(good)
+        if len(good) < len(results):
+            merged["errors"] = [x["error"] for x in results if "error" in x]
+        out[fw] = merged
+    return out
+
+
+def spread(r: dict, key: str) -> str:
+    """' (min-max)' of a figure's rounds, or '' for one round."""
+    values = r.get(f"{key}_rounds") or []
+    if len(values) < 2:
+        return ""
+    return f" ({min(values):.1f}-{max(values):.1f})"
 
 
 def run_bench(arch: str, batch_size: int, precision: str, frameworks: list[str], warmup: int, windows: int, steps: int, extra_torch: dict | None = None, timeout: float = 1800, rows: list[str] | None = None, recipe: str = "seed") -> dict:
@@ -167,7 +209,8 @@ def table(res: dict, arch: str) -> tuple[str, dict]:
     ceilings = [r["matmul_gflops"] for r in res.values() if "matmul_gflops" in r]
     ceiling = max(ceilings) if ceilings else float("nan")
     tf, pt = res.get(F.KERAS.key, {}), res.get(F.PYTORCH.key, {})
-    lines = [f"{'images/s (median)':<36} {'Keras':>10} {'PyTorch':>10} {'PT/Keras':>9} {'Keras %ceil':>12} {'PT %ceil':>9}"]
+    rounds = max((r.get("rounds", 1) for r in res.values()), default=1)
+    lines = [f"{f'images/s (median of {rounds} round(s), min-max)':<36} {'Keras':>22} {'PyTorch':>22} {'PT/Keras':>9} {'Keras %ceil':>12} {'PT %ceil':>9}"]
     derived = {"ceiling_gflops": ceiling, "flops_per_image": flops, "rows": {}}
     for key, label in ROWS:
         a, b = tf.get(key), pt.get(key)
@@ -180,7 +223,9 @@ def table(res: dict, arch: str) -> tuple[str, dict]:
             fa = f"{row['keras_fraction_of_ceiling']:.1%}" if a else "-"
             fb = f"{row['pytorch_fraction_of_ceiling']:.1%}" if b else "-"
         derived["rows"][key] = row
-        lines.append(f"{label:<36} {a if a else float('nan'):>10.1f} {b if b else float('nan'):>10.1f} {ratio:>9.2f} {fa:>12} {fb:>9}")
+        ka = f"{a if a else float('nan'):.1f}{spread(tf, key)}"
+        kb = f"{b if b else float('nan'):.1f}{spread(pt, key)}"
+        lines.append(f"{label:<36} {ka:>22} {kb:>22} {ratio:>9.2f} {fa:>12} {fb:>9}")
     for fw_key, r in (("keras", tf), ("pytorch", pt)):
         if r.get("augment") and r.get("train"):
             derived[f"{fw_key}_augment_over_train"] = r["augment"] / r["train"]
@@ -188,7 +233,7 @@ def table(res: dict, arch: str) -> tuple[str, dict]:
         f"{'peak memory (MB)':<36} {tf.get('peak_memory_mb', float('nan')):>10.0f} {pt.get('peak_memory_mb', float('nan')):>10.0f}"
     )
     lines.append(
-        f"{'matmul ceiling (GFLOP/s, fp32)':<36} {tf.get('matmul_gflops', float('nan')):>10.1f} {pt.get('matmul_gflops', float('nan')):>10.1f}"
+        f"{'matmul ceiling (GFLOP/s, fp32)':<36} {tf.get('matmul_gflops', float('nan')):>10.1f}{spread(tf, 'matmul_gflops'):>12} {pt.get('matmul_gflops', float('nan')):>10.1f}{spread(pt, 'matmul_gflops'):>12}"
         f"   ceiling used: {ceiling:.1f}"
     )
     for fw_key, name in (("keras", "Keras"), ("pytorch", "PyTorch")):
@@ -197,6 +242,8 @@ def table(res: dict, arch: str) -> tuple[str, dict]:
     for fw, r in res.items():
         if "error" in r:
             lines.append(f"{fw}: FAILED: {r['error'].splitlines()[0]}")
+        for e in r.get("errors", []):
+            lines.append(f"{fw}: a round FAILED: {e.splitlines()[0]}")
     return "\n".join(lines), derived
 
 
@@ -216,7 +263,7 @@ def main(argv=None) -> int:
     ap.add_argument("--cli", action="store_true", help="also time each training CLI's epochs, interleaved with the step (see the module docstring)")
     ap.add_argument("--cli-images", type=int, default=None, help="training images per CLI epoch (default 20 batches)")
     ap.add_argument("--cli-epochs", type=int, default=3, help="epochs per CLI run; the first is not timed (default 3)")
-    ap.add_argument("--rounds", type=int, default=2, help="interleaved rounds of step + CLI per framework (default 2)")
+    ap.add_argument("--rounds", type=int, default=3, help="rounds alternating the frameworks' order, of the step bench and of --cli (default 3)")
     ap.add_argument("--json", help="write all results here")
     args = ap.parse_args(argv)
     args.arch = args.arch or RECIPES[args.recipe].arch
@@ -228,12 +275,12 @@ def main(argv=None) -> int:
         return 2
     started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     extra = {"compile": args.compile, "channels_last": not args.no_channels_last}
-    res = run_bench(args.arch, args.batch_size, args.precision, frameworks, args.warmup, args.windows, args.steps, extra, recipe=args.recipe)
+    res = run_rounds(args.arch, args.batch_size, args.precision, frameworks, args.warmup, args.windows, args.steps, extra, args.rounds, recipe=args.recipe)
     text, derived = table(res, args.arch)
     header = f"resnet-port bench: {args.recipe} recipe, {args.arch}, batch {args.batch_size}, {args.precision}, {platform.machine()} {platform.processor() or ''}, {started}"
     print(header)
     print(text)
-    report = {"recipe": args.recipe, "arch": args.arch, "batch_size": args.batch_size, "precision": args.precision, "date": started, "results": res, **derived, "sweep": []}
+    report = {"recipe": args.recipe, "arch": args.arch, "batch_size": args.batch_size, "precision": args.precision, "date": started, "rounds": args.rounds, "results": res, **derived, "sweep": []}
     if args.sweep:
         print("\nPyTorch sweep (train step with augmentation, images/s):")
         for precision in ("fp32", "amp-fp16", "amp-bf16"):
@@ -242,16 +289,16 @@ def main(argv=None) -> int:
                 report["sweep"].append({"precision": precision, "compile": comp, **r})
                 shown = f"{r['train_aug']:.0f}" if "train_aug" in r else f"FAILED: {r['error'].splitlines()[0]}"
                 print(f"  {precision:<9} compile={'on ' if comp else 'off'}  {shown}")
-    failed = any("error" in r for r in res.values())
+    failed = any("error" in r or r.get("errors") for r in res.values())
     if args.cli:
         images = args.cli_images or 20 * args.batch_size
-        cli = run_cli_bench(args.arch, args.batch_size, args.precision, frameworks, args.warmup, args.windows, args.steps, extra, images, args.cli_epochs, args.rounds, args.recipe)
+        timed = run_cli_bench(args.arch, args.batch_size, args.precision, frameworks, args.warmup, args.windows, args.steps, extra, images, args.cli_epochs, args.rounds, args.recipe)
         print()
-        print(cli_table(cli, args.rounds, args.cli_epochs))
-        report["cli"] = {"images": images, "epochs": args.cli_epochs, "rounds": args.rounds, "results": cli}
-        failed |= any(r.get("errors") for r in cli.values())
+        print(cli_table(timed, args.rounds, args.cli_epochs))
+        report["cli"] = {"images": images, "epochs": args.cli_epochs, "rounds": args.rounds, "results": timed}
+        failed |= any(r.get("errors") for r in timed.values())
     if args.json:
-        Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
+        Path(args.json).write_text(rundir.dumps(report, indent=2) + "\n")
     return 1 if failed else 0
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import math
 import subprocess
 import sys
 import tempfile
@@ -35,27 +36,53 @@ class CompareError(ValueError):
     pass
 
 
+def _finite(values) -> list[float]:
+    return [v for v in values if isinstance(v, (int, float)) and math.isfinite(v)]
+
+
+def precision_label(recipe: dict, runtime: dict) -> str:
+    """The precision a run trained in, and what was asked when it differs (``--amp`` on a CPU)."""
+    effective = runtime.get("amp_effective", "float32")
+    if recipe.get("amp") and "16" not in effective:
+        return f"{effective} (--amp asked, not available on {runtime.get('device', 'this device')})"
+    return effective
+
+
+def data_label(cfg: dict) -> str:
+    d = cfg.get("data", {})
+    if not d:
+        return "?"
+    return f"{d.get('train', '?')}/{d.get('val', '?')}/{d.get('test', '?')}" + ("" if d.get("verified", True) else " unverified")
+
+
 def load_run(path: Path) -> dict:
     cfg = rundir.read_config(path)
     metrics = rundir.read_metrics(path)
     results = rundir.read_results(path) or {}
     recipe = cfg.get("recipe", {})
     runtime = cfg.get("runtime", {})
-    amp = runtime.get("amp_effective", "float32")
-    fw = frameworks.get(cfg["framework"])
+    try:
+        fw = frameworks.get(cfg["framework"])
+    except (KeyError, ValueError):
+        raise rundir.RunDirError(f"{path / rundir.CONFIG} names no framework this tool knows ({cfg.get('framework')!r})") from None
+    val = _finite(m.get("val_accuracy") for m in metrics)
+    missing = float("nan")
     return {
         "path": path,
         "name": path.name,
         "framework": fw.package,
         "framework_name": fw.display_name(runtime),  # as users know it, with the versions that trained the run
         "arch": recipe.get("arch", "?"),
+        "recipe": recipe.get("name", "seed"),
+        "data": data_label(cfg),
+        "data_fingerprint": cfg.get("data", {}).get("fingerprint"),
         "epochs": len(metrics),
-        "amp": amp,
-        "best_val_accuracy": max((m["val_accuracy"] for m in metrics), default=float("nan")),
-        "final_val_accuracy": metrics[-1]["val_accuracy"] if metrics else float("nan"),
-        "test_accuracy": results.get("test_accuracy", float("nan")),
-        "train_seconds": sum(m["seconds"] for m in metrics),
-        "images_per_sec": results.get("images_per_sec", float("nan")),
+        "amp": precision_label(recipe, runtime),
+        "best_val_accuracy": max(val) if val else missing,
+        "final_val_accuracy": val[-1] if val and len(val) == len(metrics) else missing,
+        "test_accuracy": results.get("test_accuracy") if results.get("test_accuracy") is not None else missing,
+        "train_seconds": sum(m.get("seconds") or 0.0 for m in metrics),
+        "images_per_sec": results.get("images_per_sec") if results.get("images_per_sec") is not None else missing,
         "metrics": metrics,
         "finished": bool(results),
     }
@@ -94,7 +121,9 @@ def cross_evaluate(run: dict, workdir: Path) -> dict:
 COLUMNS = [
     ("run", "name", "{}"),
     ("framework", "framework_name", "{}"),
+    ("recipe", "recipe", "{}"),
     ("arch", "arch", "{}"),
+    ("data (train/val/test)", "data", "{}"),
     ("epochs", "epochs", "{}"),
     ("AMP", "amp", "{}"),
     ("best val acc", "best_val_accuracy", "{:.4f}"),
@@ -114,7 +143,8 @@ def rows_for(runs: list[dict], cross: bool) -> tuple[list[str], list[list[str]]]
         row = []
         for _, key, fmt in columns:
             v = r.get(key, "")
-            row.append(fmt.format(v) if v != "" else "-")
+            missing = v == "" or v is None or (isinstance(v, float) and not math.isfinite(v))
+            row.append("-" if missing else fmt.format(v))
         rows.append(row)
     return header, rows
 
@@ -151,8 +181,9 @@ def plot_overlay(runs: list[dict], out_dir: Path) -> list[Path]:
         for r in runs:
             epochs = [m["epoch"] for m in r["metrics"]]
             label = f"{r['name']} ({frameworks.get(r['framework']).label}, {r['arch']})"
-            ax.plot(epochs, [m[metric] for m in r["metrics"]], "-o", ms=3, color=colour[r["name"]], label=f"{label} train")
-            ax.plot(epochs, [m[f"val_{metric}"] for m in r["metrics"]], "--o", ms=3, color=colour[r["name"]], label=f"{label} val")
+            value = (lambda m, k: m.get(k) if m.get(k) is not None else float("nan"))  # null in metrics.jsonl: no value
+            ax.plot(epochs, [value(m, metric) for m in r["metrics"]], "-o", ms=3, color=colour[r["name"]], label=f"{label} train")
+            ax.plot(epochs, [value(m, f"val_{metric}") for m in r["metrics"]], "--o", ms=3, color=colour[r["name"]], label=f"{label} val")
         ax.set_xlabel("Epoch")
         ax.set_ylabel(ylabel)
         ax.set_title(f"{ylabel}: solid = train, dashed = validation")
@@ -171,7 +202,13 @@ def main(argv=None) -> int:
     ap.add_argument("--no-cross-eval", action="store_true", help="skip evaluating each run's weights in the other framework")
     args = ap.parse_args(argv)
     try:
-        runs = [load_run(Path(p)) for p in args.runs]
+        paths, seen = [], set()
+        for p in args.runs:  # a run given twice is one run
+            key = Path(p).resolve()
+            if key not in seen:
+                seen.add(key)
+                paths.append(Path(p))
+        runs = [load_run(p) for p in paths]
         names = [r["name"] for r in runs]
         if len(set(names)) != len(names):  # make labels unique
             for r in runs:
@@ -187,14 +224,19 @@ def main(argv=None) -> int:
                     r.update(c)
                     r["disagree_text"] = f"{c['disagreements']} of {c['total']}" + ("  <-- FLAGGED" if c["flagged"] else "")
     except (rundir.RunDirError, CompareError, OSError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        return cli.fail(str(e))
     header, rows = rows_for(runs, cross)
     print(format_text(header, rows))
     archs = sorted({r["arch"] for r in runs})
     notes = []
     if len(archs) > 1:
         notes.append(f"note: these runs are of different architectures ({', '.join(archs)}); compare like with like")
+    recipes = sorted({r["recipe"] for r in runs})
+    if len(recipes) > 1:
+        notes.append(f"note: these runs follow different recipes ({', '.join(recipes)}): their accuracies answer different questions")
+    datas = {(r["data"], r["data_fingerprint"]) for r in runs}
+    if len(datas) > 1:
+        notes.append("note: these runs trained or were tested on different data (see the data column" + ("" if len({d for d, _ in datas}) > 1 else "; same sizes, other images") + "); their accuracies are not comparable")
     flagged = [r for r in runs if r.get("flagged")]
     for r in flagged:
         notes.append(

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import cli, frameworks, parity
+from . import cli, frameworks, parity, rundir
 from . import weights as W
 from .spec import get_spec
 
@@ -43,7 +43,7 @@ def forward_both(weights_path, arch, x: np.ndarray, training: bool, workdir, var
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m resnet_port.diff", description=cli.description(__doc__))
-    ap.add_argument("weights", help="a neutral weights file (.safetensors) written by tf_impl or torch_impl")
+    ap.add_argument("weights", help="a neutral weights file (.safetensors) or a finished run directory")
     ap.add_argument("--batch", type=int, default=8, help="images in the probe batch (default 8)")
     ap.add_argument("--mode", choices=["eval", "train", "both"], default="both", help="inference, training (batch statistics) or both")
     ap.add_argument("--atol", type=float, default=1e-4, help="absolute tolerance on logits, scaled by max(1, max|output|) per layer (default 1e-4)")
@@ -52,6 +52,7 @@ def main(argv=None) -> int:
     ap.add_argument("--naive", choices=NAIVE_VARIANTS, help="run a deliberately wrong PyTorch port (torch_impl.naive), to see what a broken port looks like")
     args = ap.parse_args(argv)
     try:
+        args.weights = str(rundir.weights_of(args.weights))
         meta = W.read_metadata(Path(args.weights))
         spec = get_spec(meta["arch"])
         W.load(args.weights, spec)  # strict check before starting any framework
@@ -63,9 +64,8 @@ def main(argv=None) -> int:
                 raise ValueError(f"--inputs must hold an (N, H, W, {spec.input_shape[-1]}) array, got shape {x.shape}")
         else:
             x = np.random.default_rng(args.seed).random((args.batch, *spec.input_shape), dtype=np.float32)
-    except (ValueError, OSError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    except (ValueError, OSError) as e:  # WeightsError and RunDirError are ValueErrors
+        return cli.fail(str(e))
     modes = ["eval", "train"] if args.mode == "both" else [args.mode]
     ok = True
     print(f"weights {args.weights}: {spec.name}, written by {meta.get('producer') or 'unknown'}; batch of {len(x)}")
@@ -74,8 +74,7 @@ def main(argv=None) -> int:
             try:
                 tf_out, torch_out = forward_both(args.weights, spec.name, x, mode == "train", tmp, args.naive)
             except parity.WorkerError as e:
-                print(f"error: {e}", file=sys.stderr)
-                return 2
+                return cli.fail(str(e))
             rows = parity.compare_layers(torch_out, tf_out, [layer.name for layer in spec.layers()], args.atol)
             logit_abs, _ = parity.diff_arrays(torch_out["logits"], tf_out["logits"])
             agree = float((torch_out["logits"].argmax(1) == tf_out["logits"].argmax(1)).mean())

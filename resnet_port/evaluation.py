@@ -26,7 +26,7 @@ def parser(framework: str) -> argparse.ArgumentParser:
     ap.add_argument("--arch", help="expected architecture (default: the one the weights file names)")
     ap.add_argument("--data-dir", help="CIFAR-100 location (default: the run's, else search)")
     ap.add_argument("--no-verify", action="store_true", help="skip the md5 checks (your own files in the CIFAR-100 format)")
-    ap.add_argument("--val-size", type=int, default=None, help="validation size, for --split val (default: the run's, else 5000)")
+    ap.add_argument("--val-size", type=cli._nonneg_int, default=None, help="validation size, for --split val (default: the run's, else 5000)")
     ap.add_argument("--split", choices=["test", "val"], default="test")
     ap.add_argument("--batch-size", type=int, default=50, help="evaluation batch size (default 50, the seed's)")
     ap.add_argument("--predictions", help="write the predicted labels (.npy) here")
@@ -40,9 +40,7 @@ def resolve(args) -> tuple[Path, str, dict]:
     settings = {"data_dir": args.data_dir, "verify": not args.no_verify, "val_size": args.val_size}
     if target.is_dir():
         cfg = rundir.read_config(target)
-        weights_path = target / rundir.WEIGHTS
-        if not weights_path.exists():
-            raise rundir.RunDirError(f"{target} has no {rundir.WEIGHTS} yet (the run has not finished); evaluate it after it ends")
+        weights_path = rundir.weights_of(target)
         if settings["data_dir"] is None:
             settings["data_dir"] = cfg.get("data", {}).get("source")
             if not cfg.get("data", {}).get("verified", True):
@@ -57,7 +55,9 @@ def resolve(args) -> tuple[Path, str, dict]:
     arch = meta["arch"]
     if args.arch and get_spec(args.arch).name != arch:
         raise W.WeightsError(f"{weights_path} holds weights for architecture {arch!r}, not {args.arch!r}")
-    if settings["val_size"] is None:
+    if args.split == "test":
+        settings["val_size"] = 0  # the test split does not depend on it; a small data set need not have 5,000 training images
+    elif settings["val_size"] is None:
         settings["val_size"] = 5000
     if args.batch_size < 1:
         raise ValueError(f"--batch-size must be a positive integer, got {args.batch_size}")

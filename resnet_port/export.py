@@ -93,15 +93,7 @@ class ExportError(ValueError):
 
 
 def resolve(target: str) -> Path:
-    path = Path(target)
-    if path.is_dir():
-        rundir.read_config(path)
-        path = path / rundir.WEIGHTS
-        if not path.is_file():
-            raise ExportError(f"{target} has no {rundir.WEIGHTS} yet (the run has not finished); export it after it ends")
-    if not path.is_file():
-        raise ExportError(f"{target}: no such weights file or run directory")
-    return path
+    return rundir.weights_of(target)
 
 
 def run_clean(fmt: str, path: Path, inputs: Path, out: Path) -> dict:
@@ -160,6 +152,14 @@ def onnx_asymmetric_convs(path: Path) -> int:
     return count
 
 
+def same_padding_check(path: Path, spec: ResNetSpec) -> tuple[str, bool]:
+    """(what the ONNX graph's uneven 'same' pads are, whether there are exactly as many as the spec has):
+    an exporter that made TF's one-sided pads symmetric computes another network."""
+    expected = len(asymmetric_same_convs(spec))
+    found = onnx_asymmetric_convs(path)
+    return f"{found} of {expected} uneven 'same' convs", found == expected
+
+
 def export(weights: Path, w: W.Weights, formats: list[str], out: Path) -> tuple[list[dict], bool]:
     """Write, reload and compare every format of ``weights`` (loaded: ``w``); the table rows and whether all are within tolerance."""
     spec = get_spec(w.arch)
@@ -192,7 +192,6 @@ def export(weights: Path, w: W.Weights, formats: list[str], out: Path) -> tuple[
             "onnx-torch": ([{"op": "export_onnx", "weights": str(weights), "out": str(out / "model-torch.onnx")}], out / "model-torch.onnx"),
         }
         outputs = {}
-        expected_uneven = len(asymmetric_same_convs(spec))
         for fmt in formats:
             fw, (ops, path) = FRAMEWORK_OF[fmt], plan[fmt]
             parity.run_worker(fw.key, ops, tmp)
@@ -201,9 +200,8 @@ def export(weights: Path, w: W.Weights, formats: list[str], out: Path) -> tuple[
             outputs[fmt] = res[str(max(BATCHES))]
             row = compare(fmt, path.name, f"its source, the weights in {fw.label}", res, ref)
             if fmt.startswith("onnx"):
-                uneven = onnx_asymmetric_convs(path)
-                row["same_padding"] = f"{uneven} of {expected_uneven} uneven 'same' convs"
-                row["ok"] &= uneven == expected_uneven
+                row["same_padding"], padding_ok = same_padding_check(path, spec)
+                row["ok"] &= padding_ok
                 row["ok"] &= not str(res["batch_dim"]).isdigit()  # a named (dynamic) batch dimension
                 row["batch_dim"] = str(res["batch_dim"])
             if fmt == "keras":
@@ -259,7 +257,10 @@ def main(argv=None) -> int:
         weights = resolve(args.target)
         w = W.load(weights)  # strict check before any framework starts
         out = Path(args.out)
-        if out.exists() and (not out.is_dir() or any(out.iterdir())) and not args.force:
+        if out.exists() and not out.is_dir():
+            raise ExportError(f"--out {out} is a file; give a folder for the exported files")
+        rundir.check_writable(out, "--out")
+        if out.exists() and any(out.iterdir()) and not args.force:
             raise ExportError(f"--out {out} exists and is not empty; pass --force to write into it, or choose another folder")
         formats = list(FORMATS) if args.format == "all" else [f.strip() for f in args.format.split(",") if f.strip()]
         unknown = [f for f in formats if f not in FORMATS]
@@ -270,7 +271,7 @@ def main(argv=None) -> int:
             if not fw.installed():
                 raise ExportError(f"--format {fmt} needs {fw.install_hint()}")
         rows, ok = export(weights, w, formats, out)
-    except (ExportError, W.WeightsError, rundir.RunDirError) as e:
+    except (ExportError, W.WeightsError, rundir.RunDirError, W.WriteError) as e:
         return cli.fail(str(e))
     except parity.WorkerError as e:
         return cli.fail(f"exporting failed: {e}")

@@ -84,6 +84,21 @@ def check_images(path: str | None, spec: ResNetSpec, normalization) -> tuple[np.
     return x.astype(np.float32), what
 
 
+def judge(port: dict, ref: dict, names: list[str], atol: float = ATOL):
+    """The contract of ``--check``: the port's outputs against the source's, one mode.
+
+    Every layer both hold, in execution order, and the logits must be within
+    ``atol * max(1, max |source output|)``.  Returns (within tolerance, max |logit
+    difference|, the logits' tolerance, the per-layer rows, the first layer over
+    tolerance or None).
+    """
+    logit_diff, _ = parity.diff_arrays(port["logits"], ref["logits"])
+    tol = atol * max(1.0, float(np.abs(ref["logits"]).max()))
+    rows = parity.compare_layers(port, ref, [n for n in names if n in ref and n in port], atol)
+    first = parity.first_divergence(rows)
+    return first is None and logit_diff <= tol, logit_diff, tol, rows, first
+
+
 def check(source: porting.Source, facts: dict, weights: Path, spec: ResNetSpec, images: str | None, workdir: Path) -> bool:
     """Run the source as it is and the port in the other framework; print the table; whether within tolerance."""
     other = frameworks.other(source.framework)
@@ -105,12 +120,8 @@ def check(source: porting.Source, facts: dict, weights: Path, spec: ResNetSpec, 
         with np.load(workdir / f"port_{mode}.npz") as z:
             port = dict(z)
         ref = {k.split("/", 1)[1]: v for k, v in src.items() if k.startswith(f"{mode}/")}
-        logit_diff, _ = parity.diff_arrays(port["logits"], ref["logits"])
-        tol = ATOL * max(1.0, float(np.abs(ref["logits"]).max()))
+        good, logit_diff, tol, rows, first = judge(port, ref, names)
         agree = int((port["logits"].argmax(1) == ref["logits"].argmax(1)).sum())
-        rows = parity.compare_layers(port, ref, [n for n in names if n in ref and n in port], ATOL)
-        first = parity.first_divergence(rows)
-        good = first is None and logit_diff <= tol
         ok &= good
         where = first.name if first else ("logits" if not good else "-")
         label = "inference" if mode == "eval" else "training"
@@ -124,9 +135,9 @@ def check(source: porting.Source, facts: dict, weights: Path, spec: ResNetSpec, 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m resnet_port.port", description=cli.description(__doc__))
     ap.add_argument("src", help="a Keras 2 SavedModel folder, a .keras / .weights.h5 / .h5 file, a PyTorch .pt/.pth state_dict, or a run directory")
-    ap.add_argument("--out", help="the neutral weights file to write (.safetensors); optional with --check-only")
+    ap.add_argument("--out", help="the neutral weights file to write (.safetensors); not needed with --verify")
     ap.add_argument("--arch", default="auto", choices=["auto", *available()], help="the architecture (default: recognised from the variables)")
-    ap.add_argument("--check", action="store_true", help="run the source as it is and the port in the other framework; exit 1 over tolerance")
+    ap.add_argument("--check", action="store_true", help="run the source as it is and the port in the other framework; exit 1 over tolerance (--out is written only when the check passes)")
     ap.add_argument("--verify", metavar="WEIGHTS", help="check an existing neutral weights file against SRC instead of writing one")
     ap.add_argument("--check-images", help="a .npy batch (N, 32, 32, 3), uint8 or float in [0, 1], for --check")
     ap.add_argument("--force", action="store_true", help="overwrite --out if it exists")
@@ -135,27 +146,40 @@ def main(argv=None) -> int:
         if not args.out and not args.verify:
             raise PortError("give --out WEIGHTS.safetensors to write the port, or --verify WEIGHTS to check an existing one")
         out = Path(args.out) if args.out else None
-        if out is not None and out.exists() and not args.force:
-            raise PortError(f"--out {out} exists; pass --force to overwrite it, or choose another path")
+        if out is not None:
+            check_out_file(out, args.force)
         source = porting.detect(args.src)
         with tempfile.TemporaryDirectory(prefix="resnet-port-port-") as tmp:
             tensors, facts = read(source, Path(tmp))
+            W.check_values({k: a for k, (a, _) in tensors.items()}, str(source.path), labels={k: f"{native} ({k})" for k, (_, native) in tensors.items()})
             spec = porting.resolve_arch(tensors, args.arch, str(source.path))
             if args.verify:
                 target = Path(args.verify)
                 W.load(target, spec)
-            else:
-                producer = f"resnet_port.port from {porting.KINDS[facts['kind']][0]}"
-                target = W.save(out, {k: a for k, (a, _) in tensors.items()}, spec.name, producer=producer, extra={"source": str(source.path)}, normalization=normalization_of(source))
-                n = sum(a.size for a, _ in tensors.values())
-                print(f"ported {source.path} ({porting.KINDS[facts['kind']][0]}): {spec.name}, {len(tensors)} tensors, {n:,} values -> {target}")
-            if args.check or args.verify:
                 return 0 if check(source, facts, target, spec, args.check_images, Path(tmp)) else 1
-    except (PortError, W.WeightsError, rundir.RunDirError) as e:
+            # written beside the workdir first: --out appears only once everything it promises holds
+            producer = f"resnet_port.port from {porting.KINDS[facts['kind']][0]}"
+            staged = W.save(Path(tmp) / "port.safetensors", {k: a for k, (a, _) in tensors.items()}, spec.name, producer=producer, extra={"source": str(source.path)}, normalization=normalization_of(source))
+            n = sum(a.size for a, _ in tensors.values())
+            if args.check and not check(source, facts, staged, spec, args.check_images, Path(tmp)):
+                print(f"not written: {out} (the port failed its check)", file=sys.stderr)
+                return 1
+            W.atomic_write_bytes(out, staged.read_bytes())
+            print(f"ported {source.path} ({porting.KINDS[facts['kind']][0]}): {spec.name}, {len(tensors)} tensors, {n:,} values -> {out}")
+    except (PortError, W.WeightsError, rundir.RunDirError, W.WriteError) as e:
         return cli.fail(str(e))
     except parity.WorkerError as e:
         return cli.fail(str(e).splitlines()[-1])
     return 0
+
+
+def check_out_file(out: Path, force: bool) -> None:
+    """--out names a file to write: not a folder, not an existing file (without --force), in a writable folder."""
+    if out.is_dir():
+        raise PortError(f"--out {out} is a folder; give the path of a .safetensors file to write")
+    if out.exists() and not force:
+        raise PortError(f"--out {out} exists; pass --force to overwrite it, or choose another path")
+    rundir.check_writable(out.parent, "--out")
 
 
 if __name__ == "__main__":

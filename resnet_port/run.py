@@ -220,6 +220,11 @@ class Backend(ABC):
     def export_weights(self, path: Path) -> None:
         """The neutral weights file."""
 
+    def take_warmup_seconds(self) -> float:
+        """Seconds of one-off work inside the last epoch (``torch.compile``'s first step), now cleared:
+        they are reported apart and not counted in the epoch's images/s."""
+        return 0.0
+
     def close(self) -> None:
         """Stop the engine (e.g. leave the process group)."""
 
@@ -480,7 +485,10 @@ def _fit(backend: Backend, run: rundir.RunDir, recipe: Recipe, ds: data.Cifar100
             raise KeyboardInterrupt from None
         finally:
             bar.close()
-        done.seconds = start.seconds + time.perf_counter() - begun
+        warmup = backend.take_warmup_seconds()
+        done.seconds = start.seconds + time.perf_counter() - begun - warmup
+        if warmup and not quiet and backend.chief:
+            print(f"compile: {warmup:.1f} s in epoch {state.epoch + 1}'s first step (not counted in its images/s)", file=sys.stderr)
         val_loss, val_acc, _ = backend.evaluate(ds.val)
         state.history.append(
             {

@@ -94,6 +94,19 @@ def read_config(path: str | os.PathLike) -> dict:
         raise RunDirError(f"{path / CONFIG} is damaged ({e})") from None
 
 
+def weights_of(target: str | os.PathLike) -> Path:
+    """The neutral weights file a CLI argument names: the file itself, or a finished run directory's."""
+    path = Path(target)
+    if path.is_dir():
+        read_config(path)
+        path = path / WEIGHTS
+        if not path.is_file():
+            raise RunDirError(f"{target} has no {WEIGHTS} yet (the run has not finished); use it after it ends, or --resume it")
+    if not path.is_file():
+        raise RunDirError(f"{target}: no such weights file or run directory")
+    return path
+
+
 def read_metrics(path: str | os.PathLike) -> list[dict]:
     f = Path(path) / METRICS
     if not f.is_file():
@@ -311,13 +324,13 @@ def read_npz_checkpoint(path: Path) -> tuple[dict, dict]:
     if not isinstance(state, dict) or not {"epoch", "history"} <= set(state):
         raise RunDirError(f"{path} is not a tf_impl checkpoint (its state lacks epoch and history); {fix}")
     written = arrays.pop("digest", None)
+    try:  # first the values, so that a NaN is named; then the digest, for rot that still reads as numbers
+        W.check_values(named_checkpoint_arrays({k: v for k, v in arrays.items() if k != "state"}, state.get("opt_paths", [])), f"checkpoint {path}")
+    except W.WeightsError as e:
+        raise RunDirError(f"{e}. {fix[0].upper()}{fix[1:]}") from None
     if written is None:
         print(f"notice: {path} has no digest (written by an older resnet-port); its values are checked, its bytes cannot be", file=sys.stderr)
     elif W.digest(arrays) != written.tobytes().decode(errors="replace"):
         raise RunDirError(f"checkpoint {path} is damaged: its contents no longer match the digest written with them; {fix}")
     arrays.pop("state")
-    try:
-        W.check_values(named_checkpoint_arrays(arrays, state.get("opt_paths", [])), f"checkpoint {path}")
-    except W.WeightsError as e:
-        raise RunDirError(f"{e}. {fix[0].upper()}{fix[1:]}") from None
     return arrays, state

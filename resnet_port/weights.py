@@ -202,28 +202,30 @@ def is_variance(key: str) -> bool:
     return key.endswith(("moving_variance", "running_var"))
 
 
-def check_values(tensors, source: str = "weights") -> None:
+def check_values(tensors, source: str = "weights", labels: dict[str, str] | None = None) -> None:
     """Every floating tensor finite, every BatchNorm variance >= 0; else :class:`WeightsError` naming the tensor.
 
     A model with a NaN or infinite weight computes nothing meaningful, and a
     negative variance makes BatchNorm take the square root of a negative number:
     such a file diverged in training or was damaged, and no result may come of it.
+    ``labels`` names tensors for the message (e.g. a source file's own names).
     """
     for key, a in tensors.items():
+        shown = (labels or {}).get(key, key)
         a = np.asarray(a)
         if a.dtype.kind not in "fc":
             continue
         finite = np.isfinite(a)
         if not finite.all():
             bad = int(a.size - finite.sum())
-            first = np.unravel_index(int(np.argmin(finite.reshape(-1))), a.shape) if a.ndim else ()
+            first = tuple(int(i) for i in np.unravel_index(int(np.argmin(finite.reshape(-1))), a.shape)) if a.ndim else ()
             raise WeightsError(
-                f"{source}: tensor {key} holds {bad} non-finite value(s) of {a.size} ({a[first]} at index {list(first)}); "
+                f"{source}: tensor {shown} holds {bad} non-finite value(s) of {a.size} ({a[first]} at index {list(first)}); "
                 "the model diverged in training or the file is damaged: use an earlier checkpoint or a good copy"
             )
         if is_variance(key) and a.size and float(a.min()) < 0:
             raise WeightsError(
-                f"{source}: tensor {key} is a BatchNorm variance but holds {int((a < 0).sum())} negative value(s) (min {float(a.min()):.4g}); "
+                f"{source}: tensor {shown} is a BatchNorm variance but holds {int((a < 0).sum())} negative value(s) (min {float(a.min()):.4g}); "
                 "the file is damaged or was not written by a BatchNorm layer"
             )
 

@@ -4,6 +4,7 @@ It asserts no speed: performance figures come from `python -m resnet_port.bench`
 """
 
 import json
+import statistics
 import subprocess
 import sys
 
@@ -41,7 +42,7 @@ def test_bench_end_to_end_tiny(tmp_path):
     out = tmp_path / "bench.json"
     p = subprocess.run(
         [sys.executable, "-m", "resnet_port.bench", "--arch", "tiny", "--batch-size", "8", "--warmup", "1", "--windows", "2", "--steps", "2", "--json", str(out),
-         "--cli", "--cli-images", "64", "--cli-epochs", "2", "--rounds", "1"],
+         "--cli", "--cli-images", "64", "--cli-epochs", "2", "--rounds", "2"],
         capture_output=True,
         text=True,
         timeout=600,
@@ -53,6 +54,8 @@ def test_bench_end_to_end_tiny(tmp_path):
         r = report["results"][fw]
         for key in ("train_aug", "train", "inference", "augment", "matmul_gflops", "peak_memory_mb"):
             assert isinstance(r[key], (int, float)) and r[key] > 0, (fw, key, r.get(key))
+            # two rounds, frameworks alternating: the figure is the median of both, each kept
+            assert len(r[f"{key}_rounds"]) == 2 and r[key] == statistics.median(r[f"{key}_rounds"])
     assert report["ceiling_gflops"] > 0 and report["flops_per_image"]["train"] == 3 * get_spec("tiny").forward_flops()
     for key in ("train_aug", "train", "inference", "augment"):
         row = report["rows"][key]
@@ -60,14 +63,14 @@ def test_bench_end_to_end_tiny(tmp_path):
     for key in ("train_aug", "train", "inference"):
         assert 0 < report["rows"][key]["pytorch_fraction_of_ceiling"] and 0 < report["rows"][key]["keras_fraction_of_ceiling"]
     assert report["keras_augment_over_train"] > 0 and report["pytorch_augment_over_train"] > 0
-    assert "PT/Keras" in p.stdout and "augmentation alone" in p.stdout
+    assert "PT/Keras" in p.stdout and "augmentation alone" in p.stdout and "median of 2 round(s)" in p.stdout
     # --cli: each training CLI run as a user runs it, its second epoch timed by metrics.jsonl, next to its step
     cli = report["cli"]
-    assert (cli["images"], cli["epochs"], cli["rounds"]) == (64, 2, 1)
+    assert (cli["images"], cli["epochs"], cli["rounds"]) == (64, 2, 2)
     for fw in ("tf", "torch"):
         r = cli["results"][fw]
         assert not r.get("errors"), r.get("errors")
-        assert len(r["step"]) == 1 and len(r["epoch"]) == 1 and len(r["train"]) == 1  # one round, epochs 2..2
+        assert len(r["step"]) == 2 and len(r["epoch"]) == 2 and len(r["train"]) == 2  # two rounds, epochs 2..2
         assert r["step_median"] > 0 and r["epoch_median"] > 0 and r["epoch_over_step"] == r["epoch_median"] / r["step_median"]
     assert "CLI vs its own step" in p.stdout and "whole epoch / step" in p.stdout
 

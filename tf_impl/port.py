@@ -174,6 +174,52 @@ def _keras3_layers(group, native: str):
         yield from _keras3_layers(item, native if name == "layers" else f"{native}/{name}".strip("/"))
 
 
+#: Keras 3 (3.15) stores a functional model's layers by class, in the model's layer order
+#: (``layers/conv2d``, ``layers/conv2d_1``, ..., ``layers/batch_normalization``, ...), not by name
+_KERAS3_FLAT = re.compile(r"^(conv2d|batch_normalization|dense)(_\d+)?$")
+_KERAS3_CLASS_NAME = {"Conv2D": "conv2d", "BatchNormalization": "batch_normalization", "Dense": "dense"}
+
+
+def keras3_storage_names(model) -> dict[str, str]:
+    """{HDF5 group name Keras 3 gives a layer of ``model``: that layer's name}, for the layers with weights.
+
+    Keras' saver names each layer after its class in snake case, numbered in the
+    model's layer order (``saving_lib._save_container_state``); this is that rule.
+    """
+    used: dict[str, int] = {}
+    out = {}
+    for layer in model.layers:
+        base = _KERAS3_CLASS_NAME.get(type(layer).__name__, re.sub(r"(?<!^)(?=[A-Z])", "_", type(layer).__name__).lower())
+        n = used.get(base)
+        used[base] = 0 if n is None else n + 1
+        stored = base if n is None else f"{base}_{n + 1}"
+        if layer.weights:
+            out[stored] = layer.name
+    return out
+
+
+def _own_flat(layers: list, label: str) -> list[Found]:
+    """A Keras 3 file of ``tf_impl``'s model whose groups are named by class: the architecture whose
+    model stores exactly these groups with exactly these shapes gives every group its spec name."""
+    from resnet_port.spec import available, get_spec
+
+    from .model import build_model
+
+    by_group = {native: (kind, params) for native, kind, params in layers}
+    kinds = sorted(kind for _, kind, _ in layers)
+    for arch in available():
+        spec = get_spec(arch)
+        if sorted(layer.kind for layer in spec.parameter_layers()) != kinds:
+            continue
+        names = keras3_storage_names(build_model(spec))
+        expected = spec.parameters()
+        if set(names) != set(by_group):
+            continue
+        if all(tuple(a.shape) == tuple(expected[f"{names[g]}.{p}"]) for g, (_, params) in by_group.items() for p, a in params.items() if f"{names[g]}.{p}" in expected):
+            return [Found(f"{label}:layers/{g}", kind, params, layer=names[g]) for g, (kind, params) in by_group.items()]
+    raise PortError(f"{label}: a Keras 3 model of {len(layers)} layers with weights stored by class (conv2d, batch_normalization, dense), but not with the layers and shapes of any architecture here ({', '.join(available())})")
+
+
 def read_keras3_h5(h5, label: str) -> tuple[list[Found], str]:
     """Layers of a Keras 3 weights tree: this project's model (layers named by the spec) or the post's."""
     found = []
@@ -184,6 +230,8 @@ def read_keras3_h5(h5, label: str) -> tuple[list[Found], str]:
             layers.append((native, kind, dict(zip(PARAMS[kind], arrays))))
     if any(native == "stem.conv" for native, _, _ in layers):  # tf_impl's model: the names are the spec's
         return [Found(f"{label}:{native}", kind, params, layer=native) for native, kind, params in layers], "own"
+    if layers and all(_KERAS3_FLAT.match(native) for native, _, _ in layers):  # tf_impl's model as Keras 3.15 names it
+        return _own_flat(layers, label), "own"
     for native, kind, params in layers:
         parts = native.split("/")
         role = None
@@ -310,8 +358,10 @@ def _source_model(op: dict, workdir: Path):
         from . import weights
 
         model = build_model(spec, input_shape=(None, None, spec.input_shape[-1]))
-        with np.load(src / "checkpoint.npz") as z:
-            weights.from_numpy(model, spec, {k[6:]: z[k] for k in z.files if k.startswith("model/")}, str(src))
+        from resnet_port import rundir
+
+        arrays, _ = rundir.read_npz_checkpoint(src / "checkpoint.npz")
+        weights.from_numpy(model, spec, {k[6:]: a for k, a in arrays.items() if k.startswith("model/")}, str(src))
     elif op["structure"] == "own":
         import keras
 

@@ -87,13 +87,13 @@ def load(path: Path) -> dict:
         raise rundir.RunDirError(f"cannot read checkpoint {path} ({cli.reason(e)}); {fix}") from None
     if not isinstance(st, dict) or not {"model", "optimizer", "epoch", "history"} <= set(st):
         raise rundir.RunDirError(f"{path} is not a torch_impl checkpoint (a dict with model, optimizer, epoch, history); {fix}")
+    try:  # first the values, so that a NaN is named; then the digest, for rot that still reads as numbers
+        check_finite(st, f"checkpoint {path}")
+    except neutral.WeightsError as e:
+        raise rundir.RunDirError(f"{e}. {fix[0].upper()}{fix[1:]}") from None
     written = st.get(DIGEST)
     if written is None:
         print(f"notice: {path} has no digest (written by an older resnet-port); its values are checked, its bytes cannot be", file=sys.stderr)
     elif content_digest(st) != written:
         raise rundir.RunDirError(f"checkpoint {path} is damaged: its contents no longer match the digest written with them; {fix}")
-    try:
-        check_finite(st, f"checkpoint {path}")
-    except neutral.WeightsError as e:
-        raise rundir.RunDirError(f"{e}. {fix[0].upper()}{fix[1:]}") from None
     return st

@@ -13,6 +13,7 @@ program and ONNX from PyTorch's own exporter.
 from __future__ import annotations
 
 import json
+import pickle
 from pathlib import Path
 
 import numpy as np
@@ -26,10 +27,23 @@ _PREFIXES = ("module.", "_orig_mod.")
 
 
 def load_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    src = path / "checkpoint.pt" if path.is_dir() else path
+    if path.is_dir():  # a run directory: its checkpoint, verified (digest, finite values) like --resume does
+        from resnet_port import rundir
+
+        from . import checkpoint
+
+        try:
+            return checkpoint.load(path / "checkpoint.pt")["model"]
+        except rundir.RunDirError as e:
+            raise PortError(str(e)) from None
+    src = path
+    if src.stat().st_size == 0:
+        raise PortError(f"{src} is empty (0 bytes): not a PyTorch state_dict")
     try:
         obj = torch.load(src, map_location="cpu", weights_only=True)
-    except Exception as e:  # truncated, not a torch file, or holding objects weights_only refuses
+    except pickle.UnpicklingError as e:
+        raise PortError(f"refusing to load {src}: it holds Python objects other than tensors and plain data, which could run code ({cli.reason(e)}); nothing was run") from None
+    except Exception as e:  # truncated, not a torch file
         raise PortError(f"{src} cannot be read as a PyTorch state_dict ({cli.reason(e)})") from None
     for key in ("model", "state_dict"):
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):

@@ -23,6 +23,7 @@ from __future__ import annotations
 import os
 import platform
 import sys
+import time
 
 import numpy as np
 import torch
@@ -142,7 +143,10 @@ class TorchBackend(lifecycle.Backend):
             raise ValueError(f"--batch-size {recipe.batch_size} is the global batch; it must be at least the number of processes ({self.dist.world})")
         name = args.device or (f"cuda:{self.dist.local_rank}" if self.dist.enabled and torch.cuda.is_available() else None)
         if name:
-            self.device = torch.device(name)
+            try:
+                self.device = torch.device(name)
+            except (RuntimeError, ValueError):
+                raise ValueError(f"--device {name} is not a device PyTorch knows; use cpu, cuda or cuda:N") from None
             if self.device.type == "cuda" and not torch.cuda.is_available():
                 raise ValueError(f"--device {args.device}: no CUDA GPU is available here; use --device cpu")
         else:
@@ -154,6 +158,7 @@ class TorchBackend(lifecycle.Backend):
             self.notice(precision_notice)
         self.channels_last = not args.no_channels_last
         self.draw_state = None  # the augmentation RNG's state at an interruption, to resume its draws
+        self._compiled, self._warmup = False, 0.0
 
     def start(self, ds) -> None:
         self.dist.init(self.device)
@@ -263,7 +268,15 @@ class TorchBackend(lifecycle.Backend):
 
         for x, y in loader.batches(gen, start=start_batch, draw_state=self.draw_state):
             ce_scale = len(y) * loader.world / loader.global_count if loader.world > 1 else 1.0
+            compiling = self.args.compile and not self._compiled
+            if compiling:
+                began = time.perf_counter()
             total, _, c = train_step(self.net, self.optimizer, x, y, self.l2_params, r.objective, self.amp_dtype, self.scaler, ce_scale)
+            if compiling:  # torch.compile's first step (tracing, code generation): reported apart
+                if dev.type == "cuda":
+                    torch.cuda.synchronize(dev)
+                self._warmup += time.perf_counter() - began
+                self._compiled = True
             total = total.double()
             finite = torch.isfinite(total)
             step_no += 1
@@ -315,6 +328,10 @@ class TorchBackend(lifecycle.Backend):
 
     def learning_rate(self) -> float:
         return self.optimizer.current_lr()
+
+    def take_warmup_seconds(self) -> float:
+        warmup, self._warmup = self._warmup, 0.0
+        return warmup
 
     def close(self) -> None:
         self.dist.close()
