@@ -117,3 +117,80 @@ def test_the_modern_recipes_model_exports_with_its_normalisation(tmp_path):
     import json
 
     assert json.loads((tmp_path / "out" / "preprocessing.json").read_text())["normalization"] == norm.to_dict()
+
+
+SAVE_OWN = r'''
+import sys
+from resnet_port import weights as neutral
+from tf_impl import weights
+from tf_impl.model import build_model
+w = neutral.load(sys.argv[1])
+m = build_model(w.arch)
+weights.from_numpy(m, w.arch, w.tensors)
+m.save(sys.argv[2])
+m.save_weights(sys.argv[3])
+'''
+
+
+def test_every_file_export_and_keras_write_of_the_model_ports_back_bit_exact(exported, tmp_path):
+    """model.keras and state_dict.pt from export, and tf_impl's model as Keras 3 itself saves it
+    (model.save, save_weights: HDF5 groups named by class, not by layer), read back by port:
+    the same tensors, bit for bit."""
+    d, p = exported
+    assert p.returncode == 0, p.stderr[-3000:]
+    subprocess.run([sys.executable, "-c", SAVE_OWN, str(d / "w.safetensors"), str(tmp_path / "saved.keras"), str(tmp_path / "saved.weights.h5")], check=True, env=ENV)
+    source = W.load(d / "w.safetensors").tensors
+    for path in (d / "out" / "model.keras", d / "out" / "state_dict.pt", tmp_path / "saved.keras", tmp_path / "saved.weights.h5"):
+        out = tmp_path / f"{path.name}.safetensors"
+        q = subprocess.run([sys.executable, "-m", "resnet_port.port", str(path), "--out", str(out)], capture_output=True, text=True, env=ENV, timeout=600)
+        assert q.returncode == 0, (path, q.stderr[-2000:])
+        back = W.load(out).tensors
+        assert set(back) == set(source) and all(np.array_equal(back[k], source[k]) for k in source), path
+
+
+def _onnx_conv_graph(path, convs):
+    """An ONNX graph of 3x3 stride-2 convs on a 1x4x8x8 input, each padded as ``convs`` says:
+    ('pads', [t, l, b, r]), ('auto', 'SAME_UPPER'), or ('pad-node', [..8 values..])."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    nodes, inits, x = [], [], "x"
+    for i, (how, value) in enumerate(convs):
+        w = f"w{i}"
+        inits.append(numpy_helper.from_array(np.zeros((4, 4, 3, 3), np.float32), w))
+        src = x
+        attrs = {"kernel_shape": [3, 3], "strides": [1, 1]}
+        if how == "pads":
+            attrs["pads"] = value
+        elif how == "auto":
+            attrs["auto_pad"] = value
+            attrs["strides"] = [2, 2]
+        else:
+            inits.append(numpy_helper.from_array(np.array(value, np.int64), f"p{i}"))
+            nodes.append(helper.make_node("Pad", [x, f"p{i}"], [f"padded{i}"]))
+            src = f"padded{i}"
+        nodes.append(helper.make_node("Conv", [src, w], [f"y{i}"], **attrs))
+        x = f"y{i}"
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 8, 8])], [helper.make_tensor_value_info(x, TensorProto.FLOAT, None)], inits)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+
+
+def test_the_uneven_same_padding_check_can_fail(tmp_path):
+    """The count export holds each ONNX graph to: a graph with fewer (or more) one-sided pads than the
+    spec's 'same' convs fails the check, whichever way the pads are written."""
+    spec = get_spec("tiny")
+    want = len(export.asymmetric_same_convs(spec))
+    assert want == 2
+    cases = {
+        "two explicit": ([("pads", [0, 0, 1, 1]), ("pads", [0, 0, 1, 1])], 2),
+        "symmetric (a naive exporter)": ([("pads", [1, 1, 1, 1]), ("pads", [1, 1, 1, 1])], 0),
+        "one of two": ([("pads", [0, 0, 1, 1]), ("pads", [1, 1, 1, 1])], 1),
+        "auto SAME_UPPER on an even input + a Pad node": ([("auto", "SAME_UPPER"), ("pad-node", [0, 0, 0, 0, 0, 0, 1, 1])], 2),
+        "three": ([("pads", [0, 0, 1, 1])] * 3, 3),
+    }
+    for name, (convs, uneven) in cases.items():
+        path = tmp_path / f"{name.split()[0]}.onnx"
+        _onnx_conv_graph(path, convs)
+        assert export.onnx_asymmetric_convs(path) == uneven, name
+        text, ok = export.same_padding_check(path, spec)
+        assert ok is (uneven == want) and text.startswith(f"{uneven} of {want} "), (name, text)

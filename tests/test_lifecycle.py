@@ -2,7 +2,10 @@
 at any moment says about the checkpoint is what is on disk (the end-to-end kills are in
 test_train_cli.py, with both real CLIs)."""
 
+import os
+import signal
 import threading
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -29,13 +32,19 @@ class FakeBackend:
     def steps_per_epoch(self):
         return STEPS
 
-    def train_epoch(self, epoch, start, on_step, every):
+    def train_epoch(self, epoch, start, sums, on_step, every):
         self.epoch = epoch
         for b in range(start, STEPS):
             if self.ctrl_c_at == ("train", epoch, b):
                 raise lifecycle.Interrupted(lifecycle.EpochSums(1.0 * (b - start), 0, 4 * (b - start)), b)
-            on_step(b + 1, None)
+            if self.ctrl_c_at == ("signal", epoch, b):  # a real SIGINT, as a terminal sends it, in this step
+                os.kill(os.getpid(), signal.SIGINT)
+            if on_step(b + 1, None) and b + 1 < STEPS:  # the lifecycle asks to stop: after this step, as the backends do
+                raise lifecycle.Interrupted(lifecycle.EpochSums(sums.loss_sum + 1.0, 0, sums.seen + 4 * (b + 1 - start)), b + 1)
         return lifecycle.EpochSums(1.0, 1, 4 * (STEPS - start))
+
+    def take_warmup_seconds(self):
+        return 0.0
 
     def evaluate(self, split):
         if self.ctrl_c_at == ("evaluate", self.epoch):
@@ -57,13 +66,49 @@ class FakeBackend:
         self.snapshot(state)(path)
 
 
-def run_fit(backend, epochs=3):
+def run_fit(backend, epochs=3, stop=None):
     r = recipe("seed", arch="tiny", epochs=epochs)
     run = SimpleNamespace(checkpoint=Path("unused"), write_metrics=lambda history: None)
     state, on_disk = lifecycle.RunState(), {}
     with pytest.raises(KeyboardInterrupt):
-        lifecycle.fit(backend, run, r, SimpleNamespace(val=None), state, True, None, on_disk)
+        with stop or lifecycle.StopRequest():
+            lifecycle.fit(backend, run, r, SimpleNamespace(val=[]), state, True, None, on_disk, stop)
     return state, on_disk
+
+
+def test_a_real_ctrl_c_stops_after_the_step_under_way(capsys):
+    """SIGINT in epoch 2's step 3: that step completes, the checkpoint holds 3 batches and their sums."""
+    stop = lifecycle.StopRequest()
+    backend = FakeBackend(ctrl_c_at=("signal", 1, 2))
+    state, on_disk = run_fit(backend, stop=stop)
+    assert backend.written == [(1, 0), (1, 3)] and on_disk == {"epoch": 1, "batch": 3}
+    assert state.partial["seen"] == 12 and state.partial["loss_sum"] == 1.0 and not stop.abandoned
+    assert "stopping after this step" in capsys.readouterr().err
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored
+
+
+def test_a_second_ctrl_c_abandons_the_checkpoint_being_written(capsys):
+    stop = lifecycle.StopRequest()
+    backend = FakeBackend(ctrl_c_at=("signal", 1, 2))
+    original = backend.snapshot
+
+    def snapshot(state):  # the second SIGINT arrives while the mid-epoch checkpoint is written
+        write = original(state)
+
+        def cut(path):
+            if state["batch"]:
+                os.kill(os.getpid(), signal.SIGINT)
+                time.sleep(1)
+            write(path)
+
+        return cut
+
+    backend.snapshot = snapshot
+    state, on_disk = run_fit(backend, stop=stop)
+    assert stop.abandoned and backend.written == [(1, 0)] and on_disk == {"epoch": 1, "batch": 0}
+    cli.interrupted(on_disk["epoch"], on_disk["batch"], "runs/x", abandoned=stop.abandoned)
+    err = capsys.readouterr().err
+    assert "the checkpoint being written was abandoned; the checkpoint on disk is at the end of epoch 1 in runs/x" in err, err
 
 
 def test_ctrl_c_in_an_epoch_checkpoints_the_batch_reached(capsys):

@@ -88,7 +88,9 @@ def test_run_directory_artifacts(runs, small_data, fw):
     cfg = json.loads((d / "config.json").read_text())
     assert cfg["framework"] == fw and cfg["recipe"]["arch"] == "tiny" and cfg["recipe"]["epochs"] == 2
     assert cfg["recipe"]["optimizer"]["decay"] == 0.004 and cfg["recipe"]["objective"]["l2_scope"] == "all"
+    fingerprint = cfg["data"].pop("fingerprint")  # of the images and labels: what --resume checks it trains on
     assert cfg["data"] == {"source": str(small_data / "cifar-100-python"), "verified": False, "train": 240, "val": 60, "test": 100}
+    assert len(fingerprint) == 16 and int(fingerprint, 16) >= 0
     metrics = rundir.read_metrics(d)
     assert [m["epoch"] for m in metrics] == [1, 2]
     for m in metrics:
@@ -394,7 +396,8 @@ def test_compare_table_plots_and_cross_evaluation(runs, tmp_path):
         assert int(n_diff) <= 0.001 * int(total) and int(total) == 100
         assert r["test acc, other framework"] == r["test acc"]
     md = (report / "compare.md").read_text()
-    assert f"| Keras {keras.__version__} (TensorFlow {tf.__version__}) | tiny |" in md and "predictions differing" in md
+    assert f"| Keras {keras.__version__} (TensorFlow {tf.__version__}) | seed | tiny | 240/60/100 unverified |" in md and "predictions differing" in md
+    assert all(r["recipe"] == "seed" and r["data (train/val/test)"] == "240/60/100 unverified" for r in rows)
     for name in ("accuracy.png", "loss.png"):
         assert cv2.imread(str(report / name)).shape == (500, 800, 3)
     assert "FLAGGED" not in p.stdout
