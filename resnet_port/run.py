@@ -471,7 +471,6 @@ def _fit(backend: Backend, run: rundir.RunDir, recipe: Recipe, ds: data.Cifar100
         try:
             done = backend.train_epoch(state.epoch, state.batch, start, on_step, REPORT_EVERY)
         except Interrupted as e:
-            bar.close()
             e.sums.seconds = start.seconds + time.perf_counter() - begun
             state.partial = asdict(e.sums)
             state.batch = e.batch
