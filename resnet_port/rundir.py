@@ -30,6 +30,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -314,7 +315,7 @@ def read_npz_checkpoint(path: Path) -> tuple[dict, dict]:
     every floating array must be finite and every BatchNorm variance >= 0.
     """
     path = Path(path)
-    fix = f"restore {path.name} from a good copy, or start the run again with --force"
+    fix = checkpoint_fix(path)
     try:
         with np.load(path, allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}
@@ -324,13 +325,31 @@ def read_npz_checkpoint(path: Path) -> tuple[dict, dict]:
     if not isinstance(state, dict) or not {"epoch", "history"} <= set(state):
         raise RunDirError(f"{path} is not a tf_impl checkpoint (its state lacks epoch and history); {fix}")
     written = arrays.pop("digest", None)
-    try:  # first the values, so that a NaN is named; then the digest, for rot that still reads as numbers
-        W.check_values(named_checkpoint_arrays({k: v for k, v in arrays.items() if k != "state"}, state.get("opt_paths", [])), f"checkpoint {path}")
-    except W.WeightsError as e:
-        raise RunDirError(f"{e}. {fix[0].upper()}{fix[1:]}") from None
-    if written is None:
-        print(f"notice: {path} has no digest (written by an older resnet-port); its values are checked, its bytes cannot be", file=sys.stderr)
-    elif W.digest(arrays) != written.tobytes().decode(errors="replace"):
-        raise RunDirError(f"checkpoint {path} is damaged: its contents no longer match the digest written with them; {fix}")
+    verify_checkpoint(
+        path,
+        named_checkpoint_arrays({k: v for k, v in arrays.items() if k != "state"}, state.get("opt_paths", [])),
+        None if written is None else written.tobytes().decode(errors="replace"),
+        lambda: W.digest(arrays),
+    )
     arrays.pop("state")
     return arrays, state
+
+
+def verify_checkpoint(path: Path, tensors: dict, written_digest: str | None, digest_now: Callable[[], str]) -> None:
+    """Both frameworks' checks of a checkpoint read back: first the values (finite, BatchNorm variances
+    >= 0), so that a NaN is named; then the digest written with it, for rot that still reads as
+    numbers (a checkpoint of an older version has none: said, and its values alone are checked)."""
+    fix = checkpoint_fix(path)
+    try:
+        W.check_values(tensors, f"checkpoint {path}")
+    except W.WeightsError as e:
+        raise RunDirError(f"{e}. {fix[0].upper()}{fix[1:]}") from None
+    if written_digest is None:
+        print(f"notice: {path} has no digest (written by an older resnet-port); its values are checked, its bytes cannot be", file=sys.stderr)
+    elif digest_now() != written_digest:
+        raise RunDirError(f"checkpoint {path} is damaged: its contents no longer match the digest written with them; {fix}")
+
+
+def checkpoint_fix(path: Path) -> str:
+    """What to do about a checkpoint that cannot be used."""
+    return f"restore {Path(path).name} from a good copy, or start the run again with --force"

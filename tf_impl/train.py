@@ -188,7 +188,7 @@ class KerasBackend(lifecycle.Backend):
         from . import weights
 
         arrays, state = rundir.read_npz_checkpoint(path)
-        fix = f"restore {path.name} from a good copy, or start the run again with --force"
+        fix = rundir.checkpoint_fix(path)
         weights.from_numpy(self.model, self.recipe.arch, {k[6:]: v for k, v in arrays.items() if k.startswith("model/")}, str(path))
         opt_vars = self.optimizer.variables
         if state["opt_paths"] != [v.path for v in opt_vars]:

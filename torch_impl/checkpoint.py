@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import io
 import pickle
-import sys
 from pathlib import Path
 
 import torch
@@ -55,9 +54,14 @@ def tensors_of(obj, path: str = ""):
             yield from tensors_of(v, f"{path}/{i}")
 
 
+def _checked_tensors(st: dict) -> dict:
+    """The tensors whose values must be finite (BatchNorm variances >= 0): the model's and the optimiser's."""
+    return dict(tensors_of({"model": st.get("model"), "optimizer": st.get("optimizer")}))
+
+
 def check_finite(st: dict, source: str) -> None:
     """The model's and the optimiser's tensors finite, BatchNorm variances >= 0 (else WeightsError naming one)."""
-    neutral.check_values(dict(tensors_of({"model": st.get("model"), "optimizer": st.get("optimizer")})), source)
+    neutral.check_values(_checked_tensors(st), source)
 
 
 def to_bytes(st: dict) -> bytes:
@@ -75,7 +79,7 @@ def save(path: Path, st: dict) -> None:
 def load(path: Path) -> dict:
     """The checkpoint's contents on the CPU, verified (see the module docstring); RunDirError otherwise."""
     path = Path(path)
-    fix = f"restore {path.name} from a good copy, or start the run again with --force"
+    fix = rundir.checkpoint_fix(path)
     try:
         st = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
@@ -87,13 +91,5 @@ def load(path: Path) -> dict:
         raise rundir.RunDirError(f"cannot read checkpoint {path} ({cli.reason(e)}); {fix}") from None
     if not isinstance(st, dict) or not {"model", "optimizer", "epoch", "history"} <= set(st):
         raise rundir.RunDirError(f"{path} is not a torch_impl checkpoint (a dict with model, optimizer, epoch, history); {fix}")
-    try:  # first the values, so that a NaN is named; then the digest, for rot that still reads as numbers
-        check_finite(st, f"checkpoint {path}")
-    except neutral.WeightsError as e:
-        raise rundir.RunDirError(f"{e}. {fix[0].upper()}{fix[1:]}") from None
-    written = st.get(DIGEST)
-    if written is None:
-        print(f"notice: {path} has no digest (written by an older resnet-port); its values are checked, its bytes cannot be", file=sys.stderr)
-    elif content_digest(st) != written:
-        raise rundir.RunDirError(f"checkpoint {path} is damaged: its contents no longer match the digest written with them; {fix}")
+    rundir.verify_checkpoint(path, _checked_tensors(st), st.get(DIGEST), lambda: content_digest(st))
     return st
