@@ -22,7 +22,7 @@ from . import weights as W
 from .spec import get_spec
 
 # the deliberately wrong PyTorch ports of torch_impl.naive (named here, since this module imports no framework)
-NAIVE_VARIANTS = ("symmetric-padding", "torch-bn-epsilon")
+NAIVE_VARIANTS = ("symmetric-padding", "torch-bn-epsilon", "same-padding", "keras-bn-epsilon")
 
 
 def forward_both(weights_path, arch, x: np.ndarray, training: bool, workdir, variant: str | None = None):

@@ -13,8 +13,19 @@ Conventions held here, once:
   value (``moving = momentum * moving + (1 - momentum) * batch_stat``).  PyTorch's
   ``momentum`` is the weight of the new value: ``1 - momentum`` (see
   :func:`BatchNormSpec.torch_momentum`).
-* ``'same'`` padding is TensorFlow's: when the total padding is odd, the extra
-  row/column goes after (bottom/right).  :func:`same_padding` computes it.
+* Padding is one of three conventions, held by :func:`conv_output_size` and
+  realized by each framework in one place: ``'same'`` is TensorFlow's (when the
+  total padding is odd, the extra row/column goes after, bottom/right;
+  :func:`same_padding` computes it), ``'valid'`` is none, and an ``int`` ``p`` is
+  PyTorch's ``padding=p`` (``p`` rows/columns on *both* sides; for a max-pool the
+  padded values never win).
+* BatchNorm constants are per variant: Keras' (epsilon 1e-3, momentum 0.99, the
+  biased batch variance in the moving update) for the seed's family, PyTorch's
+  (1e-5, 0.1 in its convention, the *unbiased* variance ``n / (n - 1)``) for the
+  PyTorch-convention variants (:data:`PYTORCH_BN`).
+* A variant's class count is part of its name when it is not the registry's
+  default: ``resnet18-torch@1000`` is ``resnet18-torch`` with a 1000-class head
+  (:func:`get_spec` parses it), so the name in a weights file says everything.
 * Initialisers are named here (:data:`INITIALISERS`), and each framework maps a
   name to its own function: the distributions are equal, the draws are not (a
   weights file is how two realizations get the same values).
@@ -26,6 +37,7 @@ This module imports neither TensorFlow nor PyTorch.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 from typing import Iterator
@@ -33,6 +45,11 @@ from typing import Iterator
 #: Keras' BatchNormalization defaults, which the seed used.
 KERAS_BN_EPSILON = 1e-3
 KERAS_BN_MOMENTUM = 0.99
+#: ``nn.BatchNorm2d``'s defaults: epsilon 1e-5, momentum 0.1 in PyTorch's convention (the
+#: weight of the new value), 0.9 in Keras' (the spec's); the moving variance takes the
+#: unbiased batch variance.
+TORCH_BN_EPSILON = 1e-5
+TORCH_BN_MOMENTUM = 0.9
 
 #: The initialisers a spec may name, as distributions (fans of a conv kernel
 #: (kh, kw, in, out): fan_in = kh*kw*in, fan_out = kh*kw*out; of a dense kernel:
@@ -41,6 +58,7 @@ KERAS_BN_MOMENTUM = 0.99
 INITIALISERS = {
     "glorot_uniform": "U(-a, a), a = sqrt(6 / (fan_in + fan_out)); Keras' default, the seed's",
     "he_normal_fan_out": "N(0, 2 / fan_out), not truncated; torchvision's ResNet convolutions",
+    "uniform_fan_in": "U(-b, b), b = 1 / sqrt(fan_in), weight and bias alike; PyTorch's nn.Linear/nn.Conv2d default",
     "zeros": "0",
     "ones": "1",
 }
@@ -61,16 +79,28 @@ def same_padding(size: int, kernel: int, stride: int) -> tuple[int, int]:
     return total // 2, total - total // 2
 
 
-def conv_output_size(size: int, kernel: int, stride: int, padding: str) -> int:
-    """Output length along one axis for 'same' or 'valid' padding (TF semantics)."""
+def check_padding(padding) -> None:
+    """'same', 'valid' or a non-negative int (PyTorch's symmetric ``padding=p``)."""
+    if padding in ("same", "valid") or (isinstance(padding, int) and not isinstance(padding, bool) and padding >= 0):
+        return
+    raise ValueError(f"padding must be 'same', 'valid' or a non-negative int (symmetric, as PyTorch's padding=p), got {padding!r}")
+
+
+def conv_output_size(size: int, kernel: int, stride: int, padding: str | int) -> int:
+    """Output length along one axis: 'same' / 'valid' as TF defines them, an int ``p`` as PyTorch does."""
+    check_padding(padding)
     if padding == "same":
         return -(-size // stride)
-    if padding == "valid":
-        out = (size - kernel) // stride + 1
-        if out < 1:
-            raise ValueError(f"input of size {size} is smaller than the kernel {kernel} with 'valid' padding")
-        return out
-    raise ValueError(f"padding must be 'same' or 'valid', got {padding!r}")
+    p = 0 if padding == "valid" else padding
+    out = (size + 2 * p - kernel) // stride + 1
+    if out < 1:
+        raise ValueError(f"input of size {size} is smaller than the kernel {kernel} with padding {padding!r}")
+    return out
+
+
+def symmetric_as_same(kernel: int, stride: int, padding) -> bool:
+    """Whether PyTorch's ``padding=p`` equals TF 'same' on every input size (stride 1, odd kernel, p = k // 2)."""
+    return isinstance(padding, int) and stride == 1 and kernel % 2 == 1 and padding == kernel // 2
 
 
 @dataclass(frozen=True)
@@ -80,7 +110,7 @@ class ConvSpec:
     filters: int
     kernel_size: int
     stride: int
-    padding: str  # 'same' (TF semantics) or 'valid'
+    padding: str | int  # 'same' (TF semantics), 'valid', or p (PyTorch's symmetric padding=p)
     use_bias: bool = True  # Keras' default, which the seed kept on every conv
     kernel_init: str = "glorot_uniform"
     bias_init: str = "zeros"
@@ -118,6 +148,8 @@ class BatchNormSpec:
     momentum: float = KERAS_BN_MOMENTUM  # Keras convention: weight of the old value
     gamma_init: str = "ones"
     beta_init: str = "zeros"  # moving mean starts at 0, moving variance at 1, in both
+    # the moving variance takes the unbiased batch variance n / (n - 1) (PyTorch) or the biased one (Keras)
+    unbiased_variance: bool = False
 
     kind = "batchnorm"
 
@@ -141,7 +173,7 @@ class MaxPoolSpec:
     name: str
     pool_size: int
     stride: int
-    padding: str  # 'same' pads after with -inf, as TF does
+    padding: str | int  # 'same' pads after with -inf, as TF does; p pads both sides, as PyTorch does
 
     kind = "maxpool"
 
@@ -391,15 +423,22 @@ class ResNetConfig:
     input_shape: tuple[int, int, int] = (32, 32, 3)
     bn_epsilon: float = KERAS_BN_EPSILON
     bn_momentum: float = KERAS_BN_MOMENTUM  # Keras convention
-    # the stem: 3x3 stride-1 conv with this padding, BN, ReLU, then (or not) the 2x2/1 'same' max-pool
-    stem_padding: str = "valid"
+    bn_unbiased_variance: bool = False  # PyTorch's moving-variance update (n / (n - 1)), not Keras'
+    # the stem: "seed" (3x3 stride-1 conv with stem_padding, BN, ReLU, then, with stem_pool, the
+    # 2x2/1 'same' max-pool) or "imagenet" (torchvision's: 7x7 stride-2 conv padding 3, BN, ReLU,
+    # 3x3 stride-2 max-pool padding 1)
+    stem: str = "seed"
+    stem_padding: str | int = "valid"
     stem_pool: bool = True
+    # the blocks' 3x3 convolutions: "same" (TF) or an int p (PyTorch's padding=1)
+    block_padding: str | int = "same"
     conv_bias: bool = True  # every conv carries a bias (the seed, Keras' default)
     # when a block gets a 1x1 projection shortcut: "stride" (the seed: stride != 1;
     # a width change at stride 1 is an error) or "stride_or_width"
     projection: str = "stride"
     conv_init: str = "glorot_uniform"
     dense_init: str = "glorot_uniform"
+    dense_bias_init: str = "zeros"
 
     def __post_init__(self):
         n = len(self.stage_blocks)
@@ -412,22 +451,32 @@ class ResNetConfig:
             raise ValueError("every stage needs at least one block, one filter and a positive stride")
         if not 0.0 < self.bn_momentum < 1.0 or self.bn_epsilon <= 0:
             raise ValueError(f"bn_momentum must be in (0, 1) and bn_epsilon > 0, got {self.bn_momentum}, {self.bn_epsilon}")
-        if self.stem_padding not in ("same", "valid") or self.projection not in ("stride", "stride_or_width"):
-            raise ValueError(f"stem_padding must be 'same' or 'valid' and projection 'stride' or 'stride_or_width', got {self.stem_padding!r}, {self.projection!r}")
-        for init in (self.conv_init, self.dense_init):
+        check_padding(self.stem_padding)
+        check_padding(self.block_padding)
+        if self.stem not in ("seed", "imagenet") or self.projection not in ("stride", "stride_or_width"):
+            raise ValueError(f"stem must be 'seed' or 'imagenet' and projection 'stride' or 'stride_or_width', got {self.stem!r}, {self.projection!r}")
+        if self.num_classes < 1:
+            raise ValueError(f"num_classes must be at least 1, got {self.num_classes}")
+        for init in (self.conv_init, self.dense_init, self.dense_bias_init):
             if init not in INITIALISERS:
                 raise ValueError(f"unknown initialiser {init!r}; choose one of: {', '.join(INITIALISERS)}")
 
 
 def build(name: str, config: ResNetConfig) -> ResNetSpec:
     def bn(layer_name, channels):
-        return BatchNormSpec(layer_name, channels, config.bn_epsilon, config.bn_momentum)
+        return BatchNormSpec(layer_name, channels, config.bn_epsilon, config.bn_momentum, unbiased_variance=config.bn_unbiased_variance)
 
     def conv(layer_name, cin, cout, kernel, stride, padding):
         return ConvSpec(layer_name, cin, cout, kernel, stride, padding, use_bias=config.conv_bias, kernel_init=config.conv_init)
 
     in_ch = config.input_shape[-1]
-    stem_conv = conv("stem.conv", in_ch, config.stem_filters, 3, 1, config.stem_padding)
+    if config.stem == "imagenet":  # torchvision's: the pool follows the ReLU, so its padding never wins
+        stem_conv = conv("stem.conv", in_ch, config.stem_filters, 7, 2, 3)
+        stem_pool = MaxPoolSpec("stem.pool", 3, 2, 1)
+    else:
+        stem_conv = conv("stem.conv", in_ch, config.stem_filters, 3, 1, config.stem_padding)
+        stem_pool = MaxPoolSpec("stem.pool", 2, 1, "same") if config.stem_pool else None
+    shortcut_padding = "valid" if isinstance(config.block_padding, str) else 0
     blocks = []
     ch = config.stem_filters
     for stage, (n, filters, stride) in enumerate(zip(config.stage_blocks, config.stage_filters, config.stage_strides), 1):
@@ -436,7 +485,7 @@ def build(name: str, config: ResNetConfig) -> ResNetSpec:
             prefix = f"layer{stage}.{i}"
             shortcut = (None, None)
             if s != 1 or (ch != filters and config.projection == "stride_or_width"):
-                shortcut = (conv(f"{prefix}.shortcut.conv", ch, filters, 1, s, "valid"), bn(f"{prefix}.shortcut.bn", filters))
+                shortcut = (conv(f"{prefix}.shortcut.conv", ch, filters, 1, s, shortcut_padding), bn(f"{prefix}.shortcut.bn", filters))
             elif ch != filters:
                 raise ValueError(
                     f"{prefix}: the seed's block has an identity shortcut at stride 1, so the channel count cannot "
@@ -445,10 +494,10 @@ def build(name: str, config: ResNetConfig) -> ResNetSpec:
             blocks.append(
                 BlockSpec(
                     prefix,
-                    conv(f"{prefix}.conv1", ch, filters, 3, s, "same"),
+                    conv(f"{prefix}.conv1", ch, filters, 3, s, config.block_padding),
                     bn(f"{prefix}.bn1", filters),
                     ReluSpec(f"{prefix}.relu1"),
-                    conv(f"{prefix}.conv2", filters, filters, 3, 1, "same"),
+                    conv(f"{prefix}.conv2", filters, filters, 3, 1, config.block_padding),
                     bn(f"{prefix}.bn2", filters),
                     AddSpec(f"{prefix}.add"),
                     ReluSpec(f"{prefix}.relu2"),
@@ -463,10 +512,10 @@ def build(name: str, config: ResNetConfig) -> ResNetSpec:
         stem_conv=stem_conv,
         stem_bn=bn("stem.bn", config.stem_filters),
         stem_relu=ReluSpec("stem.relu"),
-        stem_pool=MaxPoolSpec("stem.pool", 2, 1, "same") if config.stem_pool else None,
+        stem_pool=stem_pool,
         blocks=tuple(blocks),
         avgpool=GlobalAvgPoolSpec("avgpool"),
-        fc=DenseSpec("fc", ch, config.num_classes, kernel_init=config.dense_init),
+        fc=DenseSpec("fc", ch, config.num_classes, kernel_init=config.dense_init, bias_init=config.dense_bias_init),
         stage_blocks=tuple(config.stage_blocks),
     )
 
@@ -476,15 +525,35 @@ def build(name: str, config: ResNetConfig) -> ResNetSpec:
 #: or the width changes, torchvision's He-normal (fan-out) convolutions.
 CIFAR = dict(stem_padding="same", stem_pool=False, conv_bias=False, projection="stride_or_width", conv_init="he_normal_fan_out")
 
+#: PyTorch's conventions, as torchvision, timm and the published CIFAR repos define their
+#: ResNets: symmetric ``padding=1`` (``k // 2``) on every 3x3 conv, BatchNorm eps 1e-5 /
+#: momentum 0.1 with the unbiased moving variance, no conv biases, a projection wherever
+#: the stride or the width changes, torchvision's He-normal (fan-out) convolutions and
+#: ``nn.Linear``'s default head.
+TORCH = dict(
+    bn_epsilon=TORCH_BN_EPSILON, bn_momentum=TORCH_BN_MOMENTUM, bn_unbiased_variance=True, block_padding=1,
+    conv_bias=False, projection="stride_or_width", conv_init="he_normal_fan_out", dense_init="uniform_fan_in", dense_bias_init="uniform_fan_in",
+)
+
 #: The registered variants.  ``tiny`` keeps every structural feature of the seed
 #: (valid stem, same max-pool, stride-2 stages over even and odd sizes, projection
 #: shortcuts) at a width that trains in seconds on a CPU; ``tiny-cifar`` does the
 #: same for the CIFAR family (with a projection at stride 1, where only the width
-#: changes, and an identity block); both exist for tests.  Every strided 1x1 shortcut of
+#: changes, and an identity block), ``tiny-torch`` and ``tiny-cifar-torch`` for the
+#: PyTorch-convention ones; they exist for tests.  Every strided 1x1 shortcut of
 #: theirs has at least 8 input channels: oneDNN's backward of a strided 1x1 conv with 3 or 4
 #: input channels corrupts the heap on some CPUs (AMD EPYC without AVX-512, in TF 2.21 and
 #: torch 2.14.1 alike), which made ``tiny-cifar`` at widths 2/4 crash or train differently
 #: run to run.
+#:
+#: * ``resnet18`` / ``resnet34``: the post's (Keras conventions);
+#: * ``resnet18-cifar`` / ``resnet34-cifar``: CIFAR ResNets in TF's 'same' padding and Keras'
+#:   BatchNorm constants (this project's first modern-recipe network, kept so its runs load);
+#: * ``resnet18-torch`` / ``resnet34-torch``: torchvision's and timm's ``resnet18``/``resnet34``
+#:   (ImageNet stem, PyTorch conventions); ``@1000`` for the ImageNet head;
+#: * ``resnet18-cifar-torch`` / ``resnet34-cifar-torch``: the CIFAR ResNets of the published
+#:   PyTorch repos (kuangliu/pytorch-cifar, weiaicunzai/pytorch-cifar100): a 3x3 stride-1
+#:   ``padding=1`` stem, no pool, PyTorch conventions.
 REGISTRY: dict[str, ResNetConfig] = {
     "resnet18": ResNetConfig(stage_blocks=(2, 2, 2, 2)),
     "resnet34": ResNetConfig(stage_blocks=(3, 4, 6, 3)),
@@ -492,19 +561,60 @@ REGISTRY: dict[str, ResNetConfig] = {
     "resnet18-cifar": ResNetConfig(stage_blocks=(2, 2, 2, 2), **CIFAR),
     "resnet34-cifar": ResNetConfig(stage_blocks=(3, 4, 6, 3), **CIFAR),
     "tiny-cifar": ResNetConfig(stage_blocks=(2, 1, 1, 1), stage_filters=(8, 16, 16, 32), stem_filters=4, **CIFAR),
+    "resnet18-torch": ResNetConfig(stage_blocks=(2, 2, 2, 2), stem="imagenet", **TORCH),
+    "resnet34-torch": ResNetConfig(stage_blocks=(3, 4, 6, 3), stem="imagenet", **TORCH),
+    "tiny-torch": ResNetConfig(stage_blocks=(1, 1, 1, 1), stage_filters=(8, 16, 16, 32), stem_filters=8, stem="imagenet", **TORCH),
+    "resnet18-cifar-torch": ResNetConfig(stage_blocks=(2, 2, 2, 2), stem_padding=1, stem_pool=False, **TORCH),
+    "resnet34-cifar-torch": ResNetConfig(stage_blocks=(3, 4, 6, 3), stem_padding=1, stem_pool=False, **TORCH),
+    "tiny-cifar-torch": ResNetConfig(stage_blocks=(2, 1, 1, 1), stage_filters=(8, 16, 16, 32), stem_filters=4, stem_padding=1, stem_pool=False, **TORCH),
 }
+
+#: The input sizes every variant takes besides its spec's (the global average pool makes
+#: them size-free): at least this many pixels high and wide.
+MIN_INPUT_SIZE = 32
 
 
 def available() -> list[str]:
     return sorted(REGISTRY)
 
 
-def get_spec(name: str) -> ResNetSpec:
-    """The spec of a registered variant; unknown names get a ValueError listing the choices."""
+def split_name(name: str) -> tuple[str, int | None]:
+    """``'resnet18-torch@1000'`` -> ``('resnet18-torch', 1000)``; a plain name -> ``(name, None)``."""
+    base, sep, classes = name.partition("@")
+    if not sep:
+        return name, None
+    if not classes.isdigit() or int(classes) < 1:
+        raise ValueError(f"architecture {name!r}: the part after '@' is the number of classes, a positive integer (e.g. {base}@1000)")
+    return base, int(classes)
+
+
+def arch_name(base: str, num_classes: int) -> str:
+    """The name of ``base`` with a ``num_classes`` head: the plain name at the registry's class count."""
+    return base if REGISTRY[base].num_classes == num_classes else f"{base}@{num_classes}"
+
+
+def get_spec(name: str, num_classes: int | None = None) -> ResNetSpec:
+    """The spec of a registered variant, ``NAME`` or ``NAME@CLASSES``; unknown names get a ValueError listing the choices."""
     if isinstance(name, ResNetSpec):
         return name
+    base, classes = split_name(name)
     try:
-        config = REGISTRY[name]
+        config = REGISTRY[base]
     except KeyError:
-        raise ValueError(f"unknown architecture {name!r}; choose one of: {', '.join(available())}") from None
-    return build(name, config)
+        raise ValueError(f"unknown architecture {name!r}; choose one of: {', '.join(available())} (NAME@CLASSES for another class count)") from None
+    if num_classes is not None and classes is not None and num_classes != classes:
+        raise ValueError(f"architecture {name!r} has {classes} classes, not {num_classes}")
+    classes = num_classes if num_classes is not None else classes
+    if classes is not None and classes != config.num_classes:
+        config = dataclasses.replace(config, num_classes=classes)
+    return build(arch_name(base, config.num_classes), config)
+
+
+def arch_type(value: str) -> str:
+    """argparse ``type=`` for ``--arch``: a registered name, optionally ``@CLASSES``."""
+    import argparse
+
+    try:
+        return get_spec(value).name
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None

@@ -26,9 +26,9 @@ def naive_variants():
 
 def expected_first_divergence(spec, variant: str) -> str:
     """Where each naive port must first differ, derived from the spec (not written down per arch)."""
-    if variant == "torch-bn-epsilon":
+    if variant in ("torch-bn-epsilon", "keras-bn-epsilon"):
         return next(layer.name for layer in spec.layers() if layer.kind == "batchnorm")
-    assert variant == "symmetric-padding", variant
+    assert variant in ("symmetric-padding", "same-padding"), variant
     shapes = {}
     shape = spec.input_shape
     for layer in spec.layers():
@@ -36,9 +36,19 @@ def expected_first_divergence(spec, variant: str) -> str:
         shape = layer.output_shape
     for conv in spec.convolutions():
         h = shapes[conv.name][0]
-        if conv.padding == "same" and len(set(same_padding(h, conv.kernel_size, conv.stride))) > 1:
+        tf_same = same_padding(h, conv.kernel_size, conv.stride)
+        if variant == "symmetric-padding" and conv.padding == "same" and len(set(tf_same)) > 1:
             return conv.name
-    raise AssertionError(f"{spec.name} has no 'same' convolution with asymmetric padding")
+        if variant == "same-padding" and isinstance(conv.padding, int) and tf_same != (conv.padding, conv.padding):
+            return conv.name
+    raise AssertionError(f"{spec.name} has no convolution where {variant} pads otherwise")
+
+
+def test_naive_variants_cover_both_conventions():
+    from torch_impl.naive import applicable
+
+    assert applicable("tiny") == ["symmetric-padding", "torch-bn-epsilon"]
+    assert applicable("tiny-cifar-torch") == applicable("resnet18-torch@1000") == ["same-padding", "keras-bn-epsilon"]
 
 
 def test_naive_variants_named_alike_everywhere():
@@ -68,7 +78,9 @@ def run(request, tmp_path_factory):
             train = mode == "train"
             tf_ops.append(_forward(arch, w, d / "x.npy", train, d / f"tf_{origin}_{mode}.npz", weights_out=str(d / f"tfw_{origin}_{mode}.safetensors")))
             torch_ops.append(_forward(arch, w, d / "x.npy", train, d / f"torch_{origin}_{mode}.npz", weights_out=str(d / f"torchw_{origin}_{mode}.safetensors")))
-    for name in naive_variants():
+    from torch_impl.naive import applicable
+
+    for name in applicable(arch):
         for mode in MODES:
             torch_ops.append(_forward(arch, d / "w_tf.safetensors", d / "x.npy", mode == "train", d / f"naive_{name}_{mode}.npz", variant=name))
     # round trips: Keras -> file -> PyTorch -> file, and PyTorch -> file -> Keras -> file -> PyTorch -> file
@@ -118,20 +130,25 @@ def test_training_forward_updates_moving_statistics_alike(run, origin):
     assert moved == 2 * len([l for l in get_spec(arch).layers() if l.kind == "batchnorm"])
 
 
-@pytest.mark.parametrize("naive", naive_variants())
 @pytest.mark.parametrize("mode", MODES)
-def test_parity_check_is_sensitive(run, naive, mode):
-    """A port with PyTorch's symmetric padding or default BN epsilon is caught, and located."""
+def test_parity_check_is_sensitive(run, mode):
+    """Every naive port of the variant is caught, and located: for the seed's conventions PyTorch's
+    symmetric padding or BN epsilon, for PyTorch's TF 'same' padding or Keras' BN epsilon."""
+    from torch_impl.naive import applicable
+
     arch, d = run
     spec = get_spec(arch)
-    tf_out, bad = _load(d / f"tf_tf_{mode}.npz"), _load(d / f"naive_{naive}_{mode}.npz")
-    logit_diff, _ = parity.diff_arrays(bad["logits"], tf_out["logits"])
-    assert logit_diff > 10 * ATOL, f"{naive} changed the logits by only {logit_diff:.2e}"
-    rows = parity.compare_layers(bad, tf_out, [l.name for l in spec.layers()], ATOL)
-    first = parity.first_divergence(rows)
-    expected = expected_first_divergence(spec, naive)
-    assert first is not None and first.name == expected, parity.format_table(rows, ATOL)
-    assert f"first divergent layer: {expected}" in parity.divergence_message(rows, ATOL)
+    tf_out = _load(d / f"tf_tf_{mode}.npz")
+    assert len(applicable(arch)) == 2
+    for naive in applicable(arch):
+        bad = _load(d / f"naive_{naive}_{mode}.npz")
+        logit_diff, _ = parity.diff_arrays(bad["logits"], tf_out["logits"])
+        assert logit_diff > 10 * ATOL, f"{naive} changed the logits by only {logit_diff:.2e}"
+        rows = parity.compare_layers(bad, tf_out, [l.name for l in spec.layers()], ATOL)
+        first = parity.first_divergence(rows)
+        expected = expected_first_divergence(spec, naive)
+        assert first is not None and first.name == expected, f"{naive}: " + parity.format_table(rows, ATOL)
+        assert f"first divergent layer: {expected}" in parity.divergence_message(rows, ATOL)
 
 
 def test_round_trips_are_bit_exact(run):

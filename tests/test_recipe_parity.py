@@ -39,7 +39,12 @@ CONFIGS = {  # name: (arch, dtype, optimiser steps, images per batch)
     # ~50x float32's rounding of it, so the float32 check compares the optimisers, not the kinks.
     "modern-tiny-cifar-float32": ("tiny-cifar", "float32", 5, 4),
     "modern-tiny-cifar-float64": ("tiny-cifar", "float64", 5, 4),
+    # the PyTorch-convention variants (symmetric padding, BN 1e-5 / 0.1 with the unbiased moving
+    # variance) under both recipes: the seed's on the ImageNet-stem twin, the modern on the CIFAR one
+    "tiny-torch-float32": ("tiny-torch", "float32", 3, 16),
+    "modern-tiny-cifar-torch-float32": ("tiny-cifar-torch", "float32", 5, 4),
 }
+TRAINED = ["tiny-float32", "resnet18-float64", "modern-tiny-cifar-float32", "modern-tiny-cifar-float64", "tiny-torch-float32", "modern-tiny-cifar-torch-float32"]
 # the modern recipe's schedule in the 5-step check: one step per "epoch", warm-up over 3, the peak
 # rate of batch 128 (0.1): steps 0, 1, 2 warm up (lr 0, 1/30, 2/30), step 3 starts the cosine
 MODERN_STEPS = {"recipe": "modern", "optimizer": {"warmup_epochs": 3}, "steps_per_epoch": 1, "epochs": 10, "batch_size": 128}
@@ -96,7 +101,7 @@ def test_loss_parity(run):
     assert float(b["l2"]) > 0 and float(b["ce"]) > 0
 
 
-@pytest.mark.parametrize("run", ["tiny-float32", "resnet18-float64", "modern-tiny-cifar-float32", "modern-tiny-cifar-float64"], indirect=True)
+@pytest.mark.parametrize("run", TRAINED, indirect=True)
 def test_gradient_parity(run):
     arch, dtype, _, d = run
     spec = get_spec(arch)
@@ -117,7 +122,7 @@ def test_gradient_parity(run):
     assert worst <= GRAD_RTOL, f"worst parameter: {worst_key}, max |dPyTorch - dKeras| / max |dKeras| = {worst:.2e} > {GRAD_RTOL}"
 
 
-@pytest.mark.parametrize("run", ["tiny-float32", "resnet18-float64", "modern-tiny-cifar-float32", "modern-tiny-cifar-float64"], indirect=True)
+@pytest.mark.parametrize("run", TRAINED, indirect=True)
 def test_optimizer_parity(run):
     """After the same Adam steps from the same weights: every tensor within 1e-4.
 
@@ -143,7 +148,7 @@ def test_optimizer_parity(run):
     assert np.abs(swapped - probe_b["eval"]).max() <= WEIGHT_ATOL * max(1.0, np.abs(probe_b["eval"]).max())
 
 
-@pytest.mark.parametrize("run", ["modern-tiny-cifar-float32"], indirect=True)
+@pytest.mark.parametrize("run", ["modern-tiny-cifar-float32", "modern-tiny-cifar-torch-float32"], indirect=True)
 def test_sgd_momentum_buffers_and_the_naive_keras_sgd(run, capsys):
     """Five SGD steps across the end of the warm-up: every momentum buffer within 1e-4 too.
     Keras' built-in SGD with its decoupled weight decay, given the same rates, is another

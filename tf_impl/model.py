@@ -6,6 +6,19 @@ is the spec's ``layer2.0.conv1``.  Keras' own semantics are the reference: 'same
 padding as TF defines it, BatchNorm epsilon and momentum passed in Keras'
 convention as the spec holds them.  Initialisers are the ones the spec names
 (the seed's: Keras' defaults, Glorot-uniform kernels and zero biases).
+
+PyTorch's conventions, for the variants that follow them, each in one place here:
+
+* symmetric ``padding=p``: ``ZeroPadding2D(p)`` then a 'valid' conv, as keras-hub
+  builds torchvision's ResNets; at stride 1 with ``p = k // 2`` that is TF 'same'
+  exactly, which is used instead (one layer, no copy).  A max-pool pads zeros too:
+  the spec puts such a pool only after a ReLU, whose outputs are >= 0, so a padded
+  zero never wins where PyTorch's -inf would not;
+* the unbiased moving variance: :class:`UnbiasedBatchNormalization` (Keras'
+  layer, plus PyTorch's ``n / (n - 1)`` in the moving update; equal in inference).
+  It is registered with Keras, so a ``.keras`` file of such a model reloads where
+  ``tf_impl`` is imported; ``plain_batchnorm=True`` builds the model with Keras'
+  own layer instead, for files that must reload anywhere (``resnet_port.export``).
 """
 
 from __future__ import annotations
@@ -13,67 +26,116 @@ from __future__ import annotations
 import keras
 from keras import layers
 
-from resnet_port.spec import BatchNormSpec, BlockSpec, ConvSpec, DenseSpec, ResNetSpec, get_spec
+from resnet_port.spec import BatchNormSpec, BlockSpec, ConvSpec, DenseSpec, ResNetSpec, get_spec, symmetric_as_same
 
 
-def initializer(name: str) -> keras.initializers.Initializer:
-    """Keras' function for an initialiser the spec names (``resnet_port.spec.INITIALISERS``)."""
+def initializer(name: str, fan_in: int = 0) -> keras.initializers.Initializer:
+    """Keras' function for an initialiser the spec names (``resnet_port.spec.INITIALISERS``).
+
+    ``fan_in`` is the layer's (a bias cannot tell it from its own shape).
+    """
     return {
         "glorot_uniform": lambda: keras.initializers.GlorotUniform(),
         "he_normal_fan_out": lambda: keras.initializers.VarianceScaling(2.0, "fan_out", "untruncated_normal"),
+        "uniform_fan_in": lambda: keras.initializers.RandomUniform(-1.0 / fan_in**0.5, 1.0 / fan_in**0.5),
         "zeros": lambda: keras.initializers.Zeros(),
         "ones": lambda: keras.initializers.Ones(),
     }[name]()
 
 
-def _conv(s: ConvSpec) -> layers.Conv2D:
+@keras.saving.register_keras_serializable(package="resnet_port")
+class UnbiasedBatchNormalization(layers.BatchNormalization):
+    """Keras' BatchNormalization with PyTorch's moving-variance update (the unbiased batch variance).
+
+    Keras moves towards the biased variance ``v``; PyTorch towards ``v n / (n - 1)``, ``n``
+    the values per channel (over every replica's batch when synchronised).  Keras'
+    update is kept and its variance term scaled: ``new + (new - m old) / (n - 1)``.
+    Inference, the forward pass and the gradients are Keras' own.
+    """
+
+    def call(self, inputs, training=None, mask=None):
+        if not (training and self.trainable) or mask is not None:
+            return super().call(inputs, training=training, mask=mask)
+        import tensorflow as tf
+
+        old = tf.identity(self.moving_variance.value)
+        outputs = super().call(inputs, training=training)
+        n = tf.cast(tf.size(inputs) // tf.shape(inputs)[-1], self.moving_variance.dtype)
+        context = tf.distribute.get_replica_context()
+        if self.synchronized and context is not None:
+            n = n * context.num_replicas_in_sync
+        new = tf.identity(self.moving_variance.value)
+        self.moving_variance.assign(new + (new - self.momentum * old) / (n - 1.0))
+        return outputs
+
+
+def _pad(s, x, padding):
+    """PyTorch's symmetric padding in front of a 'valid' layer; the padding Keras is given."""
+    if isinstance(padding, str):
+        return x, padding
+    if symmetric_as_same(s.kernel_size if hasattr(s, "kernel_size") else s.pool_size, s.stride, padding):
+        return x, "same"
+    if padding:
+        x = layers.ZeroPadding2D(padding, name=f"{s.name}.pad")(x)
+    return x, "valid"
+
+
+def _conv(s: ConvSpec, x):
+    x, padding = _pad(s, x, s.padding)
+    fan_in = s.in_channels * s.kernel_size**2
     return layers.Conv2D(
-        s.filters, s.kernel_size, strides=s.stride, padding=s.padding, use_bias=s.use_bias,
-        kernel_initializer=initializer(s.kernel_init), bias_initializer=initializer(s.bias_init), name=s.name,
-    )
+        s.filters, s.kernel_size, strides=s.stride, padding=padding, use_bias=s.use_bias,
+        kernel_initializer=initializer(s.kernel_init, fan_in), bias_initializer=initializer(s.bias_init, fan_in), name=s.name,
+    )(x)
 
 
-def _bn(s: BatchNormSpec, synchronized: bool = False) -> layers.BatchNormalization:
-    return layers.BatchNormalization(
+def _bn(s: BatchNormSpec, x, synchronized: bool = False, plain: bool = False):
+    cls = UnbiasedBatchNormalization if s.unbiased_variance and not plain else layers.BatchNormalization
+    return cls(
         epsilon=s.epsilon, momentum=s.momentum, synchronized=synchronized,
         gamma_initializer=initializer(s.gamma_init), beta_initializer=initializer(s.beta_init), name=s.name,
-    )
+    )(x)
 
 
 def _dense(s: DenseSpec) -> layers.Dense:
-    return layers.Dense(s.units, kernel_initializer=initializer(s.kernel_init), bias_initializer=initializer(s.bias_init), name=s.name)
+    return layers.Dense(
+        s.units, kernel_initializer=initializer(s.kernel_init, s.in_features), bias_initializer=initializer(s.bias_init, s.in_features), name=s.name,
+    )
 
 
-def apply_block(x, b: BlockSpec, synchronized: bool = False):
+def apply_block(x, b: BlockSpec, synchronized: bool = False, plain_batchnorm: bool = False):
     shortcut = x
-    y = _conv(b.conv1)(x)
-    y = _bn(b.bn1, synchronized)(y)
+    y = _conv(b.conv1, x)
+    y = _bn(b.bn1, y, synchronized, plain_batchnorm)
     y = layers.ReLU(name=b.relu1.name)(y)
-    y = _conv(b.conv2)(y)
-    y = _bn(b.bn2, synchronized)(y)
+    y = _conv(b.conv2, y)
+    y = _bn(b.bn2, y, synchronized, plain_batchnorm)
     if b.has_projection:
-        shortcut = _conv(b.shortcut_conv)(x)
-        shortcut = _bn(b.shortcut_bn, synchronized)(shortcut)
+        shortcut = _conv(b.shortcut_conv, x)
+        shortcut = _bn(b.shortcut_bn, shortcut, synchronized, plain_batchnorm)
     y = layers.Add(name=b.add.name)([y, shortcut])
     return layers.ReLU(name=b.relu2.name)(y)
 
 
-def build_model(arch: str | ResNetSpec, input_shape: tuple[int, int, int] | None = None, synchronized: bool = False) -> keras.Model:
+def build_model(arch: str | ResNetSpec, input_shape: tuple[int, int, int] | None = None, synchronized: bool = False, plain_batchnorm: bool = False) -> keras.Model:
     """The Keras model of ``arch`` producing logits (no softmax), as the seed did.
 
     ``input_shape`` defaults to the spec's; ``(None, None, 3)`` builds a model that
     accepts any image size.  ``synchronized`` makes BatchNorm use the statistics of
-    the global batch under a tf.distribute strategy.
+    the global batch under a tf.distribute strategy.  ``plain_batchnorm`` builds
+    Keras' own BatchNormalization even where the spec asks for PyTorch's moving
+    update (equal in inference; for files that must reload without ``tf_impl``).
     """
     spec = get_spec(arch)
     inputs = keras.Input(shape=tuple(input_shape or spec.input_shape), name="images")
-    x = _conv(spec.stem_conv)(inputs)
-    x = _bn(spec.stem_bn, synchronized)(x)
+    x = _conv(spec.stem_conv, inputs)
+    x = _bn(spec.stem_bn, x, synchronized, plain_batchnorm)
     x = layers.ReLU(name=spec.stem_relu.name)(x)
     if p := spec.stem_pool:
-        x = layers.MaxPooling2D(p.pool_size, strides=p.stride, padding=p.padding, name=p.name)(x)
+        x, padding = _pad(p, x, p.padding)
+        x = layers.MaxPooling2D(p.pool_size, strides=p.stride, padding=padding, name=p.name)(x)
     for b in spec.blocks:
-        x = apply_block(x, b, synchronized)
+        x = apply_block(x, b, synchronized, plain_batchnorm)
     x = layers.GlobalAveragePooling2D(name=spec.avgpool.name)(x)
     logits = _dense(spec.fc)(x)
     return keras.Model(inputs, logits, name=spec.name)

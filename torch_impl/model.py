@@ -6,10 +6,13 @@ What it takes to match Keras, each done in exactly one place here:
   run time (``resnet_port.spec.same_padding``).  Symmetric cases use the conv's
   own padding; the odd ones (stride 2 on an even input) pad one extra row and
   column after, which ``padding=1`` would put on both sides.
-* ``SameMaxPool2d``: the stem's 2x2/stride-1 'same' max-pool pads after with -inf.
+  An int padding (the PyTorch-convention variants) is ``nn.Conv2d``'s own.
+* ``SameMaxPool2d``: the stem's 2x2/stride-1 'same' max-pool pads after with -inf
+  (an int padding is ``F.max_pool2d``'s own).
 * ``KerasBatchNorm2d``: epsilon from the spec (Keras 1e-3, not PyTorch's 1e-5),
   momentum converted to PyTorch's convention, and the moving variance updated
-  with the *biased* batch variance as Keras does (PyTorch uses n/(n-1)).
+  with the *biased* batch variance as Keras does (PyTorch uses n/(n-1)); a
+  spec that asks for the unbiased update (PyTorch's variants) gets PyTorch's own.
 * The initialisers the spec names (the seed's: Keras' defaults, Glorot-uniform
   kernels and zero biases, not PyTorch's Kaiming-uniform and uniform biases).
 
@@ -29,25 +32,31 @@ from torch import nn
 from resnet_port.spec import BatchNormSpec, BlockSpec, ConvSpec, DenseSpec, ResNetSpec, get_spec, same_padding
 
 
-def initialize(tensor: torch.Tensor, name: str) -> None:
-    """PyTorch's function for an initialiser the spec names (``resnet_port.spec.INITIALISERS``)."""
+def initialize(tensor: torch.Tensor, name: str, fan_in: int = 0) -> None:
+    """PyTorch's function for an initialiser the spec names (``resnet_port.spec.INITIALISERS``).
+
+    ``fan_in`` is the layer's (a bias cannot tell it from its own shape).
+    """
     {
         "glorot_uniform": nn.init.xavier_uniform_,
         "he_normal_fan_out": lambda t: nn.init.kaiming_normal_(t, mode="fan_out", nonlinearity="relu"),
+        "uniform_fan_in": lambda t: nn.init.uniform_(t, -1.0 / fan_in**0.5, 1.0 / fan_in**0.5),
         "zeros": nn.init.zeros_,
         "ones": nn.init.ones_,
     }[name](tensor)
 
 
 class SameConv2d(nn.Conv2d):
-    """A Conv2d with TensorFlow's 'same' or 'valid' padding."""
+    """A Conv2d with TensorFlow's 'same' or 'valid' padding, or PyTorch's symmetric ``padding=p``."""
 
     def __init__(self, s: ConvSpec):
-        super().__init__(s.in_channels, s.filters, s.kernel_size, stride=s.stride, padding=0, bias=s.use_bias)
+        symmetric = 0 if isinstance(s.padding, str) else s.padding
+        super().__init__(s.in_channels, s.filters, s.kernel_size, stride=s.stride, padding=symmetric, bias=s.use_bias)
         self.same = s.padding == "same"
-        initialize(self.weight, s.kernel_init)
+        fan_in = s.in_channels * s.kernel_size**2
+        initialize(self.weight, s.kernel_init, fan_in)
         if self.bias is not None:
-            initialize(self.bias, s.bias_init)
+            initialize(self.bias, s.bias_init, fan_in)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.same:
@@ -61,11 +70,15 @@ class SameConv2d(nn.Conv2d):
 
 
 class SameMaxPool2d(nn.Module):
-    def __init__(self, pool_size: int, stride: int):
+    """TF's 'same' max-pool (-inf after), or PyTorch's symmetric ``padding=p``."""
+
+    def __init__(self, pool_size: int, stride: int, padding: str | int = "same"):
         super().__init__()
-        self.pool_size, self.stride = pool_size, stride
+        self.pool_size, self.stride, self.padding = pool_size, stride, padding
 
     def forward(self, x):
+        if self.padding != "same":
+            return F.max_pool2d(x, self.pool_size, self.stride, 0 if self.padding == "valid" else self.padding)
         top, bottom = same_padding(x.shape[-2], self.pool_size, self.stride)
         left, right = same_padding(x.shape[-1], self.pool_size, self.stride)
         x = F.pad(x, (left, right, top, bottom), value=float("-inf"))
@@ -88,12 +101,13 @@ class KerasBatchNorm2d(nn.BatchNorm2d):
         super().__init__(s.channels, eps=s.epsilon, momentum=s.torch_momentum)
         initialize(self.weight, s.gamma_init)
         initialize(self.bias, s.beta_init)
+        self.unbiased = s.unbiased_variance  # PyTorch's own update: nothing to correct
         self.synchronized = False  # set by enable_sync_batchnorm under DistributedDataParallel
 
     def forward(self, x):
         if self.training and self.synchronized:
             return self._sync_forward(x)
-        if not self.training:
+        if not self.training or self.unbiased:
             return super().forward(x)
         n = x.numel() // x.shape[1]
         new_var = self.running_var.clone()
@@ -122,8 +136,9 @@ class KerasBatchNorm2d(nn.BatchNorm2d):
         var = all_reduce((xs - mean[None, :, None, None]).square().sum(dim=(0, 2, 3))) / count
         with torch.no_grad():
             m = self.momentum
+            moving_var = var.detach() * (count / (count - 1)) if self.unbiased else var.detach()
             self.running_mean.mul_(1 - m).add_(mean.detach(), alpha=m)
-            self.running_var.mul_(1 - m).add_(var.detach(), alpha=m)
+            self.running_var.mul_(1 - m).add_(moving_var, alpha=m)
             self.num_batches_tracked.add_(1)
         scale = self.weight * torch.rsqrt(var + self.eps)
         y = (xs - mean[None, :, None, None]) * scale[None, :, None, None] + self.bias[None, :, None, None]
@@ -159,8 +174,8 @@ def _local(name: str) -> str:
 
 def _dense(s: DenseSpec) -> nn.Linear:
     fc = nn.Linear(s.in_features, s.units)
-    initialize(fc.weight, s.kernel_init)
-    initialize(fc.bias, s.bias_init)
+    initialize(fc.weight, s.kernel_init, s.in_features)
+    initialize(fc.bias, s.bias_init, s.in_features)
     return fc
 
 
@@ -201,7 +216,7 @@ class ResNet(nn.Module):
         self.stem.bn = KerasBatchNorm2d(spec.stem_bn)
         self.stem.add_module(_local(spec.stem_relu.name), nn.ReLU())
         p = spec.stem_pool
-        self.stem.add_module(_local(p.name) if p else "pool", SameMaxPool2d(p.pool_size, p.stride) if p else nn.Identity())
+        self.stem.add_module(_local(p.name) if p else "pool", SameMaxPool2d(p.pool_size, p.stride, p.padding) if p else nn.Identity())
         stages: dict[str, list[BasicBlock]] = {}
         for b in spec.blocks:
             stages.setdefault(b.name.split(".")[0], []).append(BasicBlock(b))

@@ -37,16 +37,46 @@ def _torch_bn_epsilon(model: ResNet) -> None:
             m.eps = 1e-5  # PyTorch's default, not Keras' 1e-3
 
 
-#: name -> (what it gets wrong, how to break a correct model)
+def _same_padding(model: ResNet) -> None:
+    """TF 'same' where PyTorch's symmetric padding=p was meant (a port that trusts Keras' habit)."""
+    for m in model.modules():
+        if type(m) is SameConv2d and m.padding != (0, 0):
+            m.same, m.padding = True, (0, 0)
+
+
+def _keras_bn_epsilon(model: ResNet) -> None:
+    for m in model.modules():
+        if isinstance(m, KerasBatchNorm2d):
+            m.eps = 1e-3  # Keras' default, not PyTorch's 1e-5
+
+
+def _keras_conventions(spec: ResNetSpec) -> bool:
+    return not spec.stem_bn.unbiased_variance
+
+
+#: name -> (what it gets wrong, how to break a correct model, the specs it is a wrong port of):
+#: the first two are what a port of a Keras model that trusts PyTorch's defaults gets wrong,
+#: the last two what a port of a PyTorch model that trusts Keras' gets wrong
 VARIANTS = {
-    "symmetric-padding": ("PyTorch's symmetric padding=k//2 for TF 'same' convolutions", _symmetric_padding),
-    "torch-bn-epsilon": ("PyTorch's BatchNorm epsilon 1e-5 instead of Keras' 1e-3", _torch_bn_epsilon),
+    "symmetric-padding": ("PyTorch's symmetric padding=k//2 for TF 'same' convolutions", _symmetric_padding, _keras_conventions),
+    "torch-bn-epsilon": ("PyTorch's BatchNorm epsilon 1e-5 instead of Keras' 1e-3", _torch_bn_epsilon, _keras_conventions),
+    "same-padding": ("TF 'same' padding for PyTorch's symmetric padding=p convolutions", _same_padding, lambda spec: not _keras_conventions(spec)),
+    "keras-bn-epsilon": ("Keras' BatchNorm epsilon 1e-3 instead of PyTorch's 1e-5", _keras_bn_epsilon, lambda spec: not _keras_conventions(spec)),
 }
+
+
+def applicable(arch: str | ResNetSpec) -> list[str]:
+    """The naive variants that are wrong ports of ``arch`` (the conventions it does not follow)."""
+    spec = get_spec(arch)
+    return [name for name, (_, _, applies) in VARIANTS.items() if applies(spec)]
 
 
 def build(arch: str | ResNetSpec, variant: str) -> ResNet:
     if variant not in VARIANTS:
         raise ValueError(f"unknown naive variant {variant!r}; choose one of: {', '.join(VARIANTS)}")
-    model = build_model(get_spec(arch))
+    spec = get_spec(arch)
+    if variant not in applicable(spec):
+        raise ValueError(f"naive variant {variant!r} is not a wrong port of {spec.name}, which follows the other conventions; choose one of: {', '.join(applicable(spec))}")
+    model = build_model(spec)
     VARIANTS[variant][1](model)
     return model
