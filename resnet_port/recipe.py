@@ -222,9 +222,14 @@ MODERN_AUGMENT = AugmentSpec(height_shift=0.0, width_shift=0.0, horizontal_flip=
 
 RECIPES: dict[str, Recipe] = {
     "seed": Recipe(),
+    # the CIFAR-100 ResNet18 recipe of the published PyTorch repos (kuangliu/pytorch-cifar,
+    # weiaicunzai/pytorch-cifar100: SGD 0.1 Nesterov momentum 0.9, weight decay 5e-4, batch 128,
+    # 200 epochs, crop 4 + flip, per-channel normalisation), with a 5-epoch warm-up, cosine decay,
+    # label smoothing 0.1 and Cutout 8; on their network, in PyTorch's conventions
+    # (resnet18-cifar-torch), so a checkpoint of theirs is the same model
     "modern": Recipe(
         name="modern",
-        arch="resnet18-cifar",
+        arch="resnet18-cifar-torch",
         epochs=200,
         batch_size=128,
         eval_batch_size=500,

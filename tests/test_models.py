@@ -30,11 +30,19 @@ def test_keras_shapes_and_counts(arch):
         k = model.get_layer(layer.name)
         for p, shape in layer.params.items():
             assert tuple(getattr(k, p).shape) == shape, f"{layer.name}.{p}"
-    # and nothing else: every Keras layer is a spec layer (the input aside), of the spec's kind
+    # and nothing else: every Keras layer is a spec layer (the input aside), of the spec's kind, or
+    # the ZeroPadding2D in front of a layer with PyTorch's padding=p (where TF 'same' differs)
     kinds = {layer.name: layer.kind for layer in spec.layers()}
     keras_layers = {k.name: type(k).__name__ for k in model.layers if type(k).__name__ != "InputLayer"}
-    assert set(keras_layers) == set(kinds)
-    assert all(keras_layers[name] == KERAS_CLASS[kind] for name, kind in kinds.items())
+    pads = {name for name, cls in keras_layers.items() if cls == "ZeroPadding2D"}
+    assert set(keras_layers) - pads == set(kinds) and all(p.endswith(".pad") and p[:-4] in kinds for p in pads)
+    unbiased = spec.stem_bn.unbiased_variance  # PyTorch's moving-variance update
+    expected = {**KERAS_CLASS, "batchnorm": "UnbiasedBatchNormalization" if unbiased else "BatchNormalization"}
+    assert all(keras_layers[name] == expected[kind] for name, kind in kinds.items())
+    # a pad exactly where PyTorch's symmetric padding is not TF 'same': strided (or 'valid'-like) layers
+    wanted = {l.name for l in [spec.stem_conv, *spec.convolutions(), *([spec.stem_pool] if spec.stem_pool else [])]
+              if isinstance(l.padding, int) and l.padding and not (getattr(l, "kernel_size", 0) == 3 and l.stride == 1)}
+    assert {p[:-4] for p in pads} == wanted
 
 
 @pytest.mark.parametrize("arch", available())

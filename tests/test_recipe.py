@@ -39,6 +39,32 @@ def test_recipe_defaults_are_the_seeds():
     assert (r.amp, r.float64) == (False, False)
 
 
+def test_modern_recipe_is_the_published_one():
+    """Every constant of the modern recipe against the published PyTorch CIFAR-100 recipes
+    (kuangliu/pytorch-cifar, weiaicunzai/pytorch-cifar100), read off them, not off the code."""
+    from resnet_port.recipe import SGDSpec, recipe
+
+    r = recipe("modern")
+    assert (r.arch, r.epochs, r.batch_size, r.val_size, r.normalize) == ("resnet18-cifar-torch", 200, 128, 5000, True)
+    # SGD(lr=0.1, momentum=0.9, nesterov=True) at batch 128, weight decay 5e-4 (coupled, on the kernels),
+    # a 5-epoch linear warm-up from 0, cosine to 0
+    assert r.optimizer == SGDSpec(learning_rate=0.1, base_batch=128, momentum=0.9, nesterov=True, warmup_epochs=5.0)
+    assert r.objective == ObjectiveSpec(l2=5e-4, l2_scope="kernels", label_smoothing=0.1)
+    schedule = r.schedule(352)
+    assert schedule.lr(0) == 0 and schedule.lr(5 * 352) == np.float32(0.1) and schedule.total == 200 * 352
+    # RandomCrop(32, padding=4) from the zero-padded image, RandomHorizontalFlip, Cutout 8x8, no shifts
+    assert r.augment == AugmentSpec(height_shift=0.0, width_shift=0.0, horizontal_flip=True, fill_mode="constant", crop_padding=4, cutout=8)
+    # the network: torchvision's BasicBlock at CIFAR scale, as the repos define it
+    spec = get_spec(r.arch)
+    assert spec.count_parameters().trainable == 11_220_132  # kuangliu's ResNet18 at 100 classes
+    assert (spec.stem_conv.kernel_size, spec.stem_conv.stride, spec.stem_conv.padding, spec.stem_pool) == (3, 1, 1, None)
+    convs = spec.convolutions()
+    assert all(c.padding == (1 if c.kernel_size == 3 else 0) and not c.use_bias for c in convs)
+    bns = [getattr(b, n) for b in spec.blocks for n in ("bn1", "bn2")] + [spec.stem_bn]
+    assert all((b.epsilon, b.torch_momentum, b.unbiased_variance) == (1e-5, pytest.approx(0.1), True) for b in bns)
+    assert [b.has_projection for b in spec.blocks] == [False, False, True, False, True, False, True, False]
+
+
 @pytest.mark.parametrize("framework", ["tf_impl", "torch_impl"])
 def test_cli_without_flags_trains_the_seeds_recipe(framework):
     """``python -m tf_impl.train`` (and torch_impl.train) with no flags resolve to exactly Recipe()."""

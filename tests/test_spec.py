@@ -17,6 +17,13 @@ SEED_COUNTS = {
     "resnet34": (21_336_804, 17_024),
     "resnet18-cifar": (11_173_962 + 512 * 90 + 90, 9_600),
     "resnet34-cifar": (21_282_122 + 512 * 90 + 90, 17_024),
+    # torchvision's own counts (sum of parameters() of resnet18/34(num_classes=N)); buffers apart
+    "resnet18-torch@1000": (11_689_512, 9_600),
+    "resnet34-torch@1000": (21_797_672, 17_024),
+    "resnet18-torch": (11_227_812, 9_600),
+    "resnet34-torch": (21_335_972, 17_024),
+    "resnet18-cifar-torch": (11_220_132, 9_600),
+    "resnet34-cifar-torch": (21_328_292, 17_024),
 }
 
 
@@ -47,6 +54,25 @@ def test_cifar_spatial_sizes_and_the_issues_count():
     assert S.get_spec("resnet18-cifar").count_parameters().trainable == 11_220_132
 
 
+def test_pytorch_conventions_sizes_and_names():
+    """torchvision's ResNet18 at 224 and at 32; PyTorch's padding=p arithmetic; NAME@CLASSES."""
+    spec = S.get_spec("resnet18-torch@1000")
+    assert spec.name == "resnet18-torch@1000" and spec.num_classes == 1000
+    at224 = {l.name: l.output_shape for l in spec.layers((224, 224, 3))}
+    assert at224["stem.conv"] == (112, 112, 64) and at224["stem.pool"] == (56, 56, 64)
+    assert [at224[f"layer{s}.1.relu2"] for s in (1, 2, 3, 4)] == [(56, 56, 64), (28, 28, 128), (14, 14, 256), (7, 7, 512)]
+    at32 = {l.name: l.output_shape for l in spec.layers((32, 32, 3))}
+    assert at32["stem.pool"] == (8, 8, 64) and at32["layer4.1.relu2"] == (1, 1, 512)
+    assert S.conv_output_size(15, 3, 2, 1) == 8 and S.conv_output_size(15, 3, 2, "same") == 8 and S.conv_output_size(15, 3, 2, "valid") == 7
+    assert S.get_spec("resnet18-torch", num_classes=100).name == "resnet18-torch"
+    assert S.get_spec("resnet18-torch", num_classes=10).name == "resnet18-torch@10"
+    for bad in ("resnet18-torch@0", "resnet18-torch@ten", "resnet50@1000"):
+        with pytest.raises(ValueError):
+            S.get_spec(bad)
+    with pytest.raises(ValueError, match="padding must be"):
+        S.conv_output_size(8, 3, 1, -1)
+
+
 def test_spatial_sizes_follow_the_recipe():
     layers = {l.name: l.output_shape for l in S.get_spec("resnet18").layers()}
     assert layers["stem.conv"] == (30, 30, 64)
@@ -63,13 +89,20 @@ def test_projection_shortcuts_exactly_where_the_family_says(arch):
     """The seed's ResNets project where the stride is not 1; the CIFAR ones also where the width changes."""
     spec, config = S.get_spec(arch), S.REGISTRY[arch]
     seed_family = config.projection == "stride"
+    torch_family = arch.endswith("-torch")  # PyTorch's conventions: padding=1, shortcuts padding=0
     for b in spec.blocks:
         changes = b.stride != 1 or b.conv1.in_channels != b.conv1.filters
         assert b.has_projection == (b.stride != 1 if seed_family else changes), b.name
-        assert b.conv1.padding == b.conv2.padding == "same"
+        assert b.conv1.padding == b.conv2.padding == (1 if torch_family else "same")
         if b.has_projection:
-            assert (b.shortcut_conv.kernel_size, b.shortcut_conv.padding) == (1, "valid")
-    if seed_family:  # the seed: valid stem, 'same' max-pool, a bias on every conv
+            assert (b.shortcut_conv.kernel_size, b.shortcut_conv.padding) == (1, 0 if torch_family else "valid")
+        assert b.bn1.unbiased_variance == torch_family and b.bn1.epsilon == (1e-5 if torch_family else 1e-3)
+    if torch_family:  # torchvision's ImageNet stem, or the CIFAR repos' 3x3 stride-1 padding-1 one; no conv biases
+        stem = (7, 2, 3, (3, 2, 1)) if config.stem == "imagenet" else (3, 1, 1, None)
+        pool = spec.stem_pool and (spec.stem_pool.pool_size, spec.stem_pool.stride, spec.stem_pool.padding)
+        assert (spec.stem_conv.kernel_size, spec.stem_conv.stride, spec.stem_conv.padding, pool) == stem
+        assert all(l.kind != "conv2d" or "bias" not in l.params for l in spec.layers())
+    elif seed_family:  # the seed: valid stem, 'same' max-pool, a bias on every conv
         assert spec.stem_conv.padding == "valid" and spec.stem_pool.padding == "same"
         assert all(l.kind != "conv2d" or "bias" in l.params for l in spec.layers())
     else:  # CIFAR: 'same' stem, no pool, no conv biases (each conv feeds a BatchNorm)
