@@ -6,12 +6,24 @@ Reads (each in its own framework's process, see ``resnet_port.porting``):
   wrote it (its checkpoint, by object path; no user classes, no tf-keras);
 * a Keras 3 ``.keras`` model or ``.weights.h5`` of the post's model or of ``tf_impl``'s;
 * the Keras 2 ``.h5`` weights of the post's model (``model.save_weights('x.h5')``);
-* a PyTorch ``state_dict`` (``.pt``/``.pth``) of ``torch_impl``'s model;
+* keras-hub's ``ResNetBackbone`` / ``ResNetImageClassifier`` ResNet18/34 (``.keras``,
+  ``.weights.h5``, a preset folder);
+* a PyTorch ``state_dict`` (``.pt``/``.pth``/``.bin``/``.safetensors``) of
+  torchvision's or timm's ``resnet18``/``resnet34``, of the CIFAR repos' ResNet18/34
+  (kuangliu/pytorch-cifar, also its ``{"net": ...}`` checkpoints;
+  weiaicunzai/pytorch-cifar100), or of ``torch_impl``'s model; a Hugging Face folder
+  (``config.json`` + ``model.safetensors``, as timm writes it and the hub cache holds it);
 * a run directory of either framework (its checkpoint).
 
+A library's model keeps the conventions of the library that defined it: a
+torchvision, timm, CIFAR-repo or keras-hub ResNet is one of the ``-torch``
+variants (symmetric padding, PyTorch's BatchNorm), with the class count its head has.
+
 ``--check`` proves the port.  It runs the *source* as it is, in its own
-framework and process (a SavedModel through its saved serving signature, a Keras
-file through Keras' own loader, a state_dict through ``load_state_dict``), and
+library and process (a SavedModel through its saved serving signature, a Keras
+file through Keras' own loader, keras-hub's files through keras-hub, a state_dict
+through ``load_state_dict(strict=True)`` into torchvision's or timm's class, or
+into your own class for a repo's model, ``--source-class FILE.py:NAME``), and
 the port in the *other* framework, on the same batch (``--check-images``, else
 CIFAR-100 test images when found, else fixed random images), in inference and in
 training mode.  It prints max |logit difference|, argmax agreement and the first
@@ -22,6 +34,7 @@ input, with one line saying what was wrong; nothing is written then.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import tempfile
 from pathlib import Path
@@ -31,7 +44,7 @@ import numpy as np
 from . import augment, cli, data, frameworks, parity, porting, rundir
 from . import weights as W
 from .porting import PortError
-from .spec import ResNetSpec, available
+from .spec import MIN_INPUT_SIZE, ResNetSpec, arch_type
 
 ATOL = 1e-4  # on every layer and the logits: atol * max(1, max |source output|), as resnet_port.diff
 CHECK_BATCH = 16
@@ -39,14 +52,31 @@ CHECK_BATCH = 16
 
 def read(source: porting.Source, workdir: Path) -> tuple[dict, dict]:
     """(canonical tensors with their native paths, facts) of a source."""
+    run_arch = {"arch": rundir.read_config(source.path).get("recipe", {}).get("arch")} if source.kind == "run" else {}
     if source.kind == "run" and source.framework is frameworks.KERAS:
         arrays, _ = rundir.read_npz_checkpoint(source.path / source.framework.checkpoint)
         found = {k[6:]: (a.astype(np.float32), f"{source.framework.checkpoint}:{k}") for k, a in arrays.items() if k.startswith("model/")}
-        return found, {"kind": "run", "structure": "own"}
+        return found, {"kind": "run", "structure": "own", **run_arch}
     out = workdir / "found"
     parity.run_worker(source.framework.key, [{"op": "read_source", "src": str(source.path), "kind": source.kind, "out": str(out)}], workdir)
     layers, facts = porting.read_found(out)
-    return porting.canonical_tensors(layers), facts
+    try:
+        tensors = porting.canonical_tensors(layers)
+    except PortError as e:
+        raise PortError(f"{source.path}: {e}") from None
+    return tensors, {**facts, **{k: v for k, v in run_arch.items() if v}}
+
+
+def native_layers(tensors: dict) -> dict[str, str]:
+    """{canonical layer: the source's own name for it}, and each block's output: its block's module."""
+    out = {}
+    for key, (_, native) in tensors.items():
+        layer, path = key.rsplit(".", 1)[0], native.rsplit("/", 1)[0]
+        out[layer] = path
+        if layer.endswith(".conv1") and layer.count(".") == 2:  # layerS.B.conv1: the block is the first two parts of its path
+            sep = "." if "." in path else "_"
+            out[f"{layer.rsplit('.', 1)[0]}.relu2"] = sep.join(path.split(sep)[:2])
+    return out
 
 
 def normalization_of(source: porting.Source) -> augment.Normalization | None:
@@ -63,8 +93,8 @@ def check_images(path: str | None, spec: ResNetSpec, normalization) -> tuple[np.
             x = np.load(path)
         except (OSError, ValueError) as e:
             raise PortError(f"--check-images {path}: cannot read it as a .npy array ({e})") from None
-        if x.ndim != 4 or tuple(x.shape[1:]) != tuple(spec.input_shape):
-            raise PortError(f"--check-images {path}: expected (N, {', '.join(map(str, spec.input_shape))}) images, got shape {x.shape}")
+        if x.ndim != 4 or x.shape[-1] != spec.input_shape[-1] or min(x.shape[1:3]) < MIN_INPUT_SIZE:
+            raise PortError(f"--check-images {path}: expected (N, H, W, {spec.input_shape[-1]}) images with H, W >= {MIN_INPUT_SIZE} (e.g. {', '.join(map(str, spec.input_shape))}), got shape {x.shape}")
         what = f"{len(x)} images from {path}"
     else:
         found = data.find()
@@ -99,18 +129,24 @@ def judge(port: dict, ref: dict, names: list[str], atol: float = ATOL):
     return first is None and logit_diff <= tol, logit_diff, tol, rows, first
 
 
-def check(source: porting.Source, facts: dict, weights: Path, spec: ResNetSpec, images: str | None, workdir: Path) -> bool:
+def check(source: porting.Source, facts: dict, weights: Path, spec: ResNetSpec, images: str | None, workdir: Path, tensors: dict | None = None, source_class: str | None = None) -> bool:
     """Run the source as it is and the port in the other framework; print the table; whether within tolerance."""
     other = frameworks.other(source.framework)
     x, what = check_images(images, spec, W.load(weights).normalization)
     np.save(workdir / "inputs.npy", x)
     src_op = {"op": "run_source", "src": str(source.path), "kind": facts["kind"], "structure": facts.get("structure", "own"), "arch": spec.name, "inputs": str(workdir / "inputs.npy"), "out": str(workdir / "source.npz")}
+    if facts.get("structure") == "library":
+        src_op.update(library=facts.get("library"), layers=native_layers(tensors or {}), source_class=source_class)
     parity.run_worker(source.framework.key, [src_op], workdir)
+    if (workdir / "source.json").is_file():
+        raise PortError(json.loads((workdir / "source.json").read_text())["error"])
     ops = [{"op": "forward", "arch": spec.name, "weights": str(weights), "inputs": str(workdir / "inputs.npy"), "training": mode == "train", "out": str(workdir / f"port_{mode}.npz")} for mode in ("eval", "train")]
     parity.run_worker(other.key, ops, workdir)
     with np.load(workdir / "source.npz") as z:
         src = dict(z)
     how = {"savedmodel": "through its saved serving signature", "run": "from its checkpoint"}.get(facts["kind"], "loaded by its framework's own loader")
+    if "library_class" in src:
+        how = f"as {src.pop('library_class')} ({facts.get('library')})"
     print(f"check: {source.path} ({porting.KINDS[facts['kind']][0]}, run in {source.framework.display_name()} {how})")
     print(f"   vs: the port, {weights.name}, in {other.display_name()}; {what}")
     print(f"{'mode':<10} {'max |logit diff|':>17} {'tolerance':>10} {'argmax agrees':>14}  first divergent layer")
@@ -125,7 +161,7 @@ def check(source: porting.Source, facts: dict, weights: Path, spec: ResNetSpec, 
         ok &= good
         where = first.name if first else ("logits" if not good else "-")
         label = "inference" if mode == "eval" else "training"
-        print(f"{label:<10} {logit_diff:>17.3e} {tol:>10.2e} {f'{agree}/{len(x)}':>14}  {where}  {'ok' if good else 'OVER TOLERANCE'}")
+        print(f"{label:<10} {logit_diff:>17.3e} {tol:>10.2e} {f'{agree}/{len(x)}':>14}  {where}  {'ok' if good else 'OVER TOLERANCE'} ({len(rows)} layers compared)")
         if first:
             print(f"  {first.name}: max abs diff {first.max_abs:.3e} > {first.tol:.2e} (layers compared: {len(rows)})")
     print(f"parity: {'PASS' if ok else 'FAIL'} (tolerance {ATOL:g} x max(1, max |source output|) per layer and on the logits)")
@@ -136,10 +172,11 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m resnet_port.port", description=cli.description(__doc__))
     ap.add_argument("src", help="a Keras 2 SavedModel folder, a .keras / .weights.h5 / .h5 file, a PyTorch .pt/.pth state_dict, or a run directory")
     ap.add_argument("--out", help="the neutral weights file to write (.safetensors); not needed with --verify")
-    ap.add_argument("--arch", default="auto", choices=["auto", *available()], help="the architecture (default: recognised from the variables)")
+    ap.add_argument("--arch", default="auto", type=lambda v: v if v == "auto" else arch_type(v), help="the architecture, NAME or NAME@CLASSES (default: recognised from the variables and the library's conventions)")
     ap.add_argument("--check", action="store_true", help="run the source as it is and the port in the other framework; exit 1 over tolerance (--out is written only when the check passes)")
     ap.add_argument("--verify", metavar="WEIGHTS", help="check an existing neutral weights file against SRC instead of writing one")
-    ap.add_argument("--check-images", help="a .npy batch (N, 32, 32, 3), uint8 or float in [0, 1], for --check")
+    ap.add_argument("--check-images", help="a .npy batch (N, H, W, 3), H and W >= 32 (e.g. 224 for an ImageNet ResNet), uint8 or float in [0, 1], for --check")
+    ap.add_argument("--source-class", metavar="FILE.py:NAME", help="for --check of a repo's checkpoint that no package defines (kuangliu, weiaicunzai): your model class or function, run to load the source as it is")
     ap.add_argument("--force", action="store_true", help="overwrite --out if it exists")
     args = ap.parse_args(argv)
     try:
@@ -152,20 +189,21 @@ def main(argv=None) -> int:
         with tempfile.TemporaryDirectory(prefix="resnet-port-port-") as tmp:
             tensors, facts = read(source, Path(tmp))
             W.check_values({k: a for k, (a, _) in tensors.items()}, str(source.path), labels={k: f"{native} ({k})" for k, (_, native) in tensors.items()})
-            spec = porting.resolve_arch(tensors, args.arch, str(source.path))
+            spec = porting.resolve_arch(tensors, args.arch, str(source.path), facts)
             if args.verify:
                 target = Path(args.verify)
                 W.load(target, spec)
-                return 0 if check(source, facts, target, spec, args.check_images, Path(tmp)) else 1
+                return 0 if check(source, facts, target, spec, args.check_images, Path(tmp), tensors, args.source_class) else 1
             # written beside the workdir first: --out appears only once everything it promises holds
-            producer = f"resnet_port.port from {porting.KINDS[facts['kind']][0]}"
+            library = f" ({facts['library']})" if facts.get("library") else ""
+            producer = f"resnet_port.port from {porting.KINDS[facts['kind']][0]}{library}"
             staged = W.save(Path(tmp) / "port.safetensors", {k: a for k, (a, _) in tensors.items()}, spec.name, producer=producer, extra={"source": str(source.path)}, normalization=normalization_of(source))
             n = sum(a.size for a, _ in tensors.values())
-            if args.check and not check(source, facts, staged, spec, args.check_images, Path(tmp)):
+            if args.check and not check(source, facts, staged, spec, args.check_images, Path(tmp), tensors, args.source_class):
                 print(f"not written: {out} (the port failed its check)", file=sys.stderr)
                 return 1
             W.atomic_write_bytes(out, staged.read_bytes())
-            print(f"ported {source.path} ({porting.KINDS[facts['kind']][0]}): {spec.name}, {len(tensors)} tensors, {n:,} values -> {out}")
+            print(f"ported {source.path} ({porting.KINDS[facts['kind']][0]}{library}): {spec.name}, {len(tensors)} tensors, {n:,} values -> {out}")
     except (PortError, W.WeightsError, rundir.RunDirError, W.WriteError) as e:
         return cli.fail(str(e))
     except parity.WorkerError as e:

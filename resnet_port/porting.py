@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from . import frameworks, rundir
-from .spec import ResNetSpec, available, get_spec
+from .spec import ResNetSpec, available, get_spec, split_name
 
 #: source kinds: what the CLI says, the framework that runs the source
 KINDS = {
@@ -38,6 +38,8 @@ KINDS = {
     "keras2-h5": ("Keras 2 .h5 weights", frameworks.KERAS),
     "h5": ("HDF5 weights file", frameworks.KERAS),  # refined by the reader into keras-weights or keras2-h5
     "torch": ("PyTorch state_dict", frameworks.PYTORCH),
+    "hf-folder": ("Hugging Face folder (timm)", frameworks.PYTORCH),
+    "keras-hub-preset": ("keras-hub preset folder", frameworks.KERAS),
     "run": ("run directory checkpoint", None),  # the run's own framework
 }
 #: the post's vocabulary for the parts of its model (attribute names); matched, never listed per key
@@ -46,6 +48,96 @@ STAGE_PATTERN = re.compile(r"^(?:layer|stage)(\d+)$")
 LEFT_NAMES = ("left", "residual")
 SHORTCUT_NAMES = ("downSample", "downsample", "shortcut")
 HEAD_NAMES = ("fc", "dense", "classifier", "head")
+
+
+@dataclass(frozen=True)
+class Vocabulary:
+    """How one library names the parts of its ResNet: the data of the one reading rule (:func:`place`).
+
+    A layer's native name is split at ``separator`` into segments.  A first segment
+    that ``stage`` matches starts a block path: its number plus ``stage_offset`` is
+    the spec's stage, the next segment (matched by ``block``) the block; then a
+    segment in ``shortcut`` marks the projection branch, one in ``left`` the residual
+    branch (or, when ``left`` is empty, the layer sits in the block itself, one
+    segment).  A first
+    segment in ``head`` (alone) is the classifier; one in ``stem``, the stem.  Within a
+    part, layers of one kind take the spec's names in natural order of the rest of
+    their path (``conv1`` < ``conv2``, ``0`` < ``3``, ``1_conv`` < ``2_conv``), so the
+    order a file stores them in does not matter.
+    """
+
+    library: str  # who defines the model, as the CLI says it
+    separator: str
+    stage: str  # regex with the stage's number as group 1
+    block: str  # regex with the block's number as group 1
+    shortcut: tuple[str, ...]
+    head: tuple[str, ...]
+    stem: tuple[str, ...]
+    left: tuple[str, ...] = ()
+    stage_offset: int = 0
+    conventions: str = "pytorch"  # the padding and BatchNorm conventions its layers follow
+
+
+#: The ResNet18/34 vocabularies of the libraries people hold (ZOO.md lists their keys).
+VOCABULARIES = (
+    Vocabulary("torchvision/timm", ".", r"^layer(\d+)$", r"^(\d+)$", shortcut=("downsample",), head=("fc",), stem=("conv1", "bn1")),
+    Vocabulary("kuangliu/pytorch-cifar", ".", r"^layer(\d+)$", r"^(\d+)$", shortcut=("shortcut",), head=("linear",), stem=("conv1", "bn1")),
+    Vocabulary("weiaicunzai/pytorch-cifar100", ".", r"^conv(\d+)_x$", r"^(\d+)$", shortcut=("shortcut",), head=("fc",), stem=("conv1",), left=("residual_function",), stage_offset=-1),
+    # keras-hub's ResNetBackbone (stack0_block1_2_conv: the block's 0th conv is its projection) and
+    # ResNetImageClassifier's head
+    Vocabulary("keras-hub", "_", r"^stack(\d+)$", r"^block(\d+)$", shortcut=("0",), head=("predictions",), stem=("conv1",), left=("1", "2"), stage_offset=1),
+)
+
+
+def _natural(text: str) -> tuple:
+    return tuple(int(t) if t.isdigit() else t for t in re.split(r"(\d+)", text))
+
+
+def place(native: str, vocab: Vocabulary) -> tuple[tuple, tuple] | None:
+    """(role, order key) of a layer named ``native`` in ``vocab``'s library, or None where it has no place."""
+    parts = native.split(vocab.separator)
+    if (m := re.match(vocab.stage, parts[0])) and len(parts) >= 3 and (b := re.match(vocab.block, parts[1])):
+        stage, block, rest = int(m.group(1)) + vocab.stage_offset, int(b.group(1)), parts[2:]
+        if rest[0] in vocab.shortcut and len(rest) > 1:
+            return ("block", stage, block, "shortcut"), _natural(vocab.separator.join(rest[1:]))
+        if (rest[0] in vocab.left and len(rest) > 1) if vocab.left else len(rest) == 1:
+            return ("block", stage, block, "left"), _natural(vocab.separator.join(rest))
+        return None
+    if parts[0] in vocab.head and len(parts) == 1:
+        return ("fc",), ()
+    if parts[0] in vocab.stem and len(parts) <= 2:
+        return ("stem",), _natural(native)
+    return None
+
+
+def place_all(layers: list[tuple[str, str, dict]], source: str, vocabularies=VOCABULARIES) -> tuple[list["Found"], Vocabulary]:
+    """Every ``(native name, kind, params)`` placed by the first vocabulary that places them all.
+
+    The error names the layer that no library's vocabulary places, with the
+    vocabulary that placed the most.
+    """
+    best = None
+    for vocab in vocabularies:
+        placed, missed = [], []
+        for native, kind, params in layers:
+            where = place(native, vocab)
+            (missed if where is None else placed).append((native, kind, params, where))
+        if not missed:
+            orders: dict[tuple, list] = {}
+            for native, kind, params, (role, key) in placed:
+                orders.setdefault((role, kind), []).append((key, native))
+            rank = {native: i for members in orders.values() for i, (_, native) in enumerate(sorted(members))}
+            return [Found(native, kind, params, role, rank[native]) for native, kind, params, (role, _) in placed], vocab
+        if best is None or len(missed) < len(best[1]):
+            best = (vocab, missed)
+    vocab, missed = best
+    known = ", ".join(v.library for v in vocabularies)
+    raise PortError(
+        f"{source}: cannot place {missed[0][0]} ({missed[0][1]}) in a ResNet's stem, stages, blocks or head, in the names of any library "
+        f"this tool reads ({known}); closest: {vocab.library}, which places all but {len(missed)} of {len(layers)} layers"
+    )
+
+
 #: the parameters of each kind of layer, in Keras' variable order
 PARAMS = {"conv2d": ("kernel", "bias"), "batchnorm": ("gamma", "beta", "moving_mean", "moving_variance"), "dense": ("kernel", "bias")}
 _HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
@@ -80,12 +172,15 @@ def detect(path: str | Path) -> Source:
     if path.is_dir():
         if (path / "saved_model.pb").is_file():
             return Source(path, "savedmodel", frameworks.KERAS)
+        hub = _hub_folder(path)
+        if hub:
+            return Source(path, hub, frameworks.PYTORCH if hub == "hf-folder" else frameworks.KERAS)
         if rundir.is_run_dir(path):
             fw = frameworks.get(rundir.read_config(path).get("framework", "?"))
             if not (path / fw.checkpoint).is_file():
                 raise PortError(f"{path} is a run directory without a checkpoint ({fw.checkpoint}) yet")
             return Source(path, "run", fw)
-        raise PortError(f"{path} is a folder, but neither a SavedModel (no saved_model.pb) nor a run directory (no {rundir.CONFIG})")
+        raise PortError(f"{path} is a folder, but neither a SavedModel (no saved_model.pb), a Hugging Face / keras-hub folder nor a run directory (no {rundir.CONFIG})")
     with open(path, "rb") as f:
         head = f.read(8)
     suffix = path.suffix.lower()
@@ -95,14 +190,56 @@ def detect(path: str | Path) -> Source:
         if not head.startswith(_ZIP_MAGIC):
             raise PortError(f"{path} is not a .keras file (a .keras model is a zip archive; this one does not start like one)")
         return Source(path, "keras", frameworks.KERAS)
-    if suffix in (".pt", ".pth"):
+    if suffix in (".pt", ".pth", ".bin", ".safetensors"):
+        if suffix == ".safetensors":
+            _not_neutral(path)
         return Source(path, "torch", frameworks.PYTORCH)
     if suffix in (".h5", ".hdf5"):
         raise PortError(f"{path} is not an HDF5 file (truncated, or another format under that name)")
     raise PortError(
         f"{path}: not a format this tool reads; it reads a Keras 2 SavedModel folder, a .keras model, a .weights.h5 or Keras 2 .h5 "
-        "weights file, a PyTorch state_dict (.pt/.pth) of torch_impl's model, or a run directory"
+        "weights file, a keras-hub preset folder, a PyTorch state_dict (.pt/.pth/.bin/.safetensors: torchvision, timm, the CIFAR repos, "
+        "torch_impl), a Hugging Face folder (timm's), or a run directory"
     )
+
+
+#: the weights file a Hugging Face folder (timm's save_for_hf, the hub cache) holds, in the order looked for
+HF_WEIGHTS = ("model.safetensors", "pytorch_model.bin")
+
+
+def _hub_folder(path: Path) -> str | None:
+    """'hf-folder' (timm's config.json with 'architecture'), 'keras-hub-preset' (keras-hub's config.json), or None."""
+    config = path / "config.json"
+    if not config.is_file():
+        return None
+    try:
+        info = json.loads(config.read_text())
+    except (ValueError, UnicodeDecodeError):
+        return None
+    if not isinstance(info, dict):
+        return None
+    if "architecture" in info:
+        if not any((path / w).is_file() for w in HF_WEIGHTS):
+            raise PortError(f"{path} is a Hugging Face folder (config.json names {info['architecture']!r}) without weights: none of {', '.join(HF_WEIGHTS)}; download or copy the weights file into it")
+        return "hf-folder"
+    if str(info.get("module", "")).startswith("keras_hub") or str(info.get("registered_name", "")).startswith("keras_hub"):
+        if not (path / "model.weights.h5").is_file():
+            raise PortError(f"{path} is a keras-hub preset folder ({info.get('class_name', '?')}) without model.weights.h5; save it again with preset.save_to_preset(folder)")
+        return "keras-hub-preset"
+    return None
+
+
+def _not_neutral(path: Path) -> None:
+    """A .safetensors of this project's neutral format is already ported."""
+    try:
+        with open(path, "rb") as f:
+            n = int.from_bytes(f.read(8), "little")
+            header = f.read(min(n, 1 << 24)) if 0 < n < (1 << 26) else b""
+        meta = json.loads(header).get("__metadata__", {}) if header else {}
+    except (OSError, ValueError, UnicodeDecodeError, AttributeError):
+        return  # the reader says what is wrong with it
+    if isinstance(meta, dict) and meta.get("format") == "resnet-port-weights":
+        raise PortError(f"{path} is already a neutral weights file ({meta.get('arch', '?')}): load it with either framework, or export it with python -m resnet_port.export")
 
 
 @dataclass
@@ -185,7 +322,12 @@ def canonical_tensors(found: list[Found]) -> dict[str, tuple[np.ndarray, str]]:
         members = sorted(members, key=lambda f: f.order)
         if len(members) > len(names):
             extra = members[len(names)]
-            raise PortError(f"{extra.native}: a {kind} layer where the post's structure has {len(names) or 'no'} such layer(s) in that part; this is not the post's ResNet")
+            if role[0] == "block" and role[3] == "left" and len(names) == 2:
+                raise PortError(
+                    f"{extra.native}: block {role[1]}.{role[2]} has {len(members)} {kind} layers in its residual branch, a bottleneck block "
+                    "(ResNet50 and deeper); this tool ports ResNets of BasicBlocks (two 3x3 convolutions per block: ResNet18/34)"
+                )
+            raise PortError(f"{extra.native}: a {kind} layer where a ResNet's {role[0]} has {len(names) or 'no'} such layer(s); this is not a ResNet this tool ports")
         for name, f in zip(names, members):
             if name in layers:
                 raise PortError(f"{f.native} and {layers[name].native} both map to {name}")
@@ -226,12 +368,13 @@ def describe(tensors: dict) -> str:
             stages.setdefault(s, set()).add(b)
             widths[s] = a.shape[-1]
     blocks = [len(stages[s]) for s in sorted(stages)]
-    classes = tensors["fc.kernel"][0].shape[-1] if "fc.kernel" in tensors else "?"
+    classes = head_classes(tensors) or "?"
     biases = "yes" if any(k.endswith(".bias") and not k.startswith("fc.") for k in tensors) else "no"
     stem = tensors.get("stem.conv.kernel")
+    stem_text = f"{stem[0].shape[0]}x{stem[0].shape[1]} conv of {stem[0].shape[-1]} filters" if stem is not None else "no conv"
     return (
         f"{len(blocks)} stages of {blocks} blocks, widths {[widths[s] for s in sorted(widths)]}, "
-        f"stem {stem[0].shape[-1] if stem is not None else '?'} filters, {classes} classes, conv biases: {biases}"
+        f"stem {stem_text}, {classes} classes, conv biases: {biases}"
     )
 
 
@@ -258,25 +401,71 @@ def first_mismatch(tensors: dict, spec: ResNetSpec) -> str | None:
     return f"the source lacks {expected and list(expected)[len(found)]} and what follows it in {spec.name}"
 
 
-def matching_archs(tensors: dict) -> list[str]:
-    return [name for name in available() if first_mismatch(tensors, get_spec(name)) is None]
+def conventions_of(spec: ResNetSpec) -> str:
+    """'pytorch' (symmetric padding, PyTorch's BatchNorm) or 'keras' (TF 'same', Keras' BatchNorm)."""
+    return "pytorch" if spec.stem_bn.unbiased_variance else "keras"
 
 
-def resolve_arch(tensors: dict, requested: str, source: str) -> ResNetSpec:
-    """The registered architecture the tensors form: the one asked for, checked, or the one recognised."""
+CONVENTIONS = {
+    "pytorch": "PyTorch's conventions (symmetric padding=p, BatchNorm eps 1e-5 / momentum 0.1)",
+    "keras": "Keras' conventions (TF 'same' padding, BatchNorm eps 1e-3 / momentum 0.99)",
+}
+
+
+def head_classes(tensors: dict) -> int | None:
+    return int(tensors["fc.kernel"][0].shape[-1]) if "fc.kernel" in tensors else None
+
+
+def candidates(tensors: dict, conventions: str | None = None) -> list[ResNetSpec]:
+    """Every registered variant at the tensors' class count, of ``conventions`` when given."""
+    classes = head_classes(tensors)
+    specs = [get_spec(name, num_classes=classes) for name in available()]
+    return [s for s in specs if conventions is None or conventions_of(s) == conventions]
+
+
+def matching_archs(tensors: dict, conventions: str | None = None) -> list[str]:
+    return [s.name for s in candidates(tensors, conventions) if first_mismatch(tensors, s) is None]
+
+
+def resolve_arch(tensors: dict, requested: str, source: str, facts: dict | None = None) -> ResNetSpec:
+    """The registered architecture the tensors form: the one asked for, checked, or the one recognised.
+
+    A source whose library fixes its conventions (``facts['conventions']``: a
+    torchvision state_dict means PyTorch's padding and BatchNorm) is matched only
+    against variants of those conventions; one that fixes its architecture
+    (``facts['arch']``: a run directory's) only against that.
+    """
+    facts = facts or {}
+    conventions = facts.get("conventions")
+    who = facts.get("library")
+    if requested == "auto" and facts.get("arch"):
+        requested = facts["arch"]
     if requested != "auto":
-        spec = get_spec(requested)
+        base, classes = split_name(requested)
+        spec = get_spec(base, num_classes=classes if classes is not None else head_classes(tensors))
+        if conventions and conventions_of(spec) != conventions:
+            fits = matching_archs(tensors, conventions)
+            hint = f"; it is {fits[0]}: pass --arch {fits[0]} or --arch auto" if fits else ""
+            raise PortError(
+                f"{source} is a {who or 'model'} ResNet, which follows {CONVENTIONS[conventions]}; --arch {spec.name} follows "
+                f"{CONVENTIONS[conventions_of(spec)]}, so its outputs would differ{hint}"
+            )
         problem = first_mismatch(tensors, spec)
         if problem:
-            others = [a for a in matching_archs(tensors) if a != spec.name]
+            others = [a for a in matching_archs(tensors, conventions) if a != spec.name]
             hint = f"; it is {others[0]}: pass --arch {others[0]} or --arch auto" if others else f"; found {describe(tensors)}"
             raise PortError(f"{source} does not match --arch {spec.name}: {problem}{hint}")
         return spec
-    found = matching_archs(tensors)
+    found = matching_archs(tensors, conventions)
+    if len(found) > 1 and len({conventions_of(get_spec(a)) for a in found}) > 1:
+        listed = " and ".join(f"{a} ({conventions_of(get_spec(a))})" for a in found)
+        raise PortError(f"{source} matches {listed}: the same tensors in both conventions, which its file does not record; pass --arch with the one it was trained as")
     if found:
         return get_spec(found[0])
-    for name in available():  # an architecture the source is a part of: name what it lacks
-        expected = get_spec(name).parameters()
+    for spec in candidates(tensors, conventions):  # an architecture the source is a part of: name what it lacks
+        expected = spec.parameters()
         if set(tensors) < set(expected) and all(tuple(tensors[k][0].shape) == tuple(expected[k]) for k in tensors):
-            raise PortError(f"{source} looks like {name} but is incomplete: {first_mismatch(tensors, get_spec(name))}")
-    raise PortError(f"{source} holds a ResNet of {describe(tensors)}, which is none of: {', '.join(available())}")
+            raise PortError(f"{source} looks like {spec.name} but is incomplete: {first_mismatch(tensors, spec)}")
+    family = f" of {CONVENTIONS[conventions]}" if conventions else ""
+    names = ", ".join(s.name.split("@")[0] for s in candidates(tensors, conventions))
+    raise PortError(f"{source} holds a ResNet of {describe(tensors)}, which is none of the variants{family}: {names}")

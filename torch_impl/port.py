@@ -1,13 +1,23 @@
 """The PyTorch side of ``python -m resnet_port.port`` and ``resnet_port.export``.
 
-Reads a ``state_dict`` of ``torch_impl.model``'s model (a ``.pt``/``.pth`` file
-holding the dict itself, or a dict with it under ``"model"`` or
-``"state_dict"``, as a run directory's ``checkpoint.pt`` does), with
-``torch.load(weights_only=True)``: no pickled code runs.  Prefixes that
-DistributedDataParallel (``module.``) and ``torch.compile`` (``_orig_mod.``)
-add are removed.  Runs such a file as it is (``load_state_dict(strict=True)``
-into the model) for ``--check``, and writes the exports: a ``torch.export``
-program and ONNX from PyTorch's own exporter.
+Reads a ``state_dict`` (a ``.pt``/``.pth``/``.bin`` file holding the dict itself,
+or a dict with it under ``"model"``, ``"state_dict"`` or ``"net"``, as a run
+directory's ``checkpoint.pt`` and kuangliu's training script save it; a
+``.safetensors`` file; a Hugging Face folder as timm's ``save_for_hf`` and the
+hub cache hold it), with ``torch.load(weights_only=True)`` or safetensors: no
+pickled code runs.  Prefixes that DistributedDataParallel (``module.``) and
+``torch.compile`` (``_orig_mod.``) add are removed.  A state_dict of
+``torch_impl``'s model carries the spec's names; any other is placed by
+``resnet_port.porting.place_all`` in the vocabulary of the library that wrote
+it (torchvision/timm, kuangliu/pytorch-cifar, weiaicunzai/pytorch-cifar100).
+
+``--check`` runs such a file as it is, in its own library:
+``torchvision.models.resnet18/34``, timm's ``create_model`` for its folders, or
+the user's own class file for a repo's class no package provides
+(``--source-class FILE.py:NAME``); ``load_state_dict(strict=True)`` into it,
+every layer's output through forward hooks.  Also writes the exports: a
+``torch.export`` program, ONNX from PyTorch's own exporter, and the native state
+dicts and folders of torchvision and timm.
 """
 
 from __future__ import annotations
@@ -26,7 +36,13 @@ from resnet_port.spec import get_spec
 _PREFIXES = ("module.", "_orig_mod.")
 
 
+def _hf_weights(path: Path) -> Path:
+    return next(path / w for w in porting.HF_WEIGHTS if (path / w).is_file())
+
+
 def load_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    if path.is_dir() and (path / "config.json").is_file() and any((path / w).is_file() for w in porting.HF_WEIGHTS):
+        return load_state_dict(_hf_weights(path))  # a Hugging Face folder: its weights file
     if path.is_dir():  # a run directory: its checkpoint, verified (digest, finite values) like --resume does
         from resnet_port import rundir
 
@@ -39,17 +55,28 @@ def load_state_dict(path: Path) -> dict[str, torch.Tensor]:
     src = path
     if src.stat().st_size == 0:
         raise PortError(f"{src} is empty (0 bytes): not a PyTorch state_dict")
+    if src.suffix.lower() == ".safetensors":
+        from safetensors.torch import load_file
+
+        try:
+            return _strip(load_file(src))
+        except Exception as e:  # a damaged header or truncated data
+            raise PortError(f"{src} cannot be read as a safetensors file ({cli.reason(e)})") from None
     try:
         obj = torch.load(src, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         raise PortError(f"refusing to load {src}: it holds Python objects other than tensors and plain data, which could run code ({cli.reason(e)}); nothing was run") from None
     except Exception as e:  # truncated, not a torch file
         raise PortError(f"{src} cannot be read as a PyTorch state_dict ({cli.reason(e)})") from None
-    for key in ("model", "state_dict"):
+    for key in ("model", "state_dict", "net"):  # a run's checkpoint, Lightning-style files, kuangliu's {"net", "acc", "epoch"}
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
             obj = obj[key]
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise PortError(f"{src} does not hold a state_dict (a dict of tensors)")
+    return _strip(obj)
+
+
+def _strip(obj: dict) -> dict[str, torch.Tensor]:
     out = {}
     for k, v in obj.items():
         for prefix in _PREFIXES:
@@ -59,12 +86,17 @@ def load_state_dict(path: Path) -> dict[str, torch.Tensor]:
     return out
 
 
-def read_state_dict(path: Path) -> list[Found]:
-    """Layers of a state_dict of this project's model: module names are the spec's."""
+def read_state_dict(path: Path) -> tuple[list[Found], dict]:
+    """(layers, facts) of a state_dict: this project's model (module names are the spec's) or a library's."""
     layers: dict[str, dict[str, torch.Tensor]] = {}
+    tracked = set()
     for key, t in load_state_dict(path).items():
+        if "." not in key:
+            raise PortError(f"{path}: {key!r} is not a module's parameter (no 'module.param' name): not a model's state_dict")
         name, param = key.rsplit(".", 1)
-        if param != "num_batches_tracked":
+        if param == "num_batches_tracked":
+            tracked.add(name)
+        else:
             layers.setdefault(name, {})[param] = t.detach().float()
     found = []
     for name, p in layers.items():
@@ -76,28 +108,126 @@ def read_state_dict(path: Path) -> list[Found]:
             kind, params = "dense", {"kernel": p["weight"].T, "bias": p.get("bias")}
         else:
             raise PortError(f"{path}: cannot tell what layer {name} is (parameters {sorted(p)})")
+        if kind == "batchnorm" and name not in tracked:
+            raise PortError(
+                f"{path}: BatchNorm {name} has no num_batches_tracked: not a whole state_dict of nn.BatchNorm2d layers "
+                "(load_state_dict(strict=True) refuses it too); save the model's own model.state_dict()"
+            )
         found.append(Found(name, kind, {k: v.contiguous().numpy() for k, v in params.items() if v is not None}, layer=name))
     if not found:
         raise PortError(f"{path} holds an empty state_dict")
-    return found
+    if any(f.native == "stem.conv" for f in found):  # torch_impl's own model
+        return found, {"structure": "own"}
+    placed, vocab = porting.place_all([(f.native, f.kind, f.params) for f in found], str(path))
+    _refuse_preactivation(placed, path)
+    return placed, {"structure": "library", "library": vocab.library, "conventions": vocab.conventions}
+
+
+def _refuse_preactivation(found: list[Found], path: Path) -> None:
+    """A pre-activation (v2) ResNet: BatchNorm before each conv, no BatchNorm in the stem or the shortcuts."""
+    shortcut_kinds: dict[tuple, set] = {}
+    for f in found:
+        if f.role and f.role[0] == "block" and f.role[3] == "shortcut":
+            shortcut_kinds.setdefault(f.role, set()).add(f.kind)
+    stem = {f.kind for f in found if f.role == ("stem",)}
+    if any(kinds == {"conv2d"} for kinds in shortcut_kinds.values()) or (stem and "batchnorm" not in stem):
+        raise PortError(
+            f"{path} is a pre-activation (v2) ResNet: its stem or its projection shortcuts have no BatchNorm (each block normalises "
+            "before its convolutions); this tool ports the original (v1) ResNet, whose every convolution is followed by a BatchNorm"
+        )
 
 
 def op_read_source(op: dict) -> None:
     out = Path(op["out"])
     try:
-        porting.write_found(read_state_dict(Path(op["src"])), out, {"kind": op["kind"], "structure": "own"})
+        found, facts = read_state_dict(Path(op["src"]))
+        porting.write_found(found, out, {"kind": op["kind"], **facts})
     except PortError as e:
         out.with_suffix(".json").write_text(json.dumps({"error": str(e)}))
 
 
+def library_model(op: dict) -> torch.nn.Module:
+    """The source's model from the library that defines it (``op``: src, kind, library, arch, source_class)."""
+    spec = get_spec(op["arch"])
+    blocks = {(2, 2, 2, 2): "resnet18", (3, 4, 6, 3): "resnet34"}.get(tuple(spec.stage_blocks))
+    if op.get("source_class"):
+        return user_class(op["source_class"], spec.num_classes)
+    if op["kind"] == "hf-folder":
+        import timm
+
+        config = json.loads((Path(op["src"]) / "config.json").read_text())
+        return timm.create_model(config["architecture"], pretrained=False, num_classes=config.get("num_classes", spec.num_classes))
+    if op.get("library") == "torchvision/timm" and blocks:
+        import torchvision
+
+        return getattr(torchvision.models, blocks)(num_classes=spec.num_classes)
+    raise PortError(
+        f"no installed package defines the class of {op['src']} ({op.get('library', '?')}'s {spec.name}): give your own model class, "
+        "--source-class FILE.py:NAME (a class or function that builds it; it is your code, run at your request)"
+    )
+
+
+def user_class(ref: str, num_classes: int) -> torch.nn.Module:
+    """``FILE.py:NAME`` called with ``num_classes=`` (or with nothing, when it takes no such argument)."""
+    import importlib.util
+    import inspect
+
+    file, _, name = ref.rpartition(":")
+    if not file or not name or not Path(file).is_file():
+        raise PortError(f"--source-class {ref}: expected FILE.py:NAME with an existing FILE.py")
+    spec = importlib.util.spec_from_file_location(f"resnet_port_user_{Path(file).stem}", file)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    if not hasattr(module, name):
+        raise PortError(f"--source-class {ref}: {file} defines no {name!r}")
+    fn = getattr(module, name)
+    try:
+        takes = "num_classes" in inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        takes = False
+    return fn(num_classes=num_classes) if takes else fn()
+
+
+def _hooked_modules(model: torch.nn.Module, layers: dict[str, str]) -> dict[str, torch.nn.Module]:
+    """{canonical layer: the library model's module} for the layers named in ``layers`` (canonical: native module)."""
+    modules = dict(model.named_modules())
+    return {canonical: modules[native] for canonical, native in layers.items() if native in modules}
+
+
 def op_run_source(op: dict) -> None:
-    """``{src, kind, arch, inputs, out}``: the state_dict loaded as it is, every layer's output, both modes."""
+    """``{src, kind, arch, inputs, out[, library, layers, source_class]}``: the source loaded as it is, in its own
+    library (``load_state_dict(strict=True)``), every layer's output that it names, both modes."""
     from .model import LayerRecorder, build_model
 
-    model = build_model(get_spec(op["arch"]))
-    model.load_state_dict(load_state_dict(Path(op["src"])), strict=True)
     x = torch.from_numpy(np.load(op["inputs"]).astype(np.float32)).permute(0, 3, 1, 2)
     out = {}
+    if op.get("structure") == "library":
+        try:
+            model = library_model(op)
+            state = load_state_dict(Path(op["src"]))
+            model.load_state_dict(state, strict=True)
+        except PortError as e:
+            Path(op["out"]).with_suffix(".json").write_text(json.dumps({"error": str(e)}))
+            return
+        except RuntimeError as e:
+            Path(op["out"]).with_suffix(".json").write_text(json.dumps({"error": f"{op['src']} does not load into its library's model as it is: {cli.reason(e)}"}))
+            return
+        hooked = _hooked_modules(model, op.get("layers", {}))
+        for mode in ("eval", "train"):
+            model.train(mode == "train")
+            seen = {}
+            handles = [m.register_forward_hook(lambda _m, _a, o, n=n: seen.__setitem__(n, o.detach().permute(0, 2, 3, 1).numpy().copy() if o.dim() == 4 else o.detach().numpy().copy())) for n, m in hooked.items()]
+            with torch.no_grad():
+                logits = model(x)
+            for h in handles:
+                h.remove()
+            out.update({f"{mode}/{k}": v for k, v in seen.items()})
+            out[f"{mode}/logits"] = logits.numpy()
+        out["library_class"] = np.array(f"{type(model).__module__}.{type(model).__qualname__}")
+        np.savez(op["out"], **out)
+        return
+    model = build_model(get_spec(op["arch"]))
+    model.load_state_dict(load_state_dict(Path(op["src"])), strict=True)
     for mode in ("eval", "train"):
         model.train(mode == "train")
         with torch.no_grad(), LayerRecorder(model) as rec:
