@@ -67,15 +67,15 @@ def read(source: porting.Source, workdir: Path) -> tuple[dict, dict]:
     return tensors, {**facts, **{k: v for k, v in run_arch.items() if v}}
 
 
-def native_layers(tensors: dict) -> dict[str, str]:
-    """{canonical layer: the source's own name for it}, and each block's output: its block's module."""
+def native_layers(tensors: dict, library: str) -> dict[str, str]:
+    """{canonical layer: the source's own name for it}, and each block's output (in the library's vocabulary)."""
+    vocab = porting.vocabulary(library)
     out = {}
     for key, (_, native) in tensors.items():
-        layer, path = key.rsplit(".", 1)[0], native.rsplit("/", 1)[0]
+        layer, path = key.rsplit(".", 1)[0], native.rsplit("/", 1)[0].rsplit(":", 1)[-1]
         out[layer] = path
         if layer.endswith(".conv1") and layer.count(".") == 2:  # layerS.B.conv1: the block is the first two parts of its path
-            sep = "." if "." in path else "_"
-            out[f"{layer.rsplit('.', 1)[0]}.relu2"] = sep.join(path.split(sep)[:2])
+            out[f"{layer.rsplit('.', 1)[0]}.relu2"] = vocab.separator.join(path.split(vocab.separator)[:2]) + vocab.block_output
     return out
 
 
@@ -136,7 +136,7 @@ def check(source: porting.Source, facts: dict, weights: Path, spec: ResNetSpec, 
     np.save(workdir / "inputs.npy", x)
     src_op = {"op": "run_source", "src": str(source.path), "kind": facts["kind"], "structure": facts.get("structure", "own"), "arch": spec.name, "inputs": str(workdir / "inputs.npy"), "out": str(workdir / "source.npz")}
     if facts.get("structure") == "library":
-        src_op.update(library=facts.get("library"), layers=native_layers(tensors or {}), source_class=source_class)
+        src_op.update(library=facts.get("library"), layers=native_layers(tensors or {}, facts["library"]), source_class=source_class)
     parity.run_worker(source.framework.key, [src_op], workdir)
     if (workdir / "source.json").is_file():
         raise PortError(json.loads((workdir / "source.json").read_text())["error"])

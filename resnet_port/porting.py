@@ -76,6 +76,8 @@ class Vocabulary:
     left: tuple[str, ...] = ()
     stage_offset: int = 0
     conventions: str = "pytorch"  # the padding and BatchNorm conventions its layers follow
+    block_output: str = ""  # appended to a block's path: the layer whose output is the block's (a module's own, or keras-hub's ``_out``)
+    preactivation: tuple[str, ...] = ()  # name parts only a pre-activation (v2) model of the library has
 
 
 #: The ResNet18/34 vocabularies of the libraries people hold (ZOO.md lists their keys).
@@ -85,7 +87,10 @@ VOCABULARIES = (
     Vocabulary("weiaicunzai/pytorch-cifar100", ".", r"^conv(\d+)_x$", r"^(\d+)$", shortcut=("shortcut",), head=("fc",), stem=("conv1",), left=("residual_function",), stage_offset=-1),
     # keras-hub's ResNetBackbone (stack0_block1_2_conv: the block's 0th conv is its projection) and
     # ResNetImageClassifier's head
-    Vocabulary("keras-hub", "_", r"^stack(\d+)$", r"^block(\d+)$", shortcut=("0",), head=("predictions",), stem=("conv1",), left=("1", "2"), stage_offset=1),
+    Vocabulary(
+        "keras-hub", "_", r"^stack(\d+)$", r"^block(\d+)$", shortcut=("0",), head=("predictions",), stem=("conv1",), left=("1", "2"), stage_offset=1,
+        block_output="_out", preactivation=("pre_activation", "post_bn"),
+    ),
 )
 
 
@@ -118,6 +123,8 @@ def place_all(layers: list[tuple[str, str, dict]], source: str, vocabularies=VOC
     """
     best = None
     for vocab in vocabularies:
+        if vocab.preactivation and any(mark in native for native, _, _ in layers for mark in vocab.preactivation):
+            raise PortError(f"{source} is a pre-activation (v2) {vocab.library} ResNet ({PREACTIVATION})")
         placed, missed = [], []
         for native, kind, params in layers:
             where = place(native, vocab)
@@ -127,7 +134,9 @@ def place_all(layers: list[tuple[str, str, dict]], source: str, vocabularies=VOC
             for native, kind, params, (role, key) in placed:
                 orders.setdefault((role, kind), []).append((key, native))
             rank = {native: i for members in orders.values() for i, (_, native) in enumerate(sorted(members))}
-            return [Found(native, kind, params, role, rank[native]) for native, kind, params, (role, _) in placed], vocab
+            found = [Found(native, kind, params, role, rank[native]) for native, kind, params, (role, _) in placed]
+            refuse_preactivation(found, source)
+            return found, vocab
         if best is None or len(missed) < len(best[1]):
             best = (vocab, missed)
     vocab, missed = best
@@ -136,6 +145,27 @@ def place_all(layers: list[tuple[str, str, dict]], source: str, vocabularies=VOC
         f"{source}: cannot place {missed[0][0]} ({missed[0][1]}) in a ResNet's stem, stages, blocks or head, in the names of any library "
         f"this tool reads ({known}); closest: {vocab.library}, which places all but {len(missed)} of {len(layers)} layers"
     )
+
+
+PREACTIVATION = (
+    "each block normalises before its convolutions, and its stem or shortcuts have no BatchNorm; this tool ports the "
+    "original (v1) ResNet, whose every convolution is followed by a BatchNorm"
+)
+
+
+def refuse_preactivation(found: list["Found"], source: str) -> None:
+    """A pre-activation (v2) ResNet: no BatchNorm in the stem or in a projection shortcut."""
+    shortcut_kinds: dict[tuple, set] = {}
+    for f in found:
+        if f.role and f.role[0] == "block" and f.role[3] == "shortcut":
+            shortcut_kinds.setdefault(f.role, set()).add(f.kind)
+    stem = {f.kind for f in found if f.role == ("stem",)}
+    if any(kinds == {"conv2d"} for kinds in shortcut_kinds.values()) or (stem and "batchnorm" not in stem):
+        raise PortError(f"{source} is a pre-activation (v2) ResNet ({PREACTIVATION})")
+
+
+def vocabulary(library: str) -> Vocabulary:
+    return next(v for v in VOCABULARIES if v.library == library)
 
 
 #: the parameters of each kind of layer, in Keras' variable order

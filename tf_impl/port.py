@@ -16,6 +16,14 @@ this needs the user's classes or ``tf-keras``:
   statistics); its blocks are told apart by shape (a block is conv, BN, conv,
   BN, and a 1x1 conv and BN when it has a projection).
 
+keras-hub's ResNets (``ResNetImageClassifier`` around a ``ResNetBackbone``) are read
+through keras-hub itself, which must be installed to read its files: a ``.keras``
+file with Keras' loader (``safe_mode``: no lambdas, only classes keras-hub
+registers), a preset folder with ``from_preset``, a bare ``.weights.h5`` into the
+keras-hub ResNet18/34 whose saved layout and shapes it matches.  Their layers,
+named in keras-hub's vocabulary (``stack1_block0_0_conv``), are placed by
+``resnet_port.porting.place_all``.
+
 To *run* a source as it is (``--check``), a SavedModel is restored with
 ``tf.saved_model.load`` from a copy of its ``saved_model.pb`` without the
 legacy optimizer's slot references (restoring those needs Keras 2's optimizer
@@ -322,6 +330,111 @@ def read_keras_file(path: Path, kind: str) -> tuple[list[Found], str, str]:
         return (*read_keras3_h5(h5, path.name), "keras-weights")
 
 
+# -- keras-hub ------------------------------------------------------------------------------------
+
+_KERAS_HUB_GROUP = re.compile(r"^(layers/)?res_net_(backbone|image_classifier)")
+
+
+def is_keras_hub(path: Path, kind: str) -> bool:
+    """Whether a Keras file or folder holds a keras-hub model (its config or its weight groups say so)."""
+    if kind == "keras-hub-preset":
+        return True
+    if kind == "keras":
+        try:
+            with zipfile.ZipFile(path) as z:
+                return "config.json" in z.namelist() and b'"keras_hub' in z.read("config.json")
+        except (zipfile.BadZipFile, OSError, KeyError):
+            return False
+    if kind in ("keras-weights", "h5"):
+        with _h5(path) as h5:
+            names = []
+            h5.visit(lambda n: names.append(n) if n.count("/") <= 1 else None)
+        return any(_KERAS_HUB_GROUP.match(n) for n in names)
+    return False
+
+
+def _import_keras_hub():
+    try:
+        import keras_hub
+    except ImportError:
+        raise PortError("this is a keras-hub model; reading it needs keras-hub: pip install keras-hub (its classes define the file)") from None
+    return keras_hub
+
+
+def _weights_layout(model, workdir: Path) -> dict[str, tuple]:
+    """{HDF5 dataset path: shape} of what ``model.save_weights`` writes."""
+    import h5py
+
+    target = workdir / f"layout_{id(model)}.weights.h5"
+    model.save_weights(target)
+    out = {}
+    with h5py.File(target, "r") as h5:
+        h5.visititems(lambda n, item: out.__setitem__(n, item.shape) if isinstance(item, h5py.Dataset) else None)
+    target.unlink()
+    return out
+
+
+def keras_hub_model(path: Path, kind: str, workdir: Path):
+    """The keras-hub model a file or preset folder holds, loaded by keras-hub."""
+    import keras
+
+    keras_hub = _import_keras_hub()
+    try:
+        if kind == "keras":
+            return keras.saving.load_model(path, compile=False, safe_mode=True)
+        if kind == "keras-hub-preset":
+            task = (path / "task.json").is_file()
+            return (keras_hub.models.ImageClassifier if task else keras_hub.models.Backbone).from_preset(str(path))
+    except PortError:
+        raise
+    except Exception as e:
+        raise PortError(f"{path}: keras-hub cannot load it ({cli.reason(e)})") from None
+    # a bare .weights.h5: the keras-hub ResNet18/34 (as its timm converter builds them) whose layout it has
+    import h5py
+
+    with h5py.File(path, "r") as h5:
+        layout = {}
+        h5.visititems(lambda n, item: layout.__setitem__(n, item.shape) if isinstance(item, h5py.Dataset) else None)
+    heads = {shape[-1] for name, shape in layout.items() if len(shape) == 2}
+    for blocks in ([2, 2, 2, 2], [3, 4, 6, 3]):
+        backbone = keras_hub.models.ResNetBackbone(
+            input_conv_filters=[64], input_conv_kernel_sizes=[7], stackwise_num_filters=[64, 128, 256, 512], stackwise_num_blocks=blocks,
+            stackwise_num_strides=[1, 2, 2, 2], block_type="basic_block", use_pre_activation=False,
+        )
+        for model in [keras_hub.models.ResNetImageClassifier(backbone=backbone, num_classes=n) for n in heads] + [backbone]:
+            if _weights_layout(model, workdir) == layout:
+                model.load_weights(path)
+                return model
+    raise PortError(f"{path}: a keras-hub weights file, but not of a keras-hub ResNet18/34 (ResNetBackbone of basic blocks, 64-512 filters, 7x7 stem) with or without a classifier head")
+
+
+def _backbone(model):
+    return getattr(model, "backbone", None) or model
+
+
+def read_keras_hub(model, label: str) -> list[tuple[str, str, dict]]:
+    """(layer name, kind, params) of every layer with weights: the backbone's and the classifier's head."""
+    from keras import layers as L
+
+    out = []
+    for layer in list(_backbone(model).layers) + ([l for l in model.layers if l is not _backbone(model)] if model is not _backbone(model) else []):
+        if isinstance(layer, L.Conv2D):
+            kind, names = "conv2d", ("kernel", "bias")
+        elif isinstance(layer, L.BatchNormalization):
+            kind, names = "batchnorm", ("gamma", "beta", "moving_mean", "moving_variance")
+        elif isinstance(layer, L.Dense):
+            kind, names = "dense", ("kernel", "bias")
+        elif layer.weights:
+            raise PortError(f"{label}: layer {layer.name} ({type(layer).__name__}) holds weights but is no conv, BatchNorm or dense layer of a ResNet")
+        else:
+            continue
+        params = {n: np.asarray(getattr(layer, n)) for n in names if getattr(layer, n, None) is not None}
+        out.append((layer.name, kind, params))
+    if model is _backbone(model):
+        raise PortError(f"{label} is a keras-hub ResNetBackbone without a classification head; wrap it in keras_hub.models.ResNetImageClassifier(backbone, num_classes=N) (with its trained head) and save that")
+    return out
+
+
 # -- worker operations ------------------------------------------------------------------------------
 
 
@@ -331,6 +444,14 @@ def op_read_source(op: dict) -> None:
     try:
         if kind == "savedmodel":
             found, structure = read_savedmodel(src), "post"
+        elif is_keras_hub(src, kind):
+            with tempfile.TemporaryDirectory(prefix="resnet-port-keras-hub-") as tmp:
+                layers = read_keras_hub(keras_hub_model(src, kind, Path(tmp)), src.name)
+            hub = [v for v in porting.VOCABULARIES if v.library == "keras-hub"]
+            found, vocab = porting.place_all(layers, str(src), hub)
+            kind = "keras-weights" if kind == "h5" else kind
+            porting.write_found(found, out, {"kind": kind, "structure": "library", "library": vocab.library, "conventions": vocab.conventions})
+            return
         else:
             found, structure, kind = read_keras_file(src, kind)
         porting.write_found(found, out, {"kind": kind, "structure": structure})
@@ -347,6 +468,14 @@ def _source_model(op: dict, workdir: Path):
 
     spec = get_spec(op["arch"])
     src, kind = Path(op["src"]), op["kind"]
+    if op.get("structure") == "library":  # keras-hub's model, loaded by keras-hub
+        import keras
+
+        model = keras_hub_model(src, kind, workdir)
+        backbone = _backbone(model)
+        names = {c: n for c, n in op["layers"].items() if n in {l.name for l in backbone.layers}}
+        probe = keras.Model(backbone.inputs, {c: backbone.get_layer(n).output for c, n in names.items()})
+        return (lambda x, training: np.asarray(model(x, training=training))), (lambda x, training: probe(x, training=training))
     if kind == "savedmodel":
         loaded = load_savedmodel(src, workdir)
 
@@ -389,7 +518,11 @@ def op_run_source(op: dict) -> None:
     """
     x = np.load(op["inputs"]).astype(np.float32)
     with tempfile.TemporaryDirectory(prefix="resnet-port-source-") as tmp:
-        logits, layers = _source_model(op, Path(tmp))
+        try:
+            logits, layers = _source_model(op, Path(tmp))
+        except PortError as e:
+            Path(op["out"]).with_suffix(".json").write_text(json.dumps({"error": str(e)}))
+            return
         out = {}
         for mode in ("eval", "train"):
             training = mode == "train"

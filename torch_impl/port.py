@@ -119,22 +119,7 @@ def read_state_dict(path: Path) -> tuple[list[Found], dict]:
     if any(f.native == "stem.conv" for f in found):  # torch_impl's own model
         return found, {"structure": "own"}
     placed, vocab = porting.place_all([(f.native, f.kind, f.params) for f in found], str(path))
-    _refuse_preactivation(placed, path)
     return placed, {"structure": "library", "library": vocab.library, "conventions": vocab.conventions}
-
-
-def _refuse_preactivation(found: list[Found], path: Path) -> None:
-    """A pre-activation (v2) ResNet: BatchNorm before each conv, no BatchNorm in the stem or the shortcuts."""
-    shortcut_kinds: dict[tuple, set] = {}
-    for f in found:
-        if f.role and f.role[0] == "block" and f.role[3] == "shortcut":
-            shortcut_kinds.setdefault(f.role, set()).add(f.kind)
-    stem = {f.kind for f in found if f.role == ("stem",)}
-    if any(kinds == {"conv2d"} for kinds in shortcut_kinds.values()) or (stem and "batchnorm" not in stem):
-        raise PortError(
-            f"{path} is a pre-activation (v2) ResNet: its stem or its projection shortcuts have no BatchNorm (each block normalises "
-            "before its convolutions); this tool ports the original (v1) ResNet, whose every convolution is followed by a BatchNorm"
-        )
 
 
 def op_read_source(op: dict) -> None:
