@@ -1,4 +1,4 @@
-"""``python -m resnet_port.export WEIGHTS_OR_RUN_DIR --format keras|torch|onnx-keras|onnx-torch|all --out DIR``.
+"""``python -m resnet_port.export WEIGHTS_OR_RUN_DIR --format keras|torch|onnx-keras|onnx-torch|torchvision|timm|keras-hub|all --out DIR``.
 
 (Several formats joined by commas: ``--format keras,onnx-torch``.)
 
@@ -13,7 +13,18 @@ torch         ``model.pt2``,          ``torch.export.load(...).module()``; the s
               ``state_dict.pt``       loads into ``torch_impl.model.build_model(arch)``
 onnx-keras    ``model-keras.onnx``    onnxruntime; Keras' own exporter (tf2onnx), NHWC input
 onnx-torch    ``model-torch.onnx``    onnxruntime; PyTorch's own exporter, NCHW input
+torchvision   ``torchvision.pth``     ``torchvision.models.resnet18(num_classes=N)
+                                      .load_state_dict(sd, strict=True)`` (resnet34 alike)
+timm          ``timm/`` (Hugging      ``timm.create_model("local-dir:timm/",
+              Face folder)            pretrained=True)``; the hub's layout, save_for_hf's files
+keras-hub     ``keras-hub.keras``,    ``keras.saving.load_model`` and
+              ``keras-hub-preset/``   ``keras_hub.models.ImageClassifier.from_preset``
 ============  ======================  ===================================================
+
+The last three are the libraries' own models, so only the variants those
+libraries define have them: torchvision's ResNet18/34 (``resnet18-torch``,
+``resnet34-torch``, any class count).  ``all`` writes every format the weights'
+architecture has.
 
 Every file is loaded again in a fresh process where this project cannot be
 imported (its packages are blocked), run on a fixed batch at two batch sizes
@@ -31,6 +42,7 @@ says so, with the per-channel normalisation when the weights carry one).
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import subprocess
 import sys
@@ -43,9 +55,28 @@ from . import cli, frameworks, parity, rundir
 from . import weights as W
 from .spec import ResNetSpec, get_spec, same_padding
 
-FORMATS = ("keras", "torch", "onnx-keras", "onnx-torch")
+FORMATS = ("keras", "torch", "onnx-keras", "onnx-torch", "torchvision", "timm", "keras-hub")
+#: the libraries' own formats: only for the variants they define (torchvision's ResNet18/34)
+NATIVE = ("torchvision", "timm", "keras-hub")
 #: the framework that writes each format, and whose run of the weights file it is checked against
-FRAMEWORK_OF = {"keras": frameworks.KERAS, "torch": frameworks.PYTORCH, "onnx-keras": frameworks.KERAS, "onnx-torch": frameworks.PYTORCH}
+FRAMEWORK_OF = {
+    "keras": frameworks.KERAS, "torch": frameworks.PYTORCH, "onnx-keras": frameworks.KERAS, "onnx-torch": frameworks.PYTORCH,
+    "torchvision": frameworks.PYTORCH, "timm": frameworks.PYTORCH, "keras-hub": frameworks.KERAS,
+}
+#: the packages a format needs beyond its framework
+NEEDS = {"timm": "timm", "keras-hub": "keras_hub"}
+
+
+def is_torchvision_resnet(spec: ResNetSpec) -> bool:
+    """torchvision's resnet18/34 at any class count: the ImageNet stem, PyTorch's conventions, [2,2,2,2] or [3,4,6,3]."""
+    from .spec import REGISTRY, split_name
+
+    base = split_name(spec.name)[0]
+    return base in ("resnet18-torch", "resnet34-torch") and REGISTRY[base].stem == "imagenet"
+
+
+def formats_for(spec: ResNetSpec) -> list[str]:
+    return [f for f in FORMATS if f not in NATIVE or is_torchvision_resnet(spec)]
 ATOL = 1e-4  # atol * max(1, max |reference|), as every parity check here
 BATCHES = (8, 1)  # the export is run at both: the batch dimension must be dynamic
 PROJECT = ("resnet_port", "tf_impl", "torch_impl")
@@ -60,10 +91,31 @@ class _Blocked(importlib.abc.MetaPathFinder):
             raise ImportError(f"{{name}} is blocked: the export must load without resnet-port")
 sys.meta_path.insert(0, _Blocked())
 import numpy as np
-fmt, path, inputs, out = sys.argv[1:5]
+fmt, path, inputs, out, meta = sys.argv[1:6]
+meta = json.loads(meta)
 x = np.load(inputs)
 res = {{}}
-if fmt == "keras":
+def run_torch(module):
+    import torch
+    for n in {batches}:
+        with torch.no_grad():
+            res[str(n)] = module(torch.from_numpy(x[:n]).permute(0, 3, 1, 2).contiguous()).numpy()
+    res["classes"] = np.array(f"{{type(module).__module__}}.{{type(module).__qualname__}}")
+if fmt == "torchvision":
+    import torch, torchvision
+    model = getattr(torchvision.models, meta["depth"])(num_classes=meta["classes"])
+    model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True), strict=True)
+    run_torch(model.eval())
+elif fmt == "timm":
+    import timm
+    run_torch(timm.create_model("local-dir:" + path, pretrained=True).eval())
+elif fmt == "keras-hub":
+    import keras, keras_hub
+    for label, model in (("file", keras.saving.load_model(path + ".keras")), ("preset", keras_hub.models.ImageClassifier.from_preset(path + "-preset"))):
+        for n in {batches}:
+            res[str(n) if label == "file" else f"preset{{n}}"] = np.asarray(model(x[:n], training=False))
+    res["classes"] = np.array(type(model).__module__.split(".")[0] + "." + type(model).__name__)
+elif fmt == "keras":
     import keras
     model = keras.models.load_model(path)
     for n in {batches}:
@@ -96,10 +148,10 @@ def resolve(target: str) -> Path:
     return rundir.weights_of(target)
 
 
-def run_clean(fmt: str, path: Path, inputs: Path, out: Path) -> dict:
+def run_clean(fmt: str, path: Path, inputs: Path, out: Path, meta: dict | None = None) -> dict:
     """Load and run one export in a fresh process where this project cannot be imported."""
     code = _RUNNER.format(blocked=set(PROJECT), batches=BATCHES)
-    proc = subprocess.run([sys.executable, "-c", code, fmt, str(path), str(inputs), str(out)], capture_output=True, text=True, env=parity.worker_env(), timeout=900)
+    proc = subprocess.run([sys.executable, "-c", code, fmt, str(path), str(inputs), str(out), json.dumps(meta or {})], capture_output=True, text=True, env=parity.worker_env(), timeout=900)
     if proc.returncode != 0:
         tail = "\n".join(proc.stderr.strip().splitlines()[-6:])
         raise ExportError(f"{path.name} does not load and run on its own ({fmt}):\n{tail}")
@@ -152,12 +204,25 @@ def onnx_asymmetric_convs(path: Path) -> int:
     return count
 
 
+def runtime_pads(path: Path) -> list[str]:
+    """The Pad nodes whose amounts are computed at run time (Shape/Gather/Slice chains, not constants):
+    with the input size fixed they are constants, and converters such as onnx2tf fail on the computed ones."""
+    import onnx
+
+    g = onnx.load(str(path)).graph
+    consts = {i.name for i in g.initializer} | {o for n in g.node if n.op_type == "Constant" for o in n.output}
+    return [n.name or n.output[0] for n in g.node if n.op_type == "Pad" and len(n.input) > 1 and n.input[1] not in consts]
+
+
 def same_padding_check(path: Path, spec: ResNetSpec) -> tuple[str, bool]:
-    """(what the ONNX graph's uneven 'same' pads are, whether there are exactly as many as the spec has):
-    an exporter that made TF's one-sided pads symmetric computes another network."""
+    """(what the ONNX graph's uneven 'same' pads are, whether there are exactly as many as the spec has
+    and every pad is a constant): an exporter that made TF's one-sided pads symmetric computes another
+    network; one that computes pads at run time is one converters cannot read."""
     expected = len(asymmetric_same_convs(spec))
     found = onnx_asymmetric_convs(path)
-    return f"{found} of {expected} uneven 'same' convs", found == expected
+    computed = runtime_pads(path)
+    text = f"{found} of {expected} uneven 'same' convs" + (f", {len(computed)} run-time pads" if computed else "")
+    return text, found == expected and not computed
 
 
 def export(weights: Path, w: W.Weights, formats: list[str], out: Path) -> tuple[list[dict], bool]:
@@ -190,15 +255,27 @@ def export(weights: Path, w: W.Weights, formats: list[str], out: Path) -> tuple[
             "torch": ([{"op": "export_torch", "weights": str(weights), "program": str(out / "model.pt2"), "state_dict": str(out / "state_dict.pt")}], out / "model.pt2"),
             "onnx-keras": ([{"op": "export_onnx", "weights": str(weights), "out": str(out / "model-keras.onnx")}], out / "model-keras.onnx"),
             "onnx-torch": ([{"op": "export_onnx", "weights": str(weights), "out": str(out / "model-torch.onnx")}], out / "model-torch.onnx"),
+            "torchvision": ([{"op": "export_native", "library": "torchvision", "weights": str(weights), "out": str(out / "torchvision.pth")}], out / "torchvision.pth"),
+            "timm": ([{"op": "export_native", "library": "timm", "weights": str(weights), "out": str(out / "timm")}], out / "timm"),
+            "keras-hub": ([{"op": "export_keras_hub", "weights": str(weights), "out": str(out / "keras-hub.keras"), "preset": str(out / "keras-hub-preset")}], out / "keras-hub"),
         }
+        meta = {"depth": {(2, 2, 2, 2): "resnet18", (3, 4, 6, 3): "resnet34"}.get(tuple(spec.stage_blocks)), "classes": spec.num_classes}
         outputs = {}
         for fmt in formats:
             fw, (ops, path) = FRAMEWORK_OF[fmt], plan[fmt]
             parity.run_worker(fw.key, ops, tmp)
-            res = run_clean(fmt, path, tmp / "x.npy", tmp / f"{fmt}.npz")
+            res = run_clean(fmt, path, tmp / "x.npy", tmp / f"{fmt}.npz", meta)
             ref = reference[fw.key]
             outputs[fmt] = res[str(max(BATCHES))]
-            row = compare(fmt, path.name, f"its source, the weights in {fw.label}", res, ref)
+            name = {"keras-hub": "keras-hub.keras", "timm": "timm/"}.get(fmt, path.name)
+            row = compare(fmt, name, f"its source, the weights in {fw.label}", res, ref)
+            if fmt in NATIVE:
+                row["loaded_as"] = str(res["classes"])
+            if fmt == "keras-hub":  # the preset folder, loaded by from_preset, too
+                preset = compare(fmt, "keras-hub-preset/", f"its source, the weights in {fw.label}", {str(n): res[f"preset{n}"] for n in BATCHES}, ref)
+                preset["loaded_as"] = row["loaded_as"]
+                rows.append(row)
+                row = preset
             if fmt.startswith("onnx"):
                 row["same_padding"], padding_ok = same_padding_check(path, spec)
                 row["ok"] &= padding_ok
@@ -242,7 +319,8 @@ def state_dict_row(path: Path, spec: ResNetSpec, tmp: Path, ref: np.ndarray) -> 
 def table(rows: list[dict]) -> str:
     lines = [f"{'format':<11} {'file':<40} {'max |diff|':>11} {'tolerance':>10} {'argmax':>7} {'batches':>8}  {'same padding':<28} status"]
     for r in rows:
-        lines.append(f"{r['format']:<11} {r['file']:<40} {r['max_abs_diff']:>11.2e} {r['tolerance']:>10.2e} {r['argmax']:>7} {r['batches']:>8}  {r.get('same_padding', '-'):<28} {'ok' if r['ok'] else 'FAILED'}")
+        loaded = f" (loaded as {r['loaded_as']})" if r.get("loaded_as") else ""
+        lines.append(f"{r['format']:<11} {r['file']:<40} {r['max_abs_diff']:>11.2e} {r['tolerance']:>10.2e} {r['argmax']:>7} {r['batches']:>8}  {r.get('same_padding', '-'):<28} {'ok' if r['ok'] else 'FAILED'}{loaded}")
     return "\n".join(lines)
 
 
@@ -262,7 +340,8 @@ def main(argv=None) -> int:
         rundir.check_writable(out, "--out")
         if out.exists() and any(out.iterdir()) and not args.force:
             raise ExportError(f"--out {out} exists and is not empty; pass --force to write into it, or choose another folder")
-        formats = list(FORMATS) if args.format == "all" else [f.strip() for f in args.format.split(",") if f.strip()]
+        spec = get_spec(w.arch)
+        formats = formats_for(spec) if args.format == "all" else [f.strip() for f in args.format.split(",") if f.strip()]
         unknown = [f for f in formats if f not in FORMATS]
         if unknown or not formats:
             raise ExportError(f"--format {args.format!r}: choose from {', '.join(FORMATS)} (several joined by commas) or all")
@@ -270,6 +349,10 @@ def main(argv=None) -> int:
             fw = FRAMEWORK_OF[fmt]
             if not fw.installed():
                 raise ExportError(f"--format {fmt} needs {fw.install_hint()}")
+            if fmt in NATIVE and not is_torchvision_resnet(spec):
+                raise ExportError(f"--format {fmt}: {fmt} defines torchvision's ResNet18/34 (resnet18-torch, resnet34-torch), not {spec.name}; port the weights to one of those, or choose from {', '.join(formats_for(spec))}")
+            if fmt in NEEDS and importlib.util.find_spec(NEEDS[fmt]) is None:
+                raise ExportError(f"--format {fmt} needs {fmt}: pip install {fmt}")
         rows, ok = export(weights, w, formats, out)
     except (ExportError, W.WeightsError, rundir.RunDirError, W.WriteError) as e:
         return cli.fail(str(e))

@@ -78,18 +78,45 @@ class Vocabulary:
     conventions: str = "pytorch"  # the padding and BatchNorm conventions its layers follow
     block_output: str = ""  # appended to a block's path: the layer whose output is the block's (a module's own, or keras-hub's ``_out``)
     preactivation: tuple[str, ...] = ()  # name parts only a pre-activation (v2) model of the library has
+    # how the library names each canonical part, for writing its own files (``native_name``): the
+    # block's path ({stage} and {block} in the library's numbering), then per-layer names
+    names: tuple[tuple[str, str], ...] = ()
 
+    def native_name(self, layer: str) -> str:
+        """The library's name for the canonical ``layer`` (``layer2.0.shortcut.conv`` -> ``layer2.0.downsample.0``)."""
+        names = dict(self.names)
+        if layer in names:
+            return names[layer]
+        m = re.match(r"^layer(\d+)\.(\d+)\.(.+)$", layer)
+        if not m or m.group(3) not in names:
+            raise PortError(f"{self.library} has no name for {layer}")
+        block = names["block"].format(stage=int(m.group(1)) - self.stage_offset, block=int(m.group(2)))
+        return f"{block}{self.separator}{names[m.group(3)]}"
 
 #: The ResNet18/34 vocabularies of the libraries people hold (ZOO.md lists their keys).
 VOCABULARIES = (
-    Vocabulary("torchvision/timm", ".", r"^layer(\d+)$", r"^(\d+)$", shortcut=("downsample",), head=("fc",), stem=("conv1", "bn1")),
-    Vocabulary("kuangliu/pytorch-cifar", ".", r"^layer(\d+)$", r"^(\d+)$", shortcut=("shortcut",), head=("linear",), stem=("conv1", "bn1")),
-    Vocabulary("weiaicunzai/pytorch-cifar100", ".", r"^conv(\d+)_x$", r"^(\d+)$", shortcut=("shortcut",), head=("fc",), stem=("conv1",), left=("residual_function",), stage_offset=-1),
+    Vocabulary(
+        "torchvision/timm", ".", r"^layer(\d+)$", r"^(\d+)$", shortcut=("downsample",), head=("fc",), stem=("conv1", "bn1"),
+        names=(("stem.conv", "conv1"), ("stem.bn", "bn1"), ("block", "layer{stage}.{block}"), ("conv1", "conv1"), ("bn1", "bn1"), ("conv2", "conv2"),
+               ("bn2", "bn2"), ("shortcut.conv", "downsample.0"), ("shortcut.bn", "downsample.1"), ("fc", "fc")),
+    ),
+    Vocabulary(
+        "kuangliu/pytorch-cifar", ".", r"^layer(\d+)$", r"^(\d+)$", shortcut=("shortcut",), head=("linear",), stem=("conv1", "bn1"),
+        names=(("stem.conv", "conv1"), ("stem.bn", "bn1"), ("block", "layer{stage}.{block}"), ("conv1", "conv1"), ("bn1", "bn1"), ("conv2", "conv2"),
+               ("bn2", "bn2"), ("shortcut.conv", "shortcut.0"), ("shortcut.bn", "shortcut.1"), ("fc", "linear")),
+    ),
+    Vocabulary(
+        "weiaicunzai/pytorch-cifar100", ".", r"^conv(\d+)_x$", r"^(\d+)$", shortcut=("shortcut",), head=("fc",), stem=("conv1",), left=("residual_function",), stage_offset=-1,
+        names=(("stem.conv", "conv1.0"), ("stem.bn", "conv1.1"), ("block", "conv{stage}_x.{block}"), ("conv1", "residual_function.0"), ("bn1", "residual_function.1"),
+               ("conv2", "residual_function.3"), ("bn2", "residual_function.4"), ("shortcut.conv", "shortcut.0"), ("shortcut.bn", "shortcut.1"), ("fc", "fc")),
+    ),
     # keras-hub's ResNetBackbone (stack0_block1_2_conv: the block's 0th conv is its projection) and
     # ResNetImageClassifier's head
     Vocabulary(
         "keras-hub", "_", r"^stack(\d+)$", r"^block(\d+)$", shortcut=("0",), head=("predictions",), stem=("conv1",), left=("1", "2"), stage_offset=1,
         block_output="_out", preactivation=("pre_activation", "post_bn"),
+        names=(("stem.conv", "conv1_conv"), ("stem.bn", "conv1_bn"), ("block", "stack{stage}_block{block}"), ("conv1", "1_conv"), ("bn1", "1_bn"), ("conv2", "2_conv"),
+               ("bn2", "2_bn"), ("shortcut.conv", "0_conv"), ("shortcut.bn", "0_bn"), ("fc", "predictions")),
     ),
 )
 

@@ -184,8 +184,8 @@ def _keras3_layers(group, native: str):
 
 #: Keras 3 (3.15) stores a functional model's layers by class, in the model's layer order
 #: (``layers/conv2d``, ``layers/conv2d_1``, ..., ``layers/batch_normalization``, ...), not by name
-_KERAS3_FLAT = re.compile(r"^(conv2d|batch_normalization|dense)(_\d+)?$")
-_KERAS3_CLASS_NAME = {"Conv2D": "conv2d", "BatchNormalization": "batch_normalization", "Dense": "dense"}
+_KERAS3_FLAT = re.compile(r"^(conv2d|batch_normalization|unbiased_batch_normalization|dense)(_\d+)?$")
+_KERAS3_CLASS_NAME = {"Conv2D": "conv2d", "BatchNormalization": "batch_normalization", "Dense": "dense", "UnbiasedBatchNormalization": "unbiased_batch_normalization"}
 
 
 def keras3_storage_names(model) -> dict[str, str]:
@@ -206,30 +206,57 @@ def keras3_storage_names(model) -> dict[str, str]:
     return out
 
 
-def _own_flat(layers: list, label: str) -> list[Found]:
-    """A Keras 3 file of ``tf_impl``'s model whose groups are named by class: the architecture whose
-    model stores exactly these groups with exactly these shapes gives every group its spec name."""
+def _own_flat(layers: list, label: str, config: dict | None = None) -> tuple[list[Found], dict]:
+    """A Keras 3 file of ``tf_impl``'s model whose groups are named by class: the architectures whose
+    model stores exactly these groups with exactly these shapes give every group its spec name.
+
+    Variants of both conventions can store the same groups (``tiny-cifar`` and
+    ``tiny-cifar-torch`` built with Keras' own BatchNormalization, as ``export``
+    writes them): a ``.keras`` file's config settles it (its BatchNorm epsilon);
+    otherwise the facts say the file leaves it open.
+    """
     from resnet_port.spec import available, get_spec
 
     from .model import build_model
 
     by_group = {native: (kind, params) for native, kind, params in layers}
     kinds = sorted(kind for _, kind, _ in layers)
+    fits, naming = [], None
     for arch in available():
         spec = get_spec(arch)
         if sorted(layer.kind for layer in spec.parameter_layers()) != kinds:
             continue
-        names = keras3_storage_names(build_model(spec))
         expected = spec.parameters()
-        if set(names) != set(by_group):
-            continue
-        if all(tuple(a.shape) == tuple(expected[f"{names[g]}.{p}"]) for g, (_, params) in by_group.items() for p, a in params.items() if f"{names[g]}.{p}" in expected):
-            return [Found(f"{label}:layers/{g}", kind, params, layer=names[g]) for g, (kind, params) in by_group.items()]
-    raise PortError(f"{label}: a Keras 3 model of {len(layers)} layers with weights stored by class (conv2d, batch_normalization, dense), but not with the layers and shapes of any architecture here ({', '.join(available())})")
+        for plain in ((False, True) if spec.stem_bn.unbiased_variance else (False,)):
+            names = keras3_storage_names(build_model(spec, plain_batchnorm=plain))
+            if set(names) != set(by_group):
+                continue
+            if all(tuple(a.shape) == tuple(expected[f"{names[g]}.{p}"]) for g, (_, params) in by_group.items() for p, a in params.items() if f"{names[g]}.{p}" in expected):
+                fits.append(spec)
+                naming = naming or names
+    if not fits:
+        raise PortError(f"{label}: a Keras 3 model of {len(layers)} layers with weights stored by class (conv2d, batch_normalization, dense), but not with the layers and shapes of any architecture here ({', '.join(available())})")
+    facts = {}
+    conventions = {porting.conventions_of(s) for s in fits}
+    if len(conventions) > 1 and config is not None:
+        epsilon = _config_epsilon(config, "stem.bn")
+        if epsilon is not None:
+            conventions = {"pytorch" if abs(epsilon - 1e-5) < 1e-9 else "keras"}
+    if len(conventions) == 1:
+        facts["conventions"] = conventions.pop()
+    return [Found(f"{label}:layers/{g}", kind, params, layer=naming[g]) for g, (kind, params) in by_group.items()], facts
 
 
-def read_keras3_h5(h5, label: str) -> tuple[list[Found], str]:
-    """Layers of a Keras 3 weights tree: this project's model (layers named by the spec) or the post's."""
+def _config_epsilon(config: dict, layer: str) -> float | None:
+    """The epsilon a .keras config gives the layer named ``layer``, if it is there."""
+    for item in config.get("config", {}).get("layers", []):
+        if item.get("name") == layer or item.get("config", {}).get("name") == layer:
+            return item.get("config", {}).get("epsilon")
+    return None
+
+
+def read_keras3_h5(h5, label: str, config: dict | None = None) -> tuple[list[Found], str, dict]:
+    """(layers, structure, facts) of a Keras 3 weights tree: this project's model (layers named by the spec) or the post's."""
     found = []
     layers = []
     for native, arrays in _keras3_layers(h5, ""):
@@ -237,9 +264,10 @@ def read_keras3_h5(h5, label: str) -> tuple[list[Found], str]:
         if kind is not None:
             layers.append((native, kind, dict(zip(PARAMS[kind], arrays))))
     if any(native == "stem.conv" for native, _, _ in layers):  # tf_impl's model: the names are the spec's
-        return [Found(f"{label}:{native}", kind, params, layer=native) for native, kind, params in layers], "own"
+        return [Found(f"{label}:{native}", kind, params, layer=native) for native, kind, params in layers], "own", {}
     if layers and all(_KERAS3_FLAT.match(native) for native, _, _ in layers):  # tf_impl's model as Keras 3.15 names it
-        return _own_flat(layers, label), "own"
+        found, facts = _own_flat(layers, label, config)
+        return found, "own", facts
     for native, kind, params in layers:
         parts = native.split("/")
         role = None
@@ -255,7 +283,7 @@ def read_keras3_h5(h5, label: str) -> tuple[list[Found], str]:
         found.append(Found(f"{label}:{native}", kind, params, role, _suffix(parts[-1])))
     if not found:
         raise PortError(f"{label} holds no layer weights in Keras 3's format")
-    return found, "post"
+    return found, "post", {"conventions": "keras"}
 
 
 def read_keras2_h5(h5, label: str) -> tuple[list[Found], str]:
@@ -311,22 +339,26 @@ def _blocks_by_shape(layers: list, stage: int, native: str) -> list[Found]:
     return out
 
 
-def read_keras_file(path: Path, kind: str) -> tuple[list[Found], str, str]:
-    """(layers, structure 'own'|'post', the refined kind) of a .keras, .weights.h5 or Keras 2 .h5 file."""
+def read_keras_file(path: Path, kind: str) -> tuple[list[Found], str, dict, str]:
+    """(layers, structure 'own'|'post', facts, the refined kind) of a .keras, .weights.h5 or Keras 2 .h5 file."""
     if kind == "keras":
         try:
             with zipfile.ZipFile(path) as z, tempfile.TemporaryDirectory() as tmp:
                 if "model.weights.h5" not in z.namelist():
                     raise PortError(f"{path} is a zip archive without model.weights.h5: not a .keras model")
+                try:
+                    config = json.loads(z.read("config.json"))
+                except (KeyError, ValueError):
+                    config = None
                 z.extract("model.weights.h5", tmp)
                 with _h5(Path(tmp) / "model.weights.h5") as h5:
-                    return (*read_keras3_h5(h5, path.name), kind)
+                    return (*read_keras3_h5(h5, path.name, config), kind)
         except (zipfile.BadZipFile, EOFError, OSError) as e:
             raise PortError(f"{path} cannot be read as a .keras archive (truncated or damaged: {e})") from None
     with _h5(path) as h5:
         legacy = "layer_names" in h5.attrs or "model_weights" in h5
         if legacy:
-            return (*read_keras2_h5(h5, path.name), "keras2-h5")
+            return (*read_keras2_h5(h5, path.name), {"conventions": "keras"}, "keras2-h5")
         return (*read_keras3_h5(h5, path.name), "keras-weights")
 
 
@@ -453,8 +485,10 @@ def op_read_source(op: dict) -> None:
             porting.write_found(found, out, {"kind": kind, "structure": "library", "library": vocab.library, "conventions": vocab.conventions})
             return
         else:
-            found, structure, kind = read_keras_file(src, kind)
-        porting.write_found(found, out, {"kind": kind, "structure": structure})
+            found, structure, facts, kind = read_keras_file(src, kind)
+            porting.write_found(found, out, {"kind": kind, "structure": structure, **facts})
+            return
+        porting.write_found(found, out, {"kind": kind, "structure": structure, "conventions": "keras"})
     except PortError as e:
         out.with_suffix(".json").write_text(json.dumps({"error": str(e)}))
 
@@ -539,7 +573,7 @@ def op_export_keras(op: dict) -> None:
     from .model import build_model
 
     w = neutral.load(op["weights"])
-    model = build_model(w.arch)
+    model = build_model(w.arch, plain_batchnorm=True)  # Keras' own layers only: it loads anywhere (equal in inference)
     weights.from_numpy(model, w.arch, w.tensors, op["weights"])
     model.save(op["out"])
 
@@ -552,10 +586,38 @@ def op_export_onnx(op: dict) -> None:
     from .model import build_model
 
     w = neutral.load(op["weights"])
-    model = build_model(w.arch)
+    model = build_model(w.arch, plain_batchnorm=True)
     weights.from_numpy(model, w.arch, w.tensors, op["weights"])
     model(np.zeros((1, *model.input_shape[1:]), np.float32), training=False)  # Keras exports a model that has been called
     with tempfile.TemporaryDirectory() as tmp:
         target = Path(tmp) / "model.onnx"
         model.export(str(target), format="onnx", verbose=False)
         shutil.move(target, op["out"])
+
+
+def op_export_keras_hub(op: dict) -> None:
+    """``{weights, out, preset}``: keras-hub's ResNetImageClassifier (a .keras file and a preset folder)."""
+    from resnet_port import weights as neutral
+    from resnet_port.spec import get_spec
+
+    from . import weights
+    from .model import build_model
+
+    keras_hub = _import_keras_hub()
+    w = neutral.load(op["weights"])
+    spec = get_spec(w.arch)
+    ours = build_model(spec)
+    weights.from_numpy(ours, spec, w.tensors, op["weights"])
+    backbone = keras_hub.models.ResNetBackbone(
+        input_conv_filters=[spec.stem_conv.filters], input_conv_kernel_sizes=[spec.stem_conv.kernel_size],
+        stackwise_num_filters=[b.conv1.filters for b in spec.blocks if b.name.endswith(".0")], stackwise_num_blocks=list(spec.stage_blocks),
+        stackwise_num_strides=[b.stride for b in spec.blocks if b.name.endswith(".0")], block_type="basic_block", use_pre_activation=False,
+    )
+    model = keras_hub.models.ResNetImageClassifier(backbone=backbone, num_classes=spec.num_classes)
+    vocab = porting.vocabulary("keras-hub")
+    for layer in spec.parameter_layers():
+        name = vocab.native_name(layer.name)
+        target = model.get_layer(name) if name == "predictions" else backbone.get_layer(name)
+        target.set_weights(ours.get_layer(layer.name).get_weights())
+    model.save(op["out"])
+    model.save_to_preset(op["preset"])

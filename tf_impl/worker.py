@@ -156,6 +156,7 @@ HANDLERS = {
     "run_source": lambda op: _port().op_run_source(op),
     "export_keras": lambda op: _port().op_export_keras(op),
     "export_onnx": lambda op: _port().op_export_onnx(op),
+    "export_keras_hub": lambda op: _port().op_export_keras_hub(op),
     "bench": op_bench,
     "init": op_init,
     "forward": op_forward,

@@ -256,3 +256,43 @@ def op_export_onnx(op: dict) -> None:
         model, (torch.zeros(2, c, h, w),), op["out"], dynamo=True, external_data=False,  # one self-contained file
         dynamic_shapes={"x": {0: Dim("batch", min=1, max=4096)}}, input_names=["images"], output_names=["logits"], verbose=False,
     )
+
+
+def native_state_dict(weights_path: str, library: str) -> dict[str, torch.Tensor]:
+    """The neutral file's weights as ``library``'s own state_dict (its module names, PyTorch's layouts)."""
+    vocab = porting.vocabulary(library)
+    model, spec = _model_from(weights_path)
+    ours = model.state_dict()
+    out = {}
+    for layer in spec.parameter_layers():
+        native = vocab.native_name(layer.name)
+        for key, t in ours.items():
+            if key.rsplit(".", 1)[0] == layer.name:
+                out[f"{native}.{key.rsplit('.', 1)[1]}"] = t.detach().clone()
+    return out
+
+
+def op_export_native(op: dict) -> None:
+    """``{weights, library, out}``: torchvision's state_dict (a .pth) or timm's Hugging Face folder."""
+    state = native_state_dict(op["weights"], "torchvision/timm")
+    spec = get_spec(neutral_arch(op["weights"]))
+    depth = {(2, 2, 2, 2): "resnet18", (3, 4, 6, 3): "resnet34"}[tuple(spec.stage_blocks)]
+    if op["library"] == "torchvision":
+        import torchvision
+
+        model = getattr(torchvision.models, depth)(num_classes=spec.num_classes)
+        model.load_state_dict(state, strict=True)  # what a user's load_state_dict(strict=True) will do
+        torch.save(model.state_dict(), op["out"])
+    else:
+        import timm
+        from timm.models._hub import save_for_hf
+
+        model = timm.create_model(depth, pretrained=False, num_classes=spec.num_classes)
+        model.load_state_dict(state, strict=True)
+        save_for_hf(model, op["out"], safe_serialization=True)
+
+
+def neutral_arch(weights_path: str) -> str:
+    from resnet_port import weights as neutral
+
+    return neutral.load(weights_path).arch

@@ -152,6 +152,7 @@ HANDLERS = {
     "run_source": lambda op: _port().op_run_source(op),
     "export_torch": lambda op: _port().op_export_torch(op),
     "export_onnx": lambda op: _port().op_export_onnx(op),
+    "export_native": lambda op: _port().op_export_native(op),
     "bench": op_bench,
     "init": op_init,
     "forward": op_forward,
