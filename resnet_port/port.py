@@ -44,7 +44,7 @@ import numpy as np
 from . import augment, cli, data, frameworks, parity, porting, rundir
 from . import weights as W
 from .porting import PortError
-from .spec import MIN_INPUT_SIZE, ResNetSpec, arch_type
+from .spec import MIN_INPUT_SIZE, REGISTRY, ResNetSpec, arch_type, split_name
 
 ATOL = 1e-4  # on every layer and the logits: atol * max(1, max |source output|), as resnet_port.diff
 CHECK_BATCH = 16
@@ -129,41 +129,63 @@ def judge(port: dict, ref: dict, names: list[str], atol: float = ATOL):
     return first is None and logit_diff <= tol, logit_diff, tol, rows, first
 
 
+IMAGENET_SIZE = 224  # the ImageNet-stem variants are also checked at the size they are trained at
+IMAGENET_BATCH = 4
+
+
+def check_batches(images: str | None, spec: ResNetSpec, normalization) -> list[tuple[np.ndarray, str]]:
+    """The batches ``--check`` runs: ``--check-images`` (or the default batch), and for an ImageNet-stem
+    variant without ``--check-images`` fixed random images at 224x224 too."""
+    batches = [check_images(images, spec, normalization)]
+    if images is None and REGISTRY[split_name(spec.name)[0]].stem == "imagenet":
+        x = np.random.default_rng(1).random((IMAGENET_BATCH, IMAGENET_SIZE, IMAGENET_SIZE, spec.input_shape[-1]), dtype=np.float32)
+        if normalization is not None:
+            x = (x - np.float32(normalization.mean)) / np.float32(normalization.std)
+        batches.append((x.astype(np.float32), f"{IMAGENET_BATCH} fixed random images at {IMAGENET_SIZE}x{IMAGENET_SIZE}"))
+    return batches
+
+
 def check(source: porting.Source, facts: dict, weights: Path, spec: ResNetSpec, images: str | None, workdir: Path, tensors: dict | None = None, source_class: str | None = None) -> bool:
     """Run the source as it is and the port in the other framework; print the table; whether within tolerance."""
     other = frameworks.other(source.framework)
-    x, what = check_images(images, spec, W.load(weights).normalization)
-    np.save(workdir / "inputs.npy", x)
-    src_op = {"op": "run_source", "src": str(source.path), "kind": facts["kind"], "structure": facts.get("structure", "own"), "arch": spec.name, "inputs": str(workdir / "inputs.npy"), "out": str(workdir / "source.npz")}
-    if facts.get("structure") == "library":
-        src_op.update(library=facts.get("library"), layers=native_layers(tensors or {}, facts["library"]), source_class=source_class)
-    parity.run_worker(source.framework.key, [src_op], workdir)
-    if (workdir / "source.json").is_file():
-        raise PortError(json.loads((workdir / "source.json").read_text())["error"])
-    ops = [{"op": "forward", "arch": spec.name, "weights": str(weights), "inputs": str(workdir / "inputs.npy"), "training": mode == "train", "out": str(workdir / f"port_{mode}.npz")} for mode in ("eval", "train")]
-    parity.run_worker(other.key, ops, workdir)
-    with np.load(workdir / "source.npz") as z:
-        src = dict(z)
+    batches = check_batches(images, spec, W.load(weights).normalization)
+    src_ops, port_ops = [], []
+    for i, (x, _) in enumerate(batches):
+        np.save(workdir / f"inputs{i}.npy", x)
+        op = {"op": "run_source", "src": str(source.path), "kind": facts["kind"], "structure": facts.get("structure", "own"), "arch": spec.name, "inputs": str(workdir / f"inputs{i}.npy"), "out": str(workdir / f"source{i}.npz")}
+        if facts.get("structure") == "library":
+            op.update(library=facts.get("library"), layers=native_layers(tensors or {}, facts["library"]), source_class=source_class)
+        src_ops.append(op)
+        port_ops += [{"op": "forward", "arch": spec.name, "weights": str(weights), "inputs": str(workdir / f"inputs{i}.npy"), "training": mode == "train", "out": str(workdir / f"port{i}_{mode}.npz")} for mode in ("eval", "train")]
+    parity.run_worker(source.framework.key, src_ops, workdir)
+    if (workdir / "source0.json").is_file():
+        raise PortError(json.loads((workdir / "source0.json").read_text())["error"])
+    parity.run_worker(other.key, port_ops, workdir)
     how = {"savedmodel": "through its saved serving signature", "run": "from its checkpoint"}.get(facts["kind"], "loaded by its framework's own loader")
-    if "library_class" in src:
-        how = f"as {src.pop('library_class')} ({facts.get('library')})"
+    with np.load(workdir / "source0.npz") as z:
+        if "library_class" in z.files:
+            how = f"as {z['library_class']} ({facts.get('library')})"
     print(f"check: {source.path} ({porting.KINDS[facts['kind']][0]}, run in {source.framework.display_name()} {how})")
-    print(f"   vs: the port, {weights.name}, in {other.display_name()}; {what}")
-    print(f"{'mode':<10} {'max |logit diff|':>17} {'tolerance':>10} {'argmax agrees':>14}  first divergent layer")
+    print(f"   vs: the port, {weights.name}, in {other.display_name()}; " + "; ".join(what for _, what in batches))
+    print(f"{'mode':<10} {'input':>9} {'max |logit diff|':>17} {'tolerance':>10} {'argmax agrees':>14} {'layers':>7}  first divergent layer")
     ok = True
     names = [layer.name for layer in spec.layers()]
-    for mode in ("eval", "train"):
-        with np.load(workdir / f"port_{mode}.npz") as z:
-            port = dict(z)
-        ref = {k.split("/", 1)[1]: v for k, v in src.items() if k.startswith(f"{mode}/")}
-        good, logit_diff, tol, rows, first = judge(port, ref, names)
-        agree = int((port["logits"].argmax(1) == ref["logits"].argmax(1)).sum())
-        ok &= good
-        where = first.name if first else ("logits" if not good else "-")
-        label = "inference" if mode == "eval" else "training"
-        print(f"{label:<10} {logit_diff:>17.3e} {tol:>10.2e} {f'{agree}/{len(x)}':>14}  {where}  {'ok' if good else 'OVER TOLERANCE'} ({len(rows)} layers compared)")
-        if first:
-            print(f"  {first.name}: max abs diff {first.max_abs:.3e} > {first.tol:.2e} (layers compared: {len(rows)})")
+    for i, (x, _) in enumerate(batches):
+        with np.load(workdir / f"source{i}.npz") as z:
+            src = dict(z)
+        for mode in ("eval", "train"):
+            with np.load(workdir / f"port{i}_{mode}.npz") as z:
+                port = dict(z)
+            ref = {k.split("/", 1)[1]: v for k, v in src.items() if k.startswith(f"{mode}/")}
+            good, logit_diff, tol, rows, first = judge(port, ref, names)
+            agree = int((port["logits"].argmax(1) == ref["logits"].argmax(1)).sum())
+            ok &= good
+            where = first.name if first else ("logits" if not good else "-")
+            label = "inference" if mode == "eval" else "training"
+            size = f"{x.shape[1]}x{x.shape[2]}"
+            print(f"{label:<10} {size:>9} {logit_diff:>17.3e} {tol:>10.2e} {f'{agree}/{len(x)}':>14} {len(rows):>7}  {where}  {'ok' if good else 'OVER TOLERANCE'}")
+            if first:
+                print(f"  {first.name}: max abs diff {first.max_abs:.3e} > {first.tol:.2e} (layers compared: {len(rows)})")
     print(f"parity: {'PASS' if ok else 'FAIL'} (tolerance {ATOL:g} x max(1, max |source output|) per layer and on the logits)")
     return ok
 

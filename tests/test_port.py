@@ -184,7 +184,7 @@ def test_bad_inputs_one_line_exit_2_nothing_written(post, own, tmp_path):
         ([post / "k2r34/saved_model/my_model", "--arch", "resnet18"],
          ["does not match --arch resnet18", "variable #31 in execution order is the source's layer1.2.conv1.kernel (3, 3, 64, 64)",
           "[layer1/layer-2/left/layer-0/kernel]", "where resnet18 has layer2.0.conv1.kernel (3, 3, 64, 128)", "it is resnet34"]),
-        ([tmp_path / "not_a_savedmodel"], ["is a folder, but neither a SavedModel (no saved_model.pb) nor a run directory"]),
+        ([tmp_path / "not_a_savedmodel"], ["is a folder, but neither a SavedModel (no saved_model.pb), a Hugging Face / keras-hub folder nor a run directory"]),
         ([_truncate(post / "k3tiny/model.keras", tmp_path / "cut.keras")], ["cannot be read as a .keras archive"]),
         ([_truncate(post / "k2tiny/weights.h5", tmp_path / "cut.h5")], ["cannot be read as HDF5"]),
         ([_truncate(post / "k3tiny/model.weights.h5", tmp_path / "cut.weights.h5")], ["cannot be read as HDF5"]),

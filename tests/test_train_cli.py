@@ -188,7 +188,7 @@ def test_interrupted_run_resumes(long_epoch_data, uninterrupted, tmp_path, fw, h
     args = train_args(long_epoch_data[fw], out, 3, 4, 60)
     steps = {"torch_impl": 360, "tf_impl": 110}[fw]
     if recipe == "modern":
-        args += ["--recipe", "modern", "--arch", "tiny-cifar"]
+        args += ["--recipe", "modern", "--arch", "tiny-cifar-torch"]  # the modern default's twin (PyTorch conventions)
     reference = uninterrupted(fw, recipe, [a if a != out else "OUT" for a in args])
     # SIGINT as a terminal's Ctrl-C delivers it, even where the suite itself was started with SIGINT
     # ignored (a background job of a shell without job control), which the child would inherit
@@ -257,7 +257,7 @@ def test_both_frameworks_learn(tmp_path):
 @pytest.fixture(scope="module")
 def modern_runs(small_data, tmp_path_factory):
     out = tmp_path_factory.mktemp("modern")
-    modern = ["--recipe", "modern", "--arch", "tiny-cifar"]
+    modern = ["--recipe", "modern", "--arch", "tiny-cifar-torch"]  # the modern default's twin
     procs = parallel(*[lambda fw=fw: cli(f"{fw}.train", *train_args(small_data, out / fw), *modern) for fw in FRAMEWORKS])
     for fw, p in zip(FRAMEWORKS, procs):
         assert p.returncode == 0, f"{fw}.train --recipe modern failed:\n{p.stderr[-3000:]}"
@@ -272,7 +272,7 @@ def test_modern_recipe_end_to_end_and_cross_evaluated(modern_runs, small_data, t
 
     ds = load(small_data, verify=False, val_size=60, quiet=True)
     stats = channel_stats(ds.train.images).to_dict()
-    r = recipe("modern", arch="tiny-cifar", epochs=2, batch_size=32)
+    r = recipe("modern", arch="tiny-cifar-torch", epochs=2, batch_size=32)
     sched = r.schedule(r.steps_per_epoch(240))
     for fw in FRAMEWORKS:
         d = modern_runs / fw

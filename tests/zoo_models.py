@@ -193,6 +193,14 @@ def build(kind: str, classes: int):
     }[kind]()
 
 
+def write_all(plan: dict[str, tuple[str, int]], folder: str) -> None:
+    """``{file name: (kind, classes)}`` written into ``folder``, in this one process."""
+    from pathlib import Path
+
+    for i, (name, (kind, classes)) in enumerate(plan.items()):
+        main([kind, str(Path(folder) / name), "--classes", str(classes), "--seed", str(i)])
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser()
     ap.add_argument("kind")
@@ -200,6 +208,11 @@ def main(argv=None):
     ap.add_argument("--classes", type=int, default=100)
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
+    if args.kind == "plan":  # python tests/zoo_models.py plan PLAN.json (a write_all plan with its folder)
+        import json
+
+        plan = json.loads(open(args.out).read())
+        return write_all(plan["files"], plan["folder"])
     torch.manual_seed(args.seed)
     if args.kind.startswith("timm"):
         import timm

@@ -1,0 +1,166 @@
+"""The PyTorch world's ResNet18/34 (torchvision, timm, kuangliu/pytorch-cifar, weiaicunzai/pytorch-cifar100):
+ported into the neutral file, run in Keras, and held to the source run by its own library.
+
+The sources are written by the libraries themselves (tests/zoo_models.py, in a process of its own:
+torchvision's and timm's classes, and the repos' classes written out in the repos' structure), with
+BatchNorm that looks trained.  The port is what ``python -m resnet_port.port`` does, step by step
+(``read_source`` in PyTorch, the neutral placing rule, ``run_source`` in the source's library,
+``forward`` in Keras), batched into one process per framework; the CLI itself runs below on a few.
+"""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from resnet_port import parity, porting, port
+from resnet_port import weights as W
+from resnet_port.spec import get_spec
+
+ZOO = Path(__file__).with_name("zoo_models.py")
+#: file: (kind for zoo_models.py, classes, the variant it must be, its library, --source-class)
+SOURCES = {
+    "tv18.pth": ("torchvision18", 100, "resnet18-torch", "torchvision/timm", None),
+    "tv34.pth": ("torchvision34", 1000, "resnet34-torch@1000", "torchvision/timm", None),
+    "timm18": ("timm18-hf", 100, "resnet18-torch", "torchvision/timm", None),
+    "timm34": ("timm34-hf", 10, "resnet34-torch@10", "torchvision/timm", None),
+    "kuangliu18.pth": ("kuangliu18-net", 100, "resnet18-cifar-torch", "kuangliu/pytorch-cifar", "ResNet18"),
+    "kuangliu34.pth": ("kuangliu34", 100, "resnet34-cifar-torch", "kuangliu/pytorch-cifar", "ResNet34"),
+    "weiaicunzai18.pth": ("weiaicunzai18", 100, "resnet18-cifar-torch", "weiaicunzai/pytorch-cifar100", "resnet18"),
+    "weiaicunzai34.pth": ("weiaicunzai34", 100, "resnet34-cifar-torch", "weiaicunzai/pytorch-cifar100", "resnet34"),
+}
+BAD = {"tv50.pth": ("torchvision50", 100), "preact18.pth": ("preact18", 10)}
+#: the sources also checked at 224x224 here (tv18 is, by the CLI below): one ResNet18 and one ResNet34
+AT_224 = ("tv34.pth", "timm18")
+ATOL = port.ATOL
+PERTURBED = "layer3.0.conv1"
+
+
+def cli(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", *map(str, args)], capture_output=True, text=True, env=parity.worker_env(), cwd=cwd)
+
+
+@pytest.fixture(scope="module")
+def zoo(tmp_path_factory):
+    d = tmp_path_factory.mktemp("zoo")
+    plan = {"folder": str(d), "files": {name: (kind, classes) for name, (kind, classes, *_) in SOURCES.items()} | BAD}
+    (d / "plan.json").write_text(json.dumps(plan))
+    subprocess.run([sys.executable, str(ZOO), "plan", str(d / "plan.json")], check=True, env=parity.worker_env())
+    # what port does: read each source in its framework, place it, write the neutral file
+    parity.run_worker("torch", [{"op": "read_source", "src": str(d / n), "kind": porting.detect(d / n).kind, "out": str(d / f"found_{n}")} for n in SOURCES], d)
+    rng = np.random.default_rng(0)
+    np.save(d / "x32.npy", rng.random((8, 32, 32, 3), dtype=np.float32))
+    np.save(d / "x224.npy", rng.random((2, 224, 224, 3), dtype=np.float32))
+    src_ops, keras_ops, facts = [], [], {}
+    for name, (_, _, arch, library, cls) in SOURCES.items():
+        layers, info = porting.read_found(d / f"found_{name}")
+        tensors = porting.canonical_tensors(layers)
+        spec = porting.resolve_arch(tensors, "auto", name, info)
+        W.save(d / f"{name}.safetensors", {k: a for k, (a, _) in tensors.items()}, spec.name)
+        facts[name] = (spec.name, info)
+        for size in ("x32", "x224") if name in AT_224 else ("x32",):
+            src_ops.append({"op": "run_source", "src": str(d / name), "kind": info["kind"], "structure": info["structure"], "library": info["library"], "arch": spec.name,
+                            "layers": port.native_layers(tensors, info["library"]), "source_class": f"{ZOO}:{cls}" if cls else None,
+                            "inputs": str(d / f"{size}.npy"), "out": str(d / f"src_{name}_{size}.npz")})
+            keras_ops += [{"op": "forward", "arch": spec.name, "weights": str(d / f"{name}.safetensors"), "inputs": str(d / f"{size}.npy"), "training": mode == "train",
+                           "out": str(d / f"keras_{name}_{size}_{mode}.npz")} for mode in ("eval", "train")]
+    bad = W.load(d / "tv18.pth.safetensors").tensors
+    bad[f"{PERTURBED}.kernel"] = bad[f"{PERTURBED}.kernel"] + np.float32(0.05) * np.abs(bad[f"{PERTURBED}.kernel"]).max()
+    W.save(d / "perturbed.safetensors", bad, "resnet18-torch")
+    keras_ops += [{"op": "forward", "arch": "resnet18-torch", "weights": str(d / "perturbed.safetensors"), "inputs": str(d / "x32.npy"), "training": mode == "train",
+                   "out": str(d / f"perturbed_{mode}.npz")} for mode in ("eval", "train")]
+    parity.run_worker("torch", src_ops, d)
+    parity.run_worker("tf", keras_ops, d)
+    return d, facts
+
+
+def _npz(path):
+    with np.load(path) as z:
+        return dict(z)
+
+
+@pytest.mark.parametrize("name", list(SOURCES))
+def test_port_runs_in_keras_as_the_library_runs_the_source(zoo, name):
+    """The port in Keras against the source in its own library (torchvision's / timm's class, or the repo's),
+    every layer both name and the logits, inference and training mode, at 32x32 and, for the ImageNet
+    ResNets, 224x224; the variant recognised from the tensors and the library's conventions."""
+    d, facts = zoo
+    _, classes, arch, library, _ = SOURCES[name]
+    got_arch, info = facts[name]
+    assert (got_arch, info["library"], info["conventions"]) == (arch, library, "pytorch")
+    spec = get_spec(arch)
+    assert spec.num_classes == classes
+    names = [layer.name for layer in spec.layers()]
+    for size in ("x32", "x224") if name in AT_224 else ("x32",):
+        src = _npz(d / f"src_{name}_{size}.npz")
+        assert str(src["library_class"]).startswith(("torchvision.models", "timm.models", "resnet_port_user_zoo_models")), src["library_class"]
+        for mode in ("eval", "train"):
+            ref = {k.split("/", 1)[1]: v for k, v in src.items() if k.startswith(f"{mode}/")}
+            ok, logit_diff, tol, rows, first = port.judge(_npz(d / f"keras_{name}_{size}_{mode}.npz"), ref, names)
+            assert ok, f"{name} {size} {mode}: logits {logit_diff:.2e} (tolerance {tol:.2e}), first divergent layer {first and first.name}"
+            # every conv, BatchNorm and block output of the source was compared, not only the logits
+            assert len(rows) >= len(spec.parameter_layers()) - 1 + len(spec.blocks), len(rows)
+            assert np.ptp(ref["logits"], axis=0).max() > 1e-3  # logits that differ between images
+
+
+def test_a_perturbed_tensor_is_caught_and_named(zoo):
+    d, _ = zoo
+    spec = get_spec("resnet18-torch")
+    src = _npz(d / "src_tv18.pth_x32.npz")
+    for mode in ("eval", "train"):
+        ref = {k.split("/", 1)[1]: v for k, v in src.items() if k.startswith(f"{mode}/")}
+        ok, _, _, rows, first = port.judge(_npz(d / f"perturbed_{mode}.npz"), ref, [layer.name for layer in spec.layers()])
+        assert not ok and first is not None and first.name == PERTURBED, (mode, first)
+
+
+def test_the_cli_ports_and_checks_a_torchvision_resnet18_at_both_sizes(zoo, tmp_path):
+    d, _ = zoo
+    p = cli("resnet_port.port", d / "tv18.pth", "--out", tmp_path / "w.safetensors", "--check")
+    assert p.returncode == 0, p.stdout + p.stderr[-2000:]
+    assert "as torchvision.models.resnet.ResNet (torchvision/timm)" in p.stdout and "parity: PASS" in p.stdout
+    rows = [line.split() for line in p.stdout.splitlines() if line.startswith(("inference", "training"))]
+    assert sorted((r[0], r[1]) for r in rows) == sorted((m, s) for m in ("inference", "training") for s in ("32x32", "224x224")), p.stdout
+    assert all(r[-1] == "ok" for r in rows) and ": resnet18-torch, 102 tensors" in p.stdout
+
+
+def test_the_cli_checks_a_repo_checkpoint_with_the_users_class(zoo, tmp_path):
+    """kuangliu's {"net": ..., "acc", "epoch"} checkpoint (module. prefixes): no package defines its class, so
+    --check asks for it, and runs it when named."""
+    d, _ = zoo
+    p = cli("resnet_port.port", d / "kuangliu18.pth", "--out", tmp_path / "w.safetensors", "--check")
+    assert p.returncode == 2 and "--source-class FILE.py:NAME" in p.stderr and not (tmp_path / "w.safetensors").exists(), p.stderr
+    p = cli("resnet_port.port", d / "kuangliu18.pth", "--out", tmp_path / "w.safetensors", "--check", "--source-class", f"{ZOO}:ResNet18")
+    assert p.returncode == 0 and "parity: PASS" in p.stdout and "(kuangliu/pytorch-cifar)" in p.stdout, p.stdout + p.stderr[-2000:]
+
+
+def test_what_is_not_a_resnet_of_these_is_refused_in_one_line(zoo, tmp_path):
+    d, _ = zoo
+    code = (
+        "import sys, torch\nsd = torch.load(sys.argv[1]); torch.save({k: v for k, v in sd.items() if k != 'layer2.0.bn1.num_batches_tracked'}, sys.argv[2])\n"
+        "sd['layer3.1.conv2.weight'] = sd['layer3.1.conv2.weight'][:, :128]; torch.save(sd, sys.argv[3])\n"
+        "import os\nclass Boom:\n    def __reduce__(self):\n        return (os.system, ('touch ' + sys.argv[5],))\n"
+        "torch.save({'conv1.weight': torch.zeros(1), 'x': Boom()}, sys.argv[4])\n"
+    )
+    subprocess.run([sys.executable, "-c", code, d / "tv18.pth", tmp_path / "untracked.pth", tmp_path / "shape.pth", tmp_path / "code.pth", tmp_path / "ran"], check=True)
+    (tmp_path / "hub").mkdir()
+    (tmp_path / "hub" / "config.json").write_text(json.dumps({"architecture": "resnet18", "num_classes": 100}))
+    cases = [
+        ([d / "tv50.pth"], "a bottleneck block (ResNet50 and deeper)"),
+        ([d / "preact18.pth"], "is a pre-activation (v2) ResNet"),
+        ([d / "tv18.pth", "--arch", "resnet18"], "follows PyTorch's conventions"),
+        ([d / "tv18.pth", "--arch", "resnet18-cifar-torch"], "does not match --arch resnet18-cifar-torch: stem.conv.kernel [conv1/kernel] has shape (7, 7, 3, 64)"),
+        ([tmp_path / "hub"], "Hugging Face folder (config.json names 'resnet18') without weights"),
+        ([tmp_path / "untracked.pth"], "BatchNorm layer2.0.bn1 has no num_batches_tracked"),
+        ([tmp_path / "shape.pth"], "holds a ResNet of 4 stages of [2, 2, 2, 2] blocks, widths [64, 128, 256, 512], stem 7x7 conv of 64 filters, 100 classes, conv biases: no"),
+        ([tmp_path / "code.pth"], "refusing to load"),
+    ]
+    for i, (args, message) in enumerate(cases):
+        p = cli("resnet_port.port", *args, "--out", tmp_path / f"out{i}.safetensors")
+        lines = [line for line in p.stderr.splitlines() if line.startswith("error: ")]
+        assert p.returncode == 2 and len(lines) == 1 and "Traceback" not in p.stderr, (args, p.stderr[-2000:])
+        assert message in lines[0], (message, lines[0])
+        assert not (tmp_path / f"out{i}.safetensors").exists()
+    assert not (tmp_path / "ran").exists()  # the pickled code never ran

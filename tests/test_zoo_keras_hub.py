@@ -1,0 +1,162 @@
+"""keras-hub's ResNet18/34 in and out, and the two directions through the libraries' own formats.
+
+keras-hub writes its models itself (tests/zoo_keras.py, in a process of its own); the port reads
+them with keras-hub, runs them in PyTorch and holds that to keras-hub's own run.  Then the journeys
+a user makes, each file loaded by its library in a process where this project cannot be imported:
+keras-hub -> neutral -> torchvision and timm, and torchvision -> neutral -> keras-hub and Keras.
+"""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from resnet_port import export, parity, porting, port
+from resnet_port import weights as W
+from resnet_port.spec import get_spec
+
+HERE = Path(__file__).parent
+#: source: (file, the variant it must be, checked at 224x224 too)
+SOURCES = {
+    "kh18.keras": ("resnet18-torch", True),
+    "kh18.weights.h5": ("resnet18-torch", False),
+    "kh18-preset": ("resnet18-torch", False),
+    "kh34.keras": ("resnet34-torch@10", False),
+}
+
+
+def cli(*args):
+    return subprocess.run([sys.executable, "-m", *map(str, args)], capture_output=True, text=True, env=parity.worker_env())
+
+
+def clean(code: str, *args) -> subprocess.CompletedProcess:
+    """``code`` in a fresh process where resnet_port, tf_impl and torch_impl cannot be imported."""
+    blocker = (
+        "import sys, importlib.abc\n"
+        "class B(importlib.abc.MetaPathFinder):\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] in ('resnet_port', 'tf_impl', 'torch_impl'): raise ImportError(name + ' is blocked')\n"
+        "sys.meta_path.insert(0, B())\n"
+    )
+    return subprocess.run([sys.executable, "-c", blocker + code, *map(str, args)], capture_output=True, text=True, env=parity.worker_env())
+
+
+@pytest.fixture(scope="module")
+def hub(tmp_path_factory):
+    d = tmp_path_factory.mktemp("hub")
+    make = f"import sys; sys.path.insert(0, {str(HERE)!r}); import zoo_keras\n" + "".join(f"zoo_keras.main({a!r})\n" for a in (["18", str(d / "kh18")], ["34", str(d / "kh34"), "--classes", "10"], ["18", str(d / "khpre"), "--preactivation"]))
+    subprocess.run([sys.executable, "-c", make], check=True, env=parity.worker_env())
+    parity.run_worker("tf", [{"op": "read_source", "src": str(d / n), "kind": porting.detect(d / n).kind, "out": str(d / f"found_{n}")} for n in SOURCES], d)
+    rng = np.random.default_rng(0)
+    np.save(d / "x32.npy", rng.random((8, 32, 32, 3), dtype=np.float32))
+    np.save(d / "x224.npy", rng.random((2, 224, 224, 3), dtype=np.float32))
+    src_ops, torch_ops, facts = [], [], {}
+    for name, (_, at_224) in SOURCES.items():
+        layers, info = porting.read_found(d / f"found_{name}")
+        tensors = porting.canonical_tensors(layers)
+        spec = porting.resolve_arch(tensors, "auto", name, info)
+        W.save(d / f"{name}.safetensors", {k: a for k, (a, _) in tensors.items()}, spec.name)
+        facts[name] = (spec.name, info)
+        for size in ("x32", "x224") if at_224 else ("x32",):
+            src_ops.append({"op": "run_source", "src": str(d / name), "kind": info["kind"], "structure": info["structure"], "library": info["library"], "arch": spec.name,
+                            "layers": port.native_layers(tensors, info["library"]), "inputs": str(d / f"{size}.npy"), "out": str(d / f"src_{name}_{size}.npz")})
+            torch_ops += [{"op": "forward", "arch": spec.name, "weights": str(d / f"{name}.safetensors"), "inputs": str(d / f"{size}.npy"), "training": mode == "train",
+                           "out": str(d / f"torch_{name}_{size}_{mode}.npz")} for mode in ("eval", "train")]
+    parity.run_worker("tf", src_ops, d)
+    parity.run_worker("torch", torch_ops, d)
+    return d, facts
+
+
+def _npz(path):
+    with np.load(path) as z:
+        return dict(z)
+
+
+@pytest.mark.parametrize("name", list(SOURCES))
+def test_keras_hub_resnets_port_to_pytorch(hub, name):
+    """keras-hub's ResNetImageClassifier (.keras, .weights.h5, preset folder) in PyTorch against keras-hub's own
+    run: every layer both name and the logits, inference and training mode (and at 224x224)."""
+    d, facts = hub
+    arch, at_224 = SOURCES[name]
+    got, info = facts[name]
+    assert (got, info["library"], info["conventions"]) == (arch, "keras-hub", "pytorch")
+    spec = get_spec(arch)
+    names = [layer.name for layer in spec.layers()]
+    for size in ("x32", "x224") if at_224 else ("x32",):
+        src = _npz(d / f"src_{name}_{size}.npz")
+        for mode in ("eval", "train"):
+            ref = {k.split("/", 1)[1]: v for k, v in src.items() if k.startswith(f"{mode}/")}
+            ok, logit_diff, tol, rows, first = port.judge(_npz(d / f"torch_{name}_{size}_{mode}.npz"), ref, names)
+            assert ok, f"{name} {size} {mode}: logits {logit_diff:.2e} (tolerance {tol:.2e}), first divergent layer {first and first.name}"
+            assert len(rows) >= len(spec.parameter_layers()) - 1 + len(spec.blocks), len(rows)
+
+
+def test_the_three_keras_hub_files_hold_the_same_model(hub):
+    d, _ = hub
+    a, b, c = (W.load(d / f"{n}.safetensors").tensors for n in ("kh18.keras", "kh18.weights.h5", "kh18-preset"))
+    assert a.keys() == b.keys() == c.keys() and all(np.array_equal(a[k], b[k]) and np.array_equal(a[k], c[k]) for k in a)
+
+
+def test_a_preactivation_keras_hub_resnet_is_refused(hub, tmp_path):
+    d, _ = hub
+    p = cli("resnet_port.port", d / "khpre.keras", "--out", tmp_path / "w.safetensors")
+    lines = [line for line in p.stderr.splitlines() if line.startswith("error: ")]
+    assert p.returncode == 2 and len(lines) == 1 and "pre-activation (v2) keras-hub ResNet" in lines[0], p.stderr[-2000:]
+    assert not (tmp_path / "w.safetensors").exists()
+
+
+def test_keras_hub_to_torchvision_and_timm(hub, tmp_path):
+    """keras-hub -> neutral -> torchvision's state_dict and timm's folder, each loaded by its library alone
+    and run on keras-hub's own probe batch: the logits keras-hub gave."""
+    d, _ = hub
+    p = cli("resnet_port.export", d / "kh18.keras.safetensors", "--format", "torchvision,timm", "--out", tmp_path / "e")
+    assert p.returncode == 0 and "export: PASS" in p.stdout, p.stdout + p.stderr[-2000:]
+    probe = _npz(d / "kh18-probe.npz")
+    np.save(tmp_path / "x.npy", probe["x"])
+    code = (
+        "import sys, numpy as np, torch, torchvision, timm\n"
+        "tv = torchvision.models.resnet18(num_classes=100); tv.load_state_dict(torch.load(sys.argv[1], weights_only=True), strict=True)\n"
+        "tm = timm.create_model('local-dir:' + sys.argv[2], pretrained=True)\n"
+        "x = torch.from_numpy(np.load(sys.argv[3])).permute(0, 3, 1, 2)\n"
+        "with torch.no_grad(): np.savez(sys.argv[4], tv=tv.eval()(x).numpy(), timm=tm.eval()(x).numpy())\n"
+    )
+    r = clean(code, tmp_path / "e" / "torchvision.pth", tmp_path / "e" / "timm", tmp_path / "x.npy", tmp_path / "out.npz")
+    assert r.returncode == 0, r.stderr[-2000:]
+    got = _npz(tmp_path / "out.npz")
+    tol = port.ATOL * max(1.0, float(np.abs(probe["logits"]).max()))
+    for lib in ("tv", "timm"):
+        assert np.abs(got[lib] - probe["logits"]).max() <= tol, lib
+    assert json.loads((tmp_path / "e" / "timm" / "config.json").read_text())["architecture"] == "resnet18"
+
+
+def test_torchvision_to_keras_hub_and_keras_and_back_bit_exact(tmp_path):
+    """A torchvision resnet18 -> neutral (port) -> keras-hub and Keras (export, each reloaded by Keras /
+    keras-hub alone) and torchvision again, whose state_dict is the source's bit for bit."""
+    subprocess.run([sys.executable, str(HERE / "zoo_models.py"), "torchvision18", str(tmp_path / "tv.pth")], check=True, env=parity.worker_env())
+    p = cli("resnet_port.port", tmp_path / "tv.pth", "--out", tmp_path / "w.safetensors")
+    assert p.returncode == 0, p.stderr[-2000:]
+    p = cli("resnet_port.export", tmp_path / "w.safetensors", "--format", "keras-hub,keras,torchvision", "--out", tmp_path / "e")
+    assert p.returncode == 0 and "export: PASS" in p.stdout, p.stdout + p.stderr[-2000:]
+    assert "loaded as keras_hub.ResNetImageClassifier" in p.stdout and "loaded as torchvision.models.resnet.ResNet" in p.stdout
+    code = (
+        "import sys, torch\n"
+        "a, b = torch.load(sys.argv[1], weights_only=True), torch.load(sys.argv[2], weights_only=True)\n"
+        "assert a.keys() == b.keys(), sorted(set(a) ^ set(b))\n"
+        "diff = [k for k in a if not k.endswith('num_batches_tracked') and not torch.equal(a[k], b[k])]\n"
+        "assert not diff, diff\n"
+        "print(len(a))\n"
+    )
+    r = clean(code, tmp_path / "tv.pth", tmp_path / "e" / "torchvision.pth")
+    assert r.returncode == 0 and int(r.stdout) == 122, r.stderr[-2000:]  # 62 parameters and 60 BatchNorm buffers
+
+
+def test_native_formats_only_for_the_libraries_models(tmp_path):
+    """torchvision, timm and keras-hub define torchvision's ResNet18/34; other variants are refused in one line."""
+    assert export.formats_for(get_spec("resnet18-torch@1000"))[-3:] == ["torchvision", "timm", "keras-hub"]
+    assert not set(export.NATIVE) & set(export.formats_for(get_spec("resnet18-cifar-torch")))
+    parity.run_worker("torch", [{"op": "init", "arch": "tiny-torch", "seed": 1, "out": str(tmp_path / "w.safetensors")}], tmp_path)
+    p = cli("resnet_port.export", tmp_path / "w.safetensors", "--format", "torchvision", "--out", tmp_path / "e")
+    assert p.returncode == 2 and "defines torchvision's ResNet18/34" in p.stderr and not (tmp_path / "e").exists(), p.stderr
