@@ -212,7 +212,7 @@ def test_an_unregistered_resnet_is_named_not_guessed(tmp_path):
     subprocess.run([sys.executable, "-c", code, str(tmp_path / "mine.pt")], check=True)
     p = cli(tmp_path / "mine.pt", "--out", tmp_path / "w.safetensors")
     assert p.returncode == 2 and not (tmp_path / "w.safetensors").exists()
-    assert "holds a ResNet of 4 stages of [1, 2, 1, 1] blocks, widths [8, 16, 16, 32], stem 8 filters, 100 classes, conv biases: yes, which is none of: " in p.stderr
+    assert "holds a ResNet of 4 stages of [1, 2, 1, 1] blocks, widths [8, 16, 16, 32], stem 3x3 conv of 8 filters, 100 classes, conv biases: yes, which is none of the variants: " in p.stderr
 
 
 def test_port_needs_no_tf_keras(post, without_tf_keras):
