@@ -17,7 +17,10 @@ venv: $(STAMP)
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[tf,torch,onnx,dev]'
+	$(PY) -m pip install --quiet -e '.[tf,torch,onnx,dev,zoo]'
+	# keras-hub, whose ResNets port reads and export writes: --no-deps, since it declares tensorflow-text,
+	# which would pull the full `tensorflow` wheel over tensorflow-cpu; what it imports is in the zoo extra
+	$(PY) -m pip install --quiet --no-deps "keras-hub==0.32.*"
 	# Keras 2 (tf-keras), only for the tests to write genuine Keras 2 SavedModels and .h5 files in their
 	# own process; the tool never imports it.  --no-deps: it would pull the full `tensorflow` wheel.
 	$(PY) -m pip install --quiet --no-deps "tf-keras==$$($(PY) -c 'import importlib.metadata as m; print(".".join(m.version("tensorflow-cpu").split(".")[:2]))').*"

@@ -321,7 +321,7 @@ def test_multiworker_equals_one_device_and_resumes(data, keras_runs, tmp_path, c
 def test_modern_recipe_scales_out_exactly(data, tmp_path, capsys):
     """The modern recipe (SGD, normalisation, crop and Cutout draws cut into per-process chunks) through
     torchrun and MirroredStrategy with --sync-bn: no code path of its own, and 2 == 1 in float64."""
-    modern = ["--recipe", "modern", "--arch", "tiny-cifar", "--float64", "--lr", "10"]  # rates 0, 0.083, 0.17: steps that move
+    modern = ["--recipe", "modern", "--arch", "tiny-cifar-torch", "--float64", "--lr", "10"]  # the default's twin; rates 0, 0.083, 0.17: steps that move
     run_all(
         {
             "torch1": torch_cmd(1, *three_steps(data, tmp_path / "torch1"), *modern),
