@@ -53,7 +53,8 @@ import numpy as np
 
 from . import cli, data, rundir
 from .frameworks import Framework
-from .recipe import Recipe
+from .recipe import RECIPES, Recipe
+from .spec import available
 from .weights import WeightsError, WriteError, describe_write_error
 
 #: the training loss is reported (progress bar, TensorBoard) every this many steps;
@@ -259,8 +260,24 @@ def data_facts(ds: data.Cifar100) -> dict:
     return facts
 
 
+def _resumed_arch(args: argparse.Namespace) -> None:
+    """--resume without --arch continues the run's own architecture, also where the recipe's default
+    has changed since (the modern recipe trained ``resnet18-cifar`` before ``resnet18-cifar-torch``)."""
+    if not (args.resume and args.arch is None and args.out and rundir.is_run_dir(args.out)):
+        return
+    try:
+        stored = rundir.read_config(args.out).get("recipe", {}).get("arch")
+    except rundir.RunDirError:
+        return  # the run directory's own checks say what is wrong with it
+    default = RECIPES[args.recipe].arch
+    if stored and stored != default and stored in available():
+        print(f"notice: --resume continues the run's architecture, {stored} (the {args.recipe} recipe's default is {default})", file=sys.stderr)
+        args.arch = stored
+
+
 def train(backend_cls: type[Backend], args: argparse.Namespace) -> int:
     started = time.perf_counter()
+    _resumed_arch(args)
     recipe = cli.recipe_from_args(args)
     backend = backend_cls(args, recipe)
     fw = backend.framework.package

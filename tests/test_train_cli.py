@@ -3,6 +3,7 @@
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -286,6 +287,31 @@ def test_modern_recipe_end_to_end_and_cross_evaluated(modern_runs, small_data, t
     assert p.returncode == 0, p.stderr[-2000:]
     rows = [line for line in p.stdout.splitlines() if line.startswith(("tf_impl", "torch_impl"))]
     assert len(rows) == 2 and all("0 of 100" in line for line in rows), p.stdout
+
+
+def test_seed_recipe_on_an_imagenet_stem_resnet(small_data, tmp_path):
+    """Both CLIs train the seed's recipe on torchvision's architecture (tiny-torch: 7x7/2 stem, 3x3/2 max-pool,
+    padding=1, PyTorch's BatchNorm), and compare cross-evaluates the two runs: the same predictions."""
+    procs = parallel(*[lambda fw=fw: cli(f"{fw}.train", *[a if a != "tiny" else "tiny-torch" for a in train_args(small_data, tmp_path / fw, 1)]) for fw in FRAMEWORKS])
+    for fw, p in zip(FRAMEWORKS, procs):
+        assert p.returncode == 0, f"{fw}.train --arch tiny-torch failed:\n{p.stderr[-3000:]}"
+        assert json.loads((tmp_path / fw / "config.json").read_text())["recipe"]["arch"] == "tiny-torch"
+    p = cli("resnet_port.compare", tmp_path / "tf_impl", tmp_path / "torch_impl")
+    assert p.returncode == 0, p.stderr[-2000:]
+    rows = [line for line in p.stdout.splitlines() if line.startswith(("tf_impl", "torch_impl"))]
+    assert len(rows) == 2 and all("0 of 100" in line for line in rows), p.stdout
+
+
+def test_resume_continues_the_runs_architecture(modern_runs, small_data, tmp_path):
+    """--resume without --arch continues the run's own architecture, not the recipe's default: the modern
+    recipe's default changed from resnet18-cifar to resnet18-cifar-torch, and its earlier runs still resume."""
+    run = tmp_path / "run"
+    shutil.copytree(modern_runs / "torch_impl", run)
+    args = [a for a in train_args(small_data, run, 3) if a not in ("--arch", "tiny")]
+    p = cli("torch_impl.train", *args, "--recipe", "modern", "--resume")
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert "--resume continues the run's architecture, tiny-cifar-torch (the modern recipe's default is resnet18-cifar-torch)" in p.stderr
+    assert [m["epoch"] for m in rundir.read_metrics(run)] == [1, 2, 3] and json.loads((run / "config.json").read_text())["recipe"]["arch"] == "tiny-cifar-torch"
 
 
 def test_recipe_flags_that_do_not_apply_are_refused(small_data, tmp_path):
