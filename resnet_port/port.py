@@ -67,6 +67,19 @@ def read(source: porting.Source, workdir: Path) -> tuple[dict, dict]:
     return tensors, {**facts, **{k: v for k, v in run_arch.items() if v}}
 
 
+def batches_tracked(tensors: dict, counts: dict[str, int]) -> dict[str, int]:
+    """{canonical BatchNorm: its num_batches_tracked} from the source's {native module: count}: a PyTorch
+    BatchNorm's step counter, which no output depends on (momentum is set), kept in the neutral file's
+    metadata so that the exported state_dicts give it back."""
+    out = {}
+    for key, (_, native) in tensors.items():
+        if key.endswith(".moving_mean"):
+            module = native.rsplit("/", 1)[0].rsplit(":", 1)[-1]
+            if module in counts:
+                out[key.rsplit(".", 1)[0]] = int(counts[module])
+    return out
+
+
 def native_layers(tensors: dict, library: str) -> dict[str, str]:
     """{canonical layer: the source's own name for it}, and each block's output (in the library's vocabulary)."""
     vocab = porting.vocabulary(library)
@@ -219,7 +232,10 @@ def main(argv=None) -> int:
             # written beside the workdir first: --out appears only once everything it promises holds
             library = f" ({facts['library']})" if facts.get("library") else ""
             producer = f"resnet_port.port from {porting.KINDS[facts['kind']][0]}{library}"
-            staged = W.save(Path(tmp) / "port.safetensors", {k: a for k, (a, _) in tensors.items()}, spec.name, producer=producer, extra={"source": str(source.path)}, normalization=normalization_of(source))
+            extra = {"source": str(source.path)}
+            if facts.get("num_batches_tracked"):
+                extra["num_batches_tracked"] = json.dumps(batches_tracked(tensors, facts["num_batches_tracked"]))
+            staged = W.save(Path(tmp) / "port.safetensors", {k: a for k, (a, _) in tensors.items()}, spec.name, producer=producer, extra=extra, normalization=normalization_of(source))
             n = sum(a.size for a, _ in tensors.values())
             if args.check and not check(source, facts, staged, spec, args.check_images, Path(tmp), tensors, args.source_class):
                 print(f"not written: {out} (the port failed its check)", file=sys.stderr)

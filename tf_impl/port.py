@@ -509,7 +509,12 @@ def _source_model(op: dict, workdir: Path):
         backbone = _backbone(model)
         names = {c: n for c, n in op["layers"].items() if n in {l.name for l in backbone.layers}}
         probe = keras.Model(backbone.inputs, {c: backbone.get_layer(n).output for c, n in names.items()})
-        return (lambda x, training: np.asarray(model(x, training=training))), (lambda x, training: probe(x, training=training))
+
+        def logits(x, training):
+            return np.asarray(model(x, training=training))
+
+        logits.library_class = f"{type(model).__module__.split('.')[0]}.{type(model).__name__}"
+        return logits, (lambda x, training: probe(x, training=training))
     if kind == "savedmodel":
         loaded = load_savedmodel(src, workdir)
 
@@ -562,6 +567,8 @@ def op_run_source(op: dict) -> None:
             training = mode == "train"
             out[f"{mode}/logits"] = logits(x, training)
             out.update({f"{mode}/{k}": np.asarray(v) for k, v in layers(x, training).items()})
+        if hasattr(logits, "library_class"):
+            out["library_class"] = np.array(logits.library_class)
         np.savez(op["out"], **out)
 
 

@@ -89,13 +89,13 @@ def _strip(obj: dict) -> dict[str, torch.Tensor]:
 def read_state_dict(path: Path) -> tuple[list[Found], dict]:
     """(layers, facts) of a state_dict: this project's model (module names are the spec's) or a library's."""
     layers: dict[str, dict[str, torch.Tensor]] = {}
-    tracked = set()
+    tracked: dict[str, int] = {}
     for key, t in load_state_dict(path).items():
         if "." not in key:
             raise PortError(f"{path}: {key!r} is not a module's parameter (no 'module.param' name): not a model's state_dict")
         name, param = key.rsplit(".", 1)
         if param == "num_batches_tracked":
-            tracked.add(name)
+            tracked[name] = int(t.item()) if t.numel() == 1 else 0
         else:
             layers.setdefault(name, {})[param] = t.detach().float()
     found = []
@@ -116,10 +116,11 @@ def read_state_dict(path: Path) -> tuple[list[Found], dict]:
         found.append(Found(name, kind, {k: v.contiguous().numpy() for k, v in params.items() if v is not None}, layer=name))
     if not found:
         raise PortError(f"{path} holds an empty state_dict")
+    counts = {"num_batches_tracked": tracked}  # BatchNorm's step counters: carried, so exports give them back
     if any(f.native == "stem.conv" for f in found):  # torch_impl's own model
-        return found, {"structure": "own"}
+        return found, {"structure": "own", **counts}
     placed, vocab = porting.place_all([(f.native, f.kind, f.params) for f in found], str(path))
-    return placed, {"structure": "library", "library": vocab.library, "conventions": vocab.conventions}
+    return placed, {"structure": "library", "library": vocab.library, "conventions": vocab.conventions, **counts}
 
 
 def op_read_source(op: dict) -> None:
@@ -260,15 +261,20 @@ def op_export_onnx(op: dict) -> None:
 
 def native_state_dict(weights_path: str, library: str) -> dict[str, torch.Tensor]:
     """The neutral file's weights as ``library``'s own state_dict (its module names, PyTorch's layouts)."""
+    from resnet_port import weights as neutral
+
     vocab = porting.vocabulary(library)
     model, spec = _model_from(weights_path)
     ours = model.state_dict()
+    counts = json.loads(neutral.load(weights_path).metadata.get("num_batches_tracked", "{}"))
     out = {}
     for layer in spec.parameter_layers():
         native = vocab.native_name(layer.name)
         for key, t in ours.items():
             if key.rsplit(".", 1)[0] == layer.name:
                 out[f"{native}.{key.rsplit('.', 1)[1]}"] = t.detach().clone()
+        if layer.kind == "batchnorm":  # the source's step counter where the file carries it (0: a model trained here)
+            out[f"{native}.num_batches_tracked"] = torch.tensor(int(counts.get(layer.name, 0)), dtype=torch.long)
     return out
 
 
