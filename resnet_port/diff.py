@@ -19,10 +19,13 @@ import numpy as np
 
 from . import cli, frameworks, parity, rundir
 from . import weights as W
+from .porting import conventions_of
 from .spec import get_spec
 
 # the deliberately wrong PyTorch ports of torch_impl.naive (named here, since this module imports no framework)
 NAIVE_VARIANTS = ("symmetric-padding", "torch-bn-epsilon", "same-padding", "keras-bn-epsilon")
+#: the conventions each one is a wrong port of: the first two break a Keras-convention model, the last two a PyTorch-convention one
+NAIVE_CONVENTIONS = {"symmetric-padding": "keras", "torch-bn-epsilon": "keras", "same-padding": "pytorch", "keras-bn-epsilon": "pytorch"}
 
 
 def forward_both(weights_path, arch, x: np.ndarray, training: bool, workdir, variant: str | None = None):
@@ -56,6 +59,10 @@ def main(argv=None) -> int:
         meta = W.read_metadata(Path(args.weights))
         spec = get_spec(meta["arch"])
         W.load(args.weights, spec)  # strict check before starting any framework
+        if args.naive and NAIVE_CONVENTIONS[args.naive] != conventions_of(spec):
+            fits = [n for n, c in NAIVE_CONVENTIONS.items() if c == conventions_of(spec)]
+            owner = {"keras": "Keras'", "pytorch": "PyTorch's"}
+            raise ValueError(f"--naive {args.naive} is a wrong port of a model in {owner[NAIVE_CONVENTIONS[args.naive]]} conventions; {spec.name} follows {owner[conventions_of(spec)]}: choose {' or '.join(fits)}")
         if args.batch < 1:
             raise ValueError(f"--batch must be positive, got {args.batch}")
         if args.inputs:

@@ -47,6 +47,7 @@ def expected_first_divergence(spec, variant: str) -> str:
 def test_naive_variants_cover_both_conventions():
     from torch_impl.naive import applicable
 
+    assert {v: c for v, c in diff.NAIVE_CONVENTIONS.items()} == {v: ("keras" if v in applicable("tiny") else "pytorch") for v in diff.NAIVE_VARIANTS}
     assert applicable("tiny") == ["symmetric-padding", "torch-bn-epsilon"]
     assert applicable("tiny-cifar-torch") == applicable("resnet18-torch@1000") == ["same-padding", "keras-bn-epsilon"]
 
