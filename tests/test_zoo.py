@@ -16,9 +16,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from resnet_port import parity, porting, port
+from resnet_port import parity, port
 from resnet_port import weights as W
 from resnet_port.spec import get_spec
+
+import zoo_check
 
 ZOO = Path(__file__).with_name("zoo_models.py")
 #: file: (kind for zoo_models.py, classes, the variant it must be, its library, --source-class)
@@ -35,7 +37,6 @@ SOURCES = {
 BAD = {"tv50.pth": ("torchvision50", 100), "preact18.pth": ("preact18", 10)}
 #: the sources also checked at 224x224 here (tv18 is, by the CLI below): one ResNet18 and one ResNet34
 AT_224 = ("tv34.pth", "timm18")
-ATOL = port.ATOL
 PERTURBED = "layer3.0.conv1"
 
 
@@ -49,70 +50,39 @@ def zoo(tmp_path_factory):
     plan = {"folder": str(d), "files": {name: (kind, classes) for name, (kind, classes, *_) in SOURCES.items()} | BAD}
     (d / "plan.json").write_text(json.dumps(plan))
     subprocess.run([sys.executable, str(ZOO), "plan", str(d / "plan.json")], check=True, env=parity.worker_env())
-    # what port does: read each source in its framework, place it, write the neutral file
-    parity.run_worker("torch", [{"op": "read_source", "src": str(d / n), "kind": porting.detect(d / n).kind, "out": str(d / f"found_{n}")} for n in SOURCES], d)
-    rng = np.random.default_rng(0)
-    np.save(d / "x32.npy", rng.random((8, 32, 32, 3), dtype=np.float32))
-    np.save(d / "x224.npy", rng.random((2, 224, 224, 3), dtype=np.float32))
-    src_ops, keras_ops, facts = [], [], {}
-    for name, (_, _, arch, library, cls) in SOURCES.items():
-        layers, info = porting.read_found(d / f"found_{name}")
-        tensors = porting.canonical_tensors(layers)
-        spec = porting.resolve_arch(tensors, "auto", name, info)
-        W.save(d / f"{name}.safetensors", {k: a for k, (a, _) in tensors.items()}, spec.name)
-        facts[name] = (spec.name, info)
-        for size in ("x32", "x224") if name in AT_224 else ("x32",):
-            src_ops.append({"op": "run_source", "src": str(d / name), "kind": info["kind"], "structure": info["structure"], "library": info["library"], "arch": spec.name,
-                            "layers": port.native_layers(tensors, info["library"]), "source_class": f"{ZOO}:{cls}" if cls else None,
-                            "inputs": str(d / f"{size}.npy"), "out": str(d / f"src_{name}_{size}.npz")})
-            keras_ops += [{"op": "forward", "arch": spec.name, "weights": str(d / f"{name}.safetensors"), "inputs": str(d / f"{size}.npy"), "training": mode == "train",
-                           "out": str(d / f"keras_{name}_{size}_{mode}.npz")} for mode in ("eval", "train")]
-    bad = W.load(d / "tv18.pth.safetensors").tensors
-    bad[f"{PERTURBED}.kernel"] = bad[f"{PERTURBED}.kernel"] + np.float32(0.05) * np.abs(bad[f"{PERTURBED}.kernel"]).max()
-    W.save(d / "perturbed.safetensors", bad, "resnet18-torch")
-    keras_ops += [{"op": "forward", "arch": "resnet18-torch", "weights": str(d / "perturbed.safetensors"), "inputs": str(d / "x32.npy"), "training": mode == "train",
-                   "out": str(d / f"perturbed_{mode}.npz")} for mode in ("eval", "train")]
-    parity.run_worker("torch", src_ops, d)
-    parity.run_worker("tf", keras_ops, d)
-    return d, facts
+    sources = {name: (("x32", "x224") if name in AT_224 else ("x32",), f"{ZOO}:{cls}" if cls else None) for name, (*_, cls) in SOURCES.items()}
 
+    def perturbed():  # tv18's port with one tensor moved, run in Keras with the others
+        bad = W.load(d / "tv18.pth.safetensors").tensors
+        bad[f"{PERTURBED}.kernel"] = bad[f"{PERTURBED}.kernel"] + np.float32(0.05) * np.abs(bad[f"{PERTURBED}.kernel"]).max()
+        W.save(d / "perturbed.safetensors", bad, "resnet18-torch")
+        return zoo_check.forward_ops(d, "resnet18-torch", d / "perturbed.safetensors", "x32", "perturbed")
 
-def _npz(path):
-    with np.load(path) as z:
-        return dict(z)
+    return d, zoo_check.port_all(d, sources, "torch", "tf", more_ports=perturbed)
 
 
 @pytest.mark.parametrize("name", list(SOURCES))
 def test_port_runs_in_keras_as_the_library_runs_the_source(zoo, name):
     """The port in Keras against the source in its own library (torchvision's / timm's class, or the repo's),
-    every layer both name and the logits, inference and training mode, at 32x32 and, for the ImageNet
-    ResNets, 224x224; the variant recognised from the tensors and the library's conventions."""
+    every layer both name and the logits, inference and training mode, at 32x32 and, for one ResNet18 and
+    one ResNet34, 224x224; the variant recognised from the tensors and the library's conventions."""
     d, facts = zoo
     _, classes, arch, library, _ = SOURCES[name]
     got_arch, info = facts[name]
     assert (got_arch, info["library"], info["conventions"]) == (arch, library, "pytorch")
-    spec = get_spec(arch)
-    assert spec.num_classes == classes
-    names = [layer.name for layer in spec.layers()]
-    for size in ("x32", "x224") if name in AT_224 else ("x32",):
-        src = _npz(d / f"src_{name}_{size}.npz")
-        assert str(src["library_class"]).startswith(("torchvision.models", "timm.models", "resnet_port_user_zoo_models")), src["library_class"]
-        for mode in ("eval", "train"):
-            ref = {k.split("/", 1)[1]: v for k, v in src.items() if k.startswith(f"{mode}/")}
-            ok, logit_diff, tol, rows, first = port.judge(_npz(d / f"keras_{name}_{size}_{mode}.npz"), ref, names)
-            assert ok, f"{name} {size} {mode}: logits {logit_diff:.2e} (tolerance {tol:.2e}), first divergent layer {first and first.name}"
-            # every conv, BatchNorm and block output of the source was compared, not only the logits
-            assert len(rows) >= len(spec.parameter_layers()) - 1 + len(spec.blocks), len(rows)
-            assert np.ptp(ref["logits"], axis=0).max() > 1e-3  # logits that differ between images
+    assert get_spec(arch).num_classes == classes
+    sizes = ("x32", "x224") if name in AT_224 else ("x32",)
+    for size in sizes:
+        cls = str(zoo_check.npz(d / f"src_{name}_{size}.npz")["library_class"])
+        assert cls.startswith(("torchvision.models", "timm.models", "resnet_port_user_zoo_models")), cls
+    zoo_check.assert_held_to_source(d, name, arch, sizes)
 
 
 def test_a_perturbed_tensor_is_caught_and_named(zoo):
     d, _ = zoo
-    spec = get_spec("resnet18-torch")
-    src = _npz(d / "src_tv18.pth_x32.npz")
-    for mode in ("eval", "train"):
-        ref = {k.split("/", 1)[1]: v for k, v in src.items() if k.startswith(f"{mode}/")}
-        ok, _, _, rows, first = port.judge(_npz(d / f"perturbed_{mode}.npz"), ref, [layer.name for layer in spec.layers()])
+    names = [layer.name for layer in get_spec("resnet18-torch").layers()]
+    for mode in zoo_check.MODES:
+        ok, _, _, _, first = port.judge(zoo_check.npz(d / f"perturbed_{mode}.npz"), zoo_check.source_outputs(d, "tv18.pth", "x32", mode), names)
         assert not ok and first is not None and first.name == PERTURBED, (mode, first)
 
 

@@ -14,9 +14,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from resnet_port import export, parity, porting, port
+from resnet_port import export, parity, port
 from resnet_port import weights as W
 from resnet_port.spec import get_spec
+
+import zoo_check
 
 HERE = Path(__file__).parent
 #: source: (file, the variant it must be, checked at 224x224 too)
@@ -49,30 +51,8 @@ def hub(tmp_path_factory):
     d = tmp_path_factory.mktemp("hub")
     make = f"import sys; sys.path.insert(0, {str(HERE)!r}); import zoo_keras\n" + "".join(f"zoo_keras.main({a!r})\n" for a in (["18", str(d / "kh18")], ["34", str(d / "kh34"), "--classes", "10"], ["18", str(d / "khpre"), "--preactivation"]))
     subprocess.run([sys.executable, "-c", make], check=True, env=parity.worker_env())
-    parity.run_worker("tf", [{"op": "read_source", "src": str(d / n), "kind": porting.detect(d / n).kind, "out": str(d / f"found_{n}")} for n in SOURCES], d)
-    rng = np.random.default_rng(0)
-    np.save(d / "x32.npy", rng.random((8, 32, 32, 3), dtype=np.float32))
-    np.save(d / "x224.npy", rng.random((2, 224, 224, 3), dtype=np.float32))
-    src_ops, torch_ops, facts = [], [], {}
-    for name, (_, at_224) in SOURCES.items():
-        layers, info = porting.read_found(d / f"found_{name}")
-        tensors = porting.canonical_tensors(layers)
-        spec = porting.resolve_arch(tensors, "auto", name, info)
-        W.save(d / f"{name}.safetensors", {k: a for k, (a, _) in tensors.items()}, spec.name)
-        facts[name] = (spec.name, info)
-        for size in ("x32", "x224") if at_224 else ("x32",):
-            src_ops.append({"op": "run_source", "src": str(d / name), "kind": info["kind"], "structure": info["structure"], "library": info["library"], "arch": spec.name,
-                            "layers": port.native_layers(tensors, info["library"]), "inputs": str(d / f"{size}.npy"), "out": str(d / f"src_{name}_{size}.npz")})
-            torch_ops += [{"op": "forward", "arch": spec.name, "weights": str(d / f"{name}.safetensors"), "inputs": str(d / f"{size}.npy"), "training": mode == "train",
-                           "out": str(d / f"torch_{name}_{size}_{mode}.npz")} for mode in ("eval", "train")]
-    parity.run_worker("tf", src_ops, d)
-    parity.run_worker("torch", torch_ops, d)
+    facts = zoo_check.port_all(d, {name: (("x32", "x224") if at_224 else ("x32",), None) for name, (_, at_224) in SOURCES.items()}, "tf", "torch")
     return d, facts
-
-
-def _npz(path):
-    with np.load(path) as z:
-        return dict(z)
 
 
 @pytest.mark.parametrize("name", list(SOURCES))
@@ -83,15 +63,8 @@ def test_keras_hub_resnets_port_to_pytorch(hub, name):
     arch, at_224 = SOURCES[name]
     got, info = facts[name]
     assert (got, info["library"], info["conventions"]) == (arch, "keras-hub", "pytorch")
-    spec = get_spec(arch)
-    names = [layer.name for layer in spec.layers()]
-    for size in ("x32", "x224") if at_224 else ("x32",):
-        src = _npz(d / f"src_{name}_{size}.npz")
-        for mode in ("eval", "train"):
-            ref = {k.split("/", 1)[1]: v for k, v in src.items() if k.startswith(f"{mode}/")}
-            ok, logit_diff, tol, rows, first = port.judge(_npz(d / f"torch_{name}_{size}_{mode}.npz"), ref, names)
-            assert ok, f"{name} {size} {mode}: logits {logit_diff:.2e} (tolerance {tol:.2e}), first divergent layer {first and first.name}"
-            assert len(rows) >= len(spec.parameter_layers()) - 1 + len(spec.blocks), len(rows)
+    assert str(zoo_check.npz(d / f"src_{name}_x32.npz")["library_class"]) == "keras_hub.ResNetImageClassifier"
+    zoo_check.assert_held_to_source(d, name, arch, ("x32", "x224") if at_224 else ("x32",))
 
 
 def test_the_three_keras_hub_files_hold_the_same_model(hub):
@@ -114,7 +87,7 @@ def test_keras_hub_to_torchvision_and_timm(hub, tmp_path):
     d, _ = hub
     p = cli("resnet_port.export", d / "kh18.keras.safetensors", "--format", "torchvision,timm", "--out", tmp_path / "e")
     assert p.returncode == 0 and "export: PASS" in p.stdout, p.stdout + p.stderr[-2000:]
-    probe = _npz(d / "kh18-probe.npz")
+    probe = zoo_check.npz(d / "kh18-probe.npz")
     np.save(tmp_path / "x.npy", probe["x"])
     code = (
         "import sys, numpy as np, torch, torchvision, timm\n"
@@ -125,7 +98,7 @@ def test_keras_hub_to_torchvision_and_timm(hub, tmp_path):
     )
     r = clean(code, tmp_path / "e" / "torchvision.pth", tmp_path / "e" / "timm", tmp_path / "x.npy", tmp_path / "out.npz")
     assert r.returncode == 0, r.stderr[-2000:]
-    got = _npz(tmp_path / "out.npz")
+    got = zoo_check.npz(tmp_path / "out.npz")
     tol = port.ATOL * max(1.0, float(np.abs(probe["logits"]).max()))
     for lib in ("tv", "timm"):
         assert np.abs(got[lib] - probe["logits"]).max() <= tol, lib
