@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from resnet_port import parity, port
+from resnet_port import parity, port, porting
 from resnet_port import weights as W
 from resnet_port.spec import get_spec
 
@@ -134,3 +134,15 @@ def test_what_is_not_a_resnet_of_these_is_refused_in_one_line(zoo, tmp_path):
         assert message in lines[0], (message, lines[0])
         assert not (tmp_path / f"out{i}.safetensors").exists()
     assert not (tmp_path / "ran").exists()  # the pickled code never ran
+
+
+@pytest.mark.parametrize("library", [v.library for v in porting.VOCABULARIES])
+def test_each_vocabulary_places_the_names_it_writes(library):
+    """The one placing rule and each library's name templates agree: every canonical layer of a ResNet34,
+    written in the library's names (what export writes), is placed back on that very layer."""
+    vocab = porting.vocabulary(library)
+    spec = get_spec("resnet34-torch")
+    layers = [(vocab.native_name(layer.name), layer.kind, {("gamma" if layer.kind == "batchnorm" else "kernel"): np.zeros(1)}) for layer in spec.parameter_layers()]
+    found, placed_by = porting.place_all(layers, library, [vocab])
+    back = {key.rsplit(".", 1)[0]: native.rsplit("/", 1)[0] for key, (_, native) in porting.canonical_tensors(found).items()}
+    assert placed_by is vocab and back == {layer.name: vocab.native_name(layer.name) for layer in spec.parameter_layers()}
