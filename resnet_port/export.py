@@ -51,7 +51,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import cli, frameworks, parity, rundir
+from . import cli, frameworks, parity, porting, rundir
 from . import weights as W
 from .spec import ResNetSpec, get_spec, same_padding
 
@@ -259,7 +259,7 @@ def export(weights: Path, w: W.Weights, formats: list[str], out: Path) -> tuple[
             "timm": ([{"op": "export_native", "library": "timm", "weights": str(weights), "out": str(out / "timm")}], out / "timm"),
             "keras-hub": ([{"op": "export_keras_hub", "weights": str(weights), "out": str(out / "keras-hub.keras"), "preset": str(out / "keras-hub-preset")}], out / "keras-hub"),
         }
-        meta = {"depth": {(2, 2, 2, 2): "resnet18", (3, 4, 6, 3): "resnet34"}.get(tuple(spec.stage_blocks)), "classes": spec.num_classes}
+        meta = {"depth": porting.library_depth(spec), "classes": spec.num_classes}
         outputs = {}
         for fmt in formats:
             fw, (ops, path) = FRAMEWORK_OF[fmt], plan[fmt]

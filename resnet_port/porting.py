@@ -191,6 +191,11 @@ def refuse_preactivation(found: list["Found"], source: str) -> None:
         raise PortError(f"{source} is a pre-activation (v2) ResNet ({PREACTIVATION})")
 
 
+def library_depth(spec: ResNetSpec) -> str | None:
+    """torchvision's (and timm's) name for a spec's depth: 'resnet18', 'resnet34', or None."""
+    return {(2, 2, 2, 2): "resnet18", (3, 4, 6, 3): "resnet34"}.get(tuple(spec.stage_blocks))
+
+
 def vocabulary(library: str) -> Vocabulary:
     return next(v for v in VOCABULARIES if v.library == library)
 

@@ -31,7 +31,7 @@ import torch
 
 from resnet_port import cli, porting
 from resnet_port.porting import Found, PortError
-from resnet_port.spec import get_spec
+from resnet_port.spec import ResNetSpec, get_spec
 
 _PREFIXES = ("module.", "_orig_mod.")
 
@@ -135,7 +135,7 @@ def op_read_source(op: dict) -> None:
 def library_model(op: dict) -> torch.nn.Module:
     """The source's model from the library that defines it (``op``: src, kind, library, arch, source_class)."""
     spec = get_spec(op["arch"])
-    blocks = {(2, 2, 2, 2): "resnet18", (3, 4, 6, 3): "resnet34"}.get(tuple(spec.stage_blocks))
+    blocks = porting.library_depth(spec)
     if op.get("source_class"):
         return user_class(op["source_class"], spec.num_classes)
     if op["kind"] == "hf-folder":
@@ -259,14 +259,14 @@ def op_export_onnx(op: dict) -> None:
     )
 
 
-def native_state_dict(weights_path: str, library: str) -> dict[str, torch.Tensor]:
-    """The neutral file's weights as ``library``'s own state_dict (its module names, PyTorch's layouts)."""
+def native_state_dict(weights_path: str, library: str) -> tuple[dict[str, torch.Tensor], ResNetSpec]:
+    """(the neutral file's weights as ``library``'s own state_dict: its module names, PyTorch's layouts; the spec)."""
     from resnet_port import weights as neutral
 
     vocab = porting.vocabulary(library)
     model, spec = _model_from(weights_path)
     ours = model.state_dict()
-    counts = json.loads(neutral.load(weights_path).metadata.get("num_batches_tracked", "{}"))
+    counts = json.loads(neutral.read_metadata(Path(weights_path)).get("num_batches_tracked", "{}"))  # the header only
     out = {}
     for layer in spec.parameter_layers():
         native = vocab.native_name(layer.name)
@@ -275,14 +275,13 @@ def native_state_dict(weights_path: str, library: str) -> dict[str, torch.Tensor
                 out[f"{native}.{key.rsplit('.', 1)[1]}"] = t.detach().clone()
         if layer.kind == "batchnorm":  # the source's step counter where the file carries it (0: a model trained here)
             out[f"{native}.num_batches_tracked"] = torch.tensor(int(counts.get(layer.name, 0)), dtype=torch.long)
-    return out
+    return out, spec
 
 
 def op_export_native(op: dict) -> None:
     """``{weights, library, out}``: torchvision's state_dict (a .pth) or timm's Hugging Face folder."""
-    state = native_state_dict(op["weights"], "torchvision/timm")
-    spec = get_spec(neutral_arch(op["weights"]))
-    depth = {(2, 2, 2, 2): "resnet18", (3, 4, 6, 3): "resnet34"}[tuple(spec.stage_blocks)]
+    state, spec = native_state_dict(op["weights"], "torchvision/timm")
+    depth = porting.library_depth(spec)
     if op["library"] == "torchvision":
         import torchvision
 
@@ -297,8 +296,3 @@ def op_export_native(op: dict) -> None:
         model.load_state_dict(state, strict=True)
         save_for_hf(model, op["out"], safe_serialization=True)
 
-
-def neutral_arch(weights_path: str) -> str:
-    from resnet_port import weights as neutral
-
-    return neutral.load(weights_path).arch
