@@ -134,6 +134,20 @@ def description(doc: str) -> str:
     return plain(doc.strip().splitlines()[0])
 
 
+class Progress:
+    """What a long command is doing, on stderr with the time since it started (nothing with ``quiet``):
+    ``[export 12 s] writing model.keras (Keras)``."""
+
+    def __init__(self, prog: str, quiet: bool = False):
+        import time
+
+        self.prog, self.quiet, self.start, self.clock = prog, quiet, time.monotonic(), time.monotonic
+
+    def __call__(self, message: str) -> None:
+        if not self.quiet:
+            print(f"[{self.prog} {self.clock() - self.start:4.0f} s] {message}", file=sys.stderr, flush=True)
+
+
 def fail(message: str) -> int:
     print(f"error: {message}", file=sys.stderr)
     return EXIT_BAD_INPUT

@@ -26,14 +26,23 @@ libraries define have them: torchvision's ResNet18/34 (``resnet18-torch``,
 ``resnet34-torch``, any class count).  ``all`` writes every format the weights'
 architecture has.
 
-Every file is loaded again in a fresh process where this project cannot be
-imported (its packages are blocked), run on a fixed batch at two batch sizes
-(the batch dimension is dynamic in all of them), and compared with its source:
+Files take any image size (H, W >= 32) where the network's pads are constants:
+always the Keras and library files, and the ``torch``/ONNX files of the
+PyTorch-convention variants; the ``torch``/ONNX files of a network with TF
+'same' padding at stride 2 (the post's) are fixed at its native size, as the
+table and ``preprocessing.json`` say.  Every file is written into a staging
+folder, loaded again in a fresh process where this project cannot be imported
+(its packages are blocked), run on fixed batches at two batch sizes (the batch
+dimension is dynamic in all of them) and at the native size (224 for the
+ImageNet-stem ResNets) and a second size when the file takes any, and compared
+with its source:
 the weights file run by ``tf_impl`` (Keras formats) or ``torch_impl`` (PyTorch
 formats).  The two ONNX files must also agree with each other, and TF's 'same'
 padding must survive in both: the stride-2 convolutions that pad one row and
 column *after* on even inputs are counted in each ONNX graph and held to the
-spec's count.  The table is printed; the exit status is 1 over tolerance.
+spec's count.  The table is printed; the exit status is 1 over tolerance.  Only
+when every file passes is the staging folder moved to ``--out``: a failed
+export leaves nothing.
 
 Inputs, for every format: float32 images, pixels / 255 (``preprocessing.json``
 says so, with the per-channel normalisation when the weights carry one).
@@ -44,6 +53,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -53,7 +63,7 @@ import numpy as np
 
 from . import cli, frameworks, parity, porting, rundir
 from . import weights as W
-from .spec import ResNetSpec, get_spec, same_padding
+from .spec import MIN_INPUT_SIZE, ResNetSpec, get_spec, native_size, same_padding, size_dependent_padding
 
 FORMATS = ("keras", "torch", "onnx-keras", "onnx-torch", "torchvision", "timm", "keras-hub")
 #: the libraries' own formats: only for the variants they define (torchvision's ResNet18/34)
@@ -93,13 +103,18 @@ sys.meta_path.insert(0, _Blocked())
 import numpy as np
 fmt, path, inputs, out, meta = sys.argv[1:6]
 meta = json.loads(meta)
-x = np.load(inputs)
+xs = {{size: np.load(f) for size, f in json.loads(inputs).items()}}
 res = {{}}
+def each(run, prefix=""):
+    for size, x in xs.items():
+        for n in {batches}:
+            res[f"{{prefix}}{{size}}/{{n}}"] = run(x[:n])
 def run_torch(module):
     import torch
-    for n in {batches}:
+    def run(x):
         with torch.no_grad():
-            res[str(n)] = module(torch.from_numpy(x[:n]).permute(0, 3, 1, 2).contiguous()).numpy()
+            return module(torch.from_numpy(x).permute(0, 3, 1, 2).contiguous()).numpy()
+    each(run)
     res["classes"] = np.array(f"{{type(module).__module__}}.{{type(module).__qualname__}}")
 if fmt == "torchvision":
     import torch, torchvision
@@ -111,31 +126,28 @@ elif fmt == "timm":
     run_torch(timm.create_model("local-dir:" + path, pretrained=True).eval())
 elif fmt == "keras-hub":
     import keras, keras_hub
-    for label, model in (("file", keras.saving.load_model(path + ".keras")), ("preset", keras_hub.models.ImageClassifier.from_preset(path + "-preset"))):
-        for n in {batches}:
-            res[str(n) if label == "file" else f"preset{{n}}"] = np.asarray(model(x[:n], training=False))
+    for prefix, model in (("", keras.saving.load_model(path + ".keras")), ("preset/", keras_hub.models.ImageClassifier.from_preset(path + "-preset"))):
+        each(lambda x: np.asarray(model(x, training=False)), prefix)
     res["classes"] = np.array(type(model).__module__.split(".")[0] + "." + type(model).__name__)
 elif fmt == "keras":
     import keras
     model = keras.models.load_model(path)
-    for n in {batches}:
-        res[str(n)] = np.asarray(model(x[:n], training=False))
+    each(lambda x: np.asarray(model(x, training=False)))
     res["classes"] = np.array(sorted({{type(l).__module__.split(".")[0] for l in model.layers}}))
 elif fmt == "torch":
     import torch
     module = torch.export.load(path).module()
-    for n in {batches}:
+    def run(x):
         with torch.no_grad():
-            res[str(n)] = module(torch.from_numpy(x[:n]).permute(0, 3, 1, 2).contiguous()).numpy()
+            return module(torch.from_numpy(x).permute(0, 3, 1, 2).contiguous()).numpy()
+    each(run)
 else:
     import onnxruntime as ort
     sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
     inp = sess.get_inputs()[0]
     nchw = fmt == "onnx-torch"
-    res["batch_dim"] = np.array(str(inp.shape[0]))
-    for n in {batches}:
-        batch = np.ascontiguousarray(x[:n].transpose(0, 3, 1, 2) if nchw else x[:n])
-        res[str(n)] = sess.run(None, {{inp.name: batch}})[0]
+    res["input_shape"] = np.array([str(d) for d in inp.shape])
+    each(lambda x: sess.run(None, {{inp.name: np.ascontiguousarray(x.transpose(0, 3, 1, 2) if nchw else x)}})[0])
 np.savez(out, **res)
 '''
 
@@ -148,13 +160,15 @@ def resolve(target: str) -> Path:
     return rundir.weights_of(target)
 
 
-def run_clean(fmt: str, path: Path, inputs: Path, out: Path, meta: dict | None = None) -> dict:
-    """Load and run one export in a fresh process where this project cannot be imported."""
+def run_clean(fmt: str, path: Path, inputs: dict[int, Path], out: Path, meta: dict | None = None) -> dict:
+    """Load and run one export in a fresh process where this project cannot be imported, on every
+    ``{size: images .npy}`` of ``inputs`` at every batch size; ``{"SIZE/N": logits, ...}``."""
     code = _RUNNER.format(blocked=set(PROJECT), batches=BATCHES)
-    proc = subprocess.run([sys.executable, "-c", code, fmt, str(path), str(inputs), str(out), json.dumps(meta or {})], capture_output=True, text=True, env=parity.worker_env(), timeout=900)
+    files = json.dumps({str(k): str(v) for k, v in inputs.items()})
+    proc = subprocess.run([sys.executable, "-c", code, fmt, str(path), files, str(out), json.dumps(meta or {})], capture_output=True, text=True, env=parity.worker_env(), timeout=900)
     if proc.returncode != 0:
-        tail = "\n".join(proc.stderr.strip().splitlines()[-6:])
-        raise ExportError(f"{path.name} does not load and run on its own ({fmt}):\n{tail}")
+        last = (proc.stderr.strip().splitlines() or ["(no message)"])[-1]
+        raise ExportError(f"{path.name} does not load and run on its own ({fmt}): {last}")
     with np.load(out) as z:
         return dict(z)
 
@@ -225,83 +239,153 @@ def same_padding_check(path: Path, spec: ResNetSpec) -> tuple[str, bool]:
     return text, found == expected and not computed
 
 
-def export(weights: Path, w: W.Weights, formats: list[str], out: Path) -> tuple[list[dict], bool]:
-    """Write, reload and compare every format of ``weights`` (loaded: ``w``); the table rows and whether all are within tolerance."""
+#: the formats whose files fix their input size when the network's pads depend on it (see
+#: spec.size_dependent_padding); Keras, torchvision, timm and keras-hub files take any size
+SIZED = ("torch", "onnx-keras", "onnx-torch")
+#: a second size for the check of files that take any size, when the native size is 32: odd, so
+#: every stride-2 layer meets an odd input
+ODD_SIZE = 45
+
+
+def input_size(spec: ResNetSpec, fmt: str) -> int | None:
+    """The input size ``fmt``'s file of ``spec`` is fixed at, or None: any height and width >= 32."""
+    return native_size(spec) if fmt in SIZED and size_dependent_padding(spec) else None
+
+
+def check_sizes(spec: ResNetSpec, size: int | None) -> list[int]:
+    """The image sizes a file is run at: its fixed size; or, taking any size, the native one and another."""
+    if size is not None:
+        return [size]
+    native = native_size(spec)
+    return [native, MIN_INPUT_SIZE if native != MIN_INPUT_SIZE else ODD_SIZE]
+
+
+def describe_size(spec: ResNetSpec, size: int | None) -> str:
+    if size is None:
+        return f"any H, W >= {MIN_INPUT_SIZE}"
+    return f"{size}x{size} only (TF 'same' padding of {', '.join(size_dependent_padding(spec))} depends on the size; Keras' .keras takes any)"
+
+
+def preprocessing(spec: ResNetSpec, w: W.Weights, formats: list[str]) -> dict:
+    """What every exported file takes and gives (written as preprocessing.json, and printed)."""
+    norm = w.normalization
+    sizes = {fmt: describe_size(spec, input_size(spec, fmt)) for fmt in formats}
+    return {
+        "arch": spec.name,
+        "input": "float32 images, RGB, in [0, 1] (uint8 pixels / 255); NHWC for model.keras, keras-hub and model-keras.onnx, NCHW for model.pt2, model-torch.onnx, torchvision and timm",
+        "input_size": sizes,
+        "native_size": native_size(spec),
+        "normalization": norm.to_dict() if norm else None,
+        "then": f"(x - mean) / std per channel, mean {list(norm.mean)}, std {list(norm.std)}" if norm else "nothing: the model takes pixels / 255",
+        "output": f"{spec.num_classes} logits (no softmax)",
+    }
+
+
+def export(weights: Path, w: W.Weights, formats: list[str], out: Path, progress=None) -> tuple[list[dict], bool]:
+    """Write, reload and compare every format of ``weights`` (loaded: ``w``) into the folder ``out``
+    (the caller's staging folder); the table rows and whether all are within tolerance."""
+    progress = progress or (lambda message: None)
     spec = get_spec(w.arch)
     out.mkdir(parents=True, exist_ok=True)
     norm = w.normalization
-    (out / "preprocessing.json").write_text(json.dumps({
-        "arch": spec.name,
-        "input": "float32 images in [0, 1] (uint8 pixels / 255); NHWC for model.keras and model-keras.onnx, NCHW for model.pt2 and model-torch.onnx",
-        "normalization": norm.to_dict() if norm else None,
-        "then": "(x - mean) / std per channel" if norm else "nothing: the model takes pixels / 255",
-        "output": f"{spec.num_classes} logits (no softmax)",
-    }, indent=2) + "\n")
-    rng = np.random.default_rng(0)
-    x = rng.random((max(BATCHES), *spec.input_shape), dtype=np.float32)
-    if norm is not None:
-        x = ((x - np.float32(norm.mean)) / np.float32(norm.std)).astype(np.float32)
+    (out / "preprocessing.json").write_text(json.dumps(preprocessing(spec, w, formats), indent=2) + "\n")
+    sizes = sorted({n for fmt in formats for n in check_sizes(spec, input_size(spec, fmt))})
     rows, ok = [], True
     with tempfile.TemporaryDirectory(prefix="resnet-port-export-") as tmp:
         tmp = Path(tmp)
-        np.save(tmp / "x.npy", x)
+        inputs = {}
+        for size in sizes:
+            x = np.random.default_rng(size).random((max(BATCHES), size, size, spec.input_shape[-1]), dtype=np.float32)
+            if norm is not None:
+                x = ((x - np.float32(norm.mean)) / np.float32(norm.std)).astype(np.float32)
+            inputs[size] = tmp / f"x{size}.npy"
+            np.save(inputs[size], x)
         reference = {}
         for fw in [fw for fw in frameworks.ALL if fw in map(FRAMEWORK_OF.get, formats)]:  # only those the formats need
-            parity.run_worker(fw.key, [{"op": "forward", "arch": spec.name, "weights": str(weights), "inputs": str(tmp / "x.npy"), "training": False, "out": str(tmp / f"ref_{fw.key}.npz")}], tmp)
-            with np.load(tmp / f"ref_{fw.key}.npz") as z:
-                reference[fw.key] = z["logits"]
-        plan = {
-            "keras": ([{"op": "export_keras", "weights": str(weights), "out": str(out / "model.keras")}], out / "model.keras"),
-            "torch": ([{"op": "export_torch", "weights": str(weights), "program": str(out / "model.pt2"), "state_dict": str(out / "state_dict.pt")}], out / "model.pt2"),
-            "onnx-keras": ([{"op": "export_onnx", "weights": str(weights), "out": str(out / "model-keras.onnx")}], out / "model-keras.onnx"),
-            "onnx-torch": ([{"op": "export_onnx", "weights": str(weights), "out": str(out / "model-torch.onnx")}], out / "model-torch.onnx"),
-            "torchvision": ([{"op": "export_native", "library": "torchvision", "weights": str(weights), "out": str(out / "torchvision.pth")}], out / "torchvision.pth"),
-            "timm": ([{"op": "export_native", "library": "timm", "weights": str(weights), "out": str(out / "timm")}], out / "timm"),
-            "keras-hub": ([{"op": "export_keras_hub", "weights": str(weights), "out": str(out / "keras-hub.keras"), "preset": str(out / "keras-hub-preset")}], out / "keras-hub"),
-        }
+            progress(f"running the weights in {fw.label} at {', '.join(f'{n}x{n}' for n in sizes)} (the reference)")
+            parity.run_worker(fw.key, [{"op": "forward", "arch": spec.name, "weights": str(weights), "inputs": str(inputs[n]), "training": False, "out": str(tmp / f"ref_{fw.key}_{n}.npz")} for n in sizes], tmp)
+            reference[fw.key] = {}
+            for n in sizes:
+                with np.load(tmp / f"ref_{fw.key}_{n}.npz") as z:
+                    reference[fw.key][n] = z["logits"]
+        files = {"keras": "model.keras", "torch": "model.pt2", "onnx-keras": "model-keras.onnx", "onnx-torch": "model-torch.onnx", "torchvision": "torchvision.pth", "timm": "timm", "keras-hub": "keras-hub"}
         meta = {"depth": porting.library_depth(spec), "classes": spec.num_classes}
         outputs = {}
         for fmt in formats:
-            fw, (ops, path) = FRAMEWORK_OF[fmt], plan[fmt]
-            parity.run_worker(fw.key, ops, tmp)
-            res = run_clean(fmt, path, tmp / "x.npy", tmp / f"{fmt}.npz", meta)
-            ref = reference[fw.key]
-            outputs[fmt] = res[str(max(BATCHES))]
+            fw, path, size = FRAMEWORK_OF[fmt], out / files[fmt], input_size(spec, fmt)
+            ops = {
+                "keras": {"op": "export_keras", "out": str(path)},
+                "torch": {"op": "export_torch", "program": str(path), "state_dict": str(out / "state_dict.pt")},
+                "onnx-keras": {"op": "export_onnx", "out": str(path)},
+                "onnx-torch": {"op": "export_onnx", "out": str(path)},
+                "torchvision": {"op": "export_native", "library": "torchvision", "out": str(path)},
+                "timm": {"op": "export_native", "library": "timm", "out": str(path)},
+                "keras-hub": {"op": "export_keras_hub", "out": str(out / "keras-hub.keras"), "preset": str(out / "keras-hub-preset")},
+            }[fmt]
             name = {"keras-hub": "keras-hub.keras", "timm": "timm/"}.get(fmt, path.name)
+            progress(f"writing {name} ({fmt}, in {fw.label}; {describe_size(spec, size).split(' (')[0]})")
+            parity.run_worker(fw.key, [{**ops, "weights": str(weights), "size": size}], tmp)
+            run_at = {n: inputs[n] for n in check_sizes(spec, size)}
+            progress(f"reloading {name} without resnet-port and running it at {', '.join(f'{n}x{n}' for n in run_at)}")
+            res = run_clean(fmt, path, run_at, tmp / f"{fmt}.npz", meta)
+            ref = reference[fw.key]
+            outputs[fmt] = res
             row = compare(fmt, name, f"its source, the weights in {fw.label}", res, ref)
+            row["size"] = "any" if size is None else f"{size} only"
             if fmt in NATIVE:
                 row["loaded_as"] = str(res["classes"])
             if fmt == "keras-hub":  # the preset folder, loaded by from_preset, too
-                preset = compare(fmt, "keras-hub-preset/", f"its source, the weights in {fw.label}", {str(n): res[f"preset{n}"] for n in BATCHES}, ref)
-                preset["loaded_as"] = row["loaded_as"]
+                preset = compare(fmt, "keras-hub-preset/", f"its source, the weights in {fw.label}", {k[len("preset/"):]: v for k, v in res.items() if k.startswith("preset/")}, ref)
+                preset.update(loaded_as=row["loaded_as"], size=row["size"])
                 rows.append(row)
                 row = preset
             if fmt.startswith("onnx"):
                 row["same_padding"], padding_ok = same_padding_check(path, spec)
                 row["ok"] &= padding_ok
-                row["ok"] &= not str(res["batch_dim"]).isdigit()  # a named (dynamic) batch dimension
-                row["batch_dim"] = str(res["batch_dim"])
+                shape = [str(d) for d in res["input_shape"]]
+                dynamic = [i for i, d in enumerate(shape) if not d.isdigit()]
+                hw = (1, 2) if fmt == "onnx-keras" else (2, 3)
+                row["ok"] &= 0 in dynamic and (size is not None or set(hw) <= set(dynamic))  # named (dynamic) dimensions
+                row["batch_dim"] = shape[0]
             if fmt == "keras":
                 row["ok"] &= list(res["classes"]) == ["keras"]  # standard Keras layers only
             rows.append(row)
         if "torch" in formats:
-            rows.append(state_dict_row(out / "state_dict.pt", spec, tmp, reference[frameworks.PYTORCH.key]))
+            rows.append(state_dict_row(out / "state_dict.pt", spec, inputs[sizes[0]], tmp, reference[frameworks.PYTORCH.key][sizes[0]]))
         if "onnx-keras" in formats and "onnx-torch" in formats:
-            rows.append(compare("onnx", "model-keras.onnx vs model-torch.onnx", "each other", {str(max(BATCHES)): outputs["onnx-keras"]}, outputs["onnx-torch"]))
+            common = {k: v for k, v in outputs["onnx-keras"].items() if k in outputs["onnx-torch"] and "/" in k}
+            rows.append(compare("onnx", "model-keras.onnx vs model-torch.onnx", "each other", common, {n: None for n in sizes}, other=outputs["onnx-torch"]))
     ok = all(r["ok"] for r in rows)
     return rows, ok
 
 
-def compare(fmt: str, name: str, against: str, res: dict, ref: np.ndarray) -> dict:
-    """Max |difference| against ``ref`` at every batch size run, and argmax agreement at the largest."""
-    tol = ATOL * max(1.0, float(np.abs(ref).max()))
-    diffs = [float(np.abs(res[str(n)] - ref[:n]).max()) for n in BATCHES if str(n) in res]
-    top = res[str(max(BATCHES))]
-    agree = int((top.argmax(1) == ref.argmax(1)).sum())
-    return {"format": fmt, "file": name, "against": against, "max_abs_diff": max(diffs), "tolerance": tol, "argmax": f"{agree}/{len(ref)}", "batches": ",".join(str(n) for n in BATCHES if str(n) in res), "ok": max(diffs) <= tol and agree == len(ref)}
+def compare(fmt: str, name: str, against: str, res: dict, ref: dict, other: dict | None = None) -> dict:
+    """Max |difference| of ``res`` (``{"SIZE/N": logits}``) against ``ref`` (``{size: logits}``, or, with
+    ``other``, the same keys of ``other``) at every size and batch size run; argmax agreement at the
+    largest batch of each size."""
+    diffs, agree, total, tol, sizes = [], 0, 0, 0.0, []
+    for key, got in res.items():
+        if key.count("/") != 1:  # "SIZE/N" only (not the preset's "preset/SIZE/N", nor the facts)
+            continue
+        size, n = (int(v) for v in key.split("/"))
+        want = other[key] if other is not None else ref[size][:n]
+        tol = max(tol, ATOL * max(1.0, float(np.abs(want).max())))
+        diffs.append(float(np.abs(got - want).max()))
+        if n == max(BATCHES):
+            agree += int((got.argmax(1) == want.argmax(1)).sum())
+            total += len(want)
+            sizes.append(size)
+    if not diffs:
+        raise ExportError(f"{name}: nothing was run")
+    finite = all(np.isfinite(d) for d in diffs)
+    return {
+        "format": fmt, "file": name, "against": against, "max_abs_diff": max(diffs) if finite else float("nan"), "tolerance": tol,
+        "argmax": f"{agree}/{total}", "sizes": ",".join(str(n) for n in sorted(set(sizes), reverse=True)), "batches": ",".join(str(n) for n in BATCHES),
+        "ok": finite and max(diffs) <= tol and agree == total,
+    }
 
 
-def state_dict_row(path: Path, spec: ResNetSpec, tmp: Path, ref: np.ndarray) -> dict:
+def state_dict_row(path: Path, spec: ResNetSpec, inputs: Path, tmp: Path, ref: np.ndarray) -> dict:
     """The state_dict, loaded with load_state_dict(strict=True) into torch_impl's model."""
     code = (
         "import sys, numpy as np, torch\n"
@@ -310,27 +394,50 @@ def state_dict_row(path: Path, spec: ResNetSpec, tmp: Path, ref: np.ndarray) -> 
         "x = torch.from_numpy(np.load(sys.argv[3])).permute(0, 3, 1, 2)\n"
         "with torch.no_grad(): np.save(sys.argv[4], m(x).numpy())\n"
     )
-    proc = subprocess.run([sys.executable, "-c", code, spec.name, str(path), str(tmp / "x.npy"), str(tmp / "sd.npy")], capture_output=True, text=True, env=parity.worker_env())
+    proc = subprocess.run([sys.executable, "-c", code, spec.name, str(path), str(inputs), str(tmp / "sd.npy")], capture_output=True, text=True, env=parity.worker_env())
     if proc.returncode != 0:
-        raise ExportError(f"{path.name} does not load into torch_impl.model.build_model({spec.name!r}):\n{proc.stderr.strip().splitlines()[-1]}")
-    return compare("torch", path.name + " (torch_impl.model)", "its source, the weights in PyTorch", {str(max(BATCHES)): np.load(tmp / "sd.npy")}, ref)
+        raise ExportError(f"{path.name} does not load into torch_impl.model.build_model({spec.name!r}): {(proc.stderr.strip().splitlines() or ['(no message)'])[-1]}")
+    size = int(np.load(inputs, mmap_mode="r").shape[1])
+    row = compare("torch", path.name + " (torch_impl.model)", "its source, the weights in PyTorch", {f"{size}/{max(BATCHES)}": np.load(tmp / "sd.npy")}, {size: ref})
+    row["size"] = "any"
+    return row
 
 
 def table(rows: list[dict]) -> str:
-    lines = [f"{'format':<11} {'file':<40} {'max |diff|':>11} {'tolerance':>10} {'argmax':>7} {'batches':>8}  {'same padding':<28} status"]
+    lines = [f"{'format':<11} {'file':<40} {'input':>8} {'checked at':>10} {'max |diff|':>11} {'tolerance':>10} {'argmax':>7} {'batches':>7}  {'same padding':<28} status"]
     for r in rows:
         loaded = f" (loaded as {r['loaded_as']})" if r.get("loaded_as") else ""
-        lines.append(f"{r['format']:<11} {r['file']:<40} {r['max_abs_diff']:>11.2e} {r['tolerance']:>10.2e} {r['argmax']:>7} {r['batches']:>8}  {r.get('same_padding', '-'):<28} {'ok' if r['ok'] else 'FAILED'}{loaded}")
+        lines.append(f"{r['format']:<11} {r['file']:<40} {r.get('size', '-'):>8} {r['sizes']:>10} {r['max_abs_diff']:>11.2e} {r['tolerance']:>10.2e} {r['argmax']:>7} {r['batches']:>7}  {r.get('same_padding', '-'):<28} {'ok' if r['ok'] else 'FAILED'}{loaded}")
     return "\n".join(lines)
+
+
+def publish(staged: Path, out: Path) -> None:
+    """Move every file of the staging folder into ``out`` (a new folder appears whole, by one rename)."""
+    import shutil
+
+    if not out.exists():
+        staged.rename(out)
+        return
+    for item in staged.iterdir():
+        target = out / item.name
+        if target.is_dir() and not target.is_symlink():
+            shutil.rmtree(target)
+        elif target.exists() or target.is_symlink():
+            target.unlink()
+        item.rename(target)
+    staged.rmdir()
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m resnet_port.export", description=cli.description(__doc__))
     ap.add_argument("target", help="a neutral weights file (.safetensors) or a finished run directory")
-    ap.add_argument("--format", default="all", help=f"what to write: {', '.join(FORMATS)}, several joined by commas, or all (default)")
-    ap.add_argument("--out", required=True, help="folder for the exported files")
-    ap.add_argument("--force", action="store_true", help="write into --out even if it holds files")
+    ap.add_argument("--format", default="all", help=f"what to write: {', '.join(FORMATS)}, several joined by commas, or all (default: every format the architecture has)")
+    ap.add_argument("--out", required=True, help="folder for the exported files (written only when every file passes its check)")
+    ap.add_argument("--force", action="store_true", help="write into --out even if it holds files (files of the same names are replaced)")
+    ap.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     args = ap.parse_args(argv)
+    progress = cli.Progress("export", args.quiet)
+    staged = None
     try:
         weights = resolve(args.target)
         w = W.load(weights)  # strict check before any framework starts
@@ -353,15 +460,41 @@ def main(argv=None) -> int:
                 raise ExportError(f"--format {fmt}: {fmt} defines torchvision's ResNet18/34 (resnet18-torch, resnet34-torch), not {spec.name}; port the weights to one of those, or choose from {', '.join(formats_for(spec))}")
             if fmt in NEEDS and importlib.util.find_spec(NEEDS[fmt]) is None:
                 raise ExportError(f"--format {fmt} needs {fmt}: pip install {fmt}")
-        rows, ok = export(weights, w, formats, out)
+        # everything is written into a staging folder beside --out and moved there only when every
+        # file has passed its check: a failed export leaves nothing
+        out.parent.mkdir(parents=True, exist_ok=True)
+        staged = Path(tempfile.mkdtemp(prefix=f".{out.name}.export-", dir=out.parent))
+        umask = os.umask(0)
+        os.umask(umask)
+        staged.chmod(0o777 & ~umask)  # mkdtemp's 0700 would become --out's mode
+        rows, ok = export(weights, w, formats, staged, progress)
+        if ok:
+            publish(staged, out)
+            staged = None
     except (ExportError, W.WeightsError, rundir.RunDirError, W.WriteError) as e:
         return cli.fail(str(e))
     except parity.WorkerError as e:
-        return cli.fail(f"exporting failed: {e}")
-    print(f"exported {weights} ({w.arch}) to {out}; every file reloaded without resnet-port and run at batch sizes {', '.join(map(str, BATCHES))}")
+        return cli.fail(f"exporting failed: {worker_reason(e)}")
+    except OSError as e:
+        return cli.fail(f"exporting to {args.out} failed: {e}")
+    finally:
+        if staged is not None:
+            import shutil
+
+            shutil.rmtree(staged, ignore_errors=True)
+    print(f"exported {weights} ({w.arch}) to {out}; every file reloaded without resnet-port and run at batch sizes {', '.join(map(str, BATCHES))}" if ok else f"not written: {out} (a file failed its check; nothing was kept)")
     print(table(rows))
+    prep = preprocessing(spec, w, formats)
+    print(f"input: {prep['input'].split(';')[0]}; then {prep['then']}; native size {prep['native_size']}x{prep['native_size']}")
     print(f"export: {'PASS' if ok else 'FAIL'} (tolerance {ATOL:g} x max(1, max |reference logit|))")
     return 0 if ok else 1
+
+
+def worker_reason(e: Exception) -> str:
+    """A worker's failure in one line: which worker, and the last line of what it printed."""
+    lines = str(e).strip().splitlines()
+    head, last = lines[0].split(" (job ")[0], lines[-1] if len(lines) > 1 else ""
+    return f"{head}: {last}" if last else head
 
 
 if __name__ == "__main__":

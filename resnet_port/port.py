@@ -44,7 +44,7 @@ import numpy as np
 from . import augment, cli, data, frameworks, parity, porting, rundir
 from . import weights as W
 from .porting import PortError
-from .spec import MIN_INPUT_SIZE, REGISTRY, ResNetSpec, arch_type, split_name
+from .spec import IMAGENET_SIZE, MIN_INPUT_SIZE, REGISTRY, ResNetSpec, arch_type, split_name
 
 ATOL = 1e-4  # on every layer and the logits: atol * max(1, max |source output|), as resnet_port.diff
 CHECK_BATCH = 16
@@ -142,7 +142,6 @@ def judge(port: dict, ref: dict, names: list[str], atol: float = ATOL):
     return first is None and logit_diff <= tol, logit_diff, tol, rows, first
 
 
-IMAGENET_SIZE = 224  # the ImageNet-stem variants are also checked at the size they are trained at
 IMAGENET_BATCH = 4
 
 

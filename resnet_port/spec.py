@@ -572,6 +572,29 @@ REGISTRY: dict[str, ResNetConfig] = {
 #: The input sizes every variant takes besides its spec's (the global average pool makes
 #: them size-free): at least this many pixels high and wide.
 MIN_INPUT_SIZE = 32
+#: the size the ImageNet-stem variants are trained at (torchvision's, timm's, keras-hub's ResNets)
+IMAGENET_SIZE = 224
+
+
+def native_size(spec: ResNetSpec) -> int:
+    """The input size a variant is made for: 224 for the ImageNet stem, the spec's (32) otherwise."""
+    return IMAGENET_SIZE if REGISTRY[split_name(spec.name)[0]].stem == "imagenet" else spec.input_shape[0]
+
+
+def size_dependent_padding(spec: ResNetSpec) -> list[str]:
+    """The layers whose padding depends on the input size: TF 'same' with a stride above 1 pads
+    ``(total // 2, total - total // 2)`` with ``total`` depending on the size's remainder.  Without
+    them every pad is a constant and a file of the network can take any size (H, W >= 32)."""
+    out = []
+    for layer in [spec.stem_conv, spec.stem_pool, *[c for b in spec.blocks for c in (b.conv1, b.conv2, b.shortcut_conv)]]:
+        if layer is not None and layer.padding == "same" and layer.stride > 1:
+            out.append(layer.name)
+    return out
+
+
+def keras_name(name: str) -> str:
+    """A variant's name as a Keras model name (no '@': ``resnet18-torch@1000`` -> ``resnet18-torch_1000``)."""
+    return name.replace("@", "_")
 
 
 def available() -> list[str]:

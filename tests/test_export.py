@@ -194,3 +194,51 @@ def test_the_uneven_same_padding_check_can_fail(tmp_path):
         assert export.onnx_asymmetric_convs(path) == uneven, name
         text, ok = export.same_padding_check(path, spec)
         assert ok is (uneven == want) and text.startswith(f"{uneven} of {want} "), (name, text)
+
+
+def test_imagenet_variant_exports_size_free_at_any_class_count(tmp_path):
+    """An ImageNet-stem ResNet with 1000 classes (every torchvision port): the default export passes,
+    its files take any size (Keras (None, None, 3), dynamic height and width in torch.export and both
+    ONNX files), the export's own check runs at 224x224, and our own loader agrees at 224 and 57."""
+    parity.run_worker("torch", [{"op": "init", "arch": "tiny-torch@1000", "seed": 3, "out": str(tmp_path / "w.safetensors")}], tmp_path)
+    p = subprocess.run([sys.executable, "-m", "resnet_port.export", str(tmp_path / "w.safetensors"), "--out", str(tmp_path / "out")], capture_output=True, text=True, env=ENV, timeout=900)
+    assert p.returncode == 0 and "export: PASS" in p.stdout, p.stdout[-3000:] + p.stderr[-3000:]
+    rows = [line.split() for line in p.stdout.splitlines() if line.split() and line.split()[0] in ("keras", "torch", "onnx-keras", "onnx-torch") and "state_dict" not in line]
+    assert [r[1] for r in rows] == ["model.keras", "model.pt2", "model-keras.onnx", "model-torch.onnx"], p.stdout
+    assert all(r[2] == "any" and r[3] == "224,32" and r[-1] == "ok" for r in rows), p.stdout
+    assert "native size 224x224" in p.stdout and "[export" in p.stderr  # progress on stderr
+    import json
+
+    prep = json.loads((tmp_path / "out" / "preprocessing.json").read_text())
+    assert prep["native_size"] == 224 and set(prep["input_size"].values()) == {"any H, W >= 32"}
+    for size in (224, 57):
+        x = np.random.default_rng(size).random((2, size, size, 3), dtype=np.float32)
+        np.save(tmp_path / "x.npy", x)
+        ref = {}
+        for fw in parity.FRAMEWORKS:
+            parity.run_worker(fw, [{"op": "forward", "arch": "tiny-torch@1000", "weights": str(tmp_path / "w.safetensors"), "inputs": str(tmp_path / "x.npy"), "training": False, "out": str(tmp_path / f"ref_{fw}.npz")}], tmp_path)
+            ref[fw] = np.load(tmp_path / f"ref_{fw}.npz")["logits"]
+        assert ref["tf"].shape == (2, 1000)
+        for fmt, name, fw in [("keras", "model.keras", "tf"), ("torch", "model.pt2", "torch"), ("onnx-keras", "model-keras.onnx", "tf"), ("onnx-torch", "model-torch.onnx", "torch")]:
+            q = subprocess.run([sys.executable, "-c", BLOCKED_RUN, fmt, str(tmp_path / "out" / name), str(tmp_path / "x.npy"), str(tmp_path / f"{fmt}.npy")], capture_output=True, text=True, env=ENV, timeout=600)
+            assert q.returncode == 0, (fmt, size, q.stderr[-2000:])
+            assert np.abs(np.load(tmp_path / f"{fmt}.npy") - ref[fw]).max() <= 1e-4 * max(1.0, np.abs(ref[fw]).max()), (fmt, size)
+
+
+def test_a_failed_export_leaves_nothing_and_says_one_line(tmp_path, monkeypatch, capsys):
+    """A file that does not reload (here: the clean runner made to fail) ends the export with one line
+    and exit 2; neither --out nor the staging folder is left behind, and a --force'd --out keeps its files."""
+    parity.run_worker("tf", [{"op": "init", "arch": "tiny", "seed": 9, "out": str(tmp_path / "w.safetensors")}], tmp_path / "jobs")
+
+    def broken(fmt, path, *args, **kwargs):
+        raise export.ExportError(f"{path.name} does not load and run on its own ({fmt}): RuntimeError: broken on purpose")
+
+    monkeypatch.setattr(export, "run_clean", broken)
+    assert export.main([str(tmp_path / "w.safetensors"), "--format", "keras", "--out", str(tmp_path / "out"), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["error: model.keras does not load and run on its own (keras): RuntimeError: broken on purpose"]
+    (tmp_path / "kept").mkdir()
+    (tmp_path / "kept" / "mine.txt").write_text("mine")
+    assert export.main([str(tmp_path / "w.safetensors"), "--format", "keras", "--out", str(tmp_path / "kept"), "--force", "--quiet"]) == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["jobs", "kept", "w.safetensors"]
+    assert [p.name for p in (tmp_path / "kept").iterdir()] == ["mine.txt"]

@@ -26,7 +26,7 @@ from __future__ import annotations
 import keras
 from keras import layers
 
-from resnet_port.spec import BatchNormSpec, BlockSpec, ConvSpec, DenseSpec, ResNetSpec, get_spec, symmetric_as_same
+from resnet_port.spec import BatchNormSpec, BlockSpec, ConvSpec, DenseSpec, ResNetSpec, get_spec, keras_name, symmetric_as_same
 
 
 def initializer(name: str, fan_in: int = 0) -> keras.initializers.Initializer:
@@ -138,7 +138,7 @@ def build_model(arch: str | ResNetSpec, input_shape: tuple[int, int, int] | None
         x = apply_block(x, b, synchronized, plain_batchnorm)
     x = layers.GlobalAveragePooling2D(name=spec.avgpool.name)(x)
     logits = _dense(spec.fc)(x)
-    return keras.Model(inputs, logits, name=spec.name)
+    return keras.Model(inputs, logits, name=keras_name(spec.name))
 
 
 def intermediate_model(model: keras.Model, spec: ResNetSpec) -> keras.Model:

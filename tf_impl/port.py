@@ -572,30 +572,43 @@ def op_run_source(op: dict) -> None:
         np.savez(op["out"], **out)
 
 
+def _export_model(w, op: dict):
+    """tf_impl's model of a neutral file with Keras' own layers only, taking any height and width
+    (``op['size']`` None) or ``size`` x ``size`` images."""
+    from resnet_port.spec import get_spec
+
+    from .model import build_model
+
+    spec = get_spec(w.arch)
+    size = op.get("size")
+    return build_model(spec, input_shape=(size, size, spec.input_shape[-1]), plain_batchnorm=True)
+
+
 def op_export_keras(op: dict) -> None:
-    """``{weights, out}``: a plain .keras model (standard layers only) of a neutral weights file."""
+    """``{weights, out, size}``: a plain .keras model (standard layers only) of a neutral weights file,
+    taking any image size (``size`` None: Keras computes TF's 'same' pads per input) or ``size``."""
     from resnet_port import weights as neutral
 
     from . import weights
-    from .model import build_model
 
     w = neutral.load(op["weights"])
-    model = build_model(w.arch, plain_batchnorm=True)  # Keras' own layers only: it loads anywhere (equal in inference)
+    model = _export_model(w, op)  # Keras' own layers only: it loads anywhere (equal in inference)
     weights.from_numpy(model, w.arch, w.tensors, op["weights"])
     model.save(op["out"])
 
 
 def op_export_onnx(op: dict) -> None:
-    """``{weights, out}``: ONNX from Keras' own exporter (tf2onnx), batch dimension dynamic."""
+    """``{weights, out, size}``: ONNX from Keras' own exporter (tf2onnx), batch dimension dynamic (height
+    and width too when ``size`` is None)."""
     from resnet_port import weights as neutral
 
     from . import weights
-    from .model import build_model
 
     w = neutral.load(op["weights"])
-    model = build_model(w.arch, plain_batchnorm=True)
+    model = _export_model(w, op)
     weights.from_numpy(model, w.arch, w.tensors, op["weights"])
-    model(np.zeros((1, *model.input_shape[1:]), np.float32), training=False)  # Keras exports a model that has been called
+    size = op.get("size") or 64
+    model(np.zeros((1, size, size, model.input_shape[-1]), np.float32), training=False)  # Keras exports a model that has been called
     with tempfile.TemporaryDirectory() as tmp:
         target = Path(tmp) / "model.onnx"
         model.export(str(target), format="onnx", verbose=False)

@@ -31,7 +31,7 @@ import torch
 
 from resnet_port import cli, porting
 from resnet_port.porting import Found, PortError
-from resnet_port.spec import ResNetSpec, get_spec
+from resnet_port.spec import MIN_INPUT_SIZE, ResNetSpec, get_spec
 
 _PREFIXES = ("module.", "_orig_mod.")
 
@@ -235,28 +235,47 @@ def _model_from(weights_path: str):
     return model.eval(), get_spec(w.arch)
 
 
-def op_export_torch(op: dict) -> None:
-    """``{weights, program, state_dict}``: a torch.export program (dynamic batch) and a state_dict."""
+def _export_shapes(spec: ResNetSpec, size: int | None):
+    """(an example input, torch.export's dynamic_shapes, a context for the export): the batch is always
+    dynamic; height and width too when ``size`` is None (a network whose pads are all constants)."""
+    import contextlib
+
     from torch.export import Dim
 
+    c = spec.input_shape[-1]
+    dims = {0: Dim("batch", min=1, max=4096)}
+    context = contextlib.nullcontext()
+    if size is None:
+        dims.update({2: Dim("height", min=MIN_INPUT_SIZE, max=4096), 3: Dim("width", min=MIN_INPUT_SIZE, max=4096)})
+        # without it, torch.export specialises the last feature map's size 1 (a 32x32 input) away
+        import torch.fx.experimental._config as fx_config
+
+        context = fx_config.patch(backed_size_oblivious=True)
+    example = torch.zeros(2, c, size or 64, size or 64)
+    return example, {"x": dims}, context
+
+
+def op_export_torch(op: dict) -> None:
+    """``{weights, program, state_dict, size}``: a torch.export program (dynamic batch; dynamic height and
+    width when ``size`` is None, else fixed at ``size``) and a state_dict."""
     model, spec = _model_from(op["weights"])
-    h, w, c = spec.input_shape
-    example = torch.zeros(2, c, h, w)
-    program = torch.export.export(model, (example,), dynamic_shapes={"x": {0: Dim("batch", min=1, max=4096)}})
+    example, shapes, context = _export_shapes(spec, op.get("size"))
+    with context:
+        program = torch.export.export(model, (example,), dynamic_shapes=shapes)
     torch.export.save(program, op["program"])
     torch.save(model.state_dict(), op["state_dict"])
 
 
 def op_export_onnx(op: dict) -> None:
-    """``{weights, out}``: ONNX from PyTorch's own (dynamo) exporter, batch dimension dynamic."""
-    from torch.export import Dim
-
+    """``{weights, out, size}``: ONNX from PyTorch's own (dynamo) exporter, batch dimension dynamic
+    (height and width too when ``size`` is None)."""
     model, spec = _model_from(op["weights"])
-    h, w, c = spec.input_shape
-    torch.onnx.export(
-        model, (torch.zeros(2, c, h, w),), op["out"], dynamo=True, external_data=False,  # one self-contained file
-        dynamic_shapes={"x": {0: Dim("batch", min=1, max=4096)}}, input_names=["images"], output_names=["logits"], verbose=False,
-    )
+    example, shapes, context = _export_shapes(spec, op.get("size"))
+    with context:
+        torch.onnx.export(
+            model, (example,), op["out"], dynamo=True, external_data=False,  # one self-contained file
+            dynamic_shapes=shapes, input_names=["images"], output_names=["logits"], verbose=False,
+        )
 
 
 def native_state_dict(weights_path: str, library: str) -> tuple[dict[str, torch.Tensor], ResNetSpec]:
@@ -295,4 +314,6 @@ def op_export_native(op: dict) -> None:
         model = timm.create_model(depth, pretrained=False, num_classes=spec.num_classes)
         model.load_state_dict(state, strict=True)
         save_for_hf(model, op["out"], safe_serialization=True)
+        for f in Path(op["out"]).iterdir():  # safetensors writes 0600; a model folder is for sharing
+            f.chmod(0o644)
 
