@@ -30,7 +30,7 @@ def _int_at_least(minimum: int):
     return parse
 
 
-_positive_int = _int_at_least(1)
+_positive_int = positive_int = _int_at_least(1)
 _nonneg_int = _int_at_least(0)
 
 

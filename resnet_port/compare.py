@@ -195,10 +195,19 @@ def plot_overlay(runs: list[dict], out_dir: Path) -> list[Path]:
     return paths
 
 
+def default_report(runs: list[Path]) -> Path:
+    """compare-report/ in the folder holding the runs (their nearest common folder): never the current
+    folder by accident, so comparing runs/tf-x and runs/torch-x writes runs/compare-report/."""
+    import os
+
+    parents = [str(p.resolve().parent) for p in runs]
+    return Path(os.path.commonpath(parents)) / "compare-report"
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m resnet_port.compare", description=cli.description(__doc__))
     ap.add_argument("runs", nargs="+", help="run directories written by tf_impl.train or torch_impl.train")
-    ap.add_argument("--report", default="compare-report", help="folder for the Markdown/CSV table and plots (default compare-report)")
+    ap.add_argument("--report", default=None, help="folder for the Markdown/CSV table and plots (default: compare-report/ beside the runs, in the folder that holds them)")
     ap.add_argument("--no-cross-eval", action="store_true", help="skip evaluating each run's weights in the other framework")
     args = ap.parse_args(argv)
     try:
@@ -245,8 +254,11 @@ def main(argv=None) -> int:
         )
     for n in notes:
         print(n, file=sys.stderr if n.startswith("WARNING") else sys.stdout)
-    report = Path(args.report)
-    report.mkdir(parents=True, exist_ok=True)
+    report = Path(args.report) if args.report else default_report(paths)
+    try:
+        report.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        return cli.fail(f"cannot write the report to {report} ({e.strerror}); give --report FOLDER")
     (report / "compare.md").write_text("# Run comparison\n\n" + format_markdown(header, rows) + "\n\n" + "\n\n".join(notes) + ("\n" if notes else ""))
     with open(report / "compare.csv", "w", newline="") as f:
         w = csv.writer(f)

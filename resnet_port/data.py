@@ -304,7 +304,8 @@ def load(data_dir=None, verify: bool = True, val_size: int = 5000, download_if_m
         looked = "\n  ".join(str(c) for r in roots for c in _candidates(r))
         how = (
             f"Download {URL} (md5 {MD5[ARCHIVE]}) and put it, or the extracted '{FOLDER}' folder, in one of those places "
-            f"(or pass --data-dir, or set {ENV_VAR})."
+            f"(or pass --data-dir, or set {ENV_VAR}). To try the tool without it: "
+            "python -m resnet_port.synthetic data/synthetic, then train with --data-dir data/synthetic --no-verify --arch tiny --epochs 2."
         )
         if not download_if_missing:
             raise DataError(f"CIFAR-100 not found. Looked in:\n  {looked}\n{how}")

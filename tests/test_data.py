@@ -198,3 +198,29 @@ def test_tar_members_must_be_there(tmp_path):
         tar.addfile(info, io.BytesIO(b"x"))
     with pytest.raises(D.DataError, match="does not contain cifar-100-python/train"):
         D.load(p, verify=False, quiet=True)
+
+
+def test_synthetic_data_has_a_cli_that_the_real_loader_reads(tmp_path, capsys):
+    """python -m resnet_port.synthetic FOLDER writes the cifar-100-python format (read by the real loader,
+    md5 checks off); --help says what it is; writing over data needs --force; bad input is one line."""
+    import subprocess
+    import sys
+
+    p = subprocess.run([sys.executable, "-m", "resnet_port.synthetic", "--help"], capture_output=True, text=True)
+    assert p.returncode == 0 and "without CIFAR-100" in p.stdout and "--no-verify" in p.stdout
+    assert synthetic.main([str(tmp_path / "d"), "--train", "40", "--test", "20", "--classes", "4"]) == 0
+    assert "--data-dir" in capsys.readouterr().out
+    c = D.load(tmp_path / "d", verify=False, val_size=10, download_if_missing=False, quiet=True)
+    assert (len(c.train.images), len(c.val.images), len(c.test.images)) == (30, 10, 20) and set(c.test.fine) <= set(range(4))
+    assert synthetic.main([str(tmp_path / "d")]) == 2
+    assert synthetic.main([str(tmp_path / "e"), "--classes", "101"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and "exists; pass --force" in err[0] and "--classes 101: choose 1 to 100" in err[1]
+    assert synthetic.main([str(tmp_path / "d"), "--force", "--train", "10", "--test", "5"]) == 0
+
+
+def test_missing_data_error_says_how_to_try_without_it(tmp_path, monkeypatch):
+    monkeypatch.setenv(D.ENV_VAR, str(tmp_path / "nowhere"))
+    with pytest.raises(D.DataError) as e:
+        D.load(tmp_path / "empty", download_if_missing=False)
+    assert "python -m resnet_port.synthetic" in str(e.value) and D.URL in str(e.value)

@@ -296,10 +296,12 @@ def test_seed_recipe_on_an_imagenet_stem_resnet(small_data, tmp_path):
     for fw, p in zip(FRAMEWORKS, procs):
         assert p.returncode == 0, f"{fw}.train --arch tiny-torch failed:\n{p.stderr[-3000:]}"
         assert json.loads((tmp_path / fw / "config.json").read_text())["recipe"]["arch"] == "tiny-torch"
-    p = cli("resnet_port.compare", tmp_path / "tf_impl", tmp_path / "torch_impl")
+    p = cli("resnet_port.compare", tmp_path / "tf_impl", tmp_path / "torch_impl", cwd=tmp_path / "tf_impl")
     assert p.returncode == 0, p.stderr[-2000:]
     rows = [line for line in p.stdout.splitlines() if line.startswith(("tf_impl", "torch_impl"))]
     assert len(rows) == 2 and all("0 of 100" in line for line in rows), p.stdout
+    # without --report the report goes beside the runs, not into the current folder
+    assert (tmp_path / "compare-report" / "compare.md").is_file() and not (tmp_path / "tf_impl" / "compare-report").exists()
 
 
 def test_resume_continues_the_runs_architecture(modern_runs, small_data, tmp_path):

@@ -56,7 +56,7 @@ def zoo(tmp_path_factory):
         bad = W.load(d / "tv18.pth.safetensors").tensors
         bad[f"{PERTURBED}.kernel"] = bad[f"{PERTURBED}.kernel"] + np.float32(0.05) * np.abs(bad[f"{PERTURBED}.kernel"]).max()
         W.save(d / "perturbed.safetensors", bad, "resnet18-torch")
-        return zoo_check.forward_ops(d, "resnet18-torch", d / "perturbed.safetensors", "x32", "perturbed")
+        return zoo_check.forward_ops(d, "resnet18-torch", d / "perturbed.safetensors", "x32", "perturbed", "float64")
 
     return d, zoo_check.port_all(d, sources, "torch", "tf", more_ports=perturbed)
 
@@ -92,8 +92,10 @@ def test_the_cli_ports_and_checks_a_torchvision_resnet18_at_both_sizes(zoo, tmp_
     assert p.returncode == 0, p.stdout + p.stderr[-2000:]
     assert "as torchvision.models.resnet.ResNet (torchvision/timm)" in p.stdout and "parity: PASS" in p.stdout
     rows = [line.split() for line in p.stdout.splitlines() if line.startswith(("inference", "training"))]
-    assert sorted((r[0], r[1]) for r in rows) == sorted((m, s) for m in ("inference", "training") for s in ("32x32", "224x224")), p.stdout
-    assert all(r[-1] == "ok" for r in rows) and ": resnet18-torch, 102 tensors" in p.stdout
+    assert sorted((r[0], r[1], r[2]) for r in rows) == sorted((m, s, t) for m in ("inference", "training") for s in ("32x32", "224x224") for t in ("float32", "float64")), p.stdout
+    # float64 decides (a correct port agrees to ~1e-12 there), float32 is printed beside
+    assert all(r[-1] == "ok" and float(r[3]) < 1e-9 for r in rows if r[2] == "float64") and "parity: PASS (in float64;" in p.stdout
+    assert ": resnet18-torch, 102 tensors" in p.stdout
 
 
 def test_the_cli_checks_a_repo_checkpoint_with_the_users_class(zoo, tmp_path):

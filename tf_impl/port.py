@@ -502,6 +502,12 @@ def _source_model(op: dict, workdir: Path):
 
     spec = get_spec(op["arch"])
     src, kind = Path(op["src"]), op["kind"]
+    if op.get("dtype", "float32") != "float32":
+        if not float64_source(op):
+            raise PortError(f"{src}: this source runs in float32 only")
+        import keras
+
+        keras.config.set_dtype_policy(op["dtype"])  # every layer built below computes and keeps variables in it
     if op.get("structure") == "library":  # keras-hub's model, loaded by keras-hub
         import keras
 
@@ -533,9 +539,15 @@ def _source_model(op: dict, workdir: Path):
     elif op["structure"] == "own":
         import keras
 
-        model = keras.models.load_model(src, compile=False) if kind == "keras" else build_model(spec)
-        if kind != "keras":
-            model.load_weights(src)
+        if kind == "keras" and op.get("dtype", "float32") != "float32":  # the file's weights in tf_impl's float64 model
+            model = build_model(spec)
+            with zipfile.ZipFile(src) as z:
+                z.extract("model.weights.h5", workdir)
+            model.load_weights(workdir / "model.weights.h5")
+        else:
+            model = keras.models.load_model(src, compile=False) if kind == "keras" else build_model(spec)
+            if kind != "keras":
+                model.load_weights(src)
     else:  # the post's model: Keras' own loader, into the post's classes
         model = seed_model.build(spec)
         if kind == "keras":
@@ -549,13 +561,19 @@ def _source_model(op: dict, workdir: Path):
     return (lambda x, training: np.asarray(model(x, training=training))), (lambda x, training: probe(x, training=training))
 
 
+def float64_source(op: dict) -> bool:
+    """Whether the source can run in float64: the models built by this project's code (a run, the post's
+    model, tf_impl's files); not a SavedModel (its saved graph is float32) nor keras-hub's models."""
+    return op["kind"] != "savedmodel" and op.get("structure") != "library"
+
+
 def op_run_source(op: dict) -> None:
     """``{src, kind, structure, arch, inputs, out}``: the source's logits and layer outputs, inference and training mode.
 
     Inference first: training-mode calls move the moving statistics, which
     training-mode outputs do not depend on.
     """
-    x = np.load(op["inputs"]).astype(np.float32)
+    x = np.load(op["inputs"]).astype(op.get("dtype", "float32"))
     with tempfile.TemporaryDirectory(prefix="resnet-port-source-") as tmp:
         try:
             logits, layers = _source_model(op, Path(tmp))

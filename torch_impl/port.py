@@ -181,11 +181,13 @@ def _hooked_modules(model: torch.nn.Module, layers: dict[str, str]) -> dict[str,
 
 
 def op_run_source(op: dict) -> None:
-    """``{src, kind, arch, inputs, out[, library, layers, source_class]}``: the source loaded as it is, in its own
-    library (``load_state_dict(strict=True)``), every layer's output that it names, both modes."""
+    """``{src, kind, arch, inputs, out[, library, layers, source_class, dtype]}``: the source loaded as it is, in
+    its own library (``load_state_dict(strict=True)``), every layer's output that it names, both modes, in
+    ``dtype`` (float32, or float64: the model's tensors and the images cast, nothing else changed)."""
     from .model import LayerRecorder, build_model
 
-    x = torch.from_numpy(np.load(op["inputs"]).astype(np.float32)).permute(0, 3, 1, 2)
+    dtype = getattr(torch, op.get("dtype", "float32"))
+    x = torch.from_numpy(np.load(op["inputs"]).astype(np.float32)).permute(0, 3, 1, 2).to(dtype)
     out = {}
     if op.get("structure") == "library":
         try:
@@ -198,6 +200,7 @@ def op_run_source(op: dict) -> None:
         except RuntimeError as e:
             Path(op["out"]).with_suffix(".json").write_text(json.dumps({"error": f"{op['src']} does not load into its library's model as it is: {cli.reason(e)}"}))
             return
+        model = model.to(dtype)
         hooked = _hooked_modules(model, op.get("layers", {}))
         for mode in ("eval", "train"):
             model.train(mode == "train")
@@ -214,6 +217,7 @@ def op_run_source(op: dict) -> None:
         return
     model = build_model(get_spec(op["arch"]))
     model.load_state_dict(load_state_dict(Path(op["src"])), strict=True)
+    model = model.to(dtype)
     for mode in ("eval", "train"):
         model.train(mode == "train")
         with torch.no_grad(), LayerRecorder(model) as rec:
