@@ -135,13 +135,17 @@ def description(doc: str) -> str:
 
 
 class Progress:
-    """What a long command is doing, on stderr with the time since it started (nothing with ``quiet``):
-    ``[export 12 s] writing model.keras (Keras)``."""
+    """What a long command is doing, on stderr with the time since it started:
+    ``[export 12 s] writing model.keras (Keras)``.  Shown when stderr is a terminal (or
+    RESNET_PORT_PROGRESS=1), as tqdm's bars are; nothing with ``quiet``, so logs and pipes
+    get the results and one-line errors only."""
 
     def __init__(self, prog: str, quiet: bool = False):
+        import os
         import time
 
-        self.prog, self.quiet, self.start, self.clock = prog, quiet, time.monotonic(), time.monotonic
+        shown = sys.stderr.isatty() or os.environ.get("RESNET_PORT_PROGRESS") == "1"
+        self.prog, self.quiet, self.start, self.clock = prog, quiet or not shown, time.monotonic(), time.monotonic
 
     def __call__(self, message: str) -> None:
         if not self.quiet:

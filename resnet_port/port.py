@@ -256,6 +256,7 @@ def main(argv=None) -> int:
             tensors, facts = read(source, Path(tmp))
             W.check_values({k: a for k, (a, _) in tensors.items()}, str(source.path), labels={k: f"{native} ({k})" for k, (_, native) in tensors.items()})
             spec = porting.resolve_arch(tensors, args.arch, str(source.path), facts)
+            check_keras_config(source, facts, spec)
             if args.verify:
                 target = Path(args.verify)
                 W.load(target, spec)
@@ -278,6 +279,27 @@ def main(argv=None) -> int:
     except parity.WorkerError as e:
         return cli.fail(str(e).splitlines()[-1])
     return 0
+
+
+def check_keras_config(source: porting.Source, facts: dict, spec: ResNetSpec) -> None:
+    """A .keras file of tf_impl's model: its config, read as JSON (never deserialized), must compute
+    exactly ``spec``; a layer or setting the weights cannot show (a Lambda, a custom class, a ReLU's
+    slope) is refused, naming the layer, with or without --check."""
+    import zipfile
+
+    if facts.get("kind") != "keras" or facts.get("structure") != "own":
+        return
+    try:
+        with zipfile.ZipFile(source.path) as z:
+            config = json.loads(z.read("config.json"))
+    except KeyError:
+        raise PortError(f"{source.path}: the .keras archive has no config.json, so what its model computes is unknown") from None
+    except (ValueError, zipfile.BadZipFile, OSError) as e:
+        raise PortError(f"{source.path}: its config.json cannot be read ({e})") from None
+    problems = porting.keras_config_problems(config, spec)
+    if problems:
+        more = f" (and {len(problems) - 1} more difference{'s' if len(problems) > 2 else ''})" if len(problems) > 1 else ""
+        raise PortError(f"{source.path}: its model is not {spec.name}, whose weights it holds: {problems[0]}{more}; nothing was written")
 
 
 def check_out_file(out: Path, force: bool) -> None:

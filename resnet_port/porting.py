@@ -531,3 +531,123 @@ def resolve_arch(tensors: dict, requested: str, source: str, facts: dict | None 
     family = f" of {CONVENTIONS[conventions]}" if conventions else ""
     names = ", ".join(s.name.split("@")[0] for s in candidates(tensors, conventions))
     raise PortError(f"{source} holds a ResNet of {describe(tensors)}, which is none of the variants{family}: {names}")
+
+
+# -- a .keras file's config, read as data ------------------------------------------------------------
+
+#: the Keras class of each spec layer kind in tf_impl's functional model (UnbiasedBatchNormalization is
+#: tf_impl's own BatchNormalization with PyTorch's moving-variance update, registered as resnet_port>...)
+_KERAS_CLASS = {
+    "conv2d": ("Conv2D",), "batchnorm": ("BatchNormalization", "UnbiasedBatchNormalization"), "relu": ("ReLU",),
+    "maxpool": ("MaxPooling2D",), "add": ("Add",), "global_avg_pool": ("GlobalAveragePooling2D",), "dense": ("Dense",),
+}
+
+
+def _expected_keras_layers(spec) -> dict[str, tuple[tuple[str, ...], dict, list[str]]]:
+    """{layer name: (Keras classes, settings that must hold, the names of its inputs)} of tf_impl's model of ``spec``."""
+    from .spec import symmetric_as_same
+
+    out: dict[str, tuple[tuple[str, ...], dict, list[str]]] = {"images": (("InputLayer",), {}, [])}
+
+    def keras_padding(layer, size) -> str:
+        return layer.padding if isinstance(layer.padding, str) else ("same" if symmetric_as_same(size, layer.stride, layer.padding) else "valid")
+
+    def add(layer, inputs: list[str]) -> str:
+        settings: dict = {}
+        if layer.kind == "conv2d":
+            src = inputs
+            if not isinstance(layer.padding, str) and layer.padding and not symmetric_as_same(layer.kernel_size, layer.stride, layer.padding):
+                out[f"{layer.name}.pad"] = (("ZeroPadding2D",), {"padding": [[layer.padding] * 2] * 2}, inputs)
+                src = [f"{layer.name}.pad"]
+            settings = {"filters": layer.filters, "kernel_size": [layer.kernel_size] * 2, "strides": [layer.stride] * 2, "padding": keras_padding(layer, layer.kernel_size),
+                        "use_bias": layer.use_bias, "activation": "linear", "groups": 1, "dilation_rate": [1, 1], "data_format": "channels_last"}
+            inputs = src
+        elif layer.kind == "batchnorm":
+            settings = {"epsilon": layer.epsilon, "momentum": layer.momentum, "axis": -1, "center": True, "scale": True}
+        elif layer.kind == "relu":
+            settings = {"max_value": None, "negative_slope": 0.0, "threshold": 0.0}
+        elif layer.kind == "maxpool":
+            src = inputs
+            if not isinstance(layer.padding, str) and layer.padding and not symmetric_as_same(layer.pool_size, layer.stride, layer.padding):
+                out[f"{layer.name}.pad"] = (("ZeroPadding2D",), {"padding": [[layer.padding] * 2] * 2}, inputs)
+                src = [f"{layer.name}.pad"]
+            settings = {"pool_size": [layer.pool_size] * 2, "strides": [layer.stride] * 2, "padding": keras_padding(layer, layer.pool_size), "data_format": "channels_last"}
+            inputs = src
+        elif layer.kind == "global_avg_pool":
+            settings = {"data_format": "channels_last", "keepdims": False}
+        elif layer.kind == "dense":
+            settings = {"units": layer.units, "activation": "linear", "use_bias": True}
+        out[layer.name] = (_KERAS_CLASS[layer.kind], settings, inputs)
+        return layer.name
+
+    x = "images"
+    for layer in (spec.stem_conv, spec.stem_bn, spec.stem_relu, spec.stem_pool):
+        if layer is not None:
+            x = add(layer, [x])
+    for b in spec.blocks:
+        block_in = x
+        y = add(b.conv1, [block_in])
+        for layer in (b.bn1, b.relu1, b.conv2, b.bn2):
+            y = add(layer, [y])
+        short = block_in
+        if b.has_projection:
+            short = add(b.shortcut_bn, [add(b.shortcut_conv, [block_in])])
+        x = add(b.relu2, [add(b.add, [y, short])])
+    add(spec.fc, [add(spec.avgpool, [x])])
+    return out
+
+
+def _same(want, got) -> bool:
+    if isinstance(want, float) and isinstance(got, (int, float)) and not isinstance(got, bool):
+        return abs(want - got) <= 1e-9 * max(1.0, abs(want))
+    if want == -1 and isinstance(got, list):  # BatchNormalization's axis, -1 or [3]
+        return got in ([-1], [3])
+    return want == got
+
+
+def keras_config_problems(config: dict, spec) -> list[str]:
+    """What in a .keras file's model config (read as JSON, never deserialized) is not tf_impl's model of
+    ``spec``, the architecture recognised from the weights: each problem names the layer.  An empty list:
+    the config computes exactly the spec (every layer of the right class and settings, wired as the spec's).
+
+    The weights alone cannot show a Lambda layer, a custom class or a ReLU with a slope: those compute
+    another function with the same tensors, so a port that ignored them would be silently wrong."""
+    if not isinstance(config, dict) or config.get("class_name") != "Functional":
+        return [f"the model is a {config.get('class_name') if isinstance(config, dict) else type(config).__name__!r}, not a functional Keras model of {spec.name}"]
+    expected = _expected_keras_layers(spec)
+    problems, seen = [], set()
+    for item in config.get("config", {}).get("layers", []):
+        cfg = item.get("config", {}) if isinstance(item.get("config"), dict) else {}
+        name, cls = item.get("name") or cfg.get("name"), item.get("class_name")
+        if name not in expected:
+            problems.append(f"layer {name!r} ({cls}) is not part of {spec.name}")
+            continue
+        seen.add(name)
+        classes, settings, inputs = expected[name]
+        if cls not in classes:
+            problems.append(f"layer {name!r} is a {cls}, {spec.name} has a {classes[0]} there")
+            continue
+        if cls == "UnbiasedBatchNormalization" and item.get("module") is not None and (item.get("registered_name") or "").split(">")[0] != "resnet_port":
+            problems.append(f"layer {name!r} is a {cls} of {item.get('registered_name') or item.get('module')!r}, not tf_impl's")
+        for key, want in settings.items():
+            if key == "activation" and key in cfg and cfg[key] in ("linear", None):
+                continue
+            if key not in cfg or not _same(want, cfg[key]):
+                problems.append(f"layer {name!r} ({cls}) has {key}={cfg.get(key)!r}, {spec.name} has {want!r}")
+        got_inputs = []
+        for node in item.get("inbound_nodes", []):
+            for arg in node.get("args", []):
+                for t in arg if isinstance(arg, list) else [arg]:
+                    if isinstance(t, dict) and "keras_history" in t.get("config", {}):
+                        got_inputs.append(t["config"]["keras_history"][0])
+        if got_inputs != inputs:
+            problems.append(f"layer {name!r} ({cls}) takes {', '.join(got_inputs) or 'nothing'}, in {spec.name} it takes {', '.join(inputs) or 'the images'}")
+    missing = [n for n in expected if n not in seen]
+    if missing:
+        problems.append(f"the config has no layer {missing[0]!r}" + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else "") + f" of {spec.name}")
+    outputs = config.get("config", {}).get("output_layers")
+    if isinstance(outputs, list) and outputs and isinstance(outputs[0], str):  # one output: [name, node, tensor]
+        outputs = [outputs]
+    if outputs is not None and [o[0] for o in outputs if isinstance(o, list) and o] != [spec.fc.name]:
+        problems.append(f"the model's output is {outputs!r}, not the {spec.fc.name!r} layer of {spec.name}")
+    return problems

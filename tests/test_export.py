@@ -201,7 +201,7 @@ def test_imagenet_variant_exports_size_free_at_any_class_count(tmp_path):
     its files take any size (Keras (None, None, 3), dynamic height and width in torch.export and both
     ONNX files), the export's own check runs at 224x224, and our own loader agrees at 224 and 57."""
     parity.run_worker("torch", [{"op": "init", "arch": "tiny-torch@1000", "seed": 3, "out": str(tmp_path / "w.safetensors")}], tmp_path)
-    p = subprocess.run([sys.executable, "-m", "resnet_port.export", str(tmp_path / "w.safetensors"), "--out", str(tmp_path / "out")], capture_output=True, text=True, env=ENV, timeout=900)
+    p = subprocess.run([sys.executable, "-m", "resnet_port.export", str(tmp_path / "w.safetensors"), "--out", str(tmp_path / "out")], capture_output=True, text=True, env={**ENV, "RESNET_PORT_PROGRESS": "1"}, timeout=900)
     assert p.returncode == 0 and "export: PASS" in p.stdout, p.stdout[-3000:] + p.stderr[-3000:]
     rows = [line.split() for line in p.stdout.splitlines() if line.split() and line.split()[0] in ("keras", "torch", "onnx-keras", "onnx-torch") and "state_dict" not in line]
     assert [r[1] for r in rows] == ["model.keras", "model.pt2", "model-keras.onnx", "model-torch.onnx"], p.stdout

@@ -223,3 +223,55 @@ def test_port_needs_no_tf_keras(post, without_tf_keras):
     naive = "import tensorflow as tf, sys\ntry:\n    tf.saved_model.load(sys.argv[1])\nexcept AttributeError as e:\n    print(e)\n"
     q = subprocess.run([sys.executable, "-c", naive, str(post / "k2tiny/saved_model/my_model")], capture_output=True, text=True, env=without_tf_keras)
     assert "add_slot" in q.stdout, q.stdout + q.stderr[-1000:]
+
+
+def _edited_keras(src, dst, edit):
+    """A copy of the .keras archive ``src`` whose config.json ``edit(config)`` changed (the weights untouched)."""
+    import json
+    import zipfile
+
+    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w") as zout:
+        for item in zin.infolist():
+            data = zin.read(item.filename)
+            if item.filename == "config.json":
+                config = json.loads(data)
+                edit(config)
+                data = json.dumps(config).encode()
+            zout.writestr(item, data)
+
+
+def _layer(config, name):
+    return next(item for item in config["config"]["layers"] if item["name"] == name)
+
+
+def test_a_keras_files_model_is_read_and_held_to_the_weights_architecture(tmp_path):
+    """Without --check, a .keras file's config (read as JSON, never run) must be the architecture its
+    weights are: a Lambda layer, an unknown class or a ReLU with a slope is refused in one line naming
+    the layer, and nothing is written; the unedited file ports."""
+    parity.run_worker("tf", [{"op": "init", "arch": "tiny", "seed": 2, "out": str(tmp_path / "w.safetensors")},
+                             {"op": "export_keras", "weights": str(tmp_path / "w.safetensors"), "out": str(tmp_path / "model.keras")}], tmp_path / "jobs")
+    assert cli(tmp_path / "model.keras", "--out", tmp_path / "ok.safetensors").returncode == 0
+
+    def lambda_layer(c):
+        item = _layer(c, "layer2.0.relu1")
+        item.update(class_name="Lambda", module="keras.layers")
+        item["config"]["function"] = {"class_name": "__lambda__", "config": {"code": "4wEAAAAAAAAA", "defaults": None, "closure": None}}
+
+    def custom_class(c):
+        _layer(c, "layer3.0.add").update(class_name="MyAdd", module="my_layers", registered_name="my>MyAdd")
+
+    def leaky(c):
+        _layer(c, "layer1.0.relu2")["config"]["negative_slope"] = 0.3
+
+    def rewired(c):  # the block's add takes the first convolution's output instead of the second BatchNorm's
+        _layer(c, "layer1.0.add")["inbound_nodes"][0]["args"][0][0]["config"]["keras_history"][0] = "layer1.0.bn1"
+
+    for name, edit, says in [("lambda", lambda_layer, "layer 'layer2.0.relu1' is a Lambda, tiny has a ReLU there"),
+                             ("custom", custom_class, "layer 'layer3.0.add' is a MyAdd, tiny has a Add there"),
+                             ("leaky", leaky, "layer 'layer1.0.relu2' (ReLU) has negative_slope=0.3, tiny has 0.0"),
+                             ("rewired", rewired, "layer 'layer1.0.add' (Add) takes layer1.0.bn1, stem.pool, in tiny it takes layer1.0.bn2, stem.pool")]:
+        _edited_keras(tmp_path / "model.keras", tmp_path / f"{name}.keras", edit)
+        p = cli(tmp_path / f"{name}.keras", "--out", tmp_path / f"{name}.safetensors")
+        lines = p.stderr.strip().splitlines()
+        assert p.returncode == 2 and len(lines) == 1 and says in lines[0], (name, p.stderr)
+        assert not (tmp_path / f"{name}.safetensors").exists()
