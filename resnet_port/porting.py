@@ -93,7 +93,7 @@ class Vocabulary:
         block = names["block"].format(stage=int(m.group(1)) - self.stage_offset, block=int(m.group(2)))
         return f"{block}{self.separator}{names[m.group(3)]}"
 
-#: The ResNet18/34 vocabularies of the libraries people hold (ZOO.md lists their keys).
+#: The ResNet18/34 vocabularies of the libraries people hold (each library's own state_dict keys).
 VOCABULARIES = (
     Vocabulary(
         "torchvision/timm", ".", r"^layer(\d+)$", r"^(\d+)$", shortcut=("downsample",), head=("fc",), stem=("conv1", "bn1"),

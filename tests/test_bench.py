@@ -12,7 +12,7 @@ from resnet_port.spec import get_spec
 
 
 def independent_tiny_flops() -> int:
-    """Counted by hand from RECIPE.md's layer rules for the tiny variant (32x32 input).
+    """Counted by hand from the post's layer rules for the tiny variant (32x32 input).
 
     conv FLOPs = 2 * H_out * W_out * C_out * k * k * C_in + H_out * W_out * C_out (bias);
     dense = 2 * in * out + out.
@@ -33,7 +33,7 @@ def test_flops_from_spec_match_an_independent_count():
     assert get_spec("tiny").forward_flops() == independent_tiny_flops()
     f = flops_per_image("tiny")
     assert f["train"] == 3 * f["inference"]
-    # the seed's ResNet18: ~1.04 GFLOPs forward, ~3.1 per training image (RECIPE.md says ~3.1)
+    # the seed's ResNet18: ~1.04 GFLOPs forward, ~3.1 per training image (the post's layer rules give ~3.1)
     assert 3.0e9 < flops_per_image("resnet18")["train"] < 3.2e9
 
 

@@ -85,7 +85,7 @@ def test_torch_channels_last_and_grads():
 
 
 def test_torch_batchnorm_moving_variance_is_keras_biased():
-    """RECIPE.md's measured case: Keras' update uses the biased batch variance."""
+    """The measured case: Keras' update uses the biased batch variance."""
     import torch
 
     from resnet_port.spec import BatchNormSpec

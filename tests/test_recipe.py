@@ -2,7 +2,7 @@
 
 Nothing else holds the recipe as a whole: a default changed by mistake (say the
 batch size) would leave every other test green.  The values here are read off
-the post (RECIPE.md), not off the code.
+the post, not off the code.
 """
 
 import numpy as np

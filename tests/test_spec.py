@@ -8,7 +8,7 @@ import pytest
 from resnet_port import spec as S
 from resnet_port.summary import main as summary_main
 
-# Measured from the seed's own Keras program (RECIPE.md), independently of this spec; the CIFAR
+# Measured from the seed's own Keras program, independently of this spec; the CIFAR
 # ResNets' from kuangliu/pytorch-cifar's ResNet18/34 (11,173,962 / 21,282,122 parameters with 10
 # classes, BatchNorm affine included) with a 100-class head (+ 512 * 90 + 90), and their BatchNorm
 # moving statistics (the same BatchNorms as the seed's: 9,600 / 17,024).

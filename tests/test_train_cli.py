@@ -239,7 +239,7 @@ def test_both_frameworks_learn(tmp_path):
     """A learnable problem (10 classes of coloured stripes): both far above chance, and close.
 
     500 steps of batch 16, because Keras' BN momentum 0.99 needs hundreds of steps
-    before inference mode follows training (RECIPE.md).  Measured here: both reach
+    before inference mode follows training (the post's order).  Measured here: both reach
     >= 0.99 validation accuracy by epoch 10.  Bound: each >= 0.8 (chance is 0.1) and
     |difference| <= 0.15: with 200 validation images the binomial standard error of
     one run near 0.9 is 0.02, and the runs differ in their random draws.

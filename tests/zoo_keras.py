@@ -2,7 +2,7 @@
 
 ``python tests/zoo_keras.py DEPTH OUT_STEM [--classes N] [--preactivation]`` builds
 ``ResNetImageClassifier(ResNetBackbone(...), num_classes=N)`` configured as keras-hub's timm
-converter configures torchvision's resnet18/34 (``../shared/ZOO.md``), gives every BatchNorm
+converter configures torchvision's resnet18/34 (measured against each library), gives every BatchNorm
 statistics and affine parameters away from their initial values, and saves
 ``OUT_STEM.keras``, ``OUT_STEM.weights.h5`` and the preset folder ``OUT_STEM-preset/``, plus
 its logits on a probe batch (``OUT_STEM-probe.npz``: ``x``, ``logits``).  Runs in a process of its

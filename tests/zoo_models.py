@@ -1,7 +1,7 @@
 """ResNets as the published CIFAR repos define them, written here for the tests (no package ships them).
 
 The module structure, and so the ``state_dict`` keys, follow the repos'
-(``../shared/ZOO.md``): kuangliu/pytorch-cifar's ``ResNet18``/``ResNet34`` (``conv1``,
+(measured against each library): kuangliu/pytorch-cifar's ``ResNet18``/``ResNet34`` (``conv1``,
 ``bn1``, ``layerN.i.shortcut.{0,1}``, ``linear``, ``F.avg_pool2d(out, 4)``) and
 weiaicunzai/pytorch-cifar100's ``resnet18``/``resnet34`` (``conv1.{0,1}``,
 ``conv2_x``..``conv5_x``, ``residual_function.{0,1,3,4}``, ``shortcut.{0,1}``, ``fc``),
