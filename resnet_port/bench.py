@@ -33,6 +33,7 @@ rate next to its own step's, and the ratio.
 from __future__ import annotations
 
 import argparse
+import os
 import json
 import platform
 import statistics
@@ -247,25 +248,41 @@ def table(res: dict, arch: str) -> tuple[str, dict]:
     return "\n".join(lines), derived
 
 
+def cpu_model() -> str:
+    """The CPU's model name (``platform.processor()`` is empty on Linux), or the machine type."""
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m resnet_port.bench", description=cli.description(__doc__))
     ap.add_argument("--recipe", choices=list(RECIPES), default="seed", help="whose objective, optimiser and augmentation the step runs (default seed)")
     ap.add_argument("--arch", choices=available(), default=None, help="architecture (default: the recipe's)")
     ap.add_argument("--batch-size", type=int, default=None, help="batch size (default: the recipe's)")
-    ap.add_argument("--precision", choices=["fp32", "amp-fp16", "amp-bf16"], default="fp32")
+    ap.add_argument("--precision", choices=["fp32", "amp-fp16", "amp-bf16"], default="fp32", help="fp32 (default), or mixed precision: amp-fp16 (float16 autocast and a loss scaler) or amp-bf16 (bfloat16 autocast); Keras runs the mixed_float16 / mixed_bfloat16 policy")
     ap.add_argument("--frameworks", default="tf,torch", help="comma-separated: tf, torch (default both)")
     ap.add_argument("--warmup", type=int, default=2, help="untimed steps first (default 2)")
     ap.add_argument("--windows", type=int, default=3, help="timed windows; the median is reported (default 3)")
     ap.add_argument("--steps", type=int, default=3, help="steps per window (default 3)")
     ap.add_argument("--compile", action="store_true", help="torch.compile the PyTorch model")
-    ap.add_argument("--no-channels-last", action="store_true")
+    ap.add_argument("--no-channels-last", action="store_true", help="PyTorch: keep the model and batches NCHW instead of channels_last (NHWC), to measure what the memory format gives")
     ap.add_argument("--sweep", action="store_true", help="PyTorch: also every precision with compile off and on (for GPUs)")
     ap.add_argument("--cli", action="store_true", help="also time each training CLI's epochs, interleaved with the step (see the module docstring)")
     ap.add_argument("--cli-images", type=int, default=None, help="training images per CLI epoch (default 20 batches)")
     ap.add_argument("--cli-epochs", type=int, default=3, help="epochs per CLI run; the first is not timed (default 3)")
     ap.add_argument("--rounds", type=int, default=3, help="rounds alternating the frameworks' order, of the step bench and of --cli (default 3)")
     ap.add_argument("--json", help="write all results here")
+    cli.add_threads(ap)
     args = ap.parse_args(argv)
+    threads, how = cli.cpu_threads(args.threads)
+    if threads is not None:  # for every worker process this bench starts
+        for var in cli.THREAD_VARIABLES:
+            os.environ[var] = str(threads)
     args.arch = args.arch or RECIPES[args.recipe].arch
     args.batch_size = args.batch_size or RECIPES[args.recipe].batch_size
     frameworks = [f.strip() for f in args.frameworks.split(",") if f.strip()]
@@ -277,7 +294,7 @@ def main(argv=None) -> int:
     extra = {"compile": args.compile, "channels_last": not args.no_channels_last}
     res = run_rounds(args.arch, args.batch_size, args.precision, frameworks, args.warmup, args.windows, args.steps, extra, args.rounds, recipe=args.recipe)
     text, derived = table(res, args.arch)
-    header = f"resnet-port bench: {args.recipe} recipe, {args.arch}, batch {args.batch_size}, {args.precision}, {platform.machine()} {platform.processor() or ''}, {started}"
+    header = f"resnet-port bench: {args.recipe} recipe, {args.arch}, batch {args.batch_size}, {args.precision}, {cpu_model()}, {threads or 'default'} CPU thread{'' if threads == 1 else 's'} ({how}), {started}"
     print(header)
     print(text)
     report = {"recipe": args.recipe, "arch": args.arch, "batch_size": args.batch_size, "precision": args.precision, "date": started, "rounds": args.rounds, "results": res, **derived, "sweep": []}

@@ -74,7 +74,37 @@ def train_parser(framework: str, description: str) -> argparse.ArgumentParser:
     ap.add_argument("--amp-dtype", choices=["float16", "bfloat16"], default=None, help="AMP compute type (default float16; giving it forces AMP, also on a CPU)")
     ap.add_argument("--float64", action="store_true", help="train in float64 from the float32 initial weights (slow; for exact comparisons of runs)")
     ap.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_threads(ap)
     return ap
+
+
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "TF_NUM_INTRAOP_THREADS")
+
+
+def add_threads(ap: argparse.ArgumentParser) -> None:
+    ap.add_argument("--threads", type=_positive_int, default=None,
+                    help="CPU compute threads (default: every core but one, unless OMP_NUM_THREADS or TF_NUM_INTRAOP_THREADS says; "
+                         "with every core, a second busy process on the machine slows PyTorch ~8x)")
+
+
+def cpu_threads(requested: int | None) -> tuple[int | None, str]:
+    """(the compute threads to set, or None to leave the environment's choice; how they were chosen).
+
+    The default leaves one core to the rest of the machine: with a thread on every core, one other
+    busy process makes PyTorch's (and oneDNN's) threads wait for the core it holds at every step
+    (measured on 2 cores: 20.7 img/s against 373 with one thread; see BENCHMARKS.md)."""
+    import os
+
+    if requested:
+        return requested, "--threads"
+    for var in THREAD_VARIABLES:
+        if os.environ.get(var):
+            return None, f"{var}={os.environ[var]}"
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cores = os.cpu_count() or 1
+    return max(1, cores - 1), f"every core but one, of {cores}; --threads to change"
 
 
 def recipe_from_args(args) -> Recipe:

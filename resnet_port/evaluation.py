@@ -31,6 +31,7 @@ def parser(framework: str) -> argparse.ArgumentParser:
     ap.add_argument("--batch-size", type=int, default=50, help="evaluation batch size (default 50, the seed's)")
     ap.add_argument("--predictions", help="write the predicted labels (.npy) here")
     ap.add_argument("--json", help="write {accuracy, correct, total, arch, framework} here")
+    cli.add_threads(ap)
     return ap
 
 
@@ -38,9 +39,10 @@ def resolve(args) -> tuple[Path, str, dict]:
     """(weights path, arch, data settings) for the target."""
     target = Path(args.target)
     settings = {"data_dir": args.data_dir, "verify": not args.no_verify, "val_size": args.val_size}
-    if target.is_dir():
-        cfg = rundir.read_config(target)
-        weights_path = rundir.weights_of(target)
+    run = target if target.is_dir() else (target.parent if (target.parent / "config.json").is_file() else None)
+    if run is not None:  # a run directory, or a weights file inside one: the run's data settings
+        cfg = rundir.read_config(run)
+        weights_path = rundir.weights_of(target) if target.is_dir() else target
         if settings["data_dir"] is None:
             settings["data_dir"] = cfg.get("data", {}).get("source")
             if not cfg.get("data", {}).get("verified", True):
@@ -64,11 +66,14 @@ def resolve(args) -> tuple[Path, str, dict]:
     return weights_path, arch, settings
 
 
-def main(framework: str, predict: Callable[[Path, str, np.ndarray, int], np.ndarray], argv=None) -> int:
-    """``predict(weights_path, arch, uint8 NHWC images, batch_size) -> logits``."""
+def main(framework: str, predict: Callable[[Path, str, np.ndarray, int], np.ndarray], argv=None, set_threads: Callable[[int | None], str] | None = None) -> int:
+    """``predict(weights_path, arch, uint8 NHWC images, batch_size) -> logits``; ``set_threads(--threads)``
+    sets the framework's CPU threads (every core but one by default) and says how many."""
     args = parser(framework).parse_args(argv)
 
     def run():
+        if set_threads is not None:
+            set_threads(args.threads)
         weights_path, arch, s = resolve(args)
         W.load(weights_path, arch)  # strict check before any framework work
         ds = data.load(s["data_dir"], verify=s["verify"], val_size=s["val_size"])

@@ -21,7 +21,9 @@ def predict_logits(weights_path, arch: str, images: np.ndarray, batch_size: int)
 
 
 def main(argv=None) -> int:
-    return evaluation.main("tf_impl", predict_logits, argv)
+    from .train import set_threads
+
+    return evaluation.main("tf_impl", predict_logits, argv, set_threads)
 
 
 if __name__ == "__main__":

@@ -38,6 +38,23 @@ from resnet_port.recipe import Recipe
 from resnet_port.weights import atomic_write
 
 
+def set_threads(requested: int | None) -> str:
+    """Set TensorFlow's compute threads (intra-op: oneDNN's and Eigen's; --threads, else every core but
+    one) before its runtime starts; what was chosen, for the notice."""
+    import tensorflow as tf
+
+    from resnet_port import cli
+
+    n, how = cli.cpu_threads(requested)
+    if n is not None:
+        try:
+            tf.config.threading.set_intra_op_parallelism_threads(n)
+        except RuntimeError:  # the runtime already started (an earlier call in this process)
+            pass
+    got = tf.config.threading.get_intra_op_parallelism_threads() or n
+    return f"{got} thread{'s' if got != 1 else ''} ({how})" if got else f"TensorFlow's default threads ({how})"
+
+
 def resolve_policy(recipe: Recipe, has_gpu: bool, amp_dtype_given: bool):
     """(Keras dtype policy name, notice or None)."""
     if recipe.float64:
@@ -104,10 +121,13 @@ class KerasBackend(lifecycle.Backend):
         import tensorflow as tf
 
         args = self.args
+        threads = set_threads(getattr(args, "threads", None))  # before TensorFlow's runtime starts
         self.strategy = make_strategy(args.strategy, args.cpu_replicas)
         if self.strategy is not None and self.recipe.batch_size % self.strategy.num_replicas_in_sync:
             raise ValueError(f"--batch-size {self.recipe.batch_size} (the global batch) must be a multiple of the {self.strategy.num_replicas_in_sync} replicas")
         self.gpus = tf.config.list_physical_devices("GPU")
+        if not self.gpus:
+            self.notice(f"notice: no GPU found; training on the CPU with {threads}")
         self.policy, precision_notice = resolve_policy(self.recipe, bool(self.gpus), args.amp_dtype is not None)
         if precision_notice:
             self.notice(precision_notice)

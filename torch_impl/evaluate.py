@@ -25,7 +25,16 @@ def predict_logits(weights_path, arch: str, images: np.ndarray, batch_size: int)
 
 
 def main(argv=None) -> int:
-    return evaluation.main("torch_impl", predict_logits, argv)
+    return evaluation.main("torch_impl", predict_logits, argv, set_threads)
+
+
+def set_threads(requested: int | None) -> str:
+    from resnet_port import cli
+
+    n, how = cli.cpu_threads(requested)
+    if n is not None:
+        torch.set_num_threads(n)
+    return f"{torch.get_num_threads()} threads ({how})"
 
 
 if __name__ == "__main__":

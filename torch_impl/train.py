@@ -138,6 +138,7 @@ class TorchBackend(lifecycle.Backend):
     def __init__(self, args, recipe: Recipe):
         super().__init__(args, recipe)
         self.dist = Dist()
+
         self.chief = self.dist.main
         if self.dist.enabled and recipe.batch_size < self.dist.world:
             raise ValueError(f"--batch-size {recipe.batch_size} is the global batch; it must be at least the number of processes ({self.dist.world})")
@@ -152,13 +153,24 @@ class TorchBackend(lifecycle.Backend):
         else:
             self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
             if self.device.type == "cpu":
-                self.notice("notice: no CUDA GPU found; training on the CPU")
+                self.notice(f"notice: no CUDA GPU found; training on the CPU with {self.set_threads()}")
+        if name and self.device.type == "cpu":
+            self.notice(f"notice: training on the CPU with {self.set_threads()}")
         self.amp_dtype, self.use_scaler, precision_notice = resolve_precision(recipe, self.device, args.amp_dtype is not None)
         if precision_notice:
             self.notice(precision_notice)
         self.channels_last = not args.no_channels_last
         self.draw_state = None  # the augmentation RNG's state at an interruption, to resume its draws
         self._compiled, self._warmup = False, 0.0
+
+    def set_threads(self) -> str:
+        """Set PyTorch's CPU compute threads (--threads, else every core but one); what was chosen, for the notice."""
+        from resnet_port import cli
+
+        n, how = cli.cpu_threads(getattr(self.args, "threads", None))
+        if n is not None:
+            torch.set_num_threads(n)
+        return f"{torch.get_num_threads()} thread{'s' if torch.get_num_threads() != 1 else ''} ({how})"
 
     def start(self, ds) -> None:
         self.dist.init(self.device)
