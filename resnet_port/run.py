@@ -341,7 +341,7 @@ def _train(backend: Backend, run: rundir.RunDir, recipe: Recipe, args, started: 
     on_disk.update(epoch=state.epoch, batch=0, finishing=True)
     results = finish(run, recipe, ds, state.history, backend, started)
     name = f"{backend.framework.display_name()}{backend.device_label()}"
-    print(cli.summary(summary_lines(f"{name} ({results['epochs']} epochs, {recipe.arch})", results, run)))
+    print(cli.summary(summary_lines(f"{name} ({results['epochs']} epoch{'' if results['epochs'] == 1 else 's'}, {recipe.arch})", results, run)))
     return 0
 
 
