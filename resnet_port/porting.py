@@ -386,8 +386,14 @@ def canonical_tensors(found: list[Found]) -> dict[str, tuple[np.ndarray, str]]:
             extra = members[len(names)]
             if role[0] == "block" and role[3] == "left" and len(names) == 2:
                 raise PortError(
-                    f"{extra.native}: block {role[1]}.{role[2]} has {len(members)} {kind} layers in its residual branch, a bottleneck block "
-                    "(ResNet50 and deeper); this tool ports ResNets of BasicBlocks (two 3x3 convolutions per block: ResNet18/34)"
+                    f"{extra.native}: block {role[1]}.{role[2]} has {len(members)} {kind} layers in its residual branch: a bottleneck block "
+                    "(1x1, 3x3, 1x1: ResNet26/50/101/152, wide ResNets, ResNeXt); this tool ports ResNets of BasicBlocks so far "
+                    "(two 3x3 convolutions per block: ResNet18/34)"
+                )
+            if role[0] == "stem" and kind == "conv2d":
+                raise PortError(
+                    f"{extra.native}: a deep stem ({len(members)} convolutions where ResNet18/34 have one 7x7 or 3x3: ResNet-D, such as timm's "
+                    "resnet18d/34d/50d or keras-hub's ResNet-vd); this tool ports the single-convolution stem so far"
                 )
             raise PortError(f"{extra.native}: a {kind} layer where a ResNet's {role[0]} has {len(names) or 'no'} such layer(s); this is not a ResNet this tool ports")
         for name, f in zip(names, members):

@@ -115,12 +115,16 @@ def test_what_is_not_a_resnet_of_these_is_refused_in_one_line(zoo, tmp_path):
         "sd['layer3.1.conv2.weight'] = sd['layer3.1.conv2.weight'][:, :128]; torch.save(sd, sys.argv[3])\n"
         "import os\nclass Boom:\n    def __reduce__(self):\n        return (os.system, ('touch ' + sys.argv[5],))\n"
         "torch.save({'conv1.weight': torch.zeros(1), 'x': Boom()}, sys.argv[4])\n"
+        "import timm\ntorch.save(timm.create_model('resnet18d', num_classes=10).state_dict(), sys.argv[6])\n"
+        "torch.save(timm.create_model('resnet26', num_classes=10).state_dict(), sys.argv[7])\n"
     )
-    subprocess.run([sys.executable, "-c", code, d / "tv18.pth", tmp_path / "untracked.pth", tmp_path / "shape.pth", tmp_path / "code.pth", tmp_path / "ran"], check=True)
+    subprocess.run([sys.executable, "-c", code, d / "tv18.pth", tmp_path / "untracked.pth", tmp_path / "shape.pth", tmp_path / "code.pth", tmp_path / "ran", tmp_path / "r18d.pth", tmp_path / "r26.pth"], check=True)
     (tmp_path / "hub").mkdir()
     (tmp_path / "hub" / "config.json").write_text(json.dumps({"architecture": "resnet18", "num_classes": 100}))
     cases = [
-        ([d / "tv50.pth"], "a bottleneck block (ResNet50 and deeper)"),
+        ([d / "tv50.pth"], "a bottleneck block (1x1, 3x3, 1x1: ResNet26/50/101/152"),
+        ([tmp_path / "r26.pth"], "block 1.0 has 3 conv2d layers in its residual branch: a bottleneck block"),
+        ([tmp_path / "r18d.pth"], "conv1.3: a deep stem (3 convolutions where ResNet18/34 have one"),
         ([d / "preact18.pth"], "is a pre-activation (v2) ResNet"),
         ([d / "tv18.pth", "--arch", "resnet18"], "follows PyTorch's conventions"),
         ([d / "tv18.pth", "--arch", "resnet18-cifar-torch"], "does not match --arch resnet18-cifar-torch: stem.conv.kernel [conv1/kernel] has shape (7, 7, 3, 64)"),
