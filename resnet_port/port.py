@@ -92,11 +92,34 @@ def native_layers(tensors: dict, library: str) -> dict[str, str]:
     return out
 
 
-def normalization_of(source: porting.Source) -> augment.Normalization | None:
-    """A run directory's input normalisation (other sources take pixels / 255)."""
+#: torchvision's ImageNet normalisation (its weights' transforms: Normalize(mean, std) after ToTensor), and
+#: timm's default for its ResNets (IMAGENET_DEFAULT_MEAN / _STD)
+IMAGENET_NORMALIZATION = augment.Normalization((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+
+
+def normalization_of(source: porting.Source, facts: dict | None = None) -> augment.Normalization | None:
+    """The input normalisation the source's model expects after pixels / 255, where its library defines one:
+    a run directory's (its recipe's), a timm Hugging Face folder's config (``pretrained_cfg`` mean/std, read
+    as JSON), torchvision's and timm's ResNets' ImageNet mean/std.  None: the model takes pixels / 255."""
     if source.kind == "run":
         return augment.Normalization.from_dict(rundir.read_config(source.path).get("data", {}).get("normalization"))
-    return None
+    if (facts or {}).get("library") != "torchvision/timm":
+        return None
+    if source.kind == "hf-folder":
+        try:
+            cfg = json.loads((source.path / "config.json").read_text())
+            pre = cfg.get("pretrained_cfg", cfg)
+            if pre.get("mean") and pre.get("std"):
+                return augment.Normalization(tuple(map(float, pre["mean"])), tuple(map(float, pre["std"])))
+        except (OSError, ValueError, TypeError):
+            pass
+    return IMAGENET_NORMALIZATION
+
+
+def describe_input(norm: augment.Normalization | None) -> str:
+    if norm is None:
+        return "RGB pixels / 255, nothing else"
+    return f"RGB pixels / 255, then (x - mean) / std with mean {tuple(round(m, 4) for m in norm.mean)}, std {tuple(round(v, 4) for v in norm.std)}"
 
 
 def check_images(path: str | None, spec: ResNetSpec, normalization) -> tuple[np.ndarray, str]:
@@ -267,13 +290,15 @@ def main(argv=None) -> int:
             extra = {"source": str(source.path)}
             if facts.get("num_batches_tracked"):
                 extra["num_batches_tracked"] = json.dumps(batches_tracked(tensors, facts["num_batches_tracked"]))
-            staged = W.save(Path(tmp) / "port.safetensors", {k: a for k, (a, _) in tensors.items()}, spec.name, producer=producer, extra=extra, normalization=normalization_of(source))
+            norm = normalization_of(source, facts)
+            staged = W.save(Path(tmp) / "port.safetensors", {k: a for k, (a, _) in tensors.items()}, spec.name, producer=producer, extra=extra, normalization=norm)
             n = sum(a.size for a, _ in tensors.values())
             if args.check and not check(source, facts, staged, spec, args.check_images, Path(tmp), tensors, args.source_class, progress):
                 print(f"not written: {out} (the port failed its check)", file=sys.stderr)
                 return 1
             W.atomic_write_bytes(out, staged.read_bytes())
             print(f"ported {source.path} ({porting.KINDS[facts['kind']][0]}{library}): {spec.name}, {len(tensors)} tensors, {n:,} values -> {out}")
+            print(f"input: {describe_input(norm)} (kept in {out.name}; export writes it into every file's preprocessing)")
     except (PortError, W.WeightsError, rundir.RunDirError, W.WriteError) as e:
         return cli.fail(str(e))
     except parity.WorkerError as e:

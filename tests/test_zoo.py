@@ -152,3 +152,22 @@ def test_each_vocabulary_places_the_names_it_writes(library):
     found, placed_by = porting.place_all(layers, library, [vocab])
     back = {key.rsplit(".", 1)[0]: native.rsplit("/", 1)[0] for key, (_, native) in porting.canonical_tensors(found).items()}
     assert placed_by is vocab and back == {layer.name: vocab.native_name(layer.name) for layer in spec.parameter_layers()}
+
+
+def test_the_sources_input_convention_is_kept_and_written_into_every_export(zoo, tmp_path):
+    """A torchvision ResNet takes ImageNet-normalised inputs: the port says so and carries it in the neutral
+    file, and the export writes the same into preprocessing.json and timm's config (not timm's default
+    beside a "pixels / 255" of our own)."""
+    d, _ = zoo
+    p = cli("resnet_port.port", d / "tv18.pth", "--out", tmp_path / "w.safetensors")
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert "input: RGB pixels / 255, then (x - mean) / std with mean (0.485, 0.456, 0.406), std (0.229, 0.224, 0.225)" in p.stdout
+    norm = W.load(tmp_path / "w.safetensors").normalization
+    assert norm is not None and norm.mean == (0.485, 0.456, 0.406) and norm.std == (0.229, 0.224, 0.225)
+    p = cli("resnet_port.export", tmp_path / "w.safetensors", "--format", "timm", "--out", tmp_path / "out")
+    assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
+    prep = json.loads((tmp_path / "out" / "preprocessing.json").read_text())
+    timm_cfg = json.loads((tmp_path / "out" / "timm" / "config.json").read_text())["pretrained_cfg"]
+    assert prep["normalization"] == {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
+    assert timm_cfg["mean"] == prep["normalization"]["mean"] and timm_cfg["std"] == prep["normalization"]["std"]
+    assert oct((tmp_path / "out" / "timm" / "model.safetensors").stat().st_mode & 0o777) == "0o644"

@@ -315,8 +315,14 @@ def op_export_native(op: dict) -> None:
         import timm
         from timm.models._hub import save_for_hf
 
+        from resnet_port import weights as neutral
+
         model = timm.create_model(depth, pretrained=False, num_classes=spec.num_classes)
         model.load_state_dict(state, strict=True)
+        # the config's preprocessing is the neutral file's (timm's default would say ImageNet's mean/std for any weights)
+        norm = neutral.normalization_of(neutral.read_metadata(Path(op["weights"])))
+        channels = spec.input_shape[-1]
+        model.pretrained_cfg = {**model.pretrained_cfg, "mean": tuple(norm.mean) if norm else (0.0,) * channels, "std": tuple(norm.std) if norm else (1.0,) * channels}
         save_for_hf(model, op["out"], safe_serialization=True)
         for f in Path(op["out"]).iterdir():  # safetensors writes 0600; a model folder is for sharing
             f.chmod(0o644)
