@@ -65,7 +65,7 @@ def load_state_dict(path: Path) -> dict[str, torch.Tensor]:
     try:
         obj = torch.load(src, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        raise PortError(f"refusing to load {src}: it holds Python objects other than tensors and plain data, which could run code ({cli.reason(e)}); nothing was run") from None
+        raise PortError(refusal(src, str(e))) from None
     except Exception as e:  # truncated, not a torch file
         raise PortError(f"{src} cannot be read as a PyTorch state_dict ({cli.reason(e)})") from None
     for key in ("model", "state_dict", "net"):  # a run's checkpoint, Lightning-style files, kuangliu's {"net", "acc", "epoch"}
@@ -74,6 +74,22 @@ def load_state_dict(path: Path) -> dict[str, torch.Tensor]:
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise PortError(f"{src} does not hold a state_dict (a dict of tensors)")
     return _strip(obj)
+
+
+def refusal(src: Path, message: str) -> str:
+    """One line for a pickle that torch's weights_only loader refused: the Python object it names (torch's
+    text holds ANSI colour codes and paragraphs of advice), and, for a whole pickled model, how to save
+    the state_dict instead."""
+    import re
+
+    text = re.sub(r"\x1b\[[0-9;]*m", "", message)
+    found = re.search(r"GLOBAL ([\w.]+)", text)
+    name = found.group(1) if found else None
+    what = f"unsupported GLOBAL {name}" if name else "Python objects other than tensors and plain data"
+    hint = ""
+    if name and name.split(".")[0] in ("torch", "torchvision", "timm", "__main__") or (name and name[:1].isupper()) or (name and "." in name and name.rsplit(".", 1)[1][:1].isupper()):
+        hint = "; if it is a whole pickled model, save its weights instead: torch.save(model.state_dict(), 'model.pth')"
+    return f"refusing to load {src}: it holds {what}, which loading could run as code; nothing was run{hint}"
 
 
 def _strip(obj: dict) -> dict[str, torch.Tensor]:
