@@ -45,23 +45,27 @@ def mosaic_size(predictions: np.ndarray, num_classes: int) -> tuple[int, int]:
     return TOP + num_classes * ROW + 2 * ROW, LEFT + columns * ROW + 10
 
 
-def prediction_mosaic(images: np.ndarray, predictions: np.ndarray, class_names: list[str], path: str | Path) -> Path:
+def prediction_mosaic(images: np.ndarray, predictions: np.ndarray, class_names: list[str], path: str | Path, labels: np.ndarray | None = None) -> Path:
     """The seed's ``test_visualisation.png``: each test image in the row of its predicted class.
 
     ``images`` are uint8 RGB (N, 32, 32, 3).  Rows are labelled with the class name
     at the left; images fill a row left to right in test-set order.  A row holding
-    more than 192 predictions shows the first 192 (the seed's canvas held 192).
+    more than 192 predictions shows the first 192 (the seed's canvas held 192).  With
+    ``labels``, only the classes that occur among the labels or the predictions get a row
+    (all 100 on CIFAR-100; a 10-class run gets 10 rows, not 90 empty ones).
     """
     import cv2
 
-    n_classes = len(class_names)
     predictions = np.asarray(predictions, dtype=np.int64)
-    height, width = mosaic_size(predictions, n_classes)
+    shown = np.arange(len(class_names)) if labels is None else np.unique(np.concatenate([np.asarray(labels, np.int64), predictions]))
+    row_of = {int(c): i for i, c in enumerate(shown)}
+    rows = np.array([row_of[int(c)] for c in predictions], dtype=np.int64)
+    height, width = mosaic_size(rows, len(shown))
     canvas = np.zeros((height, width, 3), np.uint8)
-    for i, name in enumerate(class_names):
-        cv2.putText(canvas, name, (10, TOP + i * ROW + 25), cv2.FONT_HERSHEY_SIMPLEX, 0.7, (255, 255, 255), 1, cv2.LINE_AA)
-    position = np.zeros(n_classes, dtype=np.int64)
-    for image, cls in zip(images, predictions):
+    for i, c in enumerate(shown):
+        cv2.putText(canvas, class_names[int(c)], (10, TOP + i * ROW + 25), cv2.FONT_HERSHEY_SIMPLEX, 0.7, (255, 255, 255), 1, cv2.LINE_AA)
+    position = np.zeros(len(shown), dtype=np.int64)
+    for image, cls in zip(images, rows):
         if position[cls] < MAX_COLUMNS:
             y0, x0 = TOP + cls * ROW, LEFT + position[cls] * ROW
             canvas[y0 : y0 + ROW, x0 : x0 + ROW] = image[:, :, ::-1]  # RGB -> BGR for OpenCV

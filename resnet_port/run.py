@@ -566,7 +566,7 @@ def _finish(run: rundir.RunDir, recipe: Recipe, ds: data.Cifar100, history: list
         raise TrainingDiverged(f"the test loss of the trained model is {test_loss} (not finite): its weights are finite but its outputs overflow; no result is reported")
     np.save(run.path / rundir.PREDICTIONS, pred)
     report.plot_curves(history, run.path, title=f"{recipe.arch} ({backend.framework.label})")
-    report.prediction_mosaic(ds.test.images, pred, ds.fine_names, run.path / "test_visualisation.png")
+    report.prediction_mosaic(ds.test.images, pred, ds.fine_names, run.path / "test_visualisation.png", labels=ds.test.fine)
     train_seconds = sum(h["seconds"] for h in history)
     val = [h["val_accuracy"] for h in history if h["val_accuracy"] is not None and math.isfinite(h["val_accuracy"])]
     results = {
