@@ -183,11 +183,11 @@ def plot_overlay(runs: list[dict], out_dir: Path) -> list[Path]:
             label = f"{r['name']} ({frameworks.get(r['framework']).label}, {r['arch']})"
             value = (lambda m, k: m.get(k) if m.get(k) is not None else float("nan"))  # null in metrics.jsonl: no value
             ax.plot(epochs, [value(m, metric) for m in r["metrics"]], "-o", ms=3, color=colour[r["name"]], label=f"{label} train")
-            ax.plot(epochs, [value(m, f"val_{metric}") for m in r["metrics"]], "--o", ms=3, color=colour[r["name"]], label=f"{label} val")
+            ax.plot(epochs, [value(m, f"val_{metric}") for m in r["metrics"]], "--s", ms=3, color=colour[r["name"]], label=f"{label} val")
         ax.set_xlabel("Epoch")
         ax.set_ylabel(ylabel)
-        ax.set_title(f"{ylabel}: solid = train, dashed = validation")
-        ax.legend(fontsize=7)
+        ax.set_title(f"{ylabel}: solid, circles = train; dashed, squares = validation")
+        ax.legend(fontsize=7, handlelength=5)  # long enough handles that the dashing shows (and square markers: validation)
         path = out_dir / f"{metric}.png"
         fig.savefig(path)
         plt.close(fig)
