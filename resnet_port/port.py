@@ -277,7 +277,7 @@ def main(argv=None) -> int:
         with tempfile.TemporaryDirectory(prefix="resnet-port-port-") as tmp:
             progress(f"reading {source.path} in {source.framework.label}")
             tensors, facts = read(source, Path(tmp))
-            W.check_values({k: a for k, (a, _) in tensors.items()}, str(source.path), labels={k: f"{native} ({k})" for k, (_, native) in tensors.items()})
+            W.check_values({k: a for k, (a, _) in tensors.items()}, str(source.path), labels={k: f"{native_key(source, native)} ({k})" for k, (_, native) in tensors.items()})
             spec = porting.resolve_arch(tensors, args.arch, str(source.path), facts)
             check_keras_config(source, facts, spec)
             if args.verify:
@@ -325,6 +325,18 @@ def check_keras_config(source: porting.Source, facts: dict, spec: ResNetSpec) ->
     if problems:
         more = f" (and {len(problems) - 1} more difference{'s' if len(problems) > 2 else ''})" if len(problems) > 1 else ""
         raise PortError(f"{source.path}: its model is not {spec.name}, whose weights it holds: {problems[0]}{more}; nothing was written")
+
+
+#: PyTorch's names of the neutral parameters (a state_dict says running_var where Keras says moving_variance)
+TORCH_PARAMS = {"kernel": "weight", "bias": "bias", "gamma": "weight", "beta": "bias", "moving_mean": "running_mean", "moving_variance": "running_var"}
+
+
+def native_key(source: porting.Source, native: str) -> str:
+    """A tensor's name as the source's file spells it: ``layer1.0.bn1.running_var`` in a state_dict."""
+    if source.framework is frameworks.PYTORCH and "/" in native:
+        module, param = native.rsplit("/", 1)
+        return f"{module}.{TORCH_PARAMS.get(param, param)}"
+    return native
 
 
 def check_out_file(out: Path, force: bool) -> None:

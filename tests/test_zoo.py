@@ -117,14 +117,16 @@ def test_what_is_not_a_resnet_of_these_is_refused_in_one_line(zoo, tmp_path):
         "torch.save({'conv1.weight': torch.zeros(1), 'x': Boom()}, sys.argv[4])\n"
         "import timm\ntorch.save(timm.create_model('resnet18d', num_classes=10).state_dict(), sys.argv[6])\n"
         "torch.save(timm.create_model('resnet26', num_classes=10).state_dict(), sys.argv[7])\n"
+        "sd = torch.load(sys.argv[1]); sd['layer1.0.bn1.running_var'][3] = float('nan'); torch.save(sd, sys.argv[8])\n"
     )
-    subprocess.run([sys.executable, "-c", code, d / "tv18.pth", tmp_path / "untracked.pth", tmp_path / "shape.pth", tmp_path / "code.pth", tmp_path / "ran", tmp_path / "r18d.pth", tmp_path / "r26.pth"], check=True)
+    subprocess.run([sys.executable, "-c", code, d / "tv18.pth", tmp_path / "untracked.pth", tmp_path / "shape.pth", tmp_path / "code.pth", tmp_path / "ran", tmp_path / "r18d.pth", tmp_path / "r26.pth", tmp_path / "nan.pth"], check=True)
     (tmp_path / "hub").mkdir()
     (tmp_path / "hub" / "config.json").write_text(json.dumps({"architecture": "resnet18", "num_classes": 100}))
     cases = [
         ([d / "tv50.pth"], "a bottleneck block (1x1, 3x3, 1x1: ResNet26/50/101/152"),
         ([tmp_path / "r26.pth"], "block 1.0 has 3 conv2d layers in its residual branch: a bottleneck block"),
         ([tmp_path / "r18d.pth"], "conv1.3: a deep stem (3 convolutions where ResNet18/34 have one"),
+        ([tmp_path / "nan.pth"], "tensor layer1.0.bn1.running_var (layer1.0.bn1.moving_variance) holds 1 non-finite value(s)"),
         ([d / "preact18.pth"], "is a pre-activation (v2) ResNet"),
         ([d / "tv18.pth", "--arch", "resnet18"], "follows PyTorch's conventions"),
         ([d / "tv18.pth", "--arch", "resnet18-cifar-torch"], "does not match --arch resnet18-cifar-torch: stem.conv.kernel [conv1/kernel] has shape (7, 7, 3, 64)"),
