@@ -256,7 +256,9 @@ def check(source: porting.Source, facts: dict, weights: Path, spec: ResNetSpec, 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m resnet_port.port", description=cli.description(__doc__))
-    ap.add_argument("src", help="a Keras 2 SavedModel folder, a .keras / .weights.h5 / .h5 file, a PyTorch .pt/.pth state_dict, or a run directory")
+    ap.add_argument("src", help="a Keras 2 SavedModel folder; a .keras, .weights.h5 or Keras 2 .h5 file (the post's, tf_impl's, keras-hub's); "
+                    "a keras-hub preset folder; a PyTorch state_dict (.pt, .pth, .bin, .safetensors: torchvision, timm, the CIFAR repos, torch_impl); "
+                    "a Hugging Face folder as timm writes it (config.json + model.safetensors); or a run directory of either framework")
     ap.add_argument("--out", help="the neutral weights file to write (.safetensors); not needed with --verify")
     ap.add_argument("--arch", default="auto", type=lambda v: v if v == "auto" else arch_type(v), help="the architecture, NAME or NAME@CLASSES (default: recognised from the variables and the library's conventions)")
     ap.add_argument("--check", action="store_true", help="run the source as it is and the port in the other framework; exit 1 over tolerance (--out is written only when the check passes)")
