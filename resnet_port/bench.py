@@ -224,17 +224,19 @@ def table(res: dict, arch: str) -> tuple[str, dict]:
             fa = f"{row['keras_fraction_of_ceiling']:.1%}" if a else "-"
             fb = f"{row['pytorch_fraction_of_ceiling']:.1%}" if b else "-"
         derived["rows"][key] = row
-        ka = f"{a if a else float('nan'):.1f}{spread(tf, key)}"
-        kb = f"{b if b else float('nan'):.1f}{spread(pt, key)}"
-        lines.append(f"{label:<36} {ka:>22} {kb:>22} {ratio:>9.2f} {fa:>12} {fb:>9}")
+        ka = f"{a:.1f}{spread(tf, key)}" if a else "-"  # "-": not run (or failed), never a nan
+        kb = f"{b:.1f}{spread(pt, key)}" if b else "-"
+        shown = f"{ratio:.2f}" if a and b else "-"
+        lines.append(f"{label:<36} {ka:>22} {kb:>22} {shown:>9} {fa:>12} {fb:>9}")
     for fw_key, r in (("keras", tf), ("pytorch", pt)):
         if r.get("augment") and r.get("train"):
             derived[f"{fw_key}_augment_over_train"] = r["augment"] / r["train"]
+    def num(r: dict, key: str, fmt: str) -> str:
+        return format(r[key], fmt) if isinstance(r.get(key), (int, float)) and r[key] == r[key] else "-"
+
+    lines.append(f"{'peak memory (MB)':<36} {num(tf, 'peak_memory_mb', '.0f'):>10} {num(pt, 'peak_memory_mb', '.0f'):>10}")
     lines.append(
-        f"{'peak memory (MB)':<36} {tf.get('peak_memory_mb', float('nan')):>10.0f} {pt.get('peak_memory_mb', float('nan')):>10.0f}"
-    )
-    lines.append(
-        f"{'matmul ceiling (GFLOP/s, fp32)':<36} {tf.get('matmul_gflops', float('nan')):>10.1f}{spread(tf, 'matmul_gflops'):>12} {pt.get('matmul_gflops', float('nan')):>10.1f}{spread(pt, 'matmul_gflops'):>12}"
+        f"{'matmul ceiling (GFLOP/s, fp32)':<36} {num(tf, 'matmul_gflops', '.1f'):>10}{spread(tf, 'matmul_gflops'):>12} {num(pt, 'matmul_gflops', '.1f'):>10}{spread(pt, 'matmul_gflops'):>12}"
         f"   ceiling used: {ceiling:.1f}"
     )
     for fw_key, name in (("keras", "Keras"), ("pytorch", "PyTorch")):
