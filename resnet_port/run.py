@@ -306,6 +306,8 @@ def _train(backend: Backend, run: rundir.RunDir, recipe: Recipe, args, started: 
     facts = data_facts(ds)
     if run.resuming and backend.chief:
         run.check_same_data(facts)
+    if run.complete:
+        raise rundir.RunDirError(run.complete)
     backend.start(ds)
     if backend.chief:
         run.create()

@@ -182,6 +182,7 @@ class RunDir:
         self.framework = framework
         self.checkpoint = self.path / CHECKPOINTS[framework]
         self.resuming = False
+        self.complete: str | None = None  # --resume of a finished run: the refusal, given once the data are checked
         self._clear_first = False
         self._old_config: dict | None = None
         if self.path.exists() and not self.path.is_dir():
@@ -214,7 +215,10 @@ class RunDir:
             raise RunDirError(f"--resume: the run in {self.path} has trained {len(history)} epochs already; --epochs {recipe.epochs} ends before that: give --epochs {len(history)} or more")
         if self.checkpoint.exists():
             if read_results(self.path) is not None and len(history) == recipe.epochs:
-                raise RunDirError(f"--resume: the run in {self.path} is complete ({len(history)} epochs, results written); give --epochs {len(history) + 1} or more to train it further, or --force to start it again")
+                # said once the data are known to be the run's (check_same_data first): "give --epochs N"
+                # would be wrong advice for a run on other data
+                self.complete = (f"--resume: the run in {self.path} is complete ({len(history)} epochs, results written); "
+                                 f"give --epochs {len(history) + 1} or more to train it further, or --force to start it again")
             self.resuming = True
         elif history:
             raise RunDirError(

@@ -483,3 +483,16 @@ def test_diff_names_a_perturbed_layer(runs, tmp_path):
         rows = parity.compare_layers(dict(b), dict(a), [l.name for l in get_spec("tiny").layers()], 1e-4)
     assert parity.first_divergence(rows).name == "layer3.0.conv2"
     assert all(r.ok for r in rows[: [r.name for r in rows].index("layer3.0.conv2")])
+
+
+def test_resume_of_a_complete_run_checks_the_data_first(runs, small_data, tmp_path):
+    """--resume of a finished run on other data says the data differ (not "give --epochs 3", which would
+    then fail on the data); on its own data it says the run is complete and how to train further."""
+    out, _ = runs
+    other = tmp_path / "other"
+    synthetic.write(other, n_train=300, n_test=100, num_classes=10, seed=7)
+    fw = "torch_impl"
+    p = cli(f"{fw}.train", *train_args(other, out / fw, 2, 32, 60, "--resume"))
+    assert p.returncode == 2 and "the data differ" in p.stderr and "--epochs 3" not in p.stderr, p.stderr[-2000:]
+    p = cli(f"{fw}.train", *train_args(small_data, out / fw, 2, 32, 60, "--resume"))
+    assert p.returncode == 2 and "is complete (2 epochs, results written); give --epochs 3 or more" in p.stderr, p.stderr[-2000:]
