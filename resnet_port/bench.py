@@ -60,13 +60,15 @@ def flops_per_image(arch: str) -> dict[str, float]:
 FIGURES = ("train_aug", "train", "inference", "augment", "matmul_gflops", "peak_memory_mb")
 
 
-def run_rounds(arch: str, batch_size: int, precision: str, frameworks: list[str], warmup: int, windows: int, steps: int, extra_torch: dict | None = None, rounds: int = 3, recipe: str = "seed") -> dict:
+def run_rounds(arch: str, batch_size: int, precision: str, frameworks: list[str], warmup: int, windows: int, steps: int, extra_torch: dict | None = None, rounds: int = 3, recipe: str = "seed", progress=None) -> dict:
     """:func:`run_bench` ``rounds`` times, alternating which framework goes first; each figure the
     median over the rounds, with every round's value under ``<figure>_rounds``."""
     per_round: dict[str, list[dict]] = {fw: [] for fw in frameworks}
     for r in range(rounds):
         order = frameworks if r % 2 == 0 else frameworks[::-1]  # alternate, so drift favours neither
         for fw in order:
+            if progress:
+                progress(f"round {r + 1} of {rounds}: the training step in {F.get(fw).label}")
             per_round[fw].append(run_bench(arch, batch_size, precision, [fw], warmup, windows, steps, extra_torch, recipe=recipe)[fw])
     out = {}
     for fw, results in per_round.items():
@@ -280,6 +282,7 @@ def main(argv=None) -> int:
     ap.add_argument("--rounds", type=int, default=3, help="rounds alternating the frameworks' order, of the step bench and of --cli (default 3)")
     ap.add_argument("--json", help="write all results here")
     cli.add_threads(ap)
+    ap.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     args = ap.parse_args(argv)
     threads, how = cli.cpu_threads(args.threads)
     if threads is not None:  # for every worker process this bench starts
@@ -294,7 +297,7 @@ def main(argv=None) -> int:
         return 2
     started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     extra = {"compile": args.compile, "channels_last": not args.no_channels_last}
-    res = run_rounds(args.arch, args.batch_size, args.precision, frameworks, args.warmup, args.windows, args.steps, extra, args.rounds, recipe=args.recipe)
+    res = run_rounds(args.arch, args.batch_size, args.precision, frameworks, args.warmup, args.windows, args.steps, extra, args.rounds, recipe=args.recipe, progress=cli.Progress("bench", args.quiet))
     text, derived = table(res, args.arch)
     header = f"resnet-port bench: {args.recipe} recipe, {args.arch}, batch {args.batch_size}, {args.precision}, {cpu_model()}, {threads or 'default'} CPU thread{'' if threads == 1 else 's'} ({how}), {started}"
     print(header)

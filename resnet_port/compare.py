@@ -209,7 +209,9 @@ def main(argv=None) -> int:
     ap.add_argument("runs", nargs="+", help="run directories written by tf_impl.train or torch_impl.train")
     ap.add_argument("--report", default=None, help="folder for the Markdown/CSV table and plots (default: compare-report/ beside the runs, in the folder that holds them)")
     ap.add_argument("--no-cross-eval", action="store_true", help="skip evaluating each run's weights in the other framework")
+    ap.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     args = ap.parse_args(argv)
+    progress = cli.Progress("compare", args.quiet)
     try:
         paths, seen = [], set()
         for p in args.runs:  # a run given twice is one run
@@ -229,6 +231,7 @@ def main(argv=None) -> int:
                     if not r["finished"]:
                         r["disagree_text"] = "run not finished"
                         continue
+                    progress(f"evaluating {r['name']}'s weights in {frameworks.other(r['framework']).label}")
                     c = cross_evaluate(r, Path(tmp))
                     r.update(c)
                     r["disagree_text"] = f"{c['disagreements']} of {c['total']}" + ("  <-- FLAGGED" if c["flagged"] else "")
