@@ -542,10 +542,31 @@ def _fit(backend: Backend, run: rundir.RunDir, recipe: Recipe, ds: data.Cifar100
         if not quiet:
             h = state.history[-1]
             val = f"val_loss {h['val_loss']:.4f} val_acc {h['val_accuracy']:.4f}" if len(ds.val) else "no validation split"
-            print(f"epoch {h['epoch']}/{recipe.epochs}: loss {h['loss']:.4f} acc {h['accuracy']:.4f} {val} lr {h['lr']:.3g} ({h['images_per_sec']:.0f} img/s)", file=sys.stderr)
+            print(f"epoch {h['epoch']}/{recipe.epochs}: loss {h['loss']:.4f} acc {h['accuracy']:.4f} {val} lr {h['lr']:.3g} ({h['images_per_sec']:.0f} img/s){time_left(state.history, recipe.epochs)}", file=sys.stderr)
     if stop.requested:  # Ctrl-C in the last epoch's last step or validation: every epoch is trained
         background.flush()
         raise KeyboardInterrupt
+
+
+def duration(seconds: float) -> str:
+    """``3 d 4 h``, ``2 h 05 min``, ``7 min``, ``40 s``."""
+    s = int(round(seconds))
+    if s >= 86400:
+        return f"{s // 86400} d {s % 86400 // 3600} h"
+    if s >= 3600:
+        return f"{s // 3600} h {s % 3600 // 60:02d} min"
+    return f"{s // 60} min" if s >= 60 else (f"{s} s" if s else "under 1 s")
+
+
+def time_left(history: list[dict], epochs: int) -> str:
+    """``; about 2 h 05 min left (148 epochs)``: the epochs to go at the median time of the last few."""
+    left = epochs - len(history)
+    times = [h["seconds"] for h in history[-5:] if isinstance(h.get("seconds"), (int, float)) and h["seconds"] > 0]
+    if left <= 0 or not times:
+        return ""
+    import statistics
+
+    return f"; about {duration(left * statistics.median(times))} left ({left} epoch{'s' if left != 1 else ''})"
 
 
 def finish(run: rundir.RunDir, recipe: Recipe, ds: data.Cifar100, history: list[dict], backend: Backend, started: float) -> dict:
