@@ -248,6 +248,7 @@ class RunDir:
         self.path, self.framework = Path(path), framework
         self.checkpoint = self.path / CHECKPOINTS[framework]
         self._clear_first = False
+        self.complete = None  # the chief says whether the run is complete
         if resume and not is_run_dir(self.path):
             raise RunDirError(f"--resume: this worker does not see the run in {self.path}; every worker must read the chief's run directory (put --out on a shared filesystem)")
         self.resuming = resume and self.checkpoint.exists()
