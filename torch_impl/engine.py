@@ -52,3 +52,15 @@ def predict(model, batches, amp_dtype=None):
         with autocast(x.device, amp_dtype):
             out.append(model(x).float().cpu())
     return torch.cat(out) if out else torch.empty(0)
+
+
+def set_threads(requested: int | None) -> str:
+    """Set PyTorch's CPU compute threads (``--threads``, else every core but one, unless the environment
+    says); what was chosen, for the CLIs' notice."""
+    from resnet_port import cli
+
+    n, how = cli.cpu_threads(requested)
+    if n is not None:
+        torch.set_num_threads(n)
+    got = torch.get_num_threads()
+    return f"{got} thread{'s' if got != 1 else ''} ({how})"

@@ -11,7 +11,7 @@ from resnet_port import evaluation
 
 from . import weights
 from .data import DeviceLoader
-from .engine import predict
+from .engine import predict, set_threads
 from .model import build_model
 
 
@@ -26,15 +26,6 @@ def predict_logits(weights_path, arch: str, images: np.ndarray, batch_size: int)
 
 def main(argv=None) -> int:
     return evaluation.main("torch_impl", predict_logits, argv, set_threads)
-
-
-def set_threads(requested: int | None) -> str:
-    from resnet_port import cli
-
-    n, how = cli.cpu_threads(requested)
-    if n is not None:
-        torch.set_num_threads(n)
-    return f"{torch.get_num_threads()} threads ({how})"
 
 
 if __name__ == "__main__":

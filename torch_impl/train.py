@@ -34,7 +34,7 @@ from resnet_port.recipe import Recipe
 
 from . import checkpoint, weights
 from .data import DeviceLoader
-from .engine import predict, train_step
+from .engine import predict, set_threads, train_step
 from .model import build_model, enable_sync_batchnorm
 from .objective import l2_parameters, loss_parts, make_optimizer
 
@@ -153,24 +153,15 @@ class TorchBackend(lifecycle.Backend):
         else:
             self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
             if self.device.type == "cpu":
-                self.notice(f"notice: no CUDA GPU found; training on the CPU with {self.set_threads()}")
+                self.notice(f"notice: no CUDA GPU found; training on the CPU with {set_threads(args.threads)}")
         if name and self.device.type == "cpu":
-            self.notice(f"notice: training on the CPU with {self.set_threads()}")
+            self.notice(f"notice: training on the CPU with {set_threads(args.threads)}")
         self.amp_dtype, self.use_scaler, precision_notice = resolve_precision(recipe, self.device, args.amp_dtype is not None)
         if precision_notice:
             self.notice(precision_notice)
         self.channels_last = not args.no_channels_last
         self.draw_state = None  # the augmentation RNG's state at an interruption, to resume its draws
         self._compiled, self._warmup = False, 0.0
-
-    def set_threads(self) -> str:
-        """Set PyTorch's CPU compute threads (--threads, else every core but one); what was chosen, for the notice."""
-        from resnet_port import cli
-
-        n, how = cli.cpu_threads(getattr(self.args, "threads", None))
-        if n is not None:
-            torch.set_num_threads(n)
-        return f"{torch.get_num_threads()} thread{'s' if torch.get_num_threads() != 1 else ''} ({how})"
 
     def start(self, ds) -> None:
         self.dist.init(self.device)
