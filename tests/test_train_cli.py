@@ -496,3 +496,12 @@ def test_resume_of_a_complete_run_checks_the_data_first(runs, small_data, tmp_pa
     assert p.returncode == 2 and "the data differ" in p.stderr and "--epochs 3" not in p.stderr, p.stderr[-2000:]
     p = cli(f"{fw}.train", *train_args(small_data, out / fw, 2, 32, 60, "--resume"))
     assert p.returncode == 2 and "is complete (2 epochs, results written); give --epochs 3 or more" in p.stderr, p.stderr[-2000:]
+
+
+def test_evaluate_of_a_runs_weights_file_uses_the_runs_data(runs, tmp_path):
+    """evaluate RUN/weights.safetensors (not only RUN) finds the run's data directory and md5 setting."""
+    out, _ = runs
+    for fw in FRAMEWORKS:
+        p = cli(f"{fw}.evaluate", out / fw / "weights.safetensors", cwd=tmp_path)
+        assert p.returncode == 0, p.stderr[-2000:]
+        assert f"acc= {rundir.read_results(out / fw)['test_accuracy']}" in p.stdout
