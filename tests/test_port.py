@@ -275,3 +275,14 @@ def test_a_keras_files_model_is_read_and_held_to_the_weights_architecture(tmp_pa
         lines = p.stderr.strip().splitlines()
         assert p.returncode == 2 and len(lines) == 1 and says in lines[0], (name, p.stderr)
         assert not (tmp_path / f"{name}.safetensors").exists()
+
+
+def test_keras_applications_resnets_are_refused_saying_what_they_are(tmp_path):
+    """keras.applications' ResNet50 (bottleneck) and ResNet50V2 (pre-activation bottleneck), as Keras 3
+    writes them: one line each, saying which family, not "not any architecture here"."""
+    code = "import sys, keras\nkeras.applications.ResNet50(weights=None, classes=10).save(sys.argv[1])\nkeras.applications.ResNet50V2(weights=None, classes=10).save(sys.argv[2])\n"
+    subprocess.run([sys.executable, "-c", code, str(tmp_path / "r50.keras"), str(tmp_path / "r50v2.keras")], check=True, capture_output=True, env=ENV, timeout=600)
+    for name, says in (("r50", ": bottleneck blocks, as keras.applications' ResNet50/101/152"), ("r50v2", ": pre-activation bottleneck blocks")):
+        p = cli(tmp_path / f"{name}.keras", "--out", tmp_path / f"{name}.safetensors")
+        lines = p.stderr.strip().splitlines()
+        assert p.returncode == 2 and len(lines) == 1 and says in lines[0], p.stderr[-2000:]

@@ -238,7 +238,7 @@ def _own_flat(layers: list, label: str, config: dict | None = None) -> tuple[lis
         pointwise = sum(1 for _, kind, params in layers if kind == "conv2d" and "kernel" in params and tuple(params["kernel"].shape[:2]) == (1, 1))
         bns, convs = kinds.count("batchnorm"), kinds.count("conv2d")
         if pointwise > 8:  # ResNet18/34 have at most one 1x1 (the projection) per stage
-            what = "pre-activation " if bns > convs - pointwise // 3 else ""
+            what = "pre-activation " if bns != convs else ""  # v1 follows every convolution with a BatchNorm; v2 not its shortcuts
             raise PortError(f"{label}: a Keras 3 model whose blocks hold 1x1 convolutions ({pointwise} of its {convs}): {what}bottleneck blocks, as keras.applications' "
                             "ResNet50/101/152 and their V2 (pre-activation) have; this tool ports ResNets of BasicBlocks so far (ResNet18/34)")
         raise PortError(f"{label}: a Keras 3 model of {len(layers)} layers with weights stored by class (conv2d, batch_normalization, dense), but not with the layers and shapes of any architecture here ({', '.join(available())})")
