@@ -180,19 +180,10 @@ def check_batches(images: str | None, spec: ResNetSpec, normalization) -> list[t
     return batches
 
 
-def runs_in_float64(source: porting.Source, facts: dict) -> bool:
-    """Whether ``--check`` can run the source in float64: every PyTorch source (its tensors cast), and the
-    Keras models this project's code builds (a run, the post's model, tf_impl's files); not a SavedModel
-    (its serving graph is float32) nor keras-hub's models (built by keras-hub in float32)."""
-    if source.framework is frameworks.PYTORCH:
-        return True
-    return facts["kind"] != "savedmodel" and facts.get("structure") != "library"
-
-
 def check(source: porting.Source, facts: dict, weights: Path, spec: ResNetSpec, images: str | None, workdir: Path, tensors: dict | None = None, source_class: str | None = None, progress=None) -> bool:
     """Run the source as it is and the port in the other framework; print the table; whether within tolerance.
 
-    Both run in float32 and, where the source can (``runs_in_float64``), in float64 too.  The float64
+    Both run in float32 and, where the source can (``porting.runs_in_float64``), in float64 too.  The float64
     comparison decides: there a correct port agrees to ~1e-10 whatever the CPU or thread count, while
     float32 rounding alone reaches ~1e-3 on a deep ResNet in training mode (one thread against two); a
     wrong port is off by far more than the tolerance in either.  The float32 figures are printed beside.
@@ -200,7 +191,7 @@ def check(source: porting.Source, facts: dict, weights: Path, spec: ResNetSpec, 
     progress = progress or (lambda message: None)
     other = frameworks.other(source.framework)
     batches = check_batches(images, spec, W.load(weights).normalization)
-    precisions = ["float32", "float64"] if runs_in_float64(source, facts) else ["float32"]
+    precisions = ["float32", "float64"] if porting.runs_in_float64(source.framework.key, facts["kind"], facts.get("structure")) else ["float32"]
     src_ops, port_ops = [], []
     for i, (x, _) in enumerate(batches):
         np.save(workdir / f"inputs{i}.npy", x)
@@ -329,15 +320,11 @@ def check_keras_config(source: porting.Source, facts: dict, spec: ResNetSpec) ->
         raise PortError(f"{source.path}: its model is not {spec.name}, whose weights it holds: {problems[0]}{more}; nothing was written")
 
 
-#: PyTorch's names of the neutral parameters (a state_dict says running_var where Keras says moving_variance)
-TORCH_PARAMS = {"kernel": "weight", "bias": "bias", "gamma": "weight", "beta": "bias", "moving_mean": "running_mean", "moving_variance": "running_var"}
-
-
 def native_key(source: porting.Source, native: str) -> str:
     """A tensor's name as the source's file spells it: ``layer1.0.bn1.running_var`` in a state_dict."""
     if source.framework is frameworks.PYTORCH and "/" in native:
         module, param = native.rsplit("/", 1)
-        return f"{module}.{TORCH_PARAMS.get(param, param)}"
+        return f"{module}.{W.TORCH_NAMES.get(param, param)}"
     return native
 
 

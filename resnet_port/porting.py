@@ -657,3 +657,10 @@ def keras_config_problems(config: dict, spec) -> list[str]:
     if outputs is not None and [o[0] for o in outputs if isinstance(o, list) and o] != [spec.fc.name]:
         problems.append(f"the model's output is {outputs!r}, not the {spec.fc.name!r} layer of {spec.name}")
     return problems
+
+
+def runs_in_float64(framework: str, kind: str, structure: str | None) -> bool:
+    """Whether ``port --check`` can run a source in float64: every PyTorch source (its tensors cast), and
+    the Keras models this project's code builds (a run, the post's model, tf_impl's files); not a
+    SavedModel (its serving graph is float32) nor keras-hub's models (built by keras-hub in float32)."""
+    return framework == frameworks.PYTORCH.key or (kind != "savedmodel" and structure != "library")

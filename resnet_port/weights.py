@@ -63,6 +63,10 @@ class Weights:
         return normalization_of(self.metadata)
 
 
+#: PyTorch's name of each neutral parameter (a state_dict says running_var where Keras says moving_variance)
+TORCH_NAMES = {"kernel": "weight", "bias": "bias", "gamma": "weight", "beta": "bias", "moving_mean": "running_mean", "moving_variance": "running_var"}
+
+
 def normalization_of(metadata: dict[str, str]) -> Normalization | None:
     """The input normalisation a weights file's metadata states (None: inputs are pixels / 255)."""
     raw = metadata.get("normalization")

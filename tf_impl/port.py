@@ -44,7 +44,7 @@ from pathlib import Path
 
 import numpy as np
 
-from resnet_port import cli, porting
+from resnet_port import cli, frameworks, porting
 from resnet_port.porting import HEAD_NAMES, PARAMS, STAGE_PATTERN, STEM_NAMES, Found, PortError, block_part, kind_of
 
 _VAR_NAMES = ("kernel", "bias", "gamma", "beta", "moving_mean", "moving_variance")
@@ -509,7 +509,7 @@ def _source_model(op: dict, workdir: Path):
     spec = get_spec(op["arch"])
     src, kind = Path(op["src"]), op["kind"]
     if op.get("dtype", "float32") != "float32":
-        if not float64_source(op):
+        if not porting.runs_in_float64(frameworks.KERAS.key, op["kind"], op.get("structure")):
             raise PortError(f"{src}: this source runs in float32 only")
         import keras
 
@@ -565,12 +565,6 @@ def _source_model(op: dict, workdir: Path):
         return (lambda x, training: np.asarray(model(x, training=training))), (lambda x, training: seed_model.layer_outputs(model, x, training, len(spec.stage_blocks)))
     probe = intermediate_model(model, spec)
     return (lambda x, training: np.asarray(model(x, training=training))), (lambda x, training: probe(x, training=training))
-
-
-def float64_source(op: dict) -> bool:
-    """Whether the source can run in float64: the models built by this project's code (a run, the post's
-    model, tf_impl's files); not a SavedModel (its saved graph is float32) nor keras-hub's models."""
-    return op["kind"] != "savedmodel" and op.get("structure") != "library"
 
 
 def op_run_source(op: dict) -> None:

@@ -26,20 +26,10 @@ import torch
 from resnet_port import weights as neutral
 from resnet_port.spec import ResNetSpec, get_spec, is_moving_statistic
 
-_TORCH_NAME = {
-    "kernel": "weight",
-    "bias": "bias",
-    "gamma": "weight",
-    "beta": "bias",
-    "moving_mean": "running_mean",
-    "moving_variance": "running_var",
-}
-
-
 def state_key(key: str) -> str:
     """The ``state_dict`` key of canonical key ``<layer>.<param>`` (module names are the spec's)."""
     layer, param = key.rsplit(".", 1)
-    return f"{layer}.{_TORCH_NAME[param]}"
+    return f"{layer}.{neutral.TORCH_NAMES[param]}"
 
 
 def tensor(model: torch.nn.Module, key: str) -> torch.Tensor:
