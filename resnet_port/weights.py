@@ -85,8 +85,26 @@ def save(path: str | os.PathLike, tensors: dict[str, np.ndarray], arch: str, pro
     metadata.update({k: str(v) for k, v in (extra or {}).items()})
     from safetensors.numpy import save as st_save
 
-    payload = st_save(arrays, metadata=metadata)
+    payload = reproducible(st_save(arrays, metadata=metadata))
     return atomic_write_bytes(Path(path), payload)
+
+
+def reproducible(payload: bytes) -> bytes:
+    """The same safetensors payload with its metadata in sorted order.
+
+    The safetensors writer keeps metadata in a hash map, so the header's order (and
+    with it the file's bytes and digest) changed from one write of the same tensors
+    to the next.  Sorted, equal tensors and metadata give byte-identical files.  The
+    tensor entries keep the writer's order (it matches their data offsets), and the
+    header is padded with spaces to 8 bytes as the format asks.
+    """
+    n = struct.unpack("<Q", payload[:8])[0]
+    header = json.loads(payload[8 : 8 + n])
+    ordered = {"__metadata__": dict(sorted(header.pop("__metadata__").items()))} if "__metadata__" in header else {}
+    ordered.update(header)
+    text = json.dumps(ordered, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)
+    return struct.pack("<Q", len(text)) + text + payload[8 + n :]
 
 
 def load(path: str | os.PathLike, arch: str | ResNetSpec | None = None) -> Weights:
