@@ -357,17 +357,25 @@ def kind_of(params: dict) -> str | None:
 # -- the structural rule -----------------------------------------------------------------------
 
 
-def _names_for(role: tuple, kind: str) -> tuple[str, ...]:
-    """Canonical layer names of a part's layers of one kind, in order."""
+def _template(block_type: str, prefix: str):
+    """A block of ``block_type`` named ``prefix``, with a projection: where its layers' names come from."""
+    from .spec import BLOCKS, KERAS, Layers
+
+    return BLOCKS[block_type](Layers(KERAS), prefix, 8, 8, 2, True)
+
+
+def _names_for(role: tuple, kind: str, block_type: str = "basic") -> tuple[str, ...]:
+    """Canonical layer names of a part's layers of one kind, in order, as the spec's block and stem
+    types name them (a role: ("stem",), ("fc",) or ("block", stage, block, "left" | "shortcut"))."""
+    from .spec import KERAS, STEMS, Layers
+
     if role[0] == "stem":
-        return {"conv2d": ("stem.conv",), "batchnorm": ("stem.bn",)}.get(kind, ())
+        return tuple(dict.fromkeys(layer.name for layer in STEMS["seed"](Layers(KERAS), 3, 8) if layer.kind == kind))
     if role[0] == "fc":
         return ("fc",) if kind == "dense" else ()
     _, stage, block, part = role
-    prefix = f"layer{stage}.{block}"
-    if part == "left":
-        return {"conv2d": (f"{prefix}.conv1", f"{prefix}.conv2"), "batchnorm": (f"{prefix}.bn1", f"{prefix}.bn2")}.get(kind, ())
-    return {"conv2d": (f"{prefix}.shortcut.conv",), "batchnorm": (f"{prefix}.shortcut.bn",)}.get(kind, ())
+    b = _template(block_type, f"layer{stage}.{block}")
+    return tuple(layer.name for layer in (b.residual if part == "left" else b.shortcut) if layer.kind == kind)
 
 
 def canonical_tensors(found: list[Found]) -> dict[str, tuple[np.ndarray, str]]:
@@ -409,7 +417,17 @@ def canonical_tensors(found: list[Found]) -> dict[str, tuple[np.ndarray, str]]:
     return out
 
 
-_PART_ORDER = {"conv1": 0, "bn1": 1, "conv2": 2, "bn2": 3, "shortcut.conv": 4, "shortcut.bn": 5}
+def _part_order() -> dict[str, int]:
+    """Each block-local layer name's place in its block's execution order, over every block type."""
+    from .spec import BLOCKS
+
+    order: dict[str, int] = {}
+    for block_type in BLOCKS:
+        for i, layer in enumerate(_template(block_type, "b").layers()):
+            order.setdefault(layer.name[2:], i)
+    return order
+
+
 _PARAM_ORDER = {p: i for i, p in enumerate(("kernel", "bias", "gamma", "beta", "moving_mean", "moving_variance"))}
 
 
@@ -421,7 +439,7 @@ def execution_key(key: str) -> tuple:
         return (0, 0, 0, 0 if layer == "stem.conv" else 1, p)
     m = re.match(r"^layer(\d+)\.(\d+)\.(.+)$", layer)
     if m:
-        return (1, int(m.group(1)), int(m.group(2)), _PART_ORDER.get(m.group(3), 9), p)
+        return (1, int(m.group(1)), int(m.group(2)), _part_order().get(m.group(3), 99), p)
     return (2, 0, 0, 0, p)
 
 
@@ -471,7 +489,7 @@ def first_mismatch(tensors: dict, spec: ResNetSpec) -> str | None:
 
 def conventions_of(spec: ResNetSpec) -> str:
     """'pytorch' (symmetric padding, PyTorch's BatchNorm) or 'keras' (TF 'same', Keras' BatchNorm)."""
-    return "pytorch" if spec.stem_bn.unbiased_variance else "keras"
+    return "pytorch" if spec.conventions.padding == "torch" else "keras"
 
 
 CONVENTIONS = {
@@ -545,7 +563,7 @@ def resolve_arch(tensors: dict, requested: str, source: str, facts: dict | None 
 #: tf_impl's own BatchNormalization with PyTorch's moving-variance update, registered as resnet_port>...)
 _KERAS_CLASS = {
     "conv2d": ("Conv2D",), "batchnorm": ("BatchNormalization", "UnbiasedBatchNormalization"), "relu": ("ReLU",),
-    "maxpool": ("MaxPooling2D",), "add": ("Add",), "global_avg_pool": ("GlobalAveragePooling2D",), "dense": ("Dense",),
+    "maxpool": ("MaxPooling2D",), "avgpool": ("AveragePooling2D",), "add": ("Add",), "global_avg_pool": ("GlobalAveragePooling2D",), "dense": ("Dense",),
 }
 
 
@@ -566,13 +584,13 @@ def _expected_keras_layers(spec) -> dict[str, tuple[tuple[str, ...], dict, list[
                 out[f"{layer.name}.pad"] = (("ZeroPadding2D",), {"padding": [[layer.padding] * 2] * 2}, inputs)
                 src = [f"{layer.name}.pad"]
             settings = {"filters": layer.filters, "kernel_size": [layer.kernel_size] * 2, "strides": [layer.stride] * 2, "padding": keras_padding(layer, layer.kernel_size),
-                        "use_bias": layer.use_bias, "activation": "linear", "groups": 1, "dilation_rate": [1, 1], "data_format": "channels_last"}
+                        "use_bias": layer.use_bias, "activation": "linear", "groups": layer.groups, "dilation_rate": [1, 1], "data_format": "channels_last"}
             inputs = src
         elif layer.kind == "batchnorm":
             settings = {"epsilon": layer.epsilon, "momentum": layer.momentum, "axis": -1, "center": True, "scale": True}
         elif layer.kind == "relu":
             settings = {"max_value": None, "negative_slope": 0.0, "threshold": 0.0}
-        elif layer.kind == "maxpool":
+        elif layer.kind in ("maxpool", "avgpool"):
             src = inputs
             if not isinstance(layer.padding, str) and layer.padding and not symmetric_as_same(layer.pool_size, layer.stride, layer.padding):
                 out[f"{layer.name}.pad"] = (("ZeroPadding2D",), {"padding": [[layer.padding] * 2] * 2}, inputs)
@@ -586,20 +604,17 @@ def _expected_keras_layers(spec) -> dict[str, tuple[tuple[str, ...], dict, list[
         out[layer.name] = (_KERAS_CLASS[layer.kind], settings, inputs)
         return layer.name
 
-    x = "images"
-    for layer in (spec.stem_conv, spec.stem_bn, spec.stem_relu, spec.stem_pool):
-        if layer is not None:
+    def chain(layers, x: str) -> str:
+        for layer in layers:
             x = add(layer, [x])
+        return x
+
+    x = chain(spec.stem, "images")
     for b in spec.blocks:
-        block_in = x
-        y = add(b.conv1, [block_in])
-        for layer in (b.bn1, b.relu1, b.conv2, b.bn2):
-            y = add(layer, [y])
-        short = block_in
-        if b.has_projection:
-            short = add(b.shortcut_bn, [add(b.shortcut_conv, [block_in])])
-        x = add(b.relu2, [add(b.add, [y, short])])
-    add(spec.fc, [add(spec.avgpool, [x])])
+        y = chain(b.pre, x)
+        short = chain(b.shortcut, y if b.shortcut_from == "pre" else x)
+        x = chain(b.post, add(b.add, [chain(b.residual, y), short]))
+    chain((*spec.head, spec.avgpool, spec.fc), x)
     return out
 
 

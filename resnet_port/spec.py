@@ -86,13 +86,19 @@ def check_padding(padding) -> None:
     raise ValueError(f"padding must be 'same', 'valid' or a non-negative int (symmetric, as PyTorch's padding=p), got {padding!r}")
 
 
-def conv_output_size(size: int, kernel: int, stride: int, padding: str | int) -> int:
-    """Output length along one axis: 'same' / 'valid' as TF defines them, an int ``p`` as PyTorch does."""
+def conv_output_size(size: int, kernel: int, stride: int, padding: str | int, ceil_mode: bool = False) -> int:
+    """Output length along one axis: 'same' / 'valid' as TF defines them, an int ``p`` as PyTorch does
+    (``ceil_mode``: PyTorch's pooling option, a last partial window that starts inside the input counts)."""
     check_padding(padding)
     if padding == "same":
         return -(-size // stride)
     p = 0 if padding == "valid" else padding
-    out = (size + 2 * p - kernel) // stride + 1
+    if ceil_mode:
+        out = -(-(size + 2 * p - kernel) // stride) + 1
+        if (out - 1) * stride >= size + p:
+            out -= 1
+    else:
+        out = (size + 2 * p - kernel) // stride + 1
     if out < 1:
         raise ValueError(f"input of size {size} is smaller than the kernel {kernel} with padding {padding!r}")
     return out
@@ -101,6 +107,12 @@ def conv_output_size(size: int, kernel: int, stride: int, padding: str | int) ->
 def symmetric_as_same(kernel: int, stride: int, padding) -> bool:
     """Whether PyTorch's ``padding=p`` equals TF 'same' on every input size (stride 1, odd kernel, p = k // 2)."""
     return isinstance(padding, int) and stride == 1 and kernel % 2 == 1 and padding == kernel // 2
+
+
+# -- layers --------------------------------------------------------------------------
+# Each layer is a frozen value with a canonical ``name``, a ``kind`` (which each
+# realization maps to its own layer), ``params()`` in the neutral layout and
+# ``output_shape()``.  Blocks, stems and heads are sequences of them.
 
 
 @dataclass(frozen=True)
@@ -114,11 +126,16 @@ class ConvSpec:
     use_bias: bool = True  # Keras' default, which the seed kept on every conv
     kernel_init: str = "glorot_uniform"
     bias_init: str = "zeros"
+    groups: int = 1  # a grouped convolution (ResNeXt): in_channels and filters split into this many groups
 
     kind = "conv2d"
 
+    def __post_init__(self):
+        if self.groups < 1 or self.in_channels % self.groups or self.filters % self.groups:
+            raise ValueError(f"{self.name}: groups={self.groups} must divide in_channels={self.in_channels} and filters={self.filters}")
+
     def params(self) -> dict[str, tuple[int, ...]]:
-        p = {"kernel": (self.kernel_size, self.kernel_size, self.in_channels, self.filters)}
+        p = {"kernel": (self.kernel_size, self.kernel_size, self.in_channels // self.groups, self.filters)}
         if self.use_bias:
             p["bias"] = (self.filters,)
         return p
@@ -136,8 +153,12 @@ class ConvSpec:
     def flops(self, out_shape: tuple[int, int, int]) -> int:
         """Multiply-adds x 2 of one forward pass for one sample (bias adds included)."""
         h, w, c = out_shape
-        macs = h * w * c * self.kernel_size * self.kernel_size * self.in_channels
+        macs = h * w * c * self.kernel_size * self.kernel_size * (self.in_channels // self.groups)
         return 2 * macs + (h * w * c if self.use_bias else 0)
+
+    @property
+    def fan_in(self) -> int:
+        return self.kernel_size**2 * self.in_channels // self.groups
 
 
 @dataclass(frozen=True)
@@ -169,13 +190,15 @@ class BatchNormSpec:
 
 
 @dataclass(frozen=True)
-class MaxPoolSpec:
+class _Pool:
     name: str
     pool_size: int
     stride: int
-    padding: str | int  # 'same' pads after with -inf, as TF does; p pads both sides, as PyTorch does
+    padding: str | int  # 'same' pads after, as TF does; p pads both sides, as PyTorch does
 
-    kind = "maxpool"
+    @property
+    def kernel_size(self) -> int:
+        return self.pool_size
 
     def params(self):
         return {}
@@ -183,10 +206,27 @@ class MaxPoolSpec:
     def output_shape(self, shape):
         h, w, c = shape
         return (
-            conv_output_size(h, self.pool_size, self.stride, self.padding),
-            conv_output_size(w, self.pool_size, self.stride, self.padding),
+            conv_output_size(h, self.pool_size, self.stride, self.padding, self.ceil_mode),
+            conv_output_size(w, self.pool_size, self.stride, self.padding, self.ceil_mode),
             c,
         )
+
+
+@dataclass(frozen=True)
+class MaxPoolSpec(_Pool):
+    """A max-pool; a padded value never wins ('same' pads with -inf in TF; PyTorch's ``padding=p`` too)."""
+
+    ceil_mode = False
+    kind = "maxpool"
+
+
+@dataclass(frozen=True)
+class AvgPoolSpec(_Pool):
+    """An average pool that averages only the pixels inside the input (``count_include_pad=False``, as
+    TF's 'same' pooling and ResNet-D's shortcut do); ``ceil_mode`` is PyTorch's (a last, partial window)."""
+
+    ceil_mode: bool = False
+    kind = "avgpool"
 
 
 @dataclass(frozen=True)
@@ -209,7 +249,7 @@ class ReluSpec(_ShapeKeeping):
 
 @dataclass(frozen=True)
 class AddSpec(_ShapeKeeping):
-    """The residual sum: the block's last BatchNorm plus its shortcut."""
+    """The residual sum: the residual branch's output plus the shortcut's."""
 
     kind = "add"
 
@@ -249,52 +289,94 @@ class DenseSpec:
         return 2 * self.in_features * self.units + self.units
 
 
+LayerSpec = ConvSpec | BatchNormSpec | MaxPoolSpec | AvgPoolSpec | ReluSpec | AddSpec | GlobalAvgPoolSpec | DenseSpec
+#: every layer kind a spec may hold; each realization maps each one to its own layer
+LAYER_KINDS = ("conv2d", "batchnorm", "maxpool", "avgpool", "relu", "add", "global_avg_pool", "dense")
+
+
+# -- blocks ----------------------------------------------------------------------------
+
+
 @dataclass(frozen=True)
 class BlockSpec:
-    """A BasicBlock: conv3x3(s)-BN-ReLU-conv3x3(1)-BN, plus the shortcut, add, ReLU.
+    """A residual block as data: ``post(add(residual(x'), shortcut(s)))``.
 
-    The shortcut is a 1x1 'valid' convolution of stride ``s`` and a BatchNorm
-    where the architecture's projection rule asks for one (the seed: when the
-    stride is not 1), identity otherwise.
+    ``x'`` is the block's input after ``pre`` (empty but for pre-activation blocks, where
+    a BatchNorm and a ReLU come first); ``s`` is the block's input or ``x'``
+    (``shortcut_from``: "input" or "pre").  An empty ``shortcut`` is the identity; a
+    projection is a 1x1 conv and a BatchNorm, possibly after a pool.  ``post`` follows
+    the add (the ReLU of a post-activation block; nothing in a pre-activation one).
+    A BasicBlock, a bottleneck and a pre-activation block are all values of this type.
     """
 
     name: str
-    conv1: ConvSpec
-    bn1: BatchNormSpec
-    relu1: ReluSpec
-    conv2: ConvSpec
-    bn2: BatchNormSpec
+    residual: tuple[LayerSpec, ...]
     add: AddSpec
-    relu2: ReluSpec
-    shortcut_conv: ConvSpec | None = None
-    shortcut_bn: BatchNormSpec | None = None
+    shortcut: tuple[LayerSpec, ...] = ()
+    post: tuple[LayerSpec, ...] = ()
+    pre: tuple[LayerSpec, ...] = ()
+    shortcut_from: str = "input"
+
+    def __post_init__(self):
+        if self.shortcut_from not in ("input", "pre"):
+            raise ValueError(f"{self.name}: shortcut_from must be 'input' or 'pre', got {self.shortcut_from!r}")
+        if not self.residual:
+            raise ValueError(f"{self.name}: a block needs at least one layer on its residual branch")
+
+    def layers(self) -> tuple[LayerSpec, ...]:
+        """The block's layers in execution order (the order of the weights file)."""
+        return (*self.pre, *self.residual, *self.shortcut, self.add, *self.post)
+
+    def get(self, local: str) -> LayerSpec:
+        """The layer ``<block>.<local>``, e.g. ``get('conv1')`` or ``get('shortcut.conv')``."""
+        for layer in self.layers():
+            if layer.name == f"{self.name}.{local}":
+                return layer
+        raise KeyError(f"block {self.name} has no layer {local!r}; it has {', '.join(l.name for l in self.layers())}")
 
     @property
     def stride(self) -> int:
-        return self.conv1.stride
+        """The block's downsampling: the product of its residual branch's strides."""
+        return math.prod(getattr(layer, "stride", 1) for layer in self.residual)
 
     @property
     def has_projection(self) -> bool:
-        return self.shortcut_conv is not None
+        return any(layer.kind == "conv2d" for layer in self.shortcut)
+
+    @property
+    def out_channels(self) -> int:
+        return [layer for layer in self.residual if layer.kind == "conv2d"][-1].filters
 
 
 @dataclass(frozen=True)
 class ResNetSpec:
-    """A whole network: stem, BasicBlocks in execution order, pooling and logits."""
+    """A whole network: stem, blocks in execution order, head, pooling and logits."""
 
     name: str
     input_shape: tuple[int, int, int]
     num_classes: int
-    stem_conv: ConvSpec
-    stem_bn: BatchNormSpec
-    stem_relu: ReluSpec
-    stem_pool: MaxPoolSpec | None  # None: no pooling in the stem (CIFAR-style ResNets)
+    stem: tuple[LayerSpec, ...]
     blocks: tuple[BlockSpec, ...]
     avgpool: GlobalAvgPoolSpec
     fc: DenseSpec
     stage_blocks: tuple[int, ...] = field(default=())
+    conventions: "Conventions" = None
+    head: tuple[LayerSpec, ...] = ()  # between the last block and the pool (a pre-activation network's BatchNorm, ReLU)
+    block_type: str = "basic"
+    stem_type: str = "seed"
 
     # -- derived views -------------------------------------------------------------
+    def layer_specs(self) -> list[LayerSpec]:
+        """Every layer spec, in execution order."""
+        return [*self.stem, *(layer for b in self.blocks for layer in b.layers()), *self.head, self.avgpool, self.fc]
+
+    def layer(self, name: str) -> LayerSpec:
+        """The layer spec of canonical ``name``."""
+        for layer in self.layer_specs():
+            if layer.name == name:
+                return layer
+        raise KeyError(f"{self.name} has no layer {name!r}")
+
     def layers(self, input_shape: tuple[int, int, int] | None = None) -> list["LayerInfo"]:
         """Every layer in execution order with its output shape for ``input_shape``.
 
@@ -331,14 +413,18 @@ class ResNetSpec:
         exact arithmetic (float noise in practice).  Parity tests compare them
         through the function they produce instead of element by element.
         """
-        return [f"{c.name}.bias" for c in self.convolutions() if c.use_bias]
+        out, layers = [], self.layer_specs()
+        for layer, nxt in zip(layers, layers[1:]):
+            if layer.kind == "conv2d" and layer.use_bias and nxt.kind == "batchnorm":
+                out.append(f"{layer.name}.bias")
+        return out
 
     def convolutions(self) -> list[ConvSpec]:
-        """Every convolution, in execution order (each one feeds a BatchNorm here)."""
-        out = [self.stem_conv]
-        for b in self.blocks:
-            out += [b.conv1, b.conv2] + ([b.shortcut_conv] if b.has_projection else [])
-        return out
+        """Every convolution, in execution order."""
+        return [layer for layer in self.layer_specs() if layer.kind == "conv2d"]
+
+    def batchnorms(self) -> list[BatchNormSpec]:
+        return [layer for layer in self.layer_specs() if layer.kind == "batchnorm"]
 
     def forward_flops(self, input_shape: tuple[int, int, int] | None = None) -> int:
         """FLOPs (2 x multiply-adds, plus bias adds) of one forward pass for one image.
@@ -377,35 +463,176 @@ class LayerInfo:
 
 
 def _trace(spec: ResNetSpec, shape: tuple[int, int, int]) -> Iterator[LayerInfo]:
-    def layer(s, shape_in):
-        out = s.output_shape(shape_in)
-        flops = s.flops(out) if hasattr(s, "flops") else 0
-        return LayerInfo(s.name, s.kind, out, s.params(), flops), out
+    def run(layers, shape_in):
+        for s in layers:
+            out = s.output_shape(shape_in)
+            flops = s.flops(out) if hasattr(s, "flops") else 0
+            yield LayerInfo(s.name, s.kind, out, s.params(), flops)
+            shape_in = out
 
     if len(shape) != 3 or min(shape) < 1:
         raise ValueError(f"input shape must be (height, width, channels) with positive sizes, got {shape}")
-    stem = [spec.stem_conv, spec.stem_bn, spec.stem_relu] + ([spec.stem_pool] if spec.stem_pool else [])
-    for s in stem:
-        info, shape = layer(s, shape)
+    for info in run(spec.stem, shape):
         yield info
+        shape = info.output_shape
     for b in spec.blocks:
         block_in = shape
-        for s in (b.conv1, b.bn1, b.relu1, b.conv2, b.bn2):
-            info, shape = layer(s, shape)
+        for info in run(b.pre, shape):
             yield info
-        short = block_in
-        if b.has_projection:
-            for s in (b.shortcut_conv, b.shortcut_bn):
-                info, short = layer(s, short)
-                yield info
+            shape = info.output_shape
+        short = block_in if b.shortcut_from == "input" else shape
+        for info in run(b.residual, shape):
+            yield info
+            shape = info.output_shape
+        for info in run(b.shortcut, short):
+            yield info
+            short = info.output_shape
         if short != shape:
             raise ValueError(f"{b.name}: shortcut shape {short} does not match residual shape {shape}")
-        for s in (b.add, b.relu2):
-            info, shape = layer(s, shape)
+        for info in run((b.add, *b.post), shape):
             yield info
-    for s in (spec.avgpool, spec.fc):
-        info, shape = layer(s, shape)
+            shape = info.output_shape
+    for info in run((*spec.head, spec.avgpool, spec.fc), shape):
         yield info
+        shape = info.output_shape
+
+
+# -- conventions -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Conventions:
+    """The numerical conventions a variant follows, as one named value.
+
+    ``padding``: "tf" (a k x k layer pads TF 'same'; a 1x1 shortcut 'valid') or "torch"
+    (PyTorch's symmetric ``padding=k // 2``); the BatchNorm constants (``bn_momentum`` in
+    Keras' convention) and moving-variance update; whether convolutions carry a bias;
+    the initialisers (:data:`INITIALISERS`).
+    """
+
+    name: str
+    padding: str
+    bn_epsilon: float
+    bn_momentum: float
+    bn_unbiased_variance: bool
+    conv_bias: bool
+    conv_init: str
+    dense_init: str
+    dense_bias_init: str
+
+    def __post_init__(self):
+        if self.padding not in ("tf", "torch"):
+            raise ValueError(f"conventions {self.name}: padding must be 'tf' or 'torch', got {self.padding!r}")
+        if not 0.0 < self.bn_momentum < 1.0 or self.bn_epsilon <= 0:
+            raise ValueError(f"bn_momentum must be in (0, 1) and bn_epsilon > 0, got {self.bn_momentum}, {self.bn_epsilon}")
+        for init in (self.conv_init, self.dense_init, self.dense_bias_init):
+            if init not in INITIALISERS:
+                raise ValueError(f"unknown initialiser {init!r}; choose one of: {', '.join(INITIALISERS)}")
+
+    def pad(self, kernel: int) -> str | int:
+        """The padding of a k x k layer that keeps the size at stride 1."""
+        if self.padding == "torch":
+            return kernel // 2
+        return "valid" if kernel == 1 else "same"
+
+
+#: The seed's: Keras' defaults everywhere (TF 'same', BatchNorm 1e-3 / 0.99 with the biased
+#: moving variance, a bias on every conv, Glorot-uniform kernels and zero biases).
+KERAS = Conventions("keras", "tf", KERAS_BN_EPSILON, KERAS_BN_MOMENTUM, False, True, "glorot_uniform", "glorot_uniform", "zeros")
+#: The modern recipe's CIFAR ResNets in Keras: TF 'same' and Keras' BatchNorm, no conv biases
+#: (every conv feeds a BatchNorm), torchvision's He-normal (fan-out) convolutions.
+KERAS_CIFAR = Conventions("keras-cifar", "tf", KERAS_BN_EPSILON, KERAS_BN_MOMENTUM, False, False, "he_normal_fan_out", "glorot_uniform", "zeros")
+#: PyTorch's, as torchvision, timm and the published CIFAR repos define their ResNets:
+#: symmetric ``padding=k // 2``, BatchNorm 1e-5 / 0.1 (0.9 in Keras' convention) with the
+#: unbiased moving variance, no conv biases, He-normal (fan-out) convolutions, ``nn.Linear``'s head.
+PYTORCH = Conventions("pytorch", "torch", TORCH_BN_EPSILON, TORCH_BN_MOMENTUM, True, False, "he_normal_fan_out", "uniform_fan_in", "uniform_fan_in")
+
+
+class Layers:
+    """Layer specs under one set of conventions: what block and stem builders call."""
+
+    def __init__(self, conventions: Conventions):
+        self.c = conventions
+
+    def conv(self, name: str, cin: int, cout: int, kernel: int, stride: int = 1, padding: str | int | None = None, groups: int = 1) -> ConvSpec:
+        c = self.c
+        padding = c.pad(kernel) if padding is None else padding
+        return ConvSpec(name, cin, cout, kernel, stride, padding, use_bias=c.conv_bias, kernel_init=c.conv_init, groups=groups)
+
+    def bn(self, name: str, channels: int) -> BatchNormSpec:
+        c = self.c
+        return BatchNormSpec(name, channels, c.bn_epsilon, c.bn_momentum, unbiased_variance=c.bn_unbiased_variance)
+
+    def relu(self, name: str) -> ReluSpec:
+        return ReluSpec(name)
+
+    def add(self, name: str) -> AddSpec:
+        return AddSpec(name)
+
+    def maxpool(self, name: str, size: int, stride: int, padding: str | int | None = None) -> MaxPoolSpec:
+        return MaxPoolSpec(name, size, stride, self.c.pad(size) if padding is None else padding)
+
+    def dense(self, name: str, cin: int, units: int) -> DenseSpec:
+        return DenseSpec(name, cin, units, kernel_init=self.c.dense_init, bias_init=self.c.dense_bias_init)
+
+    def projection(self, prefix: str, cin: int, cout: int, stride: int) -> tuple[LayerSpec, ...]:
+        """The 1x1 projection shortcut: ``<prefix>.shortcut.conv`` of stride ``stride`` and its BatchNorm."""
+        return (self.conv(f"{prefix}.shortcut.conv", cin, cout, 1, stride), self.bn(f"{prefix}.shortcut.bn", cout))
+
+
+# -- block and stem types ---------------------------------------------------------------------
+# A block type is a function (layers, prefix, in_channels, width, stride, project) -> BlockSpec,
+# ``project`` saying whether the network's projection rule asks for a projection shortcut.
+# A stem type is a function (layers, in_channels, filters) -> tuple of layer specs.
+
+
+def basic_block(f: Layers, prefix: str, cin: int, width: int, stride: int, project: bool) -> BlockSpec:
+    """The BasicBlock: conv3x3(stride)-BN-ReLU-conv3x3-BN, plus the shortcut, add, ReLU."""
+    return BlockSpec(
+        prefix,
+        residual=(
+            f.conv(f"{prefix}.conv1", cin, width, 3, stride), f.bn(f"{prefix}.bn1", width), f.relu(f"{prefix}.relu1"),
+            f.conv(f"{prefix}.conv2", width, width, 3), f.bn(f"{prefix}.bn2", width),
+        ),
+        add=f.add(f"{prefix}.add"),
+        shortcut=f.projection(prefix, cin, width, stride) if project else (),
+        post=(f.relu(f"{prefix}.relu2"),),
+    )
+
+
+def seed_stem(f: Layers, cin: int, filters: int) -> tuple[LayerSpec, ...]:
+    """The post's: a 3x3 stride-1 'valid' conv, BN, ReLU, a 2x2 stride-1 'same' max-pool."""
+    return (f.conv("stem.conv", cin, filters, 3, 1, "valid"), f.bn("stem.bn", filters), f.relu("stem.relu"), MaxPoolSpec("stem.pool", 2, 1, "same"))
+
+
+def cifar_stem(f: Layers, cin: int, filters: int) -> tuple[LayerSpec, ...]:
+    """CIFAR ResNets': a 3x3 stride-1 conv that keeps the size, BN, ReLU; no pool."""
+    return (f.conv("stem.conv", cin, filters, 3), f.bn("stem.bn", filters), f.relu("stem.relu"))
+
+
+def imagenet_stem(f: Layers, cin: int, filters: int) -> tuple[LayerSpec, ...]:
+    """torchvision's: a 7x7 stride-2 conv, BN, ReLU, a 3x3 stride-2 max-pool (after the ReLU, so a
+    padded value never wins)."""
+    return (f.conv("stem.conv", cin, filters, 7, 2), f.bn("stem.bn", filters), f.relu("stem.relu"), f.maxpool("stem.pool", 3, 2))
+
+
+#: block types by name: what ``ResNetConfig.block`` names
+BLOCKS: dict = {"basic": basic_block}
+#: stem types by name: what ``ResNetConfig.stem`` names
+STEMS: dict = {"seed": seed_stem, "cifar": cifar_stem, "imagenet": imagenet_stem}
+
+
+def register_block(name: str, builder) -> None:
+    """Make a block type available to :class:`ResNetConfig` (``block=name``)."""
+    if name in BLOCKS and BLOCKS[name] is not builder:
+        raise ValueError(f"block type {name!r} is already registered")
+    BLOCKS[name] = builder
+
+
+def register_stem(name: str, builder) -> None:
+    if name in STEMS and STEMS[name] is not builder:
+        raise ValueError(f"stem type {name!r} is already registered")
+    STEMS[name] = builder
 
 
 # -- building specs ------------------------------------------------------------------
@@ -413,7 +640,7 @@ def _trace(spec: ResNetSpec, shape: tuple[int, int, int]) -> Iterator[LayerInfo]
 
 @dataclass(frozen=True)
 class ResNetConfig:
-    """The few numbers that define a variant; :func:`build` expands them into a spec."""
+    """The few values that define a variant; :func:`build` expands them into a spec."""
 
     stage_blocks: tuple[int, ...]
     stage_filters: tuple[int, ...] = (64, 128, 256, 512)
@@ -421,24 +648,14 @@ class ResNetConfig:
     stem_filters: int = 64
     num_classes: int = 100
     input_shape: tuple[int, int, int] = (32, 32, 3)
-    bn_epsilon: float = KERAS_BN_EPSILON
-    bn_momentum: float = KERAS_BN_MOMENTUM  # Keras convention
-    bn_unbiased_variance: bool = False  # PyTorch's moving-variance update (n / (n - 1)), not Keras'
-    # the stem: "seed" (3x3 stride-1 conv with stem_padding, BN, ReLU, then, with stem_pool, the
-    # 2x2/1 'same' max-pool) or "imagenet" (torchvision's: 7x7 stride-2 conv padding 3, BN, ReLU,
-    # 3x3 stride-2 max-pool padding 1)
+    conventions: Conventions = KERAS
+    # a name in STEMS: "seed" (the post's), "cifar" (3x3 stride 1, no pool), "imagenet" (torchvision's)
     stem: str = "seed"
-    stem_padding: str | int = "valid"
-    stem_pool: bool = True
-    # the blocks' 3x3 convolutions: "same" (TF) or an int p (PyTorch's padding=1)
-    block_padding: str | int = "same"
-    conv_bias: bool = True  # every conv carries a bias (the seed, Keras' default)
-    # when a block gets a 1x1 projection shortcut: "stride" (the seed: stride != 1;
-    # a width change at stride 1 is an error) or "stride_or_width"
+    # a name in BLOCKS
+    block: str = "basic"
+    # when a block gets a projection shortcut: "stride" (the seed: stride != 1; a width change at
+    # stride 1 is an error) or "stride_or_width"
     projection: str = "stride"
-    conv_init: str = "glorot_uniform"
-    dense_init: str = "glorot_uniform"
-    dense_bias_init: str = "zeros"
 
     def __post_init__(self):
         n = len(self.stage_blocks)
@@ -449,91 +666,50 @@ class ResNetConfig:
             )
         if min(self.stage_blocks) < 1 or min(self.stage_filters) < 1 or min(self.stage_strides) < 1:
             raise ValueError("every stage needs at least one block, one filter and a positive stride")
-        if not 0.0 < self.bn_momentum < 1.0 or self.bn_epsilon <= 0:
-            raise ValueError(f"bn_momentum must be in (0, 1) and bn_epsilon > 0, got {self.bn_momentum}, {self.bn_epsilon}")
-        check_padding(self.stem_padding)
-        check_padding(self.block_padding)
-        if self.stem not in ("seed", "imagenet") or self.projection not in ("stride", "stride_or_width"):
-            raise ValueError(f"stem must be 'seed' or 'imagenet' and projection 'stride' or 'stride_or_width', got {self.stem!r}, {self.projection!r}")
+        if self.stem not in STEMS or self.block not in BLOCKS or self.projection not in ("stride", "stride_or_width"):
+            raise ValueError(
+                f"stem must be one of {', '.join(STEMS)}, block one of {', '.join(BLOCKS)} and projection 'stride' or "
+                f"'stride_or_width', got {self.stem!r}, {self.block!r}, {self.projection!r}"
+            )
         if self.num_classes < 1:
             raise ValueError(f"num_classes must be at least 1, got {self.num_classes}")
-        for init in (self.conv_init, self.dense_init, self.dense_bias_init):
-            if init not in INITIALISERS:
-                raise ValueError(f"unknown initialiser {init!r}; choose one of: {', '.join(INITIALISERS)}")
 
 
 def build(name: str, config: ResNetConfig) -> ResNetSpec:
-    def bn(layer_name, channels):
-        return BatchNormSpec(layer_name, channels, config.bn_epsilon, config.bn_momentum, unbiased_variance=config.bn_unbiased_variance)
-
-    def conv(layer_name, cin, cout, kernel, stride, padding):
-        return ConvSpec(layer_name, cin, cout, kernel, stride, padding, use_bias=config.conv_bias, kernel_init=config.conv_init)
-
-    in_ch = config.input_shape[-1]
-    if config.stem == "imagenet":  # torchvision's: the pool follows the ReLU, so its padding never wins
-        stem_conv = conv("stem.conv", in_ch, config.stem_filters, 7, 2, 3)
-        stem_pool = MaxPoolSpec("stem.pool", 3, 2, 1)
-    else:
-        stem_conv = conv("stem.conv", in_ch, config.stem_filters, 3, 1, config.stem_padding)
-        stem_pool = MaxPoolSpec("stem.pool", 2, 1, "same") if config.stem_pool else None
-    shortcut_padding = "valid" if isinstance(config.block_padding, str) else 0
+    """Expand ``config`` into a spec: the stem, then each stage's blocks, pooling and the dense head."""
+    f = Layers(config.conventions)
+    stem = STEMS[config.stem](f, config.input_shape[-1], config.stem_filters)
+    block_type = BLOCKS[config.block]
     blocks = []
     ch = config.stem_filters
-    for stage, (n, filters, stride) in enumerate(zip(config.stage_blocks, config.stage_filters, config.stage_strides), 1):
+    for stage, (n, width, stride) in enumerate(zip(config.stage_blocks, config.stage_filters, config.stage_strides), 1):
         for i in range(n):
             s = stride if i == 0 else 1
             prefix = f"layer{stage}.{i}"
-            shortcut = (None, None)
-            if s != 1 or (ch != filters and config.projection == "stride_or_width"):
-                shortcut = (conv(f"{prefix}.shortcut.conv", ch, filters, 1, s, shortcut_padding), bn(f"{prefix}.shortcut.bn", filters))
-            elif ch != filters:
-                raise ValueError(
-                    f"{prefix}: the seed's block has an identity shortcut at stride 1, so the channel count cannot "
-                    f"change there ({ch} -> {filters}); give that stage a stride other than 1 or equal filters"
-                )
-            blocks.append(
-                BlockSpec(
-                    prefix,
-                    conv(f"{prefix}.conv1", ch, filters, 3, s, config.block_padding),
-                    bn(f"{prefix}.bn1", filters),
-                    ReluSpec(f"{prefix}.relu1"),
-                    conv(f"{prefix}.conv2", filters, filters, 3, 1, config.block_padding),
-                    bn(f"{prefix}.bn2", filters),
-                    AddSpec(f"{prefix}.add"),
-                    ReluSpec(f"{prefix}.relu2"),
-                    *shortcut,
-                )
-            )
-            ch = filters
+            block = block_type(f, prefix, ch, width, s, s != 1)
+            if block.out_channels != ch and not block.has_projection:
+                if config.projection == "stride":
+                    raise ValueError(
+                        f"{prefix}: the seed's block has an identity shortcut at stride 1, so the channel count cannot "
+                        f"change there ({ch} -> {block.out_channels}); give that stage a stride other than 1 or equal filters"
+                    )
+                block = block_type(f, prefix, ch, width, s, True)
+            blocks.append(block)
+            ch = block.out_channels
     return ResNetSpec(
         name=name,
         input_shape=tuple(config.input_shape),
         num_classes=config.num_classes,
-        stem_conv=stem_conv,
-        stem_bn=bn("stem.bn", config.stem_filters),
-        stem_relu=ReluSpec("stem.relu"),
-        stem_pool=stem_pool,
+        stem=stem,
         blocks=tuple(blocks),
         avgpool=GlobalAvgPoolSpec("avgpool"),
-        fc=DenseSpec("fc", ch, config.num_classes, kernel_init=config.dense_init, bias_init=config.dense_bias_init),
+        fc=f.dense("fc", ch, config.num_classes),
         stage_blocks=tuple(config.stage_blocks),
+        conventions=config.conventions,
+        block_type=config.block,
+        stem_type=config.stem,
     )
 
-
-#: The CIFAR ResNets of the modern recipe: a 3x3 stride-1 'same' stem, no max-pool,
-#: no conv biases (every conv feeds a BatchNorm), a projection wherever the stride
-#: or the width changes, torchvision's He-normal (fan-out) convolutions.
-CIFAR = dict(stem_padding="same", stem_pool=False, conv_bias=False, projection="stride_or_width", conv_init="he_normal_fan_out")
-
-#: PyTorch's conventions, as torchvision, timm and the published CIFAR repos define their
-#: ResNets: symmetric ``padding=1`` (``k // 2``) on every 3x3 conv, BatchNorm eps 1e-5 /
-#: momentum 0.1 with the unbiased moving variance, no conv biases, a projection wherever
-#: the stride or the width changes, torchvision's He-normal (fan-out) convolutions and
-#: ``nn.Linear``'s default head.
-TORCH = dict(
-    bn_epsilon=TORCH_BN_EPSILON, bn_momentum=TORCH_BN_MOMENTUM, bn_unbiased_variance=True, block_padding=1,
-    conv_bias=False, projection="stride_or_width", conv_init="he_normal_fan_out", dense_init="uniform_fan_in", dense_bias_init="uniform_fan_in",
-)
 
 #: The registered variants.  ``tiny`` keeps every structural feature of the seed
 #: (valid stem, same max-pool, stride-2 stages over even and odd sizes, projection
@@ -554,42 +730,79 @@ TORCH = dict(
 #: * ``resnet18-cifar-torch`` / ``resnet34-cifar-torch``: the CIFAR ResNets of the published
 #:   PyTorch repos (kuangliu/pytorch-cifar, weiaicunzai/pytorch-cifar100): a 3x3 stride-1
 #:   ``padding=1`` stem, no pool, PyTorch conventions.
+_R18, _R34 = (2, 2, 2, 2), (3, 4, 6, 3)
+_TINY = dict(stage_blocks=(1, 1, 1, 1), stage_filters=(8, 16, 16, 32), stem_filters=8)
+_TINY_CIFAR = dict(stage_blocks=(2, 1, 1, 1), stage_filters=(8, 16, 16, 32), stem_filters=4)
+SEED = dict(conventions=KERAS, stem="seed")
+CIFAR = dict(conventions=KERAS_CIFAR, stem="cifar", projection="stride_or_width")
+TORCH = dict(conventions=PYTORCH, stem="imagenet", projection="stride_or_width")
+TORCH_CIFAR = dict(conventions=PYTORCH, stem="cifar", projection="stride_or_width")
 REGISTRY: dict[str, ResNetConfig] = {
-    "resnet18": ResNetConfig(stage_blocks=(2, 2, 2, 2)),
-    "resnet34": ResNetConfig(stage_blocks=(3, 4, 6, 3)),
-    "tiny": ResNetConfig(stage_blocks=(1, 1, 1, 1), stage_filters=(8, 16, 16, 32), stem_filters=8),
-    "resnet18-cifar": ResNetConfig(stage_blocks=(2, 2, 2, 2), **CIFAR),
-    "resnet34-cifar": ResNetConfig(stage_blocks=(3, 4, 6, 3), **CIFAR),
-    "tiny-cifar": ResNetConfig(stage_blocks=(2, 1, 1, 1), stage_filters=(8, 16, 16, 32), stem_filters=4, **CIFAR),
-    "resnet18-torch": ResNetConfig(stage_blocks=(2, 2, 2, 2), stem="imagenet", **TORCH),
-    "resnet34-torch": ResNetConfig(stage_blocks=(3, 4, 6, 3), stem="imagenet", **TORCH),
-    "tiny-torch": ResNetConfig(stage_blocks=(1, 1, 1, 1), stage_filters=(8, 16, 16, 32), stem_filters=8, stem="imagenet", **TORCH),
-    "resnet18-cifar-torch": ResNetConfig(stage_blocks=(2, 2, 2, 2), stem_padding=1, stem_pool=False, **TORCH),
-    "resnet34-cifar-torch": ResNetConfig(stage_blocks=(3, 4, 6, 3), stem_padding=1, stem_pool=False, **TORCH),
-    "tiny-cifar-torch": ResNetConfig(stage_blocks=(2, 1, 1, 1), stage_filters=(8, 16, 16, 32), stem_filters=4, stem_padding=1, stem_pool=False, **TORCH),
+    "resnet18": ResNetConfig(stage_blocks=_R18, **SEED),
+    "resnet34": ResNetConfig(stage_blocks=_R34, **SEED),
+    "tiny": ResNetConfig(**_TINY, **SEED),
+    "resnet18-cifar": ResNetConfig(stage_blocks=_R18, **CIFAR),
+    "resnet34-cifar": ResNetConfig(stage_blocks=_R34, **CIFAR),
+    "tiny-cifar": ResNetConfig(**_TINY_CIFAR, **CIFAR),
+    "resnet18-torch": ResNetConfig(stage_blocks=_R18, **TORCH),
+    "resnet34-torch": ResNetConfig(stage_blocks=_R34, **TORCH),
+    "tiny-torch": ResNetConfig(**_TINY, **TORCH),
+    "resnet18-cifar-torch": ResNetConfig(stage_blocks=_R18, **TORCH_CIFAR),
+    "resnet34-cifar-torch": ResNetConfig(stage_blocks=_R34, **TORCH_CIFAR),
+    "tiny-cifar-torch": ResNetConfig(**_TINY_CIFAR, **TORCH_CIFAR),
 }
+
+
+def register(name: str, config: ResNetConfig) -> None:
+    """Register a variant under ``name`` (no '@': that suffix is the class count)."""
+    if "@" in name or not name:
+        raise ValueError(f"a variant's name must be non-empty and hold no '@', got {name!r}")
+    if name in REGISTRY and REGISTRY[name] != config:
+        raise ValueError(f"variant {name!r} is already registered with another configuration")
+    REGISTRY[name] = config
+
+
+#: Modules that register further variants (block types, stems, configs) when imported:
+#: ``RESNET_PORT_PLUGINS=pkg.module[,other]``.  Every process of this project (the
+#: framework workers too) imports them before it resolves a variant's name.
+PLUGINS_VARIABLE = "RESNET_PORT_PLUGINS"
+_plugins_loaded = False
+
+
+def load_plugins() -> None:
+    global _plugins_loaded
+    if _plugins_loaded:
+        return
+    _plugins_loaded = True
+    import importlib
+    import os
+
+    for module in filter(None, (m.strip() for m in os.environ.get(PLUGINS_VARIABLE, "").split(","))):
+        try:
+            importlib.import_module(module)
+        except ImportError as e:
+            raise ValueError(f"{PLUGINS_VARIABLE} names {module!r}, which cannot be imported ({e}); fix or unset it") from None
+
 
 #: The input sizes every variant takes besides its spec's (the global average pool makes
 #: them size-free): at least this many pixels high and wide.
 MIN_INPUT_SIZE = 32
 #: the size the ImageNet-stem variants are trained at (torchvision's, timm's, keras-hub's ResNets)
 IMAGENET_SIZE = 224
+#: the stem types made for ImageNet's 224x224 images
+IMAGENET_STEMS = {"imagenet"}
 
 
 def native_size(spec: ResNetSpec) -> int:
     """The input size a variant is made for: 224 for the ImageNet stem, the spec's (32) otherwise."""
-    return IMAGENET_SIZE if REGISTRY[split_name(spec.name)[0]].stem == "imagenet" else spec.input_shape[0]
+    return IMAGENET_SIZE if spec.stem_type in IMAGENET_STEMS else spec.input_shape[0]
 
 
 def size_dependent_padding(spec: ResNetSpec) -> list[str]:
     """The layers whose padding depends on the input size: TF 'same' with a stride above 1 pads
     ``(total // 2, total - total // 2)`` with ``total`` depending on the size's remainder.  Without
     them every pad is a constant and a file of the network can take any size (H, W >= 32)."""
-    out = []
-    for layer in [spec.stem_conv, spec.stem_pool, *[c for b in spec.blocks for c in (b.conv1, b.conv2, b.shortcut_conv)]]:
-        if layer is not None and layer.padding == "same" and layer.stride > 1:
-            out.append(layer.name)
-    return out
+    return [layer.name for layer in spec.layer_specs() if getattr(layer, "padding", None) == "same" and layer.stride > 1]
 
 
 def keras_name(name: str) -> str:
@@ -598,6 +811,7 @@ def keras_name(name: str) -> str:
 
 
 def available() -> list[str]:
+    load_plugins()
     return sorted(REGISTRY)
 
 
@@ -620,6 +834,7 @@ def get_spec(name: str, num_classes: int | None = None) -> ResNetSpec:
     """The spec of a registered variant, ``NAME`` or ``NAME@CLASSES``; unknown names get a ValueError listing the choices."""
     if isinstance(name, ResNetSpec):
         return name
+    load_plugins()
     base, classes = split_name(name)
     try:
         config = REGISTRY[base]

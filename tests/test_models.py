@@ -36,11 +36,11 @@ def test_keras_shapes_and_counts(arch):
     keras_layers = {k.name: type(k).__name__ for k in model.layers if type(k).__name__ != "InputLayer"}
     pads = {name for name, cls in keras_layers.items() if cls == "ZeroPadding2D"}
     assert set(keras_layers) - pads == set(kinds) and all(p.endswith(".pad") and p[:-4] in kinds for p in pads)
-    unbiased = spec.stem_bn.unbiased_variance  # PyTorch's moving-variance update
+    unbiased = spec.conventions.bn_unbiased_variance  # PyTorch's moving-variance update
     expected = {**KERAS_CLASS, "batchnorm": "UnbiasedBatchNormalization" if unbiased else "BatchNormalization"}
     assert all(keras_layers[name] == expected[kind] for name, kind in kinds.items())
     # a pad exactly where PyTorch's symmetric padding is not TF 'same': strided (or 'valid'-like) layers
-    wanted = {l.name for l in [spec.stem_conv, *spec.convolutions(), *([spec.stem_pool] if spec.stem_pool else [])]
+    wanted = {l.name for l in spec.layer_specs() if l.kind in ("conv2d", "maxpool")
               if isinstance(l.padding, int) and l.padding and not (getattr(l, "kernel_size", 0) == 3 and l.stride == 1)}
     assert {p[:-4] for p in pads} == wanted
 
@@ -107,7 +107,7 @@ def test_initialisers_are_the_specs(framework):
     """Both frameworks draw the initialisers the spec names: resnet18's Glorot-uniform kernels
     (bound sqrt(6/(fan_in+fan_out))), zero biases and betas, unit gammas, as Keras does."""
     spec = get_spec("resnet18")
-    conv = spec.blocks[2].conv1  # layer2.0.conv1: 64 -> 128, 3x3
+    conv = spec.blocks[2].get("conv1")  # layer2.0.conv1: 64 -> 128, 3x3
     assert (conv.name, conv.kernel_init, conv.bias_init) == ("layer2.0.conv1", "glorot_uniform", "zeros")
     if framework == "tf":
         from tf_impl import weights

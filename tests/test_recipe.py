@@ -33,7 +33,7 @@ def test_recipe_defaults_are_the_seeds():
     assert any(k.endswith(".gamma") for k in r.objective.l2_keys(spec)) and any(k.endswith(".bias") for k in r.objective.l2_keys(spec))
     # BatchNorm: Keras' momentum 0.99 and epsilon 1e-3, in every layer
     bns = [l for l in spec.layers() if l.kind == "batchnorm"]
-    assert bns and all((b.momentum, b.epsilon) == (0.99, 1e-3) for b in (spec.stem_bn, *[getattr(blk, n) for blk in spec.blocks for n in ("bn1", "bn2")]))
+    assert bns and all((b.momentum, b.epsilon) == (0.99, 1e-3) for b in spec.batchnorms())
     # ImageDataGenerator(width_shift_range=0.2, height_shift_range=0.2, horizontal_flip=True, fill_mode='nearest')
     assert r.augment == AugmentSpec(height_shift=0.2, width_shift=0.2, horizontal_flip=True, interpolation="bilinear", fill_mode="nearest", crop_padding=0, cutout=0)
     assert (r.amp, r.float64) == (False, False)
@@ -57,10 +57,11 @@ def test_modern_recipe_is_the_published_one():
     # the network: torchvision's BasicBlock at CIFAR scale, as the repos define it
     spec = get_spec(r.arch)
     assert spec.count_parameters().trainable == 11_220_132  # kuangliu's ResNet18 at 100 classes
-    assert (spec.stem_conv.kernel_size, spec.stem_conv.stride, spec.stem_conv.padding, spec.stem_pool) == (3, 1, 1, None)
+    stem = spec.layer("stem.conv")
+    assert (stem.kernel_size, stem.stride, stem.padding) == (3, 1, 1) and "maxpool" not in [l.kind for l in spec.stem]
     convs = spec.convolutions()
     assert all(c.padding == (1 if c.kernel_size == 3 else 0) and not c.use_bias for c in convs)
-    bns = [getattr(b, n) for b in spec.blocks for n in ("bn1", "bn2")] + [spec.stem_bn]
+    bns = spec.batchnorms()
     assert all((b.epsilon, b.torch_momentum, b.unbiased_variance) == (1e-5, pytest.approx(0.1), True) for b in bns)
     assert [b.has_projection for b in spec.blocks] == [False, False, True, False, True, False, True, False]
 

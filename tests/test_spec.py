@@ -91,22 +91,27 @@ def test_projection_shortcuts_exactly_where_the_family_says(arch):
     seed_family = config.projection == "stride"
     torch_family = arch.endswith("-torch")  # PyTorch's conventions: padding=1, shortcuts padding=0
     for b in spec.blocks:
-        changes = b.stride != 1 or b.conv1.in_channels != b.conv1.filters
+        conv1, conv2, bn1 = b.get("conv1"), b.get("conv2"), b.get("bn1")
+        changes = b.stride != 1 or conv1.in_channels != conv1.filters
         assert b.has_projection == (b.stride != 1 if seed_family else changes), b.name
-        assert b.conv1.padding == b.conv2.padding == (1 if torch_family else "same")
+        assert conv1.padding == conv2.padding == (1 if torch_family else "same")
         if b.has_projection:
-            assert (b.shortcut_conv.kernel_size, b.shortcut_conv.padding) == (1, 0 if torch_family else "valid")
-        assert b.bn1.unbiased_variance == torch_family and b.bn1.epsilon == (1e-5 if torch_family else 1e-3)
+            short = b.get("shortcut.conv")
+            assert (short.kernel_size, short.padding) == (1, 0 if torch_family else "valid")
+        assert bn1.unbiased_variance == torch_family and bn1.epsilon == (1e-5 if torch_family else 1e-3)
     if torch_family:  # torchvision's ImageNet stem, or the CIFAR repos' 3x3 stride-1 padding-1 one; no conv biases
         stem = (7, 2, 3, (3, 2, 1)) if config.stem == "imagenet" else (3, 1, 1, None)
-        pool = spec.stem_pool and (spec.stem_pool.pool_size, spec.stem_pool.stride, spec.stem_pool.padding)
-        assert (spec.stem_conv.kernel_size, spec.stem_conv.stride, spec.stem_conv.padding, pool) == stem
+        stem_pool = [l for l in spec.stem if l.kind == "maxpool"]
+        pool = stem_pool[0] if stem_pool else None
+        pool = pool and (pool.pool_size, pool.stride, pool.padding)
+        conv = spec.layer("stem.conv")
+        assert (conv.kernel_size, conv.stride, conv.padding, pool) == stem
         assert all(l.kind != "conv2d" or "bias" not in l.params for l in spec.layers())
     elif seed_family:  # the seed: valid stem, 'same' max-pool, a bias on every conv
-        assert spec.stem_conv.padding == "valid" and spec.stem_pool.padding == "same"
+        assert spec.layer("stem.conv").padding == "valid" and spec.layer("stem.pool").padding == "same"
         assert all(l.kind != "conv2d" or "bias" in l.params for l in spec.layers())
     else:  # CIFAR: 'same' stem, no pool, no conv biases (each conv feeds a BatchNorm)
-        assert spec.stem_conv.padding == "same" and spec.stem_pool is None
+        assert spec.layer("stem.conv").padding == "same" and [l.kind for l in spec.stem] == ["conv2d", "batchnorm", "relu"]
         assert all(l.kind != "conv2d" or "bias" not in l.params for l in spec.layers())
         assert spec.batchnorm_fed_biases() == []
 
@@ -138,7 +143,7 @@ def test_same_padding_is_tensorflows(size, kernel, stride, expected):
 
 
 def test_bn_conventions_held_once():
-    bn = S.get_spec("resnet18").stem_bn
+    bn = S.get_spec("resnet18").layer("stem.bn")
     assert (bn.epsilon, bn.momentum) == (1e-3, 0.99)
     assert bn.torch_momentum == pytest.approx(0.01)
 

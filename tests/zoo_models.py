@@ -150,7 +150,6 @@ class PreActResNet18(KuangliuResNet):
         nn.Module.__init__(self)
         self.in_planes = 64
         self.conv1 = nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=1, bias=False)
-        layers = []
         for stage, (planes, stride) in enumerate(zip((64, 128, 256, 512), (1, 2, 2, 2)), 1):
             blocks = []
             for s in (stride, 1):

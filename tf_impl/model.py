@@ -73,7 +73,7 @@ def _pad(s, x, padding):
     """PyTorch's symmetric padding in front of a 'valid' layer; the padding Keras is given."""
     if isinstance(padding, str):
         return x, padding
-    if symmetric_as_same(s.kernel_size if hasattr(s, "kernel_size") else s.pool_size, s.stride, padding):
+    if symmetric_as_same(s.kernel_size, s.stride, padding) and not getattr(s, "ceil_mode", False):
         return x, "same"
     if padding:
         x = layers.ZeroPadding2D(padding, name=f"{s.name}.pad")(x)
@@ -82,9 +82,9 @@ def _pad(s, x, padding):
 
 def _conv(s: ConvSpec, x):
     x, padding = _pad(s, x, s.padding)
-    fan_in = s.in_channels * s.kernel_size**2
+    fan_in = s.fan_in
     return layers.Conv2D(
-        s.filters, s.kernel_size, strides=s.stride, padding=padding, use_bias=s.use_bias,
+        s.filters, s.kernel_size, strides=s.stride, padding=padding, use_bias=s.use_bias, groups=s.groups,
         kernel_initializer=initializer(s.kernel_init, fan_in), bias_initializer=initializer(s.bias_init, fan_in), name=s.name,
     )(x)
 
@@ -103,18 +103,44 @@ def _dense(s: DenseSpec) -> layers.Dense:
     )
 
 
-def apply_block(x, b: BlockSpec, synchronized: bool = False, plain_batchnorm: bool = False):
-    shortcut = x
-    y = _conv(b.conv1, x)
-    y = _bn(b.bn1, y, synchronized, plain_batchnorm)
-    y = layers.ReLU(name=b.relu1.name)(y)
-    y = _conv(b.conv2, y)
-    y = _bn(b.bn2, y, synchronized, plain_batchnorm)
-    if b.has_projection:
-        shortcut = _conv(b.shortcut_conv, x)
-        shortcut = _bn(b.shortcut_bn, shortcut, synchronized, plain_batchnorm)
-    y = layers.Add(name=b.add.name)([y, shortcut])
-    return layers.ReLU(name=b.relu2.name)(y)
+def _pool(s, x):
+    x, padding = _pad(s, x, s.padding)
+    if s.kind == "maxpool":
+        return layers.MaxPooling2D(s.pool_size, strides=s.stride, padding=padding, name=s.name)(x)
+    if padding == "valid" and (s.padding not in ("valid", 0) or s.ceil_mode):
+        raise ValueError(
+            f"{s.name}: an average pool with PyTorch's padding={s.padding!r} / ceil_mode={s.ceil_mode} (count_include_pad=False) "
+            "has no Keras layer; the spec's pools that Keras builds pad 'same' or 'valid'"
+        )
+    return layers.AveragePooling2D(s.pool_size, strides=s.stride, padding=padding, name=s.name)(x)
+
+
+#: Keras' layer for each layer kind the spec names (resnet_port.spec.LAYER_KINDS): a function
+#: (spec, input tensor, options) -> output tensor
+LAYERS = {
+    "conv2d": lambda s, x, o: _conv(s, x),
+    "batchnorm": lambda s, x, o: _bn(s, x, o["synchronized"], o["plain_batchnorm"]),
+    "maxpool": lambda s, x, o: _pool(s, x),
+    "avgpool": lambda s, x, o: _pool(s, x),
+    "relu": lambda s, x, o: layers.ReLU(name=s.name)(x),
+    "global_avg_pool": lambda s, x, o: layers.GlobalAveragePooling2D(name=s.name)(x),
+    "dense": lambda s, x, o: _dense(s)(x),
+}
+
+
+def apply_layers(x, specs, **options):
+    for s in specs:
+        x = LAYERS[s.kind](s, x, options)
+    return x
+
+
+def apply_block(x, b: BlockSpec, **options):
+    """Any residual block of the spec, built by walking it: ``post(add(residual(pre(x)), shortcut(...)))``."""
+    y = apply_layers(x, b.pre, **options)
+    residual = apply_layers(y, b.residual, **options)  # first: Keras draws initial values in the order layers are made
+    shortcut = apply_layers(y if b.shortcut_from == "pre" else x, b.shortcut, **options)
+    y = layers.Add(name=b.add.name)([residual, shortcut])
+    return apply_layers(y, b.post, **options)
 
 
 def build_model(arch: str | ResNetSpec, input_shape: tuple[int, int, int] | None = None, synchronized: bool = False, plain_batchnorm: bool = False) -> keras.Model:
@@ -127,17 +153,12 @@ def build_model(arch: str | ResNetSpec, input_shape: tuple[int, int, int] | None
     update (equal in inference; for files that must reload without ``tf_impl``).
     """
     spec = get_spec(arch)
+    options = dict(synchronized=synchronized, plain_batchnorm=plain_batchnorm)
     inputs = keras.Input(shape=tuple(input_shape or spec.input_shape), name="images")
-    x = _conv(spec.stem_conv, inputs)
-    x = _bn(spec.stem_bn, x, synchronized, plain_batchnorm)
-    x = layers.ReLU(name=spec.stem_relu.name)(x)
-    if p := spec.stem_pool:
-        x, padding = _pad(p, x, p.padding)
-        x = layers.MaxPooling2D(p.pool_size, strides=p.stride, padding=padding, name=p.name)(x)
+    x = apply_layers(inputs, spec.stem, **options)
     for b in spec.blocks:
-        x = apply_block(x, b, synchronized, plain_batchnorm)
-    x = layers.GlobalAveragePooling2D(name=spec.avgpool.name)(x)
-    logits = _dense(spec.fc)(x)
+        x = apply_block(x, b, **options)
+    logits = apply_layers(x, (*spec.head, spec.avgpool, spec.fc), **options)
     return keras.Model(inputs, logits, name=keras_name(spec.name))
 
 

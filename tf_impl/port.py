@@ -227,7 +227,7 @@ def _own_flat(layers: list, label: str, config: dict | None = None) -> tuple[lis
         if sorted(layer.kind for layer in spec.parameter_layers()) != kinds:
             continue
         expected = spec.parameters()
-        for plain in ((False, True) if spec.stem_bn.unbiased_variance else (False,)):
+        for plain in ((False, True) if spec.conventions.bn_unbiased_variance else (False,)):
             names = keras3_storage_names(build_model(spec, plain_batchnorm=plain))
             if set(names) != set(by_group):
                 continue
@@ -647,8 +647,8 @@ def op_export_keras_hub(op: dict) -> None:
     ours = build_model(spec)
     weights.from_numpy(ours, spec, w.tensors, op["weights"])
     backbone = keras_hub.models.ResNetBackbone(
-        input_conv_filters=[spec.stem_conv.filters], input_conv_kernel_sizes=[spec.stem_conv.kernel_size],
-        stackwise_num_filters=[b.conv1.filters for b in spec.blocks if b.name.endswith(".0")], stackwise_num_blocks=list(spec.stage_blocks),
+        input_conv_filters=[spec.layer("stem.conv").filters], input_conv_kernel_sizes=[spec.layer("stem.conv").kernel_size],
+        stackwise_num_filters=[b.out_channels for b in spec.blocks if b.name.endswith(".0")], stackwise_num_blocks=list(spec.stage_blocks),
         stackwise_num_strides=[b.stride for b in spec.blocks if b.name.endswith(".0")], block_type="basic_block", use_pre_activation=False,
     )
     model = keras_hub.models.ResNetImageClassifier(backbone=backbone, num_classes=spec.num_classes)

@@ -93,8 +93,8 @@ def build(spec) -> ResNet:
     """The post's model with the blocks and widths of ``spec`` (a seed-family spec), variables created."""
     import numpy as np
 
-    widths = [spec.blocks[sum(spec.stage_blocks[:i])].conv1.filters for i in range(len(spec.stage_blocks))]
-    model = ResNet(spec.stage_blocks, spec.num_classes, widths, spec.stem_conv.filters)
+    widths = [spec.blocks[sum(spec.stage_blocks[:i])].out_channels for i in range(len(spec.stage_blocks))]
+    model = ResNet(spec.stage_blocks, spec.num_classes, widths, spec.layer("stem.conv").filters)
     model(np.zeros((1, *spec.input_shape), np.float32), training=False)
     return model
 

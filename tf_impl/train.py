@@ -35,7 +35,6 @@ import numpy as np
 from resnet_port import data, frameworks, rundir
 from resnet_port import run as lifecycle
 from resnet_port.recipe import Recipe
-from resnet_port.weights import atomic_write
 
 
 def set_threads(requested: int | None) -> str:
@@ -187,7 +186,6 @@ class KerasBackend(lifecycle.Backend):
     # Read with allow_pickle=False (an .npz can hold pickled objects; this one never does),
     # its digest recomputed and its values checked before anything is assigned.
     def snapshot(self, state: dict):
-        from resnet_port import weights as neutral
 
         from . import weights
 
@@ -195,14 +193,10 @@ class KerasBackend(lifecycle.Backend):
         for i, v in enumerate(self.optimizer.variables):
             arrays[f"opt/{i:04d}"] = np.array(v.numpy())
         state = {**state, "opt_paths": [v.path for v in self.optimizer.variables]}
-        arrays["state"] = np.frombuffer(json.dumps(state).encode(), dtype=np.uint8)
 
-        def write(path):
-            neutral.check_values(rundir.named_checkpoint_arrays(arrays, state["opt_paths"]), "the checkpoint to write")
-            arrays["digest"] = np.frombuffer(neutral.digest(arrays).encode(), dtype=np.uint8)
-            atomic_write(path, lambda f: np.savez(f, **arrays))
+        from .backend import BACKEND
 
-        return write
+        return lambda path: BACKEND.write_checkpoint(path, arrays, state)
 
     def load(self, path) -> dict:
         from . import weights

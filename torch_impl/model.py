@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from resnet_port.spec import BatchNormSpec, BlockSpec, ConvSpec, DenseSpec, ResNetSpec, get_spec, same_padding
+from resnet_port.spec import AvgPoolSpec, BatchNormSpec, BlockSpec, ConvSpec, DenseSpec, ResNetSpec, get_spec, same_padding
 
 
 def initialize(tensor: torch.Tensor, name: str, fan_in: int = 0) -> None:
@@ -51,9 +51,9 @@ class SameConv2d(nn.Conv2d):
 
     def __init__(self, s: ConvSpec):
         symmetric = 0 if isinstance(s.padding, str) else s.padding
-        super().__init__(s.in_channels, s.filters, s.kernel_size, stride=s.stride, padding=symmetric, bias=s.use_bias)
+        super().__init__(s.in_channels, s.filters, s.kernel_size, stride=s.stride, padding=symmetric, bias=s.use_bias, groups=s.groups)
         self.same = s.padding == "same"
-        fan_in = s.in_channels * s.kernel_size**2
+        fan_in = s.fan_in
         initialize(self.weight, s.kernel_init, fan_in)
         if self.bias is not None:
             initialize(self.bias, s.bias_init, fan_in)
@@ -65,7 +65,7 @@ class SameConv2d(nn.Conv2d):
         top, bottom = same_padding(x.shape[-2], k, s)
         left, right = same_padding(x.shape[-1], k, s)
         if top == bottom == left == right:
-            return F.conv2d(x, self.weight, self.bias, s, top)
+            return F.conv2d(x, self.weight, self.bias, s, top, 1, self.groups)
         return self._conv_forward(F.pad(x, (left, right, top, bottom)), self.weight, self.bias)
 
 
@@ -167,9 +167,24 @@ class GlobalAvgPool(nn.Module):
         return x.mean(dim=(2, 3))
 
 
-def _local(name: str) -> str:
-    """The attribute a spec layer is stored under: the last part of its canonical name."""
-    return name.rsplit(".", 1)[-1]
+class AvgPool(nn.Module):
+    """An average pool over the pixels inside the input only (PyTorch's ``count_include_pad=False``);
+    TF 'same' pads after, as a max-pool does; ``ceil_mode`` is PyTorch's."""
+
+    def __init__(self, s: AvgPoolSpec):
+        super().__init__()
+        self.pool_size, self.stride, self.padding, self.ceil_mode = s.pool_size, s.stride, s.padding, s.ceil_mode
+
+    def forward(self, x):
+        if self.padding != "same":
+            p = 0 if self.padding == "valid" else self.padding
+            return F.avg_pool2d(x, self.pool_size, self.stride, p, ceil_mode=self.ceil_mode, count_include_pad=False)
+        top, bottom = same_padding(x.shape[-2], self.pool_size, self.stride)
+        left, right = same_padding(x.shape[-1], self.pool_size, self.stride)
+        ones = torch.ones_like(x[:1, :1])
+        total = F.avg_pool2d(F.pad(x, (left, right, top, bottom)), self.pool_size, self.stride)
+        inside = F.avg_pool2d(F.pad(ones, (left, right, top, bottom)), self.pool_size, self.stride)
+        return total / inside
 
 
 def _dense(s: DenseSpec) -> nn.Linear:
@@ -179,58 +194,87 @@ def _dense(s: DenseSpec) -> nn.Linear:
     return fc
 
 
-class BasicBlock(nn.Module):
-    def __init__(self, b: BlockSpec):
-        super().__init__()
-        self.conv1 = SameConv2d(b.conv1)
-        self.bn1 = KerasBatchNorm2d(b.bn1)
-        self.relu1 = nn.ReLU()
-        self.conv2 = SameConv2d(b.conv2)
-        self.bn2 = KerasBatchNorm2d(b.bn2)
-        if b.has_projection:
-            self.shortcut = nn.Module()
-            self.shortcut.conv = SameConv2d(b.shortcut_conv)
-            self.shortcut.bn = KerasBatchNorm2d(b.shortcut_bn)
-        else:
-            self.shortcut = None
-        self.add = Add()
-        self.relu2 = nn.ReLU()
-        for layer, attr in ((b.relu1, "relu1"), (b.add, "add"), (b.relu2, "relu2")):
-            assert _local(layer.name) == attr, f"{layer.name}: the module attribute must be the name's last part"
+#: the PyTorch module of each layer kind the spec names (resnet_port.spec.LAYER_KINDS)
+MODULES = {
+    "conv2d": SameConv2d,
+    "batchnorm": KerasBatchNorm2d,
+    "maxpool": lambda s: SameMaxPool2d(s.pool_size, s.stride, s.padding),
+    "avgpool": AvgPool,
+    "relu": lambda s: nn.ReLU(),
+    "add": lambda s: Add(),
+    "global_avg_pool": lambda s: GlobalAvgPool(),
+    "dense": _dense,
+}
 
-    def forward(self, x):
-        y = self.bn2(self.conv2(self.relu1(self.bn1(self.conv1(x)))))
-        s = x if self.shortcut is None else self.shortcut.bn(self.shortcut.conv(x))
-        return self.relu2(self.add(y, s))
+
+def _place(root: nn.Module, name: str, module: nn.Module) -> None:
+    """Register ``module`` under its dotted canonical ``name``, creating the containers on the way
+    (a numbered part, as ``layer1.0``, lives in an ``nn.Sequential``), so that state_dict keys are
+    ``<canonical name>.<param>``."""
+    *path, last = name.split(".")
+    parent = root
+    for i, part in enumerate(path):
+        if not hasattr(parent, part):
+            nxt = path[i + 1] if i + 1 < len(path) else last
+            parent.add_module(part, nn.Sequential() if nxt.isdigit() else nn.Module())
+        parent = getattr(parent, part)
+    parent.add_module(last, module)
+
+
+def _sequence(root: nn.Module, layers) -> list[nn.Module]:
+    out = []
+    for s in layers:
+        module = MODULES[s.kind](s)
+        _place(root, s.name, module)
+        out.append(module)
+    return out
+
+
+def _run(modules, x):
+    for m in modules:
+        x = m(x)
+    return x
+
+
+class Block:
+    """Any residual block of the spec, built by walking it: ``post(add(residual(pre(x)), shortcut(...)))``.
+
+    Not a module: its layers are registered in the network under their canonical names."""
+
+    def __init__(self, b: BlockSpec, root: nn.Module):
+        self.pre = _sequence(root, b.pre)
+        self.residual = _sequence(root, b.residual)
+        self.shortcut = _sequence(root, b.shortcut)
+        self.add = _sequence(root, (b.add,))[0]
+        self.post = _sequence(root, b.post)
+        self.from_pre = b.shortcut_from == "pre"
+
+    def __call__(self, x):
+        y = _run(self.pre, x)
+        s = _run(self.shortcut, y if self.from_pre else x)
+        return _run(self.post, self.add(_run(self.residual, y), s))
 
 
 class ResNet(nn.Module):
-    """The seed's CIFAR ResNet; ``forward`` takes NCHW float images in [0, 1], returns logits."""
+    """The spec's network; ``forward`` takes NCHW float images, returns logits.
+
+    Every layer is a module registered under its canonical name; blocks are walked, not
+    classes of their own (the layer lists are plain attributes, so each module is
+    registered once, where its name says)."""
 
     def __init__(self, arch: str | ResNetSpec):
         super().__init__()
         spec = get_spec(arch)
         self.spec = spec
-        self.stem = nn.Module()
-        self.stem.conv = SameConv2d(spec.stem_conv)
-        self.stem.bn = KerasBatchNorm2d(spec.stem_bn)
-        self.stem.add_module(_local(spec.stem_relu.name), nn.ReLU())
-        p = spec.stem_pool
-        self.stem.add_module(_local(p.name) if p else "pool", SameMaxPool2d(p.pool_size, p.stride, p.padding) if p else nn.Identity())
-        stages: dict[str, list[BasicBlock]] = {}
-        for b in spec.blocks:
-            stages.setdefault(b.name.split(".")[0], []).append(BasicBlock(b))
-        for stage, blocks in stages.items():
-            self.add_module(stage, nn.Sequential(*blocks))
-        self.stage_names = list(stages)
-        self.add_module(spec.avgpool.name, GlobalAvgPool())
-        self.add_module(spec.fc.name, _dense(spec.fc))
+        self.stem_layers = _sequence(self, spec.stem)
+        self.block_runners = [Block(b, self) for b in spec.blocks]
+        self.head_layers = _sequence(self, (*spec.head, spec.avgpool, spec.fc))
 
     def forward(self, x):
-        x = self.stem.pool(self.stem.relu(self.stem.bn(self.stem.conv(x))))
-        for stage in self.stage_names:
-            x = getattr(self, stage)(x)
-        return self.fc(self.avgpool(x))
+        x = _run(self.stem_layers, x)
+        for block in self.block_runners:
+            x = block(x)
+        return _run(self.head_layers, x)
 
 
 def build_model(arch: str | ResNetSpec, **kwargs) -> ResNet:

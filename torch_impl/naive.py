@@ -51,7 +51,7 @@ def _keras_bn_epsilon(model: ResNet) -> None:
 
 
 def _keras_conventions(spec: ResNetSpec) -> bool:
-    return not spec.stem_bn.unbiased_variance
+    return spec.conventions.padding == "tf"
 
 
 #: name -> (what it gets wrong, how to break a correct model, the specs it is a wrong port of):
