@@ -766,18 +766,18 @@ def register(name: str, config: ResNetConfig) -> None:
 #: ``RESNET_PORT_PLUGINS=pkg.module[,other]``.  Every process of this project (the
 #: framework workers too) imports them before it resolves a variant's name.
 PLUGINS_VARIABLE = "RESNET_PORT_PLUGINS"
-_plugins_loaded = False
+_plugins_loaded: set[str] = set()
 
 
 def load_plugins() -> None:
-    global _plugins_loaded
-    if _plugins_loaded:
-        return
-    _plugins_loaded = True
+    """Import the modules ``RESNET_PORT_PLUGINS`` names (each once)."""
     import importlib
     import os
 
     for module in filter(None, (m.strip() for m in os.environ.get(PLUGINS_VARIABLE, "").split(","))):
+        if module in _plugins_loaded:
+            continue
+        _plugins_loaded.add(module)
         try:
             importlib.import_module(module)
         except ImportError as e:
