@@ -89,67 +89,6 @@ def formats_for(spec: ResNetSpec) -> list[str]:
     return [f for f in FORMATS if f not in NATIVE or is_torchvision_resnet(spec)]
 ATOL = 1e-4  # atol * max(1, max |reference|), as every parity check here
 BATCHES = (8, 1)  # the export is run at both: the batch dimension must be dynamic
-PROJECT = ("resnet_port", "tf_impl", "torch_impl")
-
-# Run in a fresh process: load one exported file with nothing but its own runtime and
-# numpy, this project's packages blocked, and write its outputs for every batch.
-_RUNNER = r'''
-import sys, json, importlib.abc
-class _Blocked(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] in {blocked}:
-            raise ImportError(f"{{name}} is blocked: the export must load without resnet-port")
-sys.meta_path.insert(0, _Blocked())
-import numpy as np
-fmt, path, inputs, out, meta = sys.argv[1:6]
-meta = json.loads(meta)
-xs = {{size: np.load(f) for size, f in json.loads(inputs).items()}}
-res = {{}}
-def each(run, prefix=""):
-    for size, x in xs.items():
-        for n in {batches}:
-            res[f"{{prefix}}{{size}}/{{n}}"] = run(x[:n])
-def run_torch(module):
-    import torch
-    def run(x):
-        with torch.no_grad():
-            return module(torch.from_numpy(x).permute(0, 3, 1, 2).contiguous()).numpy()
-    each(run)
-    res["classes"] = np.array(f"{{type(module).__module__}}.{{type(module).__qualname__}}")
-if fmt == "torchvision":
-    import torch, torchvision
-    model = getattr(torchvision.models, meta["depth"])(num_classes=meta["classes"])
-    model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True), strict=True)
-    run_torch(model.eval())
-elif fmt == "timm":
-    import timm
-    run_torch(timm.create_model("local-dir:" + path, pretrained=True).eval())
-elif fmt == "keras-hub":
-    import keras, keras_hub
-    for prefix, model in (("", keras.saving.load_model(path + ".keras")), ("preset/", keras_hub.models.ImageClassifier.from_preset(path + "-preset"))):
-        each(lambda x: np.asarray(model(x, training=False)), prefix)
-    res["classes"] = np.array(type(model).__module__.split(".")[0] + "." + type(model).__name__)
-elif fmt == "keras":
-    import keras
-    model = keras.models.load_model(path)
-    each(lambda x: np.asarray(model(x, training=False)))
-    res["classes"] = np.array(sorted({{type(l).__module__.split(".")[0] for l in model.layers}}))
-elif fmt == "torch":
-    import torch
-    module = torch.export.load(path).module()
-    def run(x):
-        with torch.no_grad():
-            return module(torch.from_numpy(x).permute(0, 3, 1, 2).contiguous()).numpy()
-    each(run)
-else:
-    import onnxruntime as ort
-    sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
-    inp = sess.get_inputs()[0]
-    nchw = fmt == "onnx-torch"
-    res["input_shape"] = np.array([str(d) for d in inp.shape])
-    each(lambda x: sess.run(None, {{inp.name: np.ascontiguousarray(x.transpose(0, 3, 1, 2) if nchw else x)}})[0])
-np.savez(out, **res)
-'''
 
 
 class ExportError(ValueError):
@@ -163,9 +102,9 @@ def resolve(target: str) -> Path:
 def run_clean(fmt: str, path: Path, inputs: dict[int, Path], out: Path, meta: dict | None = None) -> dict:
     """Load and run one export in a fresh process where this project cannot be imported, on every
     ``{size: images .npy}`` of ``inputs`` at every batch size; ``{"SIZE/N": logits, ...}``."""
-    code = _RUNNER.format(blocked=set(PROJECT), batches=BATCHES)
     files = json.dumps({str(k): str(v) for k, v in inputs.items()})
-    proc = subprocess.run([sys.executable, "-c", code, fmt, str(path), files, str(out), json.dumps(meta or {})], capture_output=True, text=True, env=parity.worker_env(), timeout=900)
+    args = [fmt, str(path), files, str(out), json.dumps(meta or {}), ",".join(map(str, BATCHES))]
+    proc = subprocess.run([sys.executable, "-m", "resnet_port.reload", *args], capture_output=True, text=True, env=parity.worker_env(), timeout=900)
     if proc.returncode != 0:
         last = (proc.stderr.strip().splitlines() or ["(no message)"])[-1]
         raise ExportError(f"{path.name} does not load and run on its own ({fmt}): {last}")

@@ -242,3 +242,16 @@ def test_a_failed_export_leaves_nothing_and_says_one_line(tmp_path, monkeypatch,
     assert export.main([str(tmp_path / "w.safetensors"), "--format", "keras", "--out", str(tmp_path / "kept"), "--force", "--quiet"]) == 2
     assert sorted(p.name for p in tmp_path.iterdir()) == ["jobs", "kept", "w.safetensors"]
     assert [p.name for p in (tmp_path / "kept").iterdir()] == ["mine.txt"]
+
+
+def test_an_onnx_file_with_the_wrong_padding_fails_its_row_and_the_exit_code(tmp_path, monkeypatch, capsys):
+    """The ONNX 'same'-padding gate decides the verdict: an exporter that made TF's one-sided pads of tiny's
+    two uneven 'same' convs symmetric (counted here as 0 of 2) fails the row and the export (exit 1), even
+    though the file reloads; nothing is published."""
+    parity.run_worker("tf", [{"op": "init", "arch": "tiny", "seed": 9, "out": str(tmp_path / "w.safetensors")}], tmp_path / "jobs")
+    monkeypatch.setattr(export, "onnx_asymmetric_convs", lambda path: 0)
+    code = export.main([str(tmp_path / "w.safetensors"), "--format", "onnx-torch", "--out", str(tmp_path / "out"), "--quiet"])
+    out = capsys.readouterr().out
+    row = [line for line in out.splitlines() if "model-torch.onnx" in line]
+    assert code == 1 and row and "FAIL" in row[0] and "0 of 2 uneven 'same' convs" in out, out
+    assert not (tmp_path / "out").exists()

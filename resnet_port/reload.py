@@ -1,0 +1,102 @@
+"""Load one exported file with nothing but its own library and numpy, and run it.
+
+``python -m resnet_port.reload FORMAT PATH INPUTS OUT META BATCHES`` (``resnet_port.export``
+runs it in a fresh process): this project's packages are dropped from the process and
+blocked before the library is imported, so the file must load on its own, as it would on a
+machine without resnet-port.  ``INPUTS`` is JSON ``{size: images.npy}``; the logits of every
+size at every batch size in ``BATCHES`` (comma-separated) are written to ``OUT`` (.npz) under
+``"SIZE/N"``, with what loaded the file (``classes``) and, for ONNX, the input's shape.
+"""
+
+import importlib.abc
+import json
+import sys
+
+PROJECT = ("resnet_port", "tf_impl", "torch_impl")
+
+
+class _Blocked(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in PROJECT:
+            raise ImportError(f"{name} is blocked: the export must load without resnet-port")
+
+
+def _isolate() -> None:
+    """Forget this project's modules (``python -m`` imported the package to find this one) and block them."""
+    for name in [m for m in sys.modules if m.split(".")[0] in PROJECT and m != __name__]:
+        del sys.modules[name]
+    sys.meta_path.insert(0, _Blocked())
+
+
+def main(argv: list[str]) -> None:
+    import numpy as np
+
+    fmt, path, inputs, out, meta, batches = argv
+    meta = json.loads(meta)
+    batches = [int(n) for n in batches.split(",")]
+    xs = {size: np.load(f) for size, f in json.loads(inputs).items()}
+    res = {}
+
+    def each(run, prefix=""):
+        for size, x in xs.items():
+            for n in batches:
+                res[f"{prefix}{size}/{n}"] = run(x[:n])
+
+    def run_torch(module):
+        import torch
+
+        def run(x):
+            with torch.no_grad():
+                return module(torch.from_numpy(x).permute(0, 3, 1, 2).contiguous()).numpy()
+
+        each(run)
+        res["classes"] = np.array(f"{type(module).__module__}.{type(module).__qualname__}")
+
+    if fmt == "torchvision":
+        import torch
+        import torchvision
+
+        model = getattr(torchvision.models, meta["depth"])(num_classes=meta["classes"])
+        model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True), strict=True)
+        run_torch(model.eval())
+    elif fmt == "timm":
+        import timm
+
+        run_torch(timm.create_model("local-dir:" + path, pretrained=True).eval())
+    elif fmt == "keras-hub":
+        import keras
+        import keras_hub
+
+        for prefix, model in (("", keras.saving.load_model(path + ".keras")), ("preset/", keras_hub.models.ImageClassifier.from_preset(path + "-preset"))):
+            each(lambda x, model=model: np.asarray(model(x, training=False)), prefix)
+        res["classes"] = np.array(type(model).__module__.split(".")[0] + "." + type(model).__name__)
+    elif fmt == "keras":
+        import keras
+
+        model = keras.models.load_model(path)
+        each(lambda x: np.asarray(model(x, training=False)))
+        res["classes"] = np.array(sorted({type(layer).__module__.split(".")[0] for layer in model.layers}))
+    elif fmt == "torch":
+        import torch
+
+        module = torch.export.load(path).module()
+
+        def run(x):
+            with torch.no_grad():
+                return module(torch.from_numpy(x).permute(0, 3, 1, 2).contiguous()).numpy()
+
+        each(run)
+    else:
+        import onnxruntime as ort
+
+        sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+        inp = sess.get_inputs()[0]
+        nchw = fmt == "onnx-torch"
+        res["input_shape"] = np.array([str(d) for d in inp.shape])
+        each(lambda x: sess.run(None, {inp.name: np.ascontiguousarray(x.transpose(0, 3, 1, 2) if nchw else x)})[0])
+    np.savez(out, **res)
+
+
+if __name__ == "__main__":
+    _isolate()
+    main(sys.argv[1:])
