@@ -10,7 +10,7 @@ PYTEST_ARGS ?=
 # Test processes (pytest-xdist, whole files per process); 0 runs the suite in this process.
 TEST_JOBS ?= 2
 
-.PHONY: venv test train clean
+.PHONY: venv test test-fast lint train clean
 
 venv: $(STAMP)
 
@@ -26,8 +26,19 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet --no-deps "tf-keras==$$($(PY) -c 'import importlib.metadata as m; print(".".join(m.version("tensorflow-cpu").split(".")[:2]))').*"
 	touch $(STAMP)
 
-test: $(STAMP)
-	$(PY) -m pytest $(if $(filter 0,$(TEST_JOBS)),,-n $(TEST_JOBS) --dist loadfile) $(PYTEST_ARGS)
+PYTEST := $(PY) -m pytest $(if $(filter 0,$(TEST_JOBS)),,-n $(TEST_JOBS) --dist loadfile) --durations=25
+
+# the whole suite (every tier), after the linter and the formatter's check
+test: lint
+	$(PYTEST) $(PYTEST_ARGS)
+
+# the fast tier: the spec, golden files, the backend contract and the tiny variants' parity
+test-fast: lint
+	$(PYTEST) -m fast $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 
 train: $(STAMP)
 	$(PY) -m tf_impl.train $(TRAIN_ARGS)

@@ -42,7 +42,14 @@ def naive_op(name: str):
 
 
 def forward(fw, arch, weights, x, training, d, tag, variant=None):
-    op = {"op": "forward", "arch": arch, "weights": str(weights), "inputs": str(x), "training": training, "out": str(d / f"{tag}.npz")}
+    op = {
+        "op": "forward",
+        "arch": arch,
+        "weights": str(weights),
+        "inputs": str(x),
+        "training": training,
+        "out": str(d / f"{tag}.npz"),
+    }
     if variant:
         op["variant"] = variant
     parity.run_worker(fw, [op], d)
@@ -60,8 +67,12 @@ def models(arch: str, d: Path) -> dict:
     for mode in ("eval", "train"):
         worst = 0.0
         for origin in ("tf", "torch"):
-            a = forward("tf", arch, d / f"w_{origin}.safetensors", d / "x.npy", mode == "train", d, f"tf_{origin}_{mode}")
-            b = forward("torch", arch, d / f"w_{origin}.safetensors", d / "x.npy", mode == "train", d, f"torch_{origin}_{mode}")
+            a = forward(
+                "tf", arch, d / f"w_{origin}.safetensors", d / "x.npy", mode == "train", d, f"tf_{origin}_{mode}"
+            )
+            b = forward(
+                "torch", arch, d / f"w_{origin}.safetensors", d / "x.npy", mode == "train", d, f"torch_{origin}_{mode}"
+            )
             worst = max(worst, float(np.abs(a["logits"] - b["logits"]).max()))
         out[f"logits_{mode}"] = worst
     ref = forward("tf", arch, d / "w_tf.safetensors", d / "x.npy", False, d, "ref")
@@ -74,8 +85,16 @@ def models(arch: str, d: Path) -> dict:
             "argmax_agrees": float((bad["logits"].argmax(1) == ref["logits"].argmax(1)).mean()),
             "first_divergent": first.name if first else None,
         }
-    parity.run_worker("torch", [{"op": "roundtrip", "arch": arch, "weights": str(d / "w_tf.safetensors"), "out": str(d / "rt1.safetensors")}], d)
-    parity.run_worker("tf", [{"op": "roundtrip", "arch": arch, "weights": str(d / "rt1.safetensors"), "out": str(d / "rt2.safetensors")}], d)
+    parity.run_worker(
+        "torch",
+        [{"op": "roundtrip", "arch": arch, "weights": str(d / "w_tf.safetensors"), "out": str(d / "rt1.safetensors")}],
+        d,
+    )
+    parity.run_worker(
+        "tf",
+        [{"op": "roundtrip", "arch": arch, "weights": str(d / "rt1.safetensors"), "out": str(d / "rt2.safetensors")}],
+        d,
+    )
     a, b = W.load(d / "w_tf.safetensors").tensors, W.load(d / "rt2.safetensors").tensors
     out["round_trip_bit_exact"] = all(np.array_equal(a[k], b[k]) for k in a)
     return out
@@ -87,14 +106,41 @@ def recipe(arch: str, dtype: str, steps: int, d: Path, batch: int = 16, extra: d
     rng = np.random.default_rng(21)
     np.save(d / "x.npy", rng.random((batch, 32, 32, 3), dtype=np.float32))
     np.save(d / "y.npy", rng.integers(0, 100, batch))
-    np.savez(d / "batches.npz", images=rng.random((max(steps, 1), batch, 32, 32, 3), dtype=np.float32), labels=rng.integers(0, 100, (max(steps, 1), batch)))
+    np.savez(
+        d / "batches.npz",
+        images=rng.random((max(steps, 1), batch, 32, 32, 3), dtype=np.float32),
+        labels=rng.integers(0, 100, (max(steps, 1), batch)),
+    )
     w = str(d / "w.safetensors")
     spec = get_spec(arch)
 
     def ops(fw):
-        o = [{"op": "loss", "arch": arch, "dtype": dtype, "weights": w, "images": str(d / "x.npy"), "labels": str(d / "y.npy"), "out": str(d / f"loss_{fw}.npz"), **extra}]
+        o = [
+            {
+                "op": "loss",
+                "arch": arch,
+                "dtype": dtype,
+                "weights": w,
+                "images": str(d / "x.npy"),
+                "labels": str(d / "y.npy"),
+                "out": str(d / f"loss_{fw}.npz"),
+                **extra,
+            }
+        ]
         if steps:
-            o.append({"op": "train", "arch": arch, "dtype": dtype, "weights": w, "batches": str(d / "batches.npz"), "out": str(d / f"after_{fw}.safetensors"), "probe": str(d / "x.npy"), "probe_out": str(d / f"probe_{fw}.npz"), **extra})
+            o.append(
+                {
+                    "op": "train",
+                    "arch": arch,
+                    "dtype": dtype,
+                    "weights": w,
+                    "batches": str(d / "batches.npz"),
+                    "out": str(d / f"after_{fw}.safetensors"),
+                    "probe": str(d / "x.npy"),
+                    "probe_out": str(d / f"probe_{fw}.npz"),
+                    **extra,
+                }
+            )
         return o
 
     parity.run_worker("tf", [{"op": "init", "arch": arch, "seed": 4, "out": w}] + ops("tf"), d)
@@ -102,7 +148,11 @@ def recipe(arch: str, dtype: str, steps: int, d: Path, batch: int = 16, extra: d
     a, b = dict(np.load(d / "loss_torch.npz")), dict(np.load(d / "loss_tf.npz"))
     out = {f"loss_{p}_rel": abs(float(a[p]) - float(b[p])) / abs(float(b[p])) for p in ("total", "ce", "l2")}
     skip = set(spec.batchnorm_fed_biases())
-    out["grad_worst_rel"] = max(float(np.abs(a[f"grad/{k}"] - b[f"grad/{k}"]).max() / np.abs(b[f"grad/{k}"]).max()) for k in spec.trainable_parameters() if k not in skip)
+    out["grad_worst_rel"] = max(
+        float(np.abs(a[f"grad/{k}"] - b[f"grad/{k}"]).max() / np.abs(b[f"grad/{k}"]).max())
+        for k in spec.trainable_parameters()
+        if k not in skip
+    )
     if steps:
         ta, tb = W.load(d / "after_torch.safetensors").tensors, W.load(d / "after_tf.safetensors").tensors
         out["steps"] = steps
@@ -129,12 +179,22 @@ def main(argv=None) -> int:
             d = Path(tmp) / arch
             d.mkdir()
             report[arch] = models(arch, d)
-        for name, (arch, dtype, steps) in {"tiny-float32": ("tiny", "float32", 3), "resnet18-float64": ("resnet18", "float64", 1), "resnet18-float32": ("resnet18", "float32", 0)}.items():
+        for name, (arch, dtype, steps) in {
+            "tiny-float32": ("tiny", "float32", 3),
+            "resnet18-float64": ("resnet18", "float64", 1),
+            "resnet18-float32": ("resnet18", "float32", 0),
+        }.items():
             d = Path(tmp) / name
             d.mkdir()
             report[name] = recipe(arch, dtype, steps, d)
         if args.modern:
-            extra = {"recipe": "modern", "optimizer": {"warmup_epochs": 3}, "steps_per_epoch": 1, "epochs": 10, "batch_size": 128}
+            extra = {
+                "recipe": "modern",
+                "optimizer": {"warmup_epochs": 3},
+                "steps_per_epoch": 1,
+                "epochs": 10,
+                "batch_size": 128,
+            }
             for dtype in ("float32", "float64"):
                 d = Path(tmp) / f"modern-{dtype}"
                 d.mkdir()

@@ -20,7 +20,21 @@ from pathlib import Path
 
 
 def bench(threads: int, arch: str, batch: int, out: Path) -> dict:
-    cmd = [sys.executable, "-m", "resnet_port.bench", "--arch", arch, "--batch-size", str(batch), "--threads", str(threads), "--rounds", "1", "--json", str(out)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "resnet_port.bench",
+        "--arch",
+        arch,
+        "--batch-size",
+        str(batch),
+        "--threads",
+        str(threads),
+        "--rounds",
+        "1",
+        "--json",
+        str(out),
+    ]
     subprocess.run(cmd, check=True, capture_output=True, text=True)
     res = json.loads(out.read_text())["results"]
     return {fw: r.get("train_aug") for fw, r in res.items()}
@@ -49,7 +63,9 @@ def main() -> int:
                         hog.wait()
     fws = sorted({fw for c in got.values() for fw in c})
     best = {fw: max(statistics.median(got[(t, False)][fw]) for t, b in cases if not b) for fw in fws}
-    print(f"training step, {args.arch}, batch {args.batch_size}, {cores} cores, median of {args.rounds} rounds (images/s; ratio to the framework's best quiet speed)")
+    print(
+        f"training step, {args.arch}, batch {args.batch_size}, {cores} cores, median of {args.rounds} rounds (images/s; ratio to the framework's best quiet speed)"
+    )
     print(f"{'threads':>7} {'machine':<22} " + " ".join(f"{fw:>16}" for fw in fws))
     for threads, busy in cases:
         cells = []

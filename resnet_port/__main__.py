@@ -10,9 +10,18 @@ import sys
 
 #: command: (module, what it does)
 COMMANDS = {
-    "port": ("port", "a model you have (Keras, torchvision, timm, keras-hub, the CIFAR repos, a run) -> a neutral weights file, --check proves it"),
-    "export": ("export", "a neutral weights file -> .keras, torch.export, ONNX, torchvision, timm, keras-hub files, each reloaded and checked"),
-    "compare": ("compare", "runs of both frameworks side by side: table, plots, each run's weights in the other framework"),
+    "port": (
+        "port",
+        "a model you have (Keras, torchvision, timm, keras-hub, the CIFAR repos, a run) -> a neutral weights file, --check proves it",
+    ),
+    "export": (
+        "export",
+        "a neutral weights file -> .keras, torch.export, ONNX, torchvision, timm, keras-hub files, each reloaded and checked",
+    ),
+    "compare": (
+        "compare",
+        "runs of both frameworks side by side: table, plots, each run's weights in the other framework",
+    ),
     "diff": ("diff", "one weights file run in both frameworks, layer by layer"),
     "bench": ("bench", "training-step throughput of both frameworks, interleaved"),
     "summary": ("summary", "the architecture: layers, shapes, parameter counts"),
@@ -24,8 +33,11 @@ def usage() -> str:
     width = max(map(len, COMMANDS))
     lines = ["usage: resnet-port COMMAND [ARGS...]   (COMMAND --help for its flags)", "", "commands:"]
     lines += [f"  {name:<{width}}  {what}" for name, (_, what) in COMMANDS.items()]
-    lines += ["", "training and evaluation are each framework's: python -m tf_impl.train, python -m torch_impl.train --amp,",
-              "python -m tf_impl.evaluate, python -m torch_impl.evaluate"]
+    lines += [
+        "",
+        "training and evaluation are each framework's: python -m tf_impl.train, python -m torch_impl.train --amp,",
+        "python -m tf_impl.evaluate, python -m torch_impl.evaluate",
+    ]
     return "\n".join(lines)
 
 
@@ -36,7 +48,10 @@ def main(argv=None) -> int:
         return 0 if argv else 2
     name, rest = argv[0], argv[1:]
     if name not in COMMANDS:
-        print(f"error: unknown command {name!r}; choose one of: {', '.join(COMMANDS)} (resnet-port --help)", file=sys.stderr)
+        print(
+            f"error: unknown command {name!r}; choose one of: {', '.join(COMMANDS)} (resnet-port --help)",
+            file=sys.stderr,
+        )
         return 2
     module = importlib.import_module(f"resnet_port.{COMMANDS[name][0]}")
     sys.argv = [f"resnet-port {name}", *rest]

@@ -64,11 +64,17 @@ class AugmentSpec:
 
     def __post_init__(self):
         if not (0 <= self.height_shift < 1 and 0 <= self.width_shift < 1):
-            raise ValueError(f"shift ranges are fractions of the image in [0, 1), got {self.height_shift}, {self.width_shift}")
+            raise ValueError(
+                f"shift ranges are fractions of the image in [0, 1), got {self.height_shift}, {self.width_shift}"
+            )
         if self.interpolation != "bilinear" or self.fill_mode not in FILL_MODES:
-            raise ValueError(f"interpolation must be 'bilinear' and fill_mode one of {FILL_MODES}, got {self.interpolation!r}, {self.fill_mode!r}")
+            raise ValueError(
+                f"interpolation must be 'bilinear' and fill_mode one of {FILL_MODES}, got {self.interpolation!r}, {self.fill_mode!r}"
+            )
         if self.crop_padding < 0 or self.cutout < 0:
-            raise ValueError(f"crop_padding and cutout are sizes in pixels >= 0, got {self.crop_padding}, {self.cutout}")
+            raise ValueError(
+                f"crop_padding and cutout are sizes in pixels >= 0, got {self.crop_padding}, {self.cutout}"
+            )
         if self.crop_padding and (self.height_shift or self.width_shift):
             raise ValueError("a random crop (crop_padding) and fractional shifts exclude each other: set one")
         if self.crop_padding and self.fill_mode != "constant":
@@ -101,7 +107,9 @@ class Normalization:
 
     def __post_init__(self):
         if len(self.mean) != len(self.std) or min(self.std, default=1.0) <= 0:
-            raise ValueError(f"normalisation needs one mean and one positive std per channel, got {self.mean}, {self.std}")
+            raise ValueError(
+                f"normalisation needs one mean and one positive std per channel, got {self.mean}, {self.std}"
+            )
 
     def to_dict(self) -> dict:
         return {"mean": list(self.mean), "std": list(self.std)}
@@ -163,11 +171,13 @@ def draws_from_uniform(u, spec: AugmentSpec, height: int, width: int):
     return dy, dx, flip, (u[3] * height) // 1, (u[4] * width) // 1
 
 
-def draw(spec: AugmentSpec, n: int, image_shape: tuple[int, int] | tuple[int, int, int], rng: np.random.Generator) -> Draws:
+def draw(
+    spec: AugmentSpec, n: int, image_shape: tuple[int, int] | tuple[int, int, int], rng: np.random.Generator
+) -> Draws:
     h, w = image_shape[0], image_shape[1]
     u = rng.random((spec.uniforms_per_image, n), dtype=np.float32)
     dy, dx, flip, cy, cx = draws_from_uniform(u, spec, h, w)
-    f32 = (lambda a: None if a is None else np.asarray(a, np.float32))
+    f32 = lambda a: None if a is None else np.asarray(a, np.float32)
     return Draws(f32(dy), f32(dx), np.asarray(flip), f32(cy), f32(cx))
 
 
@@ -199,7 +209,9 @@ def cutout_mask(centre: np.ndarray, size: int, side: int) -> np.ndarray:
     return ~((k >= c - side // 2) & (k < c + side // 2))
 
 
-def apply_reference(images: np.ndarray, d: Draws, spec: AugmentSpec | None = None, normalization: Normalization | None = None) -> np.ndarray:
+def apply_reference(
+    images: np.ndarray, d: Draws, spec: AugmentSpec | None = None, normalization: Normalization | None = None
+) -> np.ndarray:
     """Apply draws to a batch (N, H, W, C), float in [0, 1] or uint8; float32 out.
 
     The reference both realizations are checked against: scale, shift (with the
@@ -212,13 +224,17 @@ def apply_reference(images: np.ndarray, d: Draws, spec: AugmentSpec | None = Non
     rows = np.arange(n)[:, None]
     x = x[rows, r0] * (1 - wr)[..., None, None] + x[rows, r1] * wr[..., None, None]
     c0, c1, wc, cin = sample_coords(d.dx, w, d.flip)
-    x = x[rows[:, :, None], np.arange(h)[None, :, None], c0[:, None, :]] * (1 - wc)[:, None, :, None] + x[
-        rows[:, :, None], np.arange(h)[None, :, None], c1[:, None, :]
-    ] * wc[:, None, :, None]
+    x = (
+        x[rows[:, :, None], np.arange(h)[None, :, None], c0[:, None, :]] * (1 - wc)[:, None, :, None]
+        + x[rows[:, :, None], np.arange(h)[None, :, None], c1[:, None, :]] * wc[:, None, :, None]
+    )
     if spec.fill_mode == "constant":
         x = x * (rin[:, :, None, None] & cin[:, None, :, None])
     if normalization is not None:
         x = (x - np.float32(normalization.mean)) / np.float32(normalization.std)
     if spec.cutout:
-        x = x * (cutout_mask(d.cut_y, h, spec.cutout)[:, :, None, None] | cutout_mask(d.cut_x, w, spec.cutout)[:, None, :, None])
+        x = x * (
+            cutout_mask(d.cut_y, h, spec.cutout)[:, :, None, None]
+            | cutout_mask(d.cut_x, w, spec.cutout)[:, None, :, None]
+        )
     return x.astype(np.float32)

@@ -45,7 +45,9 @@ class Backend(Protocol):
     def to_numpy(self, model: Model, spec: ResNetSpec) -> dict[str, np.ndarray]:
         """Every parameter and moving statistic, canonical keys, neutral layout, float32."""
 
-    def from_numpy(self, model: Model, spec: ResNetSpec, tensors: dict[str, np.ndarray], source: str = "weights") -> None:
+    def from_numpy(
+        self, model: Model, spec: ResNetSpec, tensors: dict[str, np.ndarray], source: str = "weights"
+    ) -> None:
         """Assign tensors (checked strictly against the spec first)."""
 
     def save_weights(self, model: Model, spec: ResNetSpec, path: str | Path, normalization=None, **extra) -> Path:
@@ -55,17 +57,29 @@ class Backend(Protocol):
         """Read a neutral weights file into ``model``; returns the ``resnet_port.weights.Weights``."""
 
     # -- running ---------------------------------------------------------------------------------
-    def layer_outputs(self, model: Model, spec: ResNetSpec, images: np.ndarray, training: bool) -> dict[str, np.ndarray]:
+    def layer_outputs(
+        self, model: Model, spec: ResNetSpec, images: np.ndarray, training: bool
+    ) -> dict[str, np.ndarray]:
         """Every spec layer's output (NHWC) and ``logits`` for NHWC ``images``, without updating state
         beyond what the mode does (training mode moves the BatchNorm statistics)."""
 
     def calibrate_batchnorm(self, model: Model, spec: ResNetSpec, images: np.ndarray) -> None:
         """One training-mode pass whose batch statistics replace the moving ones."""
 
-    def loss_and_gradients(self, model: Model, spec: ResNetSpec, images: np.ndarray, labels: np.ndarray, objective) -> dict[str, np.ndarray]:
+    def loss_and_gradients(
+        self, model: Model, spec: ResNetSpec, images: np.ndarray, labels: np.ndarray, objective
+    ) -> dict[str, np.ndarray]:
         """``total``, ``ce``, ``l2`` and ``grad/<key>`` of every trainable parameter, in training mode."""
 
-    def train_steps(self, model: Model, spec: ResNetSpec, recipe, schedule, batches: Iterable[tuple[np.ndarray, np.ndarray]], naive: str | None = None) -> Optimizer:
+    def train_steps(
+        self,
+        model: Model,
+        spec: ResNetSpec,
+        recipe,
+        schedule,
+        batches: Iterable[tuple[np.ndarray, np.ndarray]],
+        naive: str | None = None,
+    ) -> Optimizer:
         """The recipe's optimiser steps through the training CLI's own step; returns the optimiser."""
 
     def momentum_buffers(self, optimizer: Optimizer, model: Model, spec: ResNetSpec) -> dict[str, np.ndarray]:
@@ -97,7 +111,9 @@ class Backend(Protocol):
 
 #: the operations a backend must offer, checked by the conformance test
 OPERATIONS = tuple(
-    name for name in vars(Backend) if not name.startswith("_") and callable(getattr(Backend, name, None)) or name in ("key", "trainer")
+    name
+    for name in vars(Backend)
+    if not name.startswith("_") and callable(getattr(Backend, name, None)) or name in ("key", "trainer")
 )
 
 
@@ -108,7 +124,9 @@ def get(name: str | frameworks.Framework) -> Backend:
     backend = module.BACKEND
     missing = [op for op in OPERATIONS if not hasattr(backend, op)]
     if missing:
-        raise TypeError(f"{fw.package}.backend.BACKEND does not offer {', '.join(missing)} (resnet_port.backends.Backend)")
+        raise TypeError(
+            f"{fw.package}.backend.BACKEND does not offer {', '.join(missing)} (resnet_port.backends.Backend)"
+        )
     return backend
 
 

@@ -33,8 +33,8 @@ rate next to its own step's, and the ratio.
 from __future__ import annotations
 
 import argparse
-import os
 import json
+import os
 import platform
 import statistics
 import subprocess
@@ -43,12 +43,17 @@ import tempfile
 import time
 from pathlib import Path
 
-from . import frameworks as F
 from . import cli, parity, rundir
+from . import frameworks as F
 from .recipe import RECIPES
 from .spec import available, get_spec
 
-ROWS = [("train_aug", "train step, augmentation included"), ("train", "train step, augmentation excluded"), ("inference", "inference"), ("augment", "augmentation alone")]
+ROWS = [
+    ("train_aug", "train step, augmentation included"),
+    ("train", "train step, augmentation excluded"),
+    ("inference", "inference"),
+    ("augment", "augmentation alone"),
+]
 TRAIN_FLOP_FACTOR = 3  # forward + backward (grads of inputs and of weights: 2 forwards)
 
 
@@ -60,7 +65,19 @@ def flops_per_image(arch: str) -> dict[str, float]:
 FIGURES = ("train_aug", "train", "inference", "augment", "matmul_gflops", "peak_memory_mb")
 
 
-def run_rounds(arch: str, batch_size: int, precision: str, frameworks: list[str], warmup: int, windows: int, steps: int, extra_torch: dict | None = None, rounds: int = 3, recipe: str = "seed", progress=None) -> dict:
+def run_rounds(
+    arch: str,
+    batch_size: int,
+    precision: str,
+    frameworks: list[str],
+    warmup: int,
+    windows: int,
+    steps: int,
+    extra_torch: dict | None = None,
+    rounds: int = 3,
+    recipe: str = "seed",
+    progress=None,
+) -> dict:
     """:func:`run_bench` ``rounds`` times, alternating which framework goes first; each figure the
     median over the rounds, with every round's value under ``<figure>_rounds``."""
     per_round: dict[str, list[dict]] = {fw: [] for fw in frameworks}
@@ -69,7 +86,9 @@ def run_rounds(arch: str, batch_size: int, precision: str, frameworks: list[str]
         for fw in order:
             if progress:
                 progress(f"round {r + 1} of {rounds}: the training step in {F.get(fw).label}")
-            per_round[fw].append(run_bench(arch, batch_size, precision, [fw], warmup, windows, steps, extra_torch, recipe=recipe)[fw])
+            per_round[fw].append(
+                run_bench(arch, batch_size, precision, [fw], warmup, windows, steps, extra_torch, recipe=recipe)[fw]
+            )
     out = {}
     for fw, results in per_round.items():
         good = [x for x in results if "error" not in x]
@@ -97,11 +116,33 @@ def spread(r: dict, key: str) -> str:
     return f" ({min(values):.1f}-{max(values):.1f})"
 
 
-def run_bench(arch: str, batch_size: int, precision: str, frameworks: list[str], warmup: int, windows: int, steps: int, extra_torch: dict | None = None, timeout: float = 1800, rows: list[str] | None = None, recipe: str = "seed") -> dict:
+def run_bench(
+    arch: str,
+    batch_size: int,
+    precision: str,
+    frameworks: list[str],
+    warmup: int,
+    windows: int,
+    steps: int,
+    extra_torch: dict | None = None,
+    timeout: float = 1800,
+    rows: list[str] | None = None,
+    recipe: str = "seed",
+) -> dict:
     results = {}
     with tempfile.TemporaryDirectory(prefix="resnet-port-bench-") as tmp:
         for fw in frameworks:
-            op = {"op": "bench", "recipe": recipe, "arch": arch, "batch_size": batch_size, "precision": precision, "warmup": warmup, "windows": windows, "steps": steps, "out": str(Path(tmp) / f"{fw}.json")}
+            op = {
+                "op": "bench",
+                "recipe": recipe,
+                "arch": arch,
+                "batch_size": batch_size,
+                "precision": precision,
+                "warmup": warmup,
+                "windows": windows,
+                "steps": steps,
+                "out": str(Path(tmp) / f"{fw}.json"),
+            }
             if rows:
                 op["rows"] = rows
             if fw == F.PYTORCH.key:
@@ -116,17 +157,49 @@ def run_bench(arch: str, batch_size: int, precision: str, frameworks: list[str],
 
 def cli_flags(fw: F.Framework, precision: str, extra_torch: dict, recipe: str = "seed") -> list[str]:
     """The training CLI's flags for a bench configuration."""
-    flags = ["--recipe", recipe] + {"fp32": [], "amp-fp16": ["--amp", "--amp-dtype", "float16"], "amp-bf16": ["--amp", "--amp-dtype", "bfloat16"]}[precision]
+    flags = ["--recipe", recipe] + {
+        "fp32": [],
+        "amp-fp16": ["--amp", "--amp-dtype", "float16"],
+        "amp-bf16": ["--amp", "--amp-dtype", "bfloat16"],
+    }[precision]
     if fw is F.PYTORCH:
         flags += ["--compile"] if extra_torch.get("compile") else []
         flags += [] if extra_torch.get("channels_last", True) else ["--no-channels-last"]
     return flags
 
 
-def time_cli(fw: F.Framework, arch: str, batch_size: int, data_dir: Path, epochs: int, out: Path, flags: list[str], timeout: float = 3600) -> dict:
+def time_cli(
+    fw: F.Framework,
+    arch: str,
+    batch_size: int,
+    data_dir: Path,
+    epochs: int,
+    out: Path,
+    flags: list[str],
+    timeout: float = 3600,
+) -> dict:
     """Run ``python -m <fw>.train`` as a user would and time each epoch by its line in metrics.jsonl."""
-    cmd = [sys.executable, "-m", f"{fw.package}.train", "--arch", arch, "--batch-size", str(batch_size), "--epochs", str(epochs),
-           "--data-dir", str(data_dir), "--no-verify", "--val-size", "0", "--out", str(out), "--quiet", "--force", *flags]
+    cmd = [
+        sys.executable,
+        "-m",
+        f"{fw.package}.train",
+        "--arch",
+        arch,
+        "--batch-size",
+        str(batch_size),
+        "--epochs",
+        str(epochs),
+        "--data-dir",
+        str(data_dir),
+        "--no-verify",
+        "--val-size",
+        "0",
+        "--out",
+        str(out),
+        "--quiet",
+        "--force",
+        *flags,
+    ]
     log = out.with_suffix(".log")
     metrics = out / rundir.METRICS
     marks: list[float] = []
@@ -158,7 +231,20 @@ def time_cli(fw: F.Framework, arch: str, batch_size: int, data_dir: Path, epochs
     }
 
 
-def run_cli_bench(arch: str, batch_size: int, precision: str, frameworks: list[str], warmup: int, windows: int, steps: int, extra_torch: dict, images: int, epochs: int, rounds: int, recipe: str = "seed") -> dict:
+def run_cli_bench(
+    arch: str,
+    batch_size: int,
+    precision: str,
+    frameworks: list[str],
+    warmup: int,
+    windows: int,
+    steps: int,
+    extra_torch: dict,
+    images: int,
+    epochs: int,
+    rounds: int,
+    recipe: str = "seed",
+) -> dict:
     """Step rates and CLI epoch rates, interleaved: each round runs, per framework, a step bench then the CLI."""
     from . import synthetic
 
@@ -170,8 +256,27 @@ def run_cli_bench(arch: str, batch_size: int, precision: str, frameworks: list[s
             order = frameworks if r % 2 == 0 else frameworks[::-1]  # alternate, so drift favours neither
             for key in order:
                 fw = F.get(key)
-                step = run_bench(arch, batch_size, precision, [key], warmup, windows, steps, extra_torch, rows=["train_aug"], recipe=recipe)[key]
-                cli = time_cli(fw, arch, batch_size, data_dir, epochs, Path(tmp) / f"run_{key}_{r}", cli_flags(fw, precision, extra_torch, recipe))
+                step = run_bench(
+                    arch,
+                    batch_size,
+                    precision,
+                    [key],
+                    warmup,
+                    windows,
+                    steps,
+                    extra_torch,
+                    rows=["train_aug"],
+                    recipe=recipe,
+                )[key]
+                cli = time_cli(
+                    fw,
+                    arch,
+                    batch_size,
+                    data_dir,
+                    epochs,
+                    Path(tmp) / f"run_{key}_{r}",
+                    cli_flags(fw, precision, extra_torch, recipe),
+                )
                 for what, res in (("step", step), ("cli", cli)):
                     if "error" in res:
                         out[key].setdefault("errors", []).append(f"round {r + 1}, {what}: {res['error']}")
@@ -180,7 +285,7 @@ def run_cli_bench(arch: str, batch_size: int, precision: str, frameworks: list[s
                 if "error" not in cli:
                     out[key]["epoch"] += cli["epoch_images_per_sec"]
                     out[key]["train"] += cli["train_images_per_sec"]
-    for key, r in out.items():
+    for r in out.values():
         med = {k: statistics.median(r[k]) if r[k] else float("nan") for k in ("step", "epoch", "train")}
         r.update({f"{k}_median": v for k, v in med.items()})
         r["epoch_over_step"] = med["epoch"] / med["step"]
@@ -191,8 +296,10 @@ def run_cli_bench(arch: str, batch_size: int, precision: str, frameworks: list[s
 def cli_table(res: dict, rounds: int, epochs: int) -> str:
     keys = [k for k in (F.KERAS.key, F.PYTORCH.key) if k in res]
     names = [F.get(k).label for k in keys]
-    lines = [f"CLI vs its own step (images/s, median; {rounds} interleaved round(s); epochs 2..{epochs} of each CLI run, validation off)",
-             f"{'':<44}" + "".join(f"{n:>10}" for n in names)]
+    lines = [
+        f"CLI vs its own step (images/s, median; {rounds} interleaved round(s); epochs 2..{epochs} of each CLI run, validation off)",
+        f"{'':<44}" + "".join(f"{n:>10}" for n in names),
+    ]
     for label, k, fmt in (
         ("train step, augmentation included", "step_median", "{:>10.1f}"),
         ("CLI, training phase (metrics.jsonl)", "train_median", "{:>10.1f}"),
@@ -213,7 +320,9 @@ def table(res: dict, arch: str) -> tuple[str, dict]:
     ceiling = max(ceilings) if ceilings else float("nan")
     tf, pt = res.get(F.KERAS.key, {}), res.get(F.PYTORCH.key, {})
     rounds = max((r.get("rounds", 1) for r in res.values()), default=1)
-    lines = [f"{f'images/s (median of {rounds} round(s), min-max)':<36} {'Keras':>22} {'PyTorch':>22} {'PT/Keras':>9} {'Keras %ceil':>12} {'PT %ceil':>9}"]
+    lines = [
+        f"{f'images/s (median of {rounds} round(s), min-max)':<36} {'Keras':>22} {'PyTorch':>22} {'PT/Keras':>9} {'Keras %ceil':>12} {'PT %ceil':>9}"
+    ]
     derived = {"ceiling_gflops": ceiling, "flops_per_image": flops, "rows": {}}
     for key, label in ROWS:
         a, b = tf.get(key), pt.get(key)
@@ -233,10 +342,13 @@ def table(res: dict, arch: str) -> tuple[str, dict]:
     for fw_key, r in (("keras", tf), ("pytorch", pt)):
         if r.get("augment") and r.get("train"):
             derived[f"{fw_key}_augment_over_train"] = r["augment"] / r["train"]
+
     def num(r: dict, key: str, fmt: str) -> str:
         return format(r[key], fmt) if isinstance(r.get(key), (int, float)) and r[key] == r[key] else "-"
 
-    lines.append(f"{'peak memory (MB)':<36} {num(tf, 'peak_memory_mb', '.0f'):>10} {num(pt, 'peak_memory_mb', '.0f'):>10}")
+    lines.append(
+        f"{'peak memory (MB)':<36} {num(tf, 'peak_memory_mb', '.0f'):>10} {num(pt, 'peak_memory_mb', '.0f'):>10}"
+    )
     lines.append(
         f"{'matmul ceiling (GFLOP/s, fp32)':<36} {num(tf, 'matmul_gflops', '.1f'):>10}{spread(tf, 'matmul_gflops'):>12} {num(pt, 'matmul_gflops', '.1f'):>10}{spread(pt, 'matmul_gflops'):>12}"
         f"   ceiling used: {ceiling:.1f}"
@@ -265,21 +377,46 @@ def cpu_model() -> str:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m resnet_port.bench", description=cli.description(__doc__))
-    ap.add_argument("--recipe", choices=list(RECIPES), default="seed", help="whose objective, optimiser and augmentation the step runs (default seed)")
+    ap.add_argument(
+        "--recipe",
+        choices=list(RECIPES),
+        default="seed",
+        help="whose objective, optimiser and augmentation the step runs (default seed)",
+    )
     ap.add_argument("--arch", choices=available(), default=None, help="architecture (default: the recipe's)")
     ap.add_argument("--batch-size", type=int, default=None, help="batch size (default: the recipe's)")
-    ap.add_argument("--precision", choices=["fp32", "amp-fp16", "amp-bf16"], default="fp32", help="fp32 (default), or mixed precision: amp-fp16 (float16 autocast and a loss scaler) or amp-bf16 (bfloat16 autocast); Keras runs the mixed_float16 / mixed_bfloat16 policy")
+    ap.add_argument(
+        "--precision",
+        choices=["fp32", "amp-fp16", "amp-bf16"],
+        default="fp32",
+        help="fp32 (default), or mixed precision: amp-fp16 (float16 autocast and a loss scaler) or amp-bf16 (bfloat16 autocast); Keras runs the mixed_float16 / mixed_bfloat16 policy",
+    )
     ap.add_argument("--frameworks", default="tf,torch", help="comma-separated: tf, torch (default both)")
     ap.add_argument("--warmup", type=int, default=2, help="untimed steps first (default 2)")
     ap.add_argument("--windows", type=int, default=3, help="timed windows; the median is reported (default 3)")
     ap.add_argument("--steps", type=int, default=3, help="steps per window (default 3)")
     ap.add_argument("--compile", action="store_true", help="torch.compile the PyTorch model")
-    ap.add_argument("--no-channels-last", action="store_true", help="PyTorch: keep the model and batches NCHW instead of channels_last (NHWC), to measure what the memory format gives")
-    ap.add_argument("--sweep", action="store_true", help="PyTorch: also every precision with compile off and on (for GPUs)")
-    ap.add_argument("--cli", action="store_true", help="also time each training CLI's epochs, interleaved with the step (see the module docstring)")
+    ap.add_argument(
+        "--no-channels-last",
+        action="store_true",
+        help="PyTorch: keep the model and batches NCHW instead of channels_last (NHWC), to measure what the memory format gives",
+    )
+    ap.add_argument(
+        "--sweep", action="store_true", help="PyTorch: also every precision with compile off and on (for GPUs)"
+    )
+    ap.add_argument(
+        "--cli",
+        action="store_true",
+        help="also time each training CLI's epochs, interleaved with the step (see the module docstring)",
+    )
     ap.add_argument("--cli-images", type=int, default=None, help="training images per CLI epoch (default 20 batches)")
     ap.add_argument("--cli-epochs", type=int, default=3, help="epochs per CLI run; the first is not timed (default 3)")
-    ap.add_argument("--rounds", type=int, default=3, help="rounds alternating the frameworks' order, of the step bench and of --cli (default 3)")
+    ap.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="rounds alternating the frameworks' order, of the step bench and of --cli (default 3)",
+    )
     ap.add_argument("--json", help="write all results here")
     cli.add_threads(ap)
     ap.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
@@ -292,29 +429,83 @@ def main(argv=None) -> int:
     args.batch_size = args.batch_size or RECIPES[args.recipe].batch_size
     frameworks = [f.strip() for f in args.frameworks.split(",") if f.strip()]
     bad = [f for f in frameworks if f not in parity.FRAMEWORKS]
-    if bad or not frameworks or min(args.batch_size, args.windows, args.steps, args.rounds) < 1 or args.warmup < 0 or args.cli_epochs < 2:
-        print(f"error: --frameworks takes tf and/or torch; --batch-size, --windows, --steps, --rounds must be positive and --cli-epochs at least 2 (got {args.frameworks!r})", file=sys.stderr)
+    if (
+        bad
+        or not frameworks
+        or min(args.batch_size, args.windows, args.steps, args.rounds) < 1
+        or args.warmup < 0
+        or args.cli_epochs < 2
+    ):
+        print(
+            f"error: --frameworks takes tf and/or torch; --batch-size, --windows, --steps, --rounds must be positive and --cli-epochs at least 2 (got {args.frameworks!r})",
+            file=sys.stderr,
+        )
         return 2
     started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     extra = {"compile": args.compile, "channels_last": not args.no_channels_last}
-    res = run_rounds(args.arch, args.batch_size, args.precision, frameworks, args.warmup, args.windows, args.steps, extra, args.rounds, recipe=args.recipe, progress=cli.Progress("bench", args.quiet))
+    res = run_rounds(
+        args.arch,
+        args.batch_size,
+        args.precision,
+        frameworks,
+        args.warmup,
+        args.windows,
+        args.steps,
+        extra,
+        args.rounds,
+        recipe=args.recipe,
+        progress=cli.Progress("bench", args.quiet),
+    )
     text, derived = table(res, args.arch)
     header = f"resnet-port bench: {args.recipe} recipe, {args.arch}, batch {args.batch_size}, {args.precision}, {cpu_model()}, {threads or 'default'} CPU thread{'' if threads == 1 else 's'} ({how}), {started}"
     print(header)
     print(text)
-    report = {"recipe": args.recipe, "arch": args.arch, "batch_size": args.batch_size, "precision": args.precision, "date": started, "rounds": args.rounds, "results": res, **derived, "sweep": []}
+    report = {
+        "recipe": args.recipe,
+        "arch": args.arch,
+        "batch_size": args.batch_size,
+        "precision": args.precision,
+        "date": started,
+        "rounds": args.rounds,
+        "results": res,
+        **derived,
+        "sweep": [],
+    }
     if args.sweep:
         print("\nPyTorch sweep (train step with augmentation, images/s):")
         for precision in ("fp32", "amp-fp16", "amp-bf16"):
             for comp in (False, True):
-                r = run_bench(args.arch, args.batch_size, precision, [F.PYTORCH.key], args.warmup, args.windows, args.steps, {"compile": comp, "channels_last": not args.no_channels_last}, recipe=args.recipe)[F.PYTORCH.key]
+                r = run_bench(
+                    args.arch,
+                    args.batch_size,
+                    precision,
+                    [F.PYTORCH.key],
+                    args.warmup,
+                    args.windows,
+                    args.steps,
+                    {"compile": comp, "channels_last": not args.no_channels_last},
+                    recipe=args.recipe,
+                )[F.PYTORCH.key]
                 report["sweep"].append({"precision": precision, "compile": comp, **r})
                 shown = f"{r['train_aug']:.0f}" if "train_aug" in r else f"FAILED: {r['error'].splitlines()[0]}"
                 print(f"  {precision:<9} compile={'on ' if comp else 'off'}  {shown}")
     failed = any("error" in r or r.get("errors") for r in res.values())
     if args.cli:
         images = args.cli_images or 20 * args.batch_size
-        timed = run_cli_bench(args.arch, args.batch_size, args.precision, frameworks, args.warmup, args.windows, args.steps, extra, images, args.cli_epochs, args.rounds, args.recipe)
+        timed = run_cli_bench(
+            args.arch,
+            args.batch_size,
+            args.precision,
+            frameworks,
+            args.warmup,
+            args.windows,
+            args.steps,
+            extra,
+            images,
+            args.cli_epochs,
+            args.rounds,
+            args.recipe,
+        )
         print()
         print(cli_table(timed, args.rounds, args.cli_epochs))
         report["cli"] = {"images": images, "epochs": args.cli_epochs, "rounds": args.rounds, "results": timed}

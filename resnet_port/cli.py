@@ -52,27 +52,86 @@ def train_parser(framework: str, description: str) -> argparse.ArgumentParser:
         return f"seed: {fmt.format(get(seed))}, modern: {fmt.format(get(modern))}"
 
     ap = argparse.ArgumentParser(prog=f"python -m {framework}.train", description=plain(description))
-    ap.add_argument("--recipe", choices=list(RECIPES), default="seed", help="the recipe: 'seed', the post's (default), or 'modern' (CIFAR ResNet18, SGD, Cutout; README)")
+    ap.add_argument(
+        "--recipe",
+        choices=list(RECIPES),
+        default="seed",
+        help="the recipe: 'seed', the post's (default), or 'modern' (CIFAR ResNet18, SGD, Cutout; README)",
+    )
     ap.add_argument("--arch", choices=available(), default=None, help=f"architecture ({both(lambda r: r.arch)})")
     ap.add_argument("--epochs", type=_positive_int, default=None, help=f"epochs ({both(lambda r: r.epochs)})")
-    ap.add_argument("--batch-size", type=_positive_int, default=None, help=f"training batch size ({both(lambda r: r.batch_size)})")
-    ap.add_argument("--eval-batch-size", type=_positive_int, default=None, help=f"validation/test batch size ({both(lambda r: r.eval_batch_size)})")
-    ap.add_argument("--lr", type=_positive_float, default=None, help=f"learning rate: Adam's initial rate, or SGD's peak rate at {modern.optimizer.base_batch} images per step ({both(lambda r: r.optimizer.learning_rate)})")
-    ap.add_argument("--lr-decay", type=float, default=None, help=f"seed recipe: inverse-time decay per step, lr/(1 + decay*t) (default {seed.optimizer.decay})")
-    ap.add_argument("--l2", type=float, default=None, help=f"weight of sum(v**2)/2 in the objective ({both(lambda r: r.objective.l2)})")
-    ap.add_argument("--l2-scope", choices=L2_SCOPES, default=None, help=f"'all' trainable variables or conv/dense 'kernels' only ({both(lambda r: r.objective.l2_scope)})")
+    ap.add_argument(
+        "--batch-size", type=_positive_int, default=None, help=f"training batch size ({both(lambda r: r.batch_size)})"
+    )
+    ap.add_argument(
+        "--eval-batch-size",
+        type=_positive_int,
+        default=None,
+        help=f"validation/test batch size ({both(lambda r: r.eval_batch_size)})",
+    )
+    ap.add_argument(
+        "--lr",
+        type=_positive_float,
+        default=None,
+        help=f"learning rate: Adam's initial rate, or SGD's peak rate at {modern.optimizer.base_batch} images per step ({both(lambda r: r.optimizer.learning_rate)})",
+    )
+    ap.add_argument(
+        "--lr-decay",
+        type=float,
+        default=None,
+        help=f"seed recipe: inverse-time decay per step, lr/(1 + decay*t) (default {seed.optimizer.decay})",
+    )
+    ap.add_argument(
+        "--l2",
+        type=float,
+        default=None,
+        help=f"weight of sum(v**2)/2 in the objective ({both(lambda r: r.objective.l2)})",
+    )
+    ap.add_argument(
+        "--l2-scope",
+        choices=L2_SCOPES,
+        default=None,
+        help=f"'all' trainable variables or conv/dense 'kernels' only ({both(lambda r: r.objective.l2_scope)})",
+    )
     ap.add_argument("--no-augment", action="store_true", help="train without the recipe's random augmentation")
-    ap.add_argument("--data-dir", help="folder holding cifar-100-python/ or the .tar.gz (default: search, then download)")
-    ap.add_argument("--no-verify", action="store_true", help="skip the md5 checks, to train on your own files in the CIFAR-100 format")
-    ap.add_argument("--val-size", type=_nonneg_int, default=None, help=f"validate on the last N training images (default {seed.val_size})")
-    ap.add_argument("--limit-train", type=_positive_int, default=None, help="train on the first N training images only (quick runs)")
-    ap.add_argument("--seed", type=int, default=None, help=f"seed of initialisation, shuffling and augmentation (default {seed.seed})")
+    ap.add_argument(
+        "--data-dir", help="folder holding cifar-100-python/ or the .tar.gz (default: search, then download)"
+    )
+    ap.add_argument(
+        "--no-verify",
+        action="store_true",
+        help="skip the md5 checks, to train on your own files in the CIFAR-100 format",
+    )
+    ap.add_argument(
+        "--val-size",
+        type=_nonneg_int,
+        default=None,
+        help=f"validate on the last N training images (default {seed.val_size})",
+    )
+    ap.add_argument(
+        "--limit-train", type=_positive_int, default=None, help="train on the first N training images only (quick runs)"
+    )
+    ap.add_argument(
+        "--seed",
+        type=int,
+        default=None,
+        help=f"seed of initialisation, shuffling and augmentation (default {seed.seed})",
+    )
     ap.add_argument("--out", default=None, help=f"run directory (default runs/{framework.split('_')[0]}-ARCH)")
     ap.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     ap.add_argument("--force", action="store_true", help="overwrite the run in --out")
     ap.add_argument("--amp", action="store_true", help="mixed precision (float16 on a GPU; see --amp-dtype)")
-    ap.add_argument("--amp-dtype", choices=["float16", "bfloat16"], default=None, help="AMP compute type (default float16; giving it forces AMP, also on a CPU)")
-    ap.add_argument("--float64", action="store_true", help="train in float64 from the float32 initial weights (slow; for exact comparisons of runs)")
+    ap.add_argument(
+        "--amp-dtype",
+        choices=["float16", "bfloat16"],
+        default=None,
+        help="AMP compute type (default float16; giving it forces AMP, also on a CPU)",
+    )
+    ap.add_argument(
+        "--float64",
+        action="store_true",
+        help="train in float64 from the float32 initial weights (slow; for exact comparisons of runs)",
+    )
     ap.add_argument("--quiet", action="store_true", help="no progress bars")
     add_threads(ap)
     return ap
@@ -82,9 +141,13 @@ THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "TF_NUM_INTRAOP_THREAD
 
 
 def add_threads(ap: argparse.ArgumentParser) -> None:
-    ap.add_argument("--threads", type=_positive_int, default=None,
-                    help="CPU compute threads (default: every core but one, unless OMP_NUM_THREADS or TF_NUM_INTRAOP_THREADS says; "
-                         "with every core, a second busy process on the machine slows PyTorch ~8x)")
+    ap.add_argument(
+        "--threads",
+        type=_positive_int,
+        default=None,
+        help="CPU compute threads (default: every core but one, unless OMP_NUM_THREADS or TF_NUM_INTRAOP_THREADS says; "
+        "with every core, a second busy process on the machine slows PyTorch ~8x)",
+    )
 
 
 def cpu_threads(requested: int | None) -> tuple[int | None, str]:
@@ -110,12 +173,18 @@ def cpu_threads(requested: int | None) -> tuple[int | None, str]:
 def recipe_from_args(args) -> Recipe:
     """The chosen recipe with the settings the flags give; a flag the recipe has no use for is an error."""
     base = RECIPES[args.recipe]
-    changes = {k: getattr(args, k) for k in ("arch", "epochs", "batch_size", "eval_batch_size", "val_size", "seed", "limit_train") if getattr(args, k) is not None}
+    changes = {
+        k: getattr(args, k)
+        for k in ("arch", "epochs", "batch_size", "eval_batch_size", "val_size", "seed", "limit_train")
+        if getattr(args, k) is not None
+    }
     objective = {k: v for k, v in (("l2", args.l2), ("l2_scope", args.l2_scope)) if v is not None}
     optimizer = {} if args.lr is None else {"learning_rate": args.lr}
     if args.lr_decay is not None:
         if not isinstance(base.optimizer, AdamSpec):
-            raise ValueError(f"--lr-decay is the seed recipe's Adam decay; the {args.recipe} recipe's SGD follows a warm-up and cosine schedule")
+            raise ValueError(
+                f"--lr-decay is the seed recipe's Adam decay; the {args.recipe} recipe's SGD follows a warm-up and cosine schedule"
+            )
         optimizer["decay"] = args.lr_decay
     return dataclasses.replace(
         base,

@@ -28,7 +28,10 @@ import numpy as np
 from . import cli, frameworks, rundir
 from .parity import worker_env
 
-COLOURS = {"tf_impl": ["tab:orange", "tab:red", "tab:brown", "gold"], "torch_impl": ["tab:blue", "tab:cyan", "tab:purple", "navy"]}
+COLOURS = {
+    "tf_impl": ["tab:orange", "tab:red", "tab:brown", "gold"],
+    "torch_impl": ["tab:blue", "tab:cyan", "tab:purple", "navy"],
+}
 FLAG_FRACTION = 0.001  # more disagreeing predictions than this is not rounding
 
 
@@ -52,7 +55,9 @@ def data_label(cfg: dict) -> str:
     d = cfg.get("data", {})
     if not d:
         return "?"
-    return f"{d.get('train', '?')}/{d.get('val', '?')}/{d.get('test', '?')}" + ("" if d.get("verified", True) else " unverified")
+    return f"{d.get('train', '?')}/{d.get('val', '?')}/{d.get('test', '?')}" + (
+        "" if d.get("verified", True) else " unverified"
+    )
 
 
 def load_run(path: Path) -> dict:
@@ -64,7 +69,9 @@ def load_run(path: Path) -> dict:
     try:
         fw = frameworks.get(cfg["framework"])
     except (KeyError, ValueError):
-        raise rundir.RunDirError(f"{path / rundir.CONFIG} names no framework this tool knows ({cfg.get('framework')!r})") from None
+        raise rundir.RunDirError(
+            f"{path / rundir.CONFIG} names no framework this tool knows ({cfg.get('framework')!r})"
+        ) from None
     val = _finite(m.get("val_accuracy") for m in metrics)
     missing = float("nan")
     return {
@@ -96,7 +103,16 @@ def cross_evaluate(run: dict, workdir: Path) -> dict:
         raise CompareError(f"cross-evaluation needs {other_fw.install_hint()} (or pass --no-cross-eval)")
     pred_path, json_path = workdir / f"{run['name']}_{other}.npy", workdir / f"{run['name']}_{other}.json"
     proc = subprocess.run(
-        [sys.executable, "-m", f"{other}.evaluate", str(run["path"]), "--predictions", str(pred_path), "--json", str(json_path)],
+        [
+            sys.executable,
+            "-m",
+            f"{other}.evaluate",
+            str(run["path"]),
+            "--predictions",
+            str(pred_path),
+            "--json",
+            str(json_path),
+        ],
         capture_output=True,
         text=True,
         env=worker_env(),
@@ -107,7 +123,9 @@ def cross_evaluate(run: dict, workdir: Path) -> dict:
     theirs = np.load(pred_path)
     mine = np.load(run["path"] / rundir.PREDICTIONS)
     if mine.shape != theirs.shape:
-        raise CompareError(f"{run['path']}: {len(mine)} stored predictions but {len(theirs)} test images now; was the data changed?")
+        raise CompareError(
+            f"{run['path']}: {len(mine)} stored predictions but {len(theirs)} test images now; was the data changed?"
+        )
     disagree = int((mine != theirs).sum())
     return {
         "other_framework": other_fw.label,
@@ -132,7 +150,10 @@ COLUMNS = [
     ("train time (s)", "train_seconds", "{:.1f}"),
     ("images/s", "images_per_sec", "{:.1f}"),
 ]
-CROSS_COLUMNS = [("test acc, other framework", "other_test_accuracy", "{:.4f}"), ("predictions differing", "disagree_text", "{}")]
+CROSS_COLUMNS = [
+    ("test acc, other framework", "other_test_accuracy", "{:.4f}"),
+    ("predictions differing", "disagree_text", "{}"),
+]
 
 
 def rows_for(runs: list[dict], cross: bool) -> tuple[list[str], list[list[str]]]:
@@ -181,13 +202,29 @@ def plot_overlay(runs: list[dict], out_dir: Path) -> list[Path]:
         for r in runs:
             epochs = [m["epoch"] for m in r["metrics"]]
             label = f"{r['name']} ({frameworks.get(r['framework']).label}, {r['arch']})"
-            value = (lambda m, k: m.get(k) if m.get(k) is not None else float("nan"))  # null in metrics.jsonl: no value
-            ax.plot(epochs, [value(m, metric) for m in r["metrics"]], "-o", ms=3, color=colour[r["name"]], label=f"{label} train")
-            ax.plot(epochs, [value(m, f"val_{metric}") for m in r["metrics"]], "--s", ms=3, color=colour[r["name"]], label=f"{label} val")
+            value = lambda m, k: m.get(k) if m.get(k) is not None else float("nan")  # null in metrics.jsonl: no value
+            ax.plot(
+                epochs,
+                [value(m, metric) for m in r["metrics"]],
+                "-o",
+                ms=3,
+                color=colour[r["name"]],
+                label=f"{label} train",
+            )
+            ax.plot(
+                epochs,
+                [value(m, f"val_{metric}") for m in r["metrics"]],
+                "--s",
+                ms=3,
+                color=colour[r["name"]],
+                label=f"{label} val",
+            )
         ax.set_xlabel("Epoch")
         ax.set_ylabel(ylabel)
         ax.set_title(f"{ylabel}: solid, circles = train; dashed, squares = validation")
-        ax.legend(fontsize=7, handlelength=5)  # long enough handles that the dashing shows (and square markers: validation)
+        ax.legend(
+            fontsize=7, handlelength=5
+        )  # long enough handles that the dashing shows (and square markers: validation)
         path = out_dir / f"{metric}.png"
         fig.savefig(path)
         plt.close(fig)
@@ -207,8 +244,14 @@ def default_report(runs: list[Path]) -> Path:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m resnet_port.compare", description=cli.description(__doc__))
     ap.add_argument("runs", nargs="+", help="run directories written by tf_impl.train or torch_impl.train")
-    ap.add_argument("--report", default=None, help="folder for the Markdown/CSV table and plots (default: compare-report/ beside the runs, in the folder that holds them)")
-    ap.add_argument("--no-cross-eval", action="store_true", help="skip evaluating each run's weights in the other framework")
+    ap.add_argument(
+        "--report",
+        default=None,
+        help="folder for the Markdown/CSV table and plots (default: compare-report/ beside the runs, in the folder that holds them)",
+    )
+    ap.add_argument(
+        "--no-cross-eval", action="store_true", help="skip evaluating each run's weights in the other framework"
+    )
     ap.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     args = ap.parse_args(argv)
     progress = cli.Progress("compare", args.quiet)
@@ -234,7 +277,9 @@ def main(argv=None) -> int:
                     progress(f"evaluating {r['name']}'s weights in {frameworks.other(r['framework']).label}")
                     c = cross_evaluate(r, Path(tmp))
                     r.update(c)
-                    r["disagree_text"] = f"{c['disagreements']} of {c['total']}" + ("  <-- FLAGGED" if c["flagged"] else "")
+                    r["disagree_text"] = f"{c['disagreements']} of {c['total']}" + (
+                        "  <-- FLAGGED" if c["flagged"] else ""
+                    )
     except (rundir.RunDirError, CompareError, OSError) as e:
         return cli.fail(str(e))
     header, rows = rows_for(runs, cross)
@@ -245,10 +290,16 @@ def main(argv=None) -> int:
         notes.append(f"note: these runs are of different architectures ({', '.join(archs)}); compare like with like")
     recipes = sorted({r["recipe"] for r in runs})
     if len(recipes) > 1:
-        notes.append(f"note: these runs follow different recipes ({', '.join(recipes)}): their accuracies answer different questions")
+        notes.append(
+            f"note: these runs follow different recipes ({', '.join(recipes)}): their accuracies answer different questions"
+        )
     datas = {(r["data"], r["data_fingerprint"]) for r in runs}
     if len(datas) > 1:
-        notes.append("note: these runs trained or were tested on different data (see the data column" + ("" if len({d for d, _ in datas}) > 1 else "; same sizes, other images") + "); their accuracies are not comparable")
+        notes.append(
+            "note: these runs trained or were tested on different data (see the data column"
+            + ("" if len({d for d, _ in datas}) > 1 else "; same sizes, other images")
+            + "); their accuracies are not comparable"
+        )
     flagged = [r for r in runs if r.get("flagged")]
     for r in flagged:
         notes.append(
@@ -262,13 +313,17 @@ def main(argv=None) -> int:
         report.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         return cli.fail(f"cannot write the report to {report} ({e.strerror}); give --report FOLDER")
-    (report / "compare.md").write_text("# Run comparison\n\n" + format_markdown(header, rows) + "\n\n" + "\n\n".join(notes) + ("\n" if notes else ""))
+    (report / "compare.md").write_text(
+        "# Run comparison\n\n" + format_markdown(header, rows) + "\n\n" + "\n\n".join(notes) + ("\n" if notes else "")
+    )
     with open(report / "compare.csv", "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(header)
         w.writerows(rows)
     plot_overlay(runs, report)
-    print(f"report: {report / 'compare.md'}, {report / 'compare.csv'}, {report / 'accuracy.png'}, {report / 'loss.png'}")
+    print(
+        f"report: {report / 'compare.md'}, {report / 'compare.csv'}, {report / 'accuracy.png'}, {report / 'loss.png'}"
+    )
     return 1 if flagged else 0
 
 

@@ -47,21 +47,35 @@ def check(b: backends.Backend, arch: str, train: bool = False) -> list[str]:
     want = spec.parameters()
     if list(got) != list(want):
         extra, lacking = sorted(set(got) - set(want)), sorted(set(want) - set(got))
-        problems.append(f"parameters: {len(extra)} not in the spec {extra[:3]}, {len(lacking)} missing {lacking[:3]}" if extra or lacking else "parameters out of execution order")
+        problems.append(
+            f"parameters: {len(extra)} not in the spec {extra[:3]}, {len(lacking)} missing {lacking[:3]}"
+            if extra or lacking
+            else "parameters out of execution order"
+        )
         return problems
-    problems += [f"{k}: shape {tuple(got[k].shape)}, the spec says {want[k]}" for k in want if tuple(got[k].shape) != tuple(want[k])]
+    problems += [
+        f"{k}: shape {tuple(got[k].shape)}, the spec says {want[k]}"
+        for k in want
+        if tuple(got[k].shape) != tuple(want[k])
+    ]
     if sum(a.size for a in got.values()) != spec.count_parameters().total:
-        problems.append(f"{sum(a.size for a in got.values())} parameters, the spec counts {spec.count_parameters().total}")
+        problems.append(
+            f"{sum(a.size for a in got.values())} parameters, the spec counts {spec.count_parameters().total}"
+        )
     tensors = fixed_tensors(spec)
     b.from_numpy(model, spec, tensors)
     back = b.to_numpy(model, spec)
-    problems += [f"{k}: not bit-exact through from_numpy/to_numpy" for k in tensors if not np.array_equal(back[k], tensors[k])]
+    problems += [
+        f"{k}: not bit-exact through from_numpy/to_numpy" for k in tensors if not np.array_equal(back[k], tensors[k])
+    ]
     with tempfile.TemporaryDirectory() as tmp:
         path = b.save_weights(model, spec, Path(tmp) / "w.safetensors")
         fresh = b.build(spec)
         b.load_weights(fresh, spec, path)
         again = b.to_numpy(fresh, spec)
-        problems += [f"{k}: not bit-exact through the neutral file" for k in tensors if not np.array_equal(again[k], tensors[k])]
+        problems += [
+            f"{k}: not bit-exact through the neutral file" for k in tensors if not np.array_equal(again[k], tensors[k])
+        ]
     size = max(32, min(spec.input_shape[:2]))
     images = np.random.default_rng(0).random((2, size, size, spec.input_shape[-1]), dtype=np.float32)
     for training in (False, True):
@@ -69,9 +83,15 @@ def check(b: backends.Backend, arch: str, train: bool = False) -> list[str]:
         layers = spec.layers((size, size, spec.input_shape[-1]))
         names = [layer.name for layer in layers]
         if set(outputs) != set(names) | {"logits"}:
-            problems.append(f"layer outputs: {sorted(set(outputs) - set(names) - {'logits'})[:3]} not spec layers, {sorted(set(names) - set(outputs))[:3]} missing")
+            problems.append(
+                f"layer outputs: {sorted(set(outputs) - set(names) - {'logits'})[:3]} not spec layers, {sorted(set(names) - set(outputs))[:3]} missing"
+            )
             break
-        problems += [f"{layer.name}: output {outputs[layer.name].shape[1:]}, the spec says {layer.output_shape}" for layer in layers if tuple(outputs[layer.name].shape[1:]) != tuple(layer.output_shape)]
+        problems += [
+            f"{layer.name}: output {outputs[layer.name].shape[1:]}, the spec says {layer.output_shape}"
+            for layer in layers
+            if tuple(outputs[layer.name].shape[1:]) != tuple(layer.output_shape)
+        ]
         if outputs["logits"].shape != (2, spec.num_classes) or not np.isfinite(outputs["logits"]).all():
             problems.append(f"logits {outputs['logits'].shape}, finite: {bool(np.isfinite(outputs['logits']).all())}")
     if train:
@@ -94,7 +114,12 @@ def check(b: backends.Backend, arch: str, train: bool = False) -> list[str]:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m resnet_port.conformance", description=__doc__.split("\n\n")[0])
     ap.add_argument("--backend", required=True, choices=backends.all_keys())
-    ap.add_argument("--train", default="", metavar="VARIANTS", help="also take one optimiser step on these (comma-separated, or 'all')")
+    ap.add_argument(
+        "--train",
+        default="",
+        metavar="VARIANTS",
+        help="also take one optimiser step on these (comma-separated, or 'all')",
+    )
     ap.add_argument("--out", type=Path, help="write {variant: [problems]} here as JSON")
     ap.add_argument("variants", nargs="*", help="registered variants (default: every one)")
     args = ap.parse_args(argv)
@@ -105,7 +130,10 @@ def main(argv=None) -> int:
             results[arch] = check(b, arch, args.train == "all" or arch in args.train.split(","))
         except Exception as e:  # a backend that raises does not conform: say so, go on
             results[arch] = [f"raised {cli.reason(e, 400)}"]
-        print(f"{b.framework.label} {arch}: " + ("PASS" if not results[arch] else "FAIL: " + "; ".join(results[arch])), flush=True)
+        print(
+            f"{b.framework.label} {arch}: " + ("PASS" if not results[arch] else "FAIL: " + "; ".join(results[arch])),
+            flush=True,
+        )
     if args.out:
         args.out.write_text(json.dumps(results, indent=1))
     return 0 if not any(results.values()) else 1

@@ -76,7 +76,9 @@ class Cifar100:
     fine_to_coarse: np.ndarray  # (100,) coarse label of each fine label (-1: not seen in the files)
     source: str  # where it was read from
     verified: bool  # md5 sums checked
-    normalization: Normalization | None = None  # the training split's per-channel statistics, when the recipe normalises
+    normalization: Normalization | None = (
+        None  # the training split's per-channel statistics, when the recipe normalises
+    )
 
 
 def fingerprint(ds: Cifar100) -> str:
@@ -171,10 +173,14 @@ def _read_members(path: Path, verify: bool) -> dict[str, bytes]:
                 try:
                     member = tar.getmember(f"{FOLDER}/{name}")
                 except KeyError:
-                    raise DataError(f"{path} does not contain {FOLDER}/{name}; it is not the CIFAR-100 archive") from None
+                    raise DataError(
+                        f"{path} does not contain {FOLDER}/{name}; it is not the CIFAR-100 archive"
+                    ) from None
                 raw[name] = tar.extractfile(member).read()
     except (tarfile.TarError, EOFError, OSError, ValueError) as e:
-        raise DataError(f"{path} is truncated or not a gzip'd tar archive ({e}); delete it and download it again") from None
+        raise DataError(
+            f"{path} is truncated or not a gzip'd tar archive ({e}); delete it and download it again"
+        ) from None
     if verify:
         for name, blob in raw.items():
             _check_md5(blob, name, f"{path}:{FOLDER}/{name}")
@@ -218,7 +224,9 @@ def fine_to_coarse_map(*splits: Split, where: str = "") -> np.ndarray:
     for s in splits:
         for f, c in set(zip(s.fine.tolist(), s.coarse.tolist())):
             if m[f] not in (-1, c):
-                raise DataError(f"{where}: fine class {f} is labelled with coarse classes {m[f]} and {c}; the files are inconsistent")
+                raise DataError(
+                    f"{where}: fine class {f} is labelled with coarse classes {m[f]} and {c}; the files are inconsistent"
+                )
             m[f] = c
     return m
 
@@ -231,7 +239,9 @@ def read(path: str | os.PathLike, verify: bool = True, val_size: int = 5000) -> 
     test = _split_from(_unpickle(raw["test"], "test", str(path)), "test", str(path))
     fine_names, coarse_names = _names(_unpickle(raw["meta"], "meta", str(path)), str(path))
     if not 0 <= val_size < len(train):
-        raise DataError(f"--val-size must be between 0 and {len(train) - 1} (the training file holds {len(train)} images), got {val_size}")
+        raise DataError(
+            f"--val-size must be between 0 and {len(train) - 1} (the training file holds {len(train)} images), got {val_size}"
+        )
     cut = len(train) - val_size
     tr = Split(train.images[:cut], train.fine[:cut], train.coarse[:cut])
     va = Split(train.images[cut:], train.fine[cut:], train.coarse[cut:])
@@ -280,7 +290,18 @@ def download(dest_dir: Path, url: str = URL, quiet: bool = False) -> Path:
             from tqdm.auto import tqdm
 
             total = int(r.headers.get("Content-Length") or 0) or None
-            with open(tmp, "wb") as f, tqdm(total=total, desc=f"downloading {ARCHIVE}", unit="B", unit_scale=True, unit_divisor=1024, disable=quiet, file=sys.stderr) as bar:
+            with (
+                open(tmp, "wb") as f,
+                tqdm(
+                    total=total,
+                    desc=f"downloading {ARCHIVE}",
+                    unit="B",
+                    unit_scale=True,
+                    unit_divisor=1024,
+                    disable=quiet,
+                    file=sys.stderr,
+                ) as bar,
+            ):
                 while chunk := r.read(1 << 20):
                     f.write(chunk)
                     md5.update(chunk)
@@ -294,10 +315,15 @@ def download(dest_dir: Path, url: str = URL, quiet: bool = False) -> Path:
     return dest
 
 
-def load(data_dir=None, verify: bool = True, val_size: int = 5000, download_if_missing: bool = True, quiet: bool = False) -> Cifar100:
+def load(
+    data_dir=None, verify: bool = True, val_size: int = 5000, download_if_missing: bool = True, quiet: bool = False
+) -> Cifar100:
     """Find (or download) CIFAR-100 and return the recipe's split."""
     if not verify and not quiet:
-        print("warning: md5 checks are off (--no-verify): any files in the cifar-100-python format are accepted", file=sys.stderr)
+        print(
+            "warning: md5 checks are off (--no-verify): any files in the cifar-100-python format are accepted",
+            file=sys.stderr,
+        )
     found = find(data_dir)
     if found is None:
         roots = search_roots(data_dir)
@@ -313,11 +339,15 @@ def load(data_dir=None, verify: bool = True, val_size: int = 5000, download_if_m
             found = download(roots[0] if data_dir else Path("~/.keras/datasets").expanduser(), quiet=quiet)
         except (urllib.error.URLError, OSError, TimeoutError) as e:
             reason = getattr(e, "reason", e)
-            raise DataError(f"CIFAR-100 not found, and downloading it failed ({reason}). Looked in:\n  {looked}\n{how}") from None
+            raise DataError(
+                f"CIFAR-100 not found, and downloading it failed ({reason}). Looked in:\n  {looked}\n{how}"
+            ) from None
     return read(found, verify=verify, val_size=val_size)
 
 
-def write_cifar100(folder: str | os.PathLike, train: Split, test: Split, fine_names=None, coarse_names=None, archive: bool = False) -> Path:
+def write_cifar100(
+    folder: str | os.PathLike, train: Split, test: Split, fine_names=None, coarse_names=None, archive: bool = False
+) -> Path:
     """Write arrays in the exact original format (pickle protocol 2, byte-string keys).
 
     For tests and for users who want to feed their own data through the real
@@ -343,7 +373,13 @@ def write_cifar100(folder: str | os.PathLike, train: Split, test: Split, fine_na
     members = {
         "train": blob(train, b"training batch 1 of 1"),
         "test": blob(test, b"testing batch 1 of 1"),
-        "meta": pickle.dumps({b"fine_label_names": [s.encode() for s in fine_names], b"coarse_label_names": [s.encode() for s in coarse_names]}, protocol=2),
+        "meta": pickle.dumps(
+            {
+                b"fine_label_names": [s.encode() for s in fine_names],
+                b"coarse_label_names": [s.encode() for s in coarse_names],
+            },
+            protocol=2,
+        ),
     }
     if archive:
         folder.mkdir(parents=True, exist_ok=True)

@@ -25,7 +25,12 @@ from .spec import get_spec
 # the deliberately wrong PyTorch ports of torch_impl.naive (named here, since this module imports no framework)
 NAIVE_VARIANTS = ("symmetric-padding", "torch-bn-epsilon", "same-padding", "keras-bn-epsilon")
 #: the conventions each one is a wrong port of: the first two break a Keras-convention model, the last two a PyTorch-convention one
-NAIVE_CONVENTIONS = {"symmetric-padding": "keras", "torch-bn-epsilon": "keras", "same-padding": "pytorch", "keras-bn-epsilon": "pytorch"}
+NAIVE_CONVENTIONS = {
+    "symmetric-padding": "keras",
+    "torch-bn-epsilon": "keras",
+    "same-padding": "pytorch",
+    "keras-bn-epsilon": "pytorch",
+}
 
 
 def forward_both(weights_path, arch, x: np.ndarray, training: bool, workdir, variant: str | None = None):
@@ -35,7 +40,14 @@ def forward_both(weights_path, arch, x: np.ndarray, training: bool, workdir, var
     mode = "train" if training else "eval"
     outs = {}
     for fw in parity.FRAMEWORKS:
-        op = {"op": "forward", "arch": arch, "weights": str(weights_path), "inputs": str(workdir / "inputs.npy"), "training": training, "out": str(workdir / f"{fw}_{mode}.npz")}
+        op = {
+            "op": "forward",
+            "arch": arch,
+            "weights": str(weights_path),
+            "inputs": str(workdir / "inputs.npy"),
+            "training": training,
+            "out": str(workdir / f"{fw}_{mode}.npz"),
+        }
         if fw == frameworks.PYTORCH.key and variant:
             op["variant"] = variant
         parity.run_worker(fw, [op], workdir)
@@ -48,11 +60,25 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m resnet_port.diff", description=cli.description(__doc__))
     ap.add_argument("weights", help="a neutral weights file (.safetensors) or a finished run directory")
     ap.add_argument("--batch", type=int, default=8, help="images in the probe batch (default 8)")
-    ap.add_argument("--mode", choices=["eval", "train", "both"], default="both", help="inference, training (batch statistics) or both")
-    ap.add_argument("--atol", type=float, default=1e-4, help="absolute tolerance on logits, scaled by max(1, max|output|) per layer (default 1e-4)")
+    ap.add_argument(
+        "--mode",
+        choices=["eval", "train", "both"],
+        default="both",
+        help="inference, training (batch statistics) or both",
+    )
+    ap.add_argument(
+        "--atol",
+        type=float,
+        default=1e-4,
+        help="absolute tolerance on logits, scaled by max(1, max|output|) per layer (default 1e-4)",
+    )
     ap.add_argument("--seed", type=int, default=0, help="seed of the random probe batch")
     ap.add_argument("--inputs", help="a .npy batch (N, H, W, C) in [0, 1] to use instead of random images")
-    ap.add_argument("--naive", choices=NAIVE_VARIANTS, help="run a deliberately wrong PyTorch port (torch_impl.naive), to see what a broken port looks like")
+    ap.add_argument(
+        "--naive",
+        choices=NAIVE_VARIANTS,
+        help="run a deliberately wrong PyTorch port (torch_impl.naive), to see what a broken port looks like",
+    )
     args = ap.parse_args(argv)
     try:
         args.weights = str(rundir.weights_of(args.weights))
@@ -62,7 +88,9 @@ def main(argv=None) -> int:
         if args.naive and NAIVE_CONVENTIONS[args.naive] != conventions_of(spec):
             fits = [n for n, c in NAIVE_CONVENTIONS.items() if c == conventions_of(spec)]
             owner = {"keras": "Keras'", "pytorch": "PyTorch's"}
-            raise ValueError(f"--naive {args.naive} is a wrong port of a model in {owner[NAIVE_CONVENTIONS[args.naive]]} conventions; {spec.name} follows {owner[conventions_of(spec)]}: choose {' or '.join(fits)}")
+            raise ValueError(
+                f"--naive {args.naive} is a wrong port of a model in {owner[NAIVE_CONVENTIONS[args.naive]]} conventions; {spec.name} follows {owner[conventions_of(spec)]}: choose {' or '.join(fits)}"
+            )
         if args.batch < 1:
             raise ValueError(f"--batch must be positive, got {args.batch}")
         if args.inputs:
@@ -92,7 +120,9 @@ def main(argv=None) -> int:
             good = first is None and logit_abs <= args.atol
             ok &= good
             verdict = "PASS" if good else f"FAIL (first divergent layer: {first.name if first else 'logits'})"
-            print(f"logits: max abs diff {logit_abs:.3e} (tolerance {args.atol:g}); argmax agrees on {agree:.1%} of the batch -> {verdict}")
+            print(
+                f"logits: max abs diff {logit_abs:.3e} (tolerance {args.atol:g}); argmax agrees on {agree:.1%} of the batch -> {verdict}"
+            )
     return 0 if ok else 1
 
 

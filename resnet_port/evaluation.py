@@ -21,12 +21,22 @@ from .spec import get_spec
 
 
 def parser(framework: str) -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog=f"python -m {framework}.evaluate", description=f"Test accuracy of a weights file or run directory, in {framework}")
+    ap = argparse.ArgumentParser(
+        prog=f"python -m {framework}.evaluate",
+        description=f"Test accuracy of a weights file or run directory, in {framework}",
+    )
     ap.add_argument("target", help="a .safetensors weights file or a run directory")
     ap.add_argument("--arch", help="expected architecture (default: the one the weights file names)")
     ap.add_argument("--data-dir", help="CIFAR-100 location (default: the run's, else search)")
-    ap.add_argument("--no-verify", action="store_true", help="skip the md5 checks (your own files in the CIFAR-100 format)")
-    ap.add_argument("--val-size", type=cli._nonneg_int, default=None, help="validation size, for --split val (default: the run's, else 5000)")
+    ap.add_argument(
+        "--no-verify", action="store_true", help="skip the md5 checks (your own files in the CIFAR-100 format)"
+    )
+    ap.add_argument(
+        "--val-size",
+        type=cli._nonneg_int,
+        default=None,
+        help="validation size, for --split val (default: the run's, else 5000)",
+    )
     ap.add_argument("--split", choices=["test", "val"], default="test")
     ap.add_argument("--batch-size", type=int, default=50, help="evaluation batch size (default 50, the seed's)")
     ap.add_argument("--predictions", help="write the predicted labels (.npy) here")
@@ -58,7 +68,9 @@ def resolve(args) -> tuple[Path, str, dict]:
     if args.arch and get_spec(args.arch).name != arch:
         raise W.WeightsError(f"{weights_path} holds weights for architecture {arch!r}, not {args.arch!r}")
     if args.split == "test":
-        settings["val_size"] = 0  # the test split does not depend on it; a small data set need not have 5,000 training images
+        settings["val_size"] = (
+            0  # the test split does not depend on it; a small data set need not have 5,000 training images
+        )
     elif settings["val_size"] is None:
         settings["val_size"] = 5000
     if args.batch_size < 1:
@@ -66,7 +78,12 @@ def resolve(args) -> tuple[Path, str, dict]:
     return weights_path, arch, settings
 
 
-def main(framework: str, predict: Callable[[Path, str, np.ndarray, int], np.ndarray], argv=None, set_threads: Callable[[int | None], str] | None = None) -> int:
+def main(
+    framework: str,
+    predict: Callable[[Path, str, np.ndarray, int], np.ndarray],
+    argv=None,
+    set_threads: Callable[[int | None], str] | None = None,
+) -> int:
     """``predict(weights_path, arch, uint8 NHWC images, batch_size) -> logits``; ``set_threads(--threads)``
     sets the framework's CPU threads (every core but one by default) and says how many."""
     args = parser(framework).parse_args(argv)
@@ -85,7 +102,20 @@ def main(framework: str, predict: Callable[[Path, str, np.ndarray, int], np.ndar
         if args.predictions:
             np.save(args.predictions, pred)
         if args.json:
-            Path(args.json).write_text(json.dumps({"framework": framework, "arch": arch, "weights": str(weights_path), "split": args.split, "accuracy": acc, "correct": correct, "total": len(split)}) + "\n")
+            Path(args.json).write_text(
+                json.dumps(
+                    {
+                        "framework": framework,
+                        "arch": arch,
+                        "weights": str(weights_path),
+                        "split": args.split,
+                        "accuracy": acc,
+                        "correct": correct,
+                        "total": len(split),
+                    }
+                )
+                + "\n"
+            )
         print(f"{framework} {arch} on {len(split)} {args.split} images: {correct} correct")
         print(f"acc= {acc}")
         return 0

@@ -70,8 +70,13 @@ FORMATS = ("keras", "torch", "onnx-keras", "onnx-torch", "torchvision", "timm", 
 NATIVE = ("torchvision", "timm", "keras-hub")
 #: the framework that writes each format, and whose run of the weights file it is checked against
 FRAMEWORK_OF = {
-    "keras": frameworks.KERAS, "torch": frameworks.PYTORCH, "onnx-keras": frameworks.KERAS, "onnx-torch": frameworks.PYTORCH,
-    "torchvision": frameworks.PYTORCH, "timm": frameworks.PYTORCH, "keras-hub": frameworks.KERAS,
+    "keras": frameworks.KERAS,
+    "torch": frameworks.PYTORCH,
+    "onnx-keras": frameworks.KERAS,
+    "onnx-torch": frameworks.PYTORCH,
+    "torchvision": frameworks.PYTORCH,
+    "timm": frameworks.PYTORCH,
+    "keras-hub": frameworks.KERAS,
 }
 #: the packages a format needs beyond its framework
 NEEDS = {"timm": "timm", "keras-hub": "keras_hub"}
@@ -87,6 +92,8 @@ def is_torchvision_resnet(spec: ResNetSpec) -> bool:
 
 def formats_for(spec: ResNetSpec) -> list[str]:
     return [f for f in FORMATS if f not in NATIVE or is_torchvision_resnet(spec)]
+
+
 ATOL = 1e-4  # atol * max(1, max |reference|), as every parity check here
 BATCHES = (8, 1)  # the export is run at both: the batch dimension must be dynamic
 
@@ -104,7 +111,13 @@ def run_clean(fmt: str, path: Path, inputs: dict[int, Path], out: Path, meta: di
     ``{size: images .npy}`` of ``inputs`` at every batch size; ``{"SIZE/N": logits, ...}``."""
     files = json.dumps({str(k): str(v) for k, v in inputs.items()})
     args = [fmt, str(path), files, str(out), json.dumps(meta or {}), ",".join(map(str, BATCHES))]
-    proc = subprocess.run([sys.executable, "-m", "resnet_port.reload", *args], capture_output=True, text=True, env=parity.worker_env(), timeout=900)
+    proc = subprocess.run(
+        [sys.executable, "-m", "resnet_port.reload", *args],
+        capture_output=True,
+        text=True,
+        env=parity.worker_env(),
+        timeout=900,
+    )
     if proc.returncode != 0:
         last = (proc.stderr.strip().splitlines() or ["(no message)"])[-1]
         raise ExportError(f"{path.name} does not load and run on its own ({fmt}): {last}")
@@ -118,7 +131,11 @@ def asymmetric_same_convs(spec: ResNetSpec) -> list[str]:
     for layer in spec.layers():
         inputs[layer.name] = shape
         shape = layer.output_shape
-    return [c.name for c in spec.convolutions() if c.padding == "same" and len(set(same_padding(inputs[c.name][0], c.kernel_size, c.stride))) > 1]
+    return [
+        c.name
+        for c in spec.convolutions()
+        if c.padding == "same" and len(set(same_padding(inputs[c.name][0], c.kernel_size, c.stride))) > 1
+    ]
 
 
 def onnx_asymmetric_convs(path: Path) -> int:
@@ -164,7 +181,9 @@ def runtime_pads(path: Path) -> list[str]:
 
     g = onnx.load(str(path)).graph
     consts = {i.name for i in g.initializer} | {o for n in g.node if n.op_type == "Constant" for o in n.output}
-    return [n.name or n.output[0] for n in g.node if n.op_type == "Pad" and len(n.input) > 1 and n.input[1] not in consts]
+    return [
+        n.name or n.output[0] for n in g.node if n.op_type == "Pad" and len(n.input) > 1 and n.input[1] not in consts
+    ]
 
 
 def same_padding_check(path: Path, spec: ResNetSpec) -> tuple[str, bool]:
@@ -215,7 +234,9 @@ def preprocessing(spec: ResNetSpec, w: W.Weights, formats: list[str]) -> dict:
         "input_size": sizes,
         "native_size": native_size(spec),
         "normalization": norm.to_dict() if norm else None,
-        "then": f"(x - mean) / std per channel, mean {list(norm.mean)}, std {list(norm.std)}" if norm else "nothing: the model takes pixels / 255",
+        "then": f"(x - mean) / std per channel, mean {list(norm.mean)}, std {list(norm.std)}"
+        if norm
+        else "nothing: the model takes pixels / 255",
         "output": f"{spec.num_classes} logits (no softmax)",
     }
 
@@ -242,12 +263,34 @@ def export(weights: Path, w: W.Weights, formats: list[str], out: Path, progress=
         reference = {}
         for fw in [fw for fw in frameworks.ALL if fw in map(FRAMEWORK_OF.get, formats)]:  # only those the formats need
             progress(f"running the weights in {fw.label} at {', '.join(f'{n}x{n}' for n in sizes)} (the reference)")
-            parity.run_worker(fw.key, [{"op": "forward", "arch": spec.name, "weights": str(weights), "inputs": str(inputs[n]), "training": False, "out": str(tmp / f"ref_{fw.key}_{n}.npz")} for n in sizes], tmp)
+            parity.run_worker(
+                fw.key,
+                [
+                    {
+                        "op": "forward",
+                        "arch": spec.name,
+                        "weights": str(weights),
+                        "inputs": str(inputs[n]),
+                        "training": False,
+                        "out": str(tmp / f"ref_{fw.key}_{n}.npz"),
+                    }
+                    for n in sizes
+                ],
+                tmp,
+            )
             reference[fw.key] = {}
             for n in sizes:
                 with np.load(tmp / f"ref_{fw.key}_{n}.npz") as z:
                     reference[fw.key][n] = z["logits"]
-        files = {"keras": "model.keras", "torch": "model.pt2", "onnx-keras": "model-keras.onnx", "onnx-torch": "model-torch.onnx", "torchvision": "torchvision.pth", "timm": "timm", "keras-hub": "keras-hub"}
+        files = {
+            "keras": "model.keras",
+            "torch": "model.pt2",
+            "onnx-keras": "model-keras.onnx",
+            "onnx-torch": "model-torch.onnx",
+            "torchvision": "torchvision.pth",
+            "timm": "timm",
+            "keras-hub": "keras-hub",
+        }
         meta = {"depth": porting.library_depth(spec), "classes": spec.num_classes}
         outputs = {}
         for fmt in formats:
@@ -259,7 +302,11 @@ def export(weights: Path, w: W.Weights, formats: list[str], out: Path, progress=
                 "onnx-torch": {"op": "export_onnx", "out": str(path)},
                 "torchvision": {"op": "export_native", "library": "torchvision", "out": str(path)},
                 "timm": {"op": "export_native", "library": "timm", "out": str(path)},
-                "keras-hub": {"op": "export_keras_hub", "out": str(out / "keras-hub.keras"), "preset": str(out / "keras-hub-preset")},
+                "keras-hub": {
+                    "op": "export_keras_hub",
+                    "out": str(out / "keras-hub.keras"),
+                    "preset": str(out / "keras-hub-preset"),
+                },
             }[fmt]
             name = {"keras-hub": "keras-hub.keras", "timm": "timm/"}.get(fmt, path.name)
             progress(f"writing {name} ({fmt}, in {fw.label}; {describe_size(spec, size).split(' (')[0]})")
@@ -274,7 +321,13 @@ def export(weights: Path, w: W.Weights, formats: list[str], out: Path, progress=
             if fmt in NATIVE:
                 row["loaded_as"] = str(res["classes"])
             if fmt == "keras-hub":  # the preset folder, loaded by from_preset, too
-                preset = compare(fmt, "keras-hub-preset/", f"its source, the weights in {fw.label}", {k[len("preset/"):]: v for k, v in res.items() if k.startswith("preset/")}, ref)
+                preset = compare(
+                    fmt,
+                    "keras-hub-preset/",
+                    f"its source, the weights in {fw.label}",
+                    {k[len("preset/") :]: v for k, v in res.items() if k.startswith("preset/")},
+                    ref,
+                )
                 preset.update(loaded_as=row["loaded_as"], size=row["size"])
                 rows.append(row)
                 row = preset
@@ -284,16 +337,31 @@ def export(weights: Path, w: W.Weights, formats: list[str], out: Path, progress=
                 shape = [str(d) for d in res["input_shape"]]
                 dynamic = [i for i, d in enumerate(shape) if not d.isdigit()]
                 hw = (1, 2) if fmt == "onnx-keras" else (2, 3)
-                row["ok"] &= 0 in dynamic and (size is not None or set(hw) <= set(dynamic))  # named (dynamic) dimensions
+                row["ok"] &= 0 in dynamic and (
+                    size is not None or set(hw) <= set(dynamic)
+                )  # named (dynamic) dimensions
                 row["batch_dim"] = shape[0]
             if fmt == "keras":
                 row["ok"] &= list(res["classes"]) == ["keras"]  # standard Keras layers only
             rows.append(row)
         if "torch" in formats:
-            rows.append(state_dict_row(out / "state_dict.pt", spec, inputs[sizes[0]], tmp, reference[frameworks.PYTORCH.key][sizes[0]]))
+            rows.append(
+                state_dict_row(
+                    out / "state_dict.pt", spec, inputs[sizes[0]], tmp, reference[frameworks.PYTORCH.key][sizes[0]]
+                )
+            )
         if "onnx-keras" in formats and "onnx-torch" in formats:
             common = {k: v for k, v in outputs["onnx-keras"].items() if k in outputs["onnx-torch"] and "/" in k}
-            rows.append(compare("onnx", "model-keras.onnx vs model-torch.onnx", "each other", common, {n: None for n in sizes}, other=outputs["onnx-torch"]))
+            rows.append(
+                compare(
+                    "onnx",
+                    "model-keras.onnx vs model-torch.onnx",
+                    "each other",
+                    common,
+                    {n: None for n in sizes},
+                    other=outputs["onnx-torch"],
+                )
+            )
     ok = all(r["ok"] for r in rows)
     return rows, ok
 
@@ -318,8 +386,14 @@ def compare(fmt: str, name: str, against: str, res: dict, ref: dict, other: dict
         raise ExportError(f"{name}: nothing was run")
     finite = all(np.isfinite(d) for d in diffs)
     return {
-        "format": fmt, "file": name, "against": against, "max_abs_diff": max(diffs) if finite else float("nan"), "tolerance": tol,
-        "argmax": f"{agree}/{total}", "sizes": ",".join(str(n) for n in sorted(set(sizes), reverse=True)), "batches": ",".join(str(n) for n in BATCHES),
+        "format": fmt,
+        "file": name,
+        "against": against,
+        "max_abs_diff": max(diffs) if finite else float("nan"),
+        "tolerance": tol,
+        "argmax": f"{agree}/{total}",
+        "sizes": ",".join(str(n) for n in sorted(set(sizes), reverse=True)),
+        "batches": ",".join(str(n) for n in BATCHES),
         "ok": finite and max(diffs) <= tol and agree == total,
     }
 
@@ -333,20 +407,37 @@ def state_dict_row(path: Path, spec: ResNetSpec, inputs: Path, tmp: Path, ref: n
         "x = torch.from_numpy(np.load(sys.argv[3])).permute(0, 3, 1, 2)\n"
         "with torch.no_grad(): np.save(sys.argv[4], m(x).numpy())\n"
     )
-    proc = subprocess.run([sys.executable, "-c", code, spec.name, str(path), str(inputs), str(tmp / "sd.npy")], capture_output=True, text=True, env=parity.worker_env())
+    proc = subprocess.run(
+        [sys.executable, "-c", code, spec.name, str(path), str(inputs), str(tmp / "sd.npy")],
+        capture_output=True,
+        text=True,
+        env=parity.worker_env(),
+    )
     if proc.returncode != 0:
-        raise ExportError(f"{path.name} does not load into torch_impl.model.build_model({spec.name!r}): {(proc.stderr.strip().splitlines() or ['(no message)'])[-1]}")
+        raise ExportError(
+            f"{path.name} does not load into torch_impl.model.build_model({spec.name!r}): {(proc.stderr.strip().splitlines() or ['(no message)'])[-1]}"
+        )
     size = int(np.load(inputs, mmap_mode="r").shape[1])
-    row = compare("torch", path.name + " (torch_impl.model)", "its source, the weights in PyTorch", {f"{size}/{max(BATCHES)}": np.load(tmp / "sd.npy")}, {size: ref})
+    row = compare(
+        "torch",
+        path.name + " (torch_impl.model)",
+        "its source, the weights in PyTorch",
+        {f"{size}/{max(BATCHES)}": np.load(tmp / "sd.npy")},
+        {size: ref},
+    )
     row["size"] = "any"
     return row
 
 
 def table(rows: list[dict]) -> str:
-    lines = [f"{'format':<11} {'file':<40} {'input':>8} {'checked at':>10} {'max |diff|':>11} {'tolerance':>10} {'argmax':>7} {'batches':>7}  {'same padding':<28} status"]
+    lines = [
+        f"{'format':<11} {'file':<40} {'input':>8} {'checked at':>10} {'max |diff|':>11} {'tolerance':>10} {'argmax':>7} {'batches':>7}  {'same padding':<28} status"
+    ]
     for r in rows:
         loaded = f" (loaded as {r['loaded_as']})" if r.get("loaded_as") else ""
-        lines.append(f"{r['format']:<11} {r['file']:<40} {r.get('size', '-'):>8} {r['sizes']:>10} {r['max_abs_diff']:>11.2e} {r['tolerance']:>10.2e} {r['argmax']:>7} {r['batches']:>7}  {r.get('same_padding', '-'):<28} {'ok' if r['ok'] else 'FAILED'}{loaded}")
+        lines.append(
+            f"{r['format']:<11} {r['file']:<40} {r.get('size', '-'):>8} {r['sizes']:>10} {r['max_abs_diff']:>11.2e} {r['tolerance']:>10.2e} {r['argmax']:>7} {r['batches']:>7}  {r.get('same_padding', '-'):<28} {'ok' if r['ok'] else 'FAILED'}{loaded}"
+        )
     return "\n".join(lines)
 
 
@@ -370,9 +461,19 @@ def publish(staged: Path, out: Path) -> None:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m resnet_port.export", description=cli.description(__doc__))
     ap.add_argument("target", help="a neutral weights file (.safetensors) or a finished run directory")
-    ap.add_argument("--format", default="all", help=f"what to write: {', '.join(FORMATS)}, several joined by commas, or all (default: every format the architecture has)")
-    ap.add_argument("--out", required=True, help="folder for the exported files (written only when every file passes its check)")
-    ap.add_argument("--force", action="store_true", help="write into --out even if it holds files (files of the same names are replaced)")
+    ap.add_argument(
+        "--format",
+        default="all",
+        help=f"what to write: {', '.join(FORMATS)}, several joined by commas, or all (default: every format the architecture has)",
+    )
+    ap.add_argument(
+        "--out", required=True, help="folder for the exported files (written only when every file passes its check)"
+    )
+    ap.add_argument(
+        "--force",
+        action="store_true",
+        help="write into --out even if it holds files (files of the same names are replaced)",
+    )
     ap.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     args = ap.parse_args(argv)
     progress = cli.Progress("export", args.quiet)
@@ -385,18 +486,26 @@ def main(argv=None) -> int:
             raise ExportError(f"--out {out} is a file; give a folder for the exported files")
         rundir.check_writable(out, "--out")
         if out.exists() and any(out.iterdir()) and not args.force:
-            raise ExportError(f"--out {out} exists and is not empty; pass --force to write into it, or choose another folder")
+            raise ExportError(
+                f"--out {out} exists and is not empty; pass --force to write into it, or choose another folder"
+            )
         spec = get_spec(w.arch)
-        formats = formats_for(spec) if args.format == "all" else [f.strip() for f in args.format.split(",") if f.strip()]
+        formats = (
+            formats_for(spec) if args.format == "all" else [f.strip() for f in args.format.split(",") if f.strip()]
+        )
         unknown = [f for f in formats if f not in FORMATS]
         if unknown or not formats:
-            raise ExportError(f"--format {args.format!r}: choose from {', '.join(FORMATS)} (several joined by commas) or all")
+            raise ExportError(
+                f"--format {args.format!r}: choose from {', '.join(FORMATS)} (several joined by commas) or all"
+            )
         for fmt in formats:
             fw = FRAMEWORK_OF[fmt]
             if not fw.installed():
                 raise ExportError(f"--format {fmt} needs {fw.install_hint()}")
             if fmt in NATIVE and not is_torchvision_resnet(spec):
-                raise ExportError(f"--format {fmt}: {fmt} defines torchvision's ResNet18/34 (resnet18-torch, resnet34-torch), not {spec.name}; port the weights to one of those, or choose from {', '.join(formats_for(spec))}")
+                raise ExportError(
+                    f"--format {fmt}: {fmt} defines torchvision's ResNet18/34 (resnet18-torch, resnet34-torch), not {spec.name}; port the weights to one of those, or choose from {', '.join(formats_for(spec))}"
+                )
             if fmt in NEEDS and importlib.util.find_spec(NEEDS[fmt]) is None:
                 raise ExportError(f"--format {fmt} needs {fmt}: pip install {fmt}")
         # everything is written into a staging folder beside --out and moved there only when every
@@ -421,10 +530,16 @@ def main(argv=None) -> int:
             import shutil
 
             shutil.rmtree(staged, ignore_errors=True)
-    print(f"exported {weights} ({w.arch}) to {out}; every file reloaded without resnet-port and run at batch sizes {', '.join(map(str, BATCHES))}" if ok else f"not written: {out} (a file failed its check; nothing was kept)")
+    print(
+        f"exported {weights} ({w.arch}) to {out}; every file reloaded without resnet-port and run at batch sizes {', '.join(map(str, BATCHES))}"
+        if ok
+        else f"not written: {out} (a file failed its check; nothing was kept)"
+    )
     print(table(rows))
     prep = preprocessing(spec, w, formats)
-    print(f"input: {prep['input'].split(';')[0]}; then {prep['then']}; native size {prep['native_size']}x{prep['native_size']}")
+    print(
+        f"input: {prep['input'].split(';')[0]}; then {prep['then']}; native size {prep['native_size']}x{prep['native_size']}"
+    )
     print(f"export: {'PASS' if ok else 'FAIL'} (tolerance {ATOL:g} x max(1, max |reference logit|))")
     return 0 if ok else 1
 

@@ -34,7 +34,7 @@ class Framework:
         return f"{self.requires}, which is not installed: pip install 'resnet-port[{self.extra}]'"
 
     def display_name(self, versions: dict[str, str] | None = None) -> str:
-        """"Keras 3.15.1 (TensorFlow 2.21.0)" / "PyTorch 2.14.1".
+        """ "Keras 3.15.1 (TensorFlow 2.21.0)" / "PyTorch 2.14.1".
 
         ``versions`` (e.g. a run's recorded ``runtime``) wins over what is installed
         now, so a run is named after what trained it.

@@ -59,7 +59,9 @@ def worker_env() -> dict[str, str]:
     return env
 
 
-def run_worker(framework: str, ops: list[dict], workdir: str | os.PathLike, timeout: float = 900, module: str | None = None) -> None:
+def run_worker(
+    framework: str, ops: list[dict], workdir: str | os.PathLike, timeout: float = 900, module: str | None = None
+) -> None:
     """Run ``ops`` in a fresh ``framework`` process; raise WorkerError on any failure.
 
     ``module`` replaces the framework's worker module (tests use it to run a worker
@@ -83,7 +85,9 @@ def run_worker(framework: str, ops: list[dict], workdir: str | os.PathLike, time
     except subprocess.TimeoutExpired:
         raise WorkerError(f"the {framework} worker did not finish within {timeout:.0f} s (job {job})") from None
     if proc.returncode != 0:
-        how = f"was killed by signal {-proc.returncode}" if proc.returncode < 0 else f"exited with code {proc.returncode}"
+        how = (
+            f"was killed by signal {-proc.returncode}" if proc.returncode < 0 else f"exited with code {proc.returncode}"
+        )
         tail = "\n".join(proc.stderr.strip().splitlines()[-25:])
         raise WorkerError(f"the {framework} worker {how} (job {job}):\n{tail}")
 
@@ -111,7 +115,9 @@ def objective_of(op: dict):
 def schedule_of(op: dict):
     """The learning-rate schedule of an operation's recipe, for its ``steps_per_epoch``, ``epochs`` and ``batch_size``."""
     r = recipe_of(op)
-    return r.optimizer.schedule(op.get("steps_per_epoch", 1), op.get("epochs", r.epochs), op.get("batch_size", r.batch_size))
+    return r.optimizer.schedule(
+        op.get("steps_per_epoch", 1), op.get("epochs", r.epochs), op.get("batch_size", r.batch_size)
+    )
 
 
 def augmentation_of(op: dict):
@@ -187,11 +193,17 @@ def format_table(rows: list[LayerDiff], atol: float) -> str:
     width = max([len(r.name) for r in rows] + [5])
     # the scaled difference, max |diff| / max(1, max |reference|), is what the tolerance (atol) bounds; a
     # relative difference per element exceeds it on near-zero outputs of a correct port
-    lines = [f"{'layer':<{width}}  {'output shape':<18} {'max abs diff':>13} {'scaled diff':>12} {'tolerance':>10}  status"]
+    lines = [
+        f"{'layer':<{width}}  {'output shape':<18} {'max abs diff':>13} {'scaled diff':>12} {'tolerance':>10}  status"
+    ]
     for r in rows:
         status = "ok" if r.ok else ("OVER  <-- first" if r is first else "OVER")
-        lines.append(f"{r.name:<{width}}  {str(r.shape):<18} {r.max_abs:>13.3e} {r.max_abs * atol / r.tol:>12.3e} {r.tol:>10.2e}  {status}")
-    lines.append(f"tolerance per layer: {atol:g} x max(1, max |reference output|); scaled diff = max abs diff / max(1, max |reference output|), within {atol:g} is ok")
+        lines.append(
+            f"{r.name:<{width}}  {str(r.shape):<18} {r.max_abs:>13.3e} {r.max_abs * atol / r.tol:>12.3e} {r.tol:>10.2e}  {status}"
+        )
+    lines.append(
+        f"tolerance per layer: {atol:g} x max(1, max |reference output|); scaled diff = max abs diff / max(1, max |reference output|), within {atol:g} is ok"
+    )
     return "\n".join(lines)
 
 
@@ -231,7 +243,9 @@ def perturb_moving_statistics(tensors: dict[str, np.ndarray], seed: int) -> dict
         if key.endswith(".moving_variance"):
             out[key] = (value * rng.uniform(0.7, 1.4, value.shape)).astype(np.float32)
             mean_key = key[: -len("moving_variance")] + "moving_mean"
-            out[mean_key] = (tensors[mean_key] + 0.1 * np.sqrt(value) * rng.standard_normal(value.shape)).astype(np.float32)
+            out[mean_key] = (tensors[mean_key] + 0.1 * np.sqrt(value) * rng.standard_normal(value.shape)).astype(
+                np.float32
+            )
     return out
 
 

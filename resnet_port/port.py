@@ -55,10 +55,18 @@ def read(source: porting.Source, workdir: Path) -> tuple[dict, dict]:
     run_arch = {"arch": rundir.read_config(source.path).get("recipe", {}).get("arch")} if source.kind == "run" else {}
     if source.kind == "run" and source.framework is frameworks.KERAS:
         arrays, _ = rundir.read_npz_checkpoint(source.path / source.framework.checkpoint)
-        found = {k[6:]: (a.astype(np.float32), f"{source.framework.checkpoint}:{k}") for k, a in arrays.items() if k.startswith("model/")}
+        found = {
+            k[6:]: (a.astype(np.float32), f"{source.framework.checkpoint}:{k}")
+            for k, a in arrays.items()
+            if k.startswith("model/")
+        }
         return found, {"kind": "run", "structure": "own", **run_arch}
     out = workdir / "found"
-    parity.run_worker(source.framework.key, [{"op": "read_source", "src": str(source.path), "kind": source.kind, "out": str(out)}], workdir)
+    parity.run_worker(
+        source.framework.key,
+        [{"op": "read_source", "src": str(source.path), "kind": source.kind, "out": str(out)}],
+        workdir,
+    )
     layers, facts = porting.read_found(out)
     try:
         tensors = porting.canonical_tensors(layers)
@@ -87,8 +95,12 @@ def native_layers(tensors: dict, library: str) -> dict[str, str]:
     for key, (_, native) in tensors.items():
         layer, path = key.rsplit(".", 1)[0], native.rsplit("/", 1)[0].rsplit(":", 1)[-1]
         out[layer] = path
-        if layer.endswith(".conv1") and layer.count(".") == 2:  # layerS.B.conv1: the block is the first two parts of its path
-            out[f"{layer.rsplit('.', 1)[0]}.relu2"] = vocab.separator.join(path.split(vocab.separator)[:2]) + vocab.block_output
+        if (
+            layer.endswith(".conv1") and layer.count(".") == 2
+        ):  # layerS.B.conv1: the block is the first two parts of its path
+            out[f"{layer.rsplit('.', 1)[0]}.relu2"] = (
+                vocab.separator.join(path.split(vocab.separator)[:2]) + vocab.block_output
+            )
     return out
 
 
@@ -130,7 +142,9 @@ def check_images(path: str | None, spec: ResNetSpec, normalization) -> tuple[np.
         except (OSError, ValueError) as e:
             raise PortError(f"--check-images {path}: cannot read it as a .npy array ({e})") from None
         if x.ndim != 4 or x.shape[-1] != spec.input_shape[-1] or min(x.shape[1:3]) < MIN_INPUT_SIZE:
-            raise PortError(f"--check-images {path}: expected (N, H, W, {spec.input_shape[-1]}) images with H, W >= {MIN_INPUT_SIZE} (e.g. {', '.join(map(str, spec.input_shape))}), got shape {x.shape}")
+            raise PortError(
+                f"--check-images {path}: expected (N, H, W, {spec.input_shape[-1]}) images with H, W >= {MIN_INPUT_SIZE} (e.g. {', '.join(map(str, spec.input_shape))}), got shape {x.shape}"
+            )
         what = f"{len(x)} images from {path}"
     else:
         found = data.find()
@@ -173,14 +187,28 @@ def check_batches(images: str | None, spec: ResNetSpec, normalization) -> list[t
     variant without ``--check-images`` fixed random images at 224x224 too."""
     batches = [check_images(images, spec, normalization)]
     if images is None and REGISTRY[split_name(spec.name)[0]].stem == "imagenet":
-        x = np.random.default_rng(1).random((IMAGENET_BATCH, IMAGENET_SIZE, IMAGENET_SIZE, spec.input_shape[-1]), dtype=np.float32)
+        x = np.random.default_rng(1).random(
+            (IMAGENET_BATCH, IMAGENET_SIZE, IMAGENET_SIZE, spec.input_shape[-1]), dtype=np.float32
+        )
         if normalization is not None:
             x = (x - np.float32(normalization.mean)) / np.float32(normalization.std)
-        batches.append((x.astype(np.float32), f"{IMAGENET_BATCH} fixed random images at {IMAGENET_SIZE}x{IMAGENET_SIZE}"))
+        batches.append(
+            (x.astype(np.float32), f"{IMAGENET_BATCH} fixed random images at {IMAGENET_SIZE}x{IMAGENET_SIZE}")
+        )
     return batches
 
 
-def check(source: porting.Source, facts: dict, weights: Path, spec: ResNetSpec, images: str | None, workdir: Path, tensors: dict | None = None, source_class: str | None = None, progress=None) -> bool:
+def check(
+    source: porting.Source,
+    facts: dict,
+    weights: Path,
+    spec: ResNetSpec,
+    images: str | None,
+    workdir: Path,
+    tensors: dict | None = None,
+    source_class: str | None = None,
+    progress=None,
+) -> bool:
     """Run the source as it is and the port in the other framework; print the table; whether within tolerance.
 
     Both run in float32 and, where the source can (``porting.runs_in_float64``), in float64 too.  The float64
@@ -191,16 +219,44 @@ def check(source: porting.Source, facts: dict, weights: Path, spec: ResNetSpec, 
     progress = progress or (lambda message: None)
     other = frameworks.other(source.framework)
     batches = check_batches(images, spec, W.load(weights).normalization)
-    precisions = ["float32", "float64"] if porting.runs_in_float64(source.framework.key, facts["kind"], facts.get("structure")) else ["float32"]
+    precisions = (
+        ["float32", "float64"]
+        if porting.runs_in_float64(source.framework.key, facts["kind"], facts.get("structure"))
+        else ["float32"]
+    )
     src_ops, port_ops = [], []
     for i, (x, _) in enumerate(batches):
         np.save(workdir / f"inputs{i}.npy", x)
         for dtype in precisions:
-            op = {"op": "run_source", "src": str(source.path), "kind": facts["kind"], "structure": facts.get("structure", "own"), "arch": spec.name, "inputs": str(workdir / f"inputs{i}.npy"), "out": str(workdir / f"source{i}_{dtype}.npz"), "dtype": dtype}
+            op = {
+                "op": "run_source",
+                "src": str(source.path),
+                "kind": facts["kind"],
+                "structure": facts.get("structure", "own"),
+                "arch": spec.name,
+                "inputs": str(workdir / f"inputs{i}.npy"),
+                "out": str(workdir / f"source{i}_{dtype}.npz"),
+                "dtype": dtype,
+            }
             if facts.get("structure") == "library":
-                op.update(library=facts.get("library"), layers=native_layers(tensors or {}, facts["library"]), source_class=source_class)
+                op.update(
+                    library=facts.get("library"),
+                    layers=native_layers(tensors or {}, facts["library"]),
+                    source_class=source_class,
+                )
             src_ops.append(op)
-            port_ops += [{"op": "forward", "arch": spec.name, "weights": str(weights), "inputs": str(workdir / f"inputs{i}.npy"), "training": mode == "train", "dtype": dtype, "out": str(workdir / f"port{i}_{dtype}_{mode}.npz")} for mode in ("eval", "train")]
+            port_ops += [
+                {
+                    "op": "forward",
+                    "arch": spec.name,
+                    "weights": str(weights),
+                    "inputs": str(workdir / f"inputs{i}.npy"),
+                    "training": mode == "train",
+                    "dtype": dtype,
+                    "out": str(workdir / f"port{i}_{dtype}_{mode}.npz"),
+                }
+                for mode in ("eval", "train")
+            ]
     sizes = ", ".join(sorted({f"{x.shape[1]}x{x.shape[2]}" for x, _ in batches}))
     progress(f"running the source in {source.framework.label} ({' and '.join(precisions)}, {sizes})")
     parity.run_worker(source.framework.key, src_ops, workdir)
@@ -208,7 +264,9 @@ def check(source: porting.Source, facts: dict, weights: Path, spec: ResNetSpec, 
         raise PortError(json.loads((workdir / "source0_float32.json").read_text())["error"])
     progress(f"running the port in {other.label} ({' and '.join(precisions)}, {sizes})")
     parity.run_worker(other.key, port_ops, workdir)
-    how = {"savedmodel": "through its saved serving signature", "run": "from its checkpoint"}.get(facts["kind"], "loaded by its framework's own loader")
+    how = {"savedmodel": "through its saved serving signature", "run": "from its checkpoint"}.get(
+        facts["kind"], "loaded by its framework's own loader"
+    )
     with np.load(workdir / "source0_float32.npz") as z:
         if "library_class" in z.files:
             how = f"as {z['library_class']} ({facts.get('library')})"
@@ -216,10 +274,16 @@ def check(source: porting.Source, facts: dict, weights: Path, spec: ResNetSpec, 
     print(f"check: {source.path} ({porting.KINDS[facts['kind']][0]}, run in {source.framework.display_name()} {how})")
     print(f"   vs: the port, {weights.name}, in {other.display_name()}; " + "; ".join(what for _, what in batches))
     if decides == "float64":
-        print("   in float64 (the verdict: rounding ~1e-12, so only a wrong port can differ) and float32 (for information: rounding alone moves deep layers by up to ~1e-3)")
+        print(
+            "   in float64 (the verdict: rounding ~1e-12, so only a wrong port can differ) and float32 (for information: rounding alone moves deep layers by up to ~1e-3)"
+        )
     else:
-        print(f"   in float32 only: {porting.KINDS[facts['kind']][0]}s {'of keras-hub ' if facts.get('structure') == 'library' else ''}run in float32 as saved")
-    print(f"{'mode':<10} {'input':>9} {'dtype':>8} {'max |logit diff|':>17} {'tolerance':>10} {'argmax agrees':>14} {'layers':>7}  first divergent layer")
+        print(
+            f"   in float32 only: {porting.KINDS[facts['kind']][0]}s {'of keras-hub ' if facts.get('structure') == 'library' else ''}run in float32 as saved"
+        )
+    print(
+        f"{'mode':<10} {'input':>9} {'dtype':>8} {'max |logit diff|':>17} {'tolerance':>10} {'argmax agrees':>14} {'layers':>7}  first divergent layer"
+    )
     ok = True
     names = [layer.name for layer in spec.layers()]
     for i, (x, _) in enumerate(batches):
@@ -237,32 +301,65 @@ def check(source: porting.Source, facts: dict, weights: Path, spec: ResNetSpec, 
                 where = first.name if first else ("logits" if not good else "-")
                 label = "inference" if mode == "eval" else "training"
                 size = f"{x.shape[1]}x{x.shape[2]}"
-                verdict = ("ok" if good else "OVER TOLERANCE") if dtype == decides else ("(ok)" if good else "(over tolerance: float32 rounding, not the verdict)")
-                print(f"{label:<10} {size:>9} {dtype:>8} {logit_diff:>17.3e} {tol:>10.2e} {f'{agree}/{len(x)}':>14} {len(rows):>7}  {where}  {verdict}")
+                verdict = (
+                    ("ok" if good else "OVER TOLERANCE")
+                    if dtype == decides
+                    else ("(ok)" if good else "(over tolerance: float32 rounding, not the verdict)")
+                )
+                print(
+                    f"{label:<10} {size:>9} {dtype:>8} {logit_diff:>17.3e} {tol:>10.2e} {f'{agree}/{len(x)}':>14} {len(rows):>7}  {where}  {verdict}"
+                )
                 if first and dtype == decides:
-                    print(f"  {first.name}: max abs diff {first.max_abs:.3e} > {first.tol:.2e} (layers compared: {len(rows)})")
-    print(f"parity: {'PASS' if ok else 'FAIL'} (in {decides}; tolerance {ATOL:g} x max(1, max |source output|) per layer and on the logits)")
+                    print(
+                        f"  {first.name}: max abs diff {first.max_abs:.3e} > {first.tol:.2e} (layers compared: {len(rows)})"
+                    )
+    print(
+        f"parity: {'PASS' if ok else 'FAIL'} (in {decides}; tolerance {ATOL:g} x max(1, max |source output|) per layer and on the logits)"
+    )
     return ok
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m resnet_port.port", description=cli.description(__doc__))
-    ap.add_argument("src", help="a Keras 2 SavedModel folder; a .keras, .weights.h5 or Keras 2 .h5 file (the post's, tf_impl's, keras-hub's); "
-                    "a keras-hub preset folder; a PyTorch state_dict (.pt, .pth, .bin, .safetensors: torchvision, timm, the CIFAR repos, torch_impl); "
-                    "a Hugging Face folder as timm writes it (config.json + model.safetensors); or a run directory of either framework")
+    ap.add_argument(
+        "src",
+        help="a Keras 2 SavedModel folder; a .keras, .weights.h5 or Keras 2 .h5 file (the post's, tf_impl's, keras-hub's); "
+        "a keras-hub preset folder; a PyTorch state_dict (.pt, .pth, .bin, .safetensors: torchvision, timm, the CIFAR repos, torch_impl); "
+        "a Hugging Face folder as timm writes it (config.json + model.safetensors); or a run directory of either framework",
+    )
     ap.add_argument("--out", help="the neutral weights file to write (.safetensors); not needed with --verify")
-    ap.add_argument("--arch", default="auto", type=lambda v: v if v == "auto" else arch_type(v), help="the architecture, NAME or NAME@CLASSES (default: recognised from the variables and the library's conventions)")
-    ap.add_argument("--check", action="store_true", help="run the source as it is and the port in the other framework; exit 1 over tolerance (--out is written only when the check passes)")
-    ap.add_argument("--verify", metavar="WEIGHTS", help="check an existing neutral weights file against SRC instead of writing one")
-    ap.add_argument("--check-images", help="a .npy batch (N, H, W, 3), H and W >= 32 (e.g. 224 for an ImageNet ResNet), uint8 or float in [0, 1], for --check")
-    ap.add_argument("--source-class", metavar="FILE.py:NAME", help="for --check of a repo's checkpoint that no package defines (kuangliu, weiaicunzai): your model class or function, run to load the source as it is")
+    ap.add_argument(
+        "--arch",
+        default="auto",
+        type=lambda v: v if v == "auto" else arch_type(v),
+        help="the architecture, NAME or NAME@CLASSES (default: recognised from the variables and the library's conventions)",
+    )
+    ap.add_argument(
+        "--check",
+        action="store_true",
+        help="run the source as it is and the port in the other framework; exit 1 over tolerance (--out is written only when the check passes)",
+    )
+    ap.add_argument(
+        "--verify", metavar="WEIGHTS", help="check an existing neutral weights file against SRC instead of writing one"
+    )
+    ap.add_argument(
+        "--check-images",
+        help="a .npy batch (N, H, W, 3), H and W >= 32 (e.g. 224 for an ImageNet ResNet), uint8 or float in [0, 1], for --check",
+    )
+    ap.add_argument(
+        "--source-class",
+        metavar="FILE.py:NAME",
+        help="for --check of a repo's checkpoint that no package defines (kuangliu, weiaicunzai): your model class or function, run to load the source as it is",
+    )
     ap.add_argument("--force", action="store_true", help="overwrite --out if it exists")
     ap.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     args = ap.parse_args(argv)
     progress = cli.Progress("port", args.quiet)
     try:
         if not args.out and not args.verify:
-            raise PortError("give --out WEIGHTS.safetensors to write the port, or --verify WEIGHTS to check an existing one")
+            raise PortError(
+                "give --out WEIGHTS.safetensors to write the port, or --verify WEIGHTS to check an existing one"
+            )
         out = Path(args.out) if args.out else None
         if out is not None:
             check_out_file(out, args.force)
@@ -270,13 +367,23 @@ def main(argv=None) -> int:
         with tempfile.TemporaryDirectory(prefix="resnet-port-port-") as tmp:
             progress(f"reading {source.path} in {source.framework.label}")
             tensors, facts = read(source, Path(tmp))
-            W.check_values({k: a for k, (a, _) in tensors.items()}, str(source.path), labels={k: f"{native_key(source, native)} ({k})" for k, (_, native) in tensors.items()})
+            W.check_values(
+                {k: a for k, (a, _) in tensors.items()},
+                str(source.path),
+                labels={k: f"{native_key(source, native)} ({k})" for k, (_, native) in tensors.items()},
+            )
             spec = porting.resolve_arch(tensors, args.arch, str(source.path), facts)
             check_keras_config(source, facts, spec)
             if args.verify:
                 target = Path(args.verify)
                 W.load(target, spec)
-                return 0 if check(source, facts, target, spec, args.check_images, Path(tmp), tensors, args.source_class, progress) else 1
+                return (
+                    0
+                    if check(
+                        source, facts, target, spec, args.check_images, Path(tmp), tensors, args.source_class, progress
+                    )
+                    else 1
+                )
             # written beside the workdir first: --out appears only once everything it promises holds
             library = f" ({facts['library']})" if facts.get("library") else ""
             producer = f"resnet_port.port from {porting.KINDS[facts['kind']][0]}{library}"
@@ -284,14 +391,27 @@ def main(argv=None) -> int:
             if facts.get("num_batches_tracked"):
                 extra["num_batches_tracked"] = json.dumps(batches_tracked(tensors, facts["num_batches_tracked"]))
             norm = normalization_of(source, facts)
-            staged = W.save(Path(tmp) / "port.safetensors", {k: a for k, (a, _) in tensors.items()}, spec.name, producer=producer, extra=extra, normalization=norm)
+            staged = W.save(
+                Path(tmp) / "port.safetensors",
+                {k: a for k, (a, _) in tensors.items()},
+                spec.name,
+                producer=producer,
+                extra=extra,
+                normalization=norm,
+            )
             n = sum(a.size for a, _ in tensors.values())
-            if args.check and not check(source, facts, staged, spec, args.check_images, Path(tmp), tensors, args.source_class, progress):
+            if args.check and not check(
+                source, facts, staged, spec, args.check_images, Path(tmp), tensors, args.source_class, progress
+            ):
                 print(f"not written: {out} (the port failed its check)", file=sys.stderr)
                 return 1
             W.atomic_write_bytes(out, staged.read_bytes())
-            print(f"ported {source.path} ({porting.KINDS[facts['kind']][0]}{library}): {spec.name}, {len(tensors)} tensors, {n:,} values -> {out}")
-            print(f"input: {describe_input(norm)} (kept in {out.name}; export writes it into every file's preprocessing)")
+            print(
+                f"ported {source.path} ({porting.KINDS[facts['kind']][0]}{library}): {spec.name}, {len(tensors)} tensors, {n:,} values -> {out}"
+            )
+            print(
+                f"input: {describe_input(norm)} (kept in {out.name}; export writes it into every file's preprocessing)"
+            )
     except (PortError, W.WeightsError, rundir.RunDirError, W.WriteError) as e:
         return cli.fail(str(e))
     except parity.WorkerError as e:
@@ -311,13 +431,19 @@ def check_keras_config(source: porting.Source, facts: dict, spec: ResNetSpec) ->
         with zipfile.ZipFile(source.path) as z:
             config = json.loads(z.read("config.json"))
     except KeyError:
-        raise PortError(f"{source.path}: the .keras archive has no config.json, so what its model computes is unknown") from None
+        raise PortError(
+            f"{source.path}: the .keras archive has no config.json, so what its model computes is unknown"
+        ) from None
     except (ValueError, zipfile.BadZipFile, OSError) as e:
         raise PortError(f"{source.path}: its config.json cannot be read ({e})") from None
     problems = porting.keras_config_problems(config, spec)
     if problems:
-        more = f" (and {len(problems) - 1} more difference{'s' if len(problems) > 2 else ''})" if len(problems) > 1 else ""
-        raise PortError(f"{source.path}: its model is not {spec.name}, whose weights it holds: {problems[0]}{more}; nothing was written")
+        more = (
+            f" (and {len(problems) - 1} more difference{'s' if len(problems) > 2 else ''})" if len(problems) > 1 else ""
+        )
+        raise PortError(
+            f"{source.path}: its model is not {spec.name}, whose weights it holds: {problems[0]}{more}; nothing was written"
+        )
 
 
 def native_key(source: porting.Source, native: str) -> str:

@@ -93,30 +93,100 @@ class Vocabulary:
         block = names["block"].format(stage=int(m.group(1)) - self.stage_offset, block=int(m.group(2)))
         return f"{block}{self.separator}{names[m.group(3)]}"
 
+
 #: The ResNet18/34 vocabularies of the libraries people hold (each library's own state_dict keys).
 VOCABULARIES = (
     Vocabulary(
-        "torchvision/timm", ".", r"^layer(\d+)$", r"^(\d+)$", shortcut=("downsample",), head=("fc",), stem=("conv1", "bn1"),
-        names=(("stem.conv", "conv1"), ("stem.bn", "bn1"), ("block", "layer{stage}.{block}"), ("conv1", "conv1"), ("bn1", "bn1"), ("conv2", "conv2"),
-               ("bn2", "bn2"), ("shortcut.conv", "downsample.0"), ("shortcut.bn", "downsample.1"), ("fc", "fc")),
+        "torchvision/timm",
+        ".",
+        r"^layer(\d+)$",
+        r"^(\d+)$",
+        shortcut=("downsample",),
+        head=("fc",),
+        stem=("conv1", "bn1"),
+        names=(
+            ("stem.conv", "conv1"),
+            ("stem.bn", "bn1"),
+            ("block", "layer{stage}.{block}"),
+            ("conv1", "conv1"),
+            ("bn1", "bn1"),
+            ("conv2", "conv2"),
+            ("bn2", "bn2"),
+            ("shortcut.conv", "downsample.0"),
+            ("shortcut.bn", "downsample.1"),
+            ("fc", "fc"),
+        ),
     ),
     Vocabulary(
-        "kuangliu/pytorch-cifar", ".", r"^layer(\d+)$", r"^(\d+)$", shortcut=("shortcut",), head=("linear",), stem=("conv1", "bn1"),
-        names=(("stem.conv", "conv1"), ("stem.bn", "bn1"), ("block", "layer{stage}.{block}"), ("conv1", "conv1"), ("bn1", "bn1"), ("conv2", "conv2"),
-               ("bn2", "bn2"), ("shortcut.conv", "shortcut.0"), ("shortcut.bn", "shortcut.1"), ("fc", "linear")),
+        "kuangliu/pytorch-cifar",
+        ".",
+        r"^layer(\d+)$",
+        r"^(\d+)$",
+        shortcut=("shortcut",),
+        head=("linear",),
+        stem=("conv1", "bn1"),
+        names=(
+            ("stem.conv", "conv1"),
+            ("stem.bn", "bn1"),
+            ("block", "layer{stage}.{block}"),
+            ("conv1", "conv1"),
+            ("bn1", "bn1"),
+            ("conv2", "conv2"),
+            ("bn2", "bn2"),
+            ("shortcut.conv", "shortcut.0"),
+            ("shortcut.bn", "shortcut.1"),
+            ("fc", "linear"),
+        ),
     ),
     Vocabulary(
-        "weiaicunzai/pytorch-cifar100", ".", r"^conv(\d+)_x$", r"^(\d+)$", shortcut=("shortcut",), head=("fc",), stem=("conv1",), left=("residual_function",), stage_offset=-1,
-        names=(("stem.conv", "conv1.0"), ("stem.bn", "conv1.1"), ("block", "conv{stage}_x.{block}"), ("conv1", "residual_function.0"), ("bn1", "residual_function.1"),
-               ("conv2", "residual_function.3"), ("bn2", "residual_function.4"), ("shortcut.conv", "shortcut.0"), ("shortcut.bn", "shortcut.1"), ("fc", "fc")),
+        "weiaicunzai/pytorch-cifar100",
+        ".",
+        r"^conv(\d+)_x$",
+        r"^(\d+)$",
+        shortcut=("shortcut",),
+        head=("fc",),
+        stem=("conv1",),
+        left=("residual_function",),
+        stage_offset=-1,
+        names=(
+            ("stem.conv", "conv1.0"),
+            ("stem.bn", "conv1.1"),
+            ("block", "conv{stage}_x.{block}"),
+            ("conv1", "residual_function.0"),
+            ("bn1", "residual_function.1"),
+            ("conv2", "residual_function.3"),
+            ("bn2", "residual_function.4"),
+            ("shortcut.conv", "shortcut.0"),
+            ("shortcut.bn", "shortcut.1"),
+            ("fc", "fc"),
+        ),
     ),
     # keras-hub's ResNetBackbone (stack0_block1_2_conv: the block's 0th conv is its projection) and
     # ResNetImageClassifier's head
     Vocabulary(
-        "keras-hub", "_", r"^stack(\d+)$", r"^block(\d+)$", shortcut=("0",), head=("predictions",), stem=("conv1",), left=("1", "2"), stage_offset=1,
-        block_output="_out", preactivation=("pre_activation", "post_bn"),
-        names=(("stem.conv", "conv1_conv"), ("stem.bn", "conv1_bn"), ("block", "stack{stage}_block{block}"), ("conv1", "1_conv"), ("bn1", "1_bn"), ("conv2", "2_conv"),
-               ("bn2", "2_bn"), ("shortcut.conv", "0_conv"), ("shortcut.bn", "0_bn"), ("fc", "predictions")),
+        "keras-hub",
+        "_",
+        r"^stack(\d+)$",
+        r"^block(\d+)$",
+        shortcut=("0",),
+        head=("predictions",),
+        stem=("conv1",),
+        left=("1", "2"),
+        stage_offset=1,
+        block_output="_out",
+        preactivation=("pre_activation", "post_bn"),
+        names=(
+            ("stem.conv", "conv1_conv"),
+            ("stem.bn", "conv1_bn"),
+            ("block", "stack{stage}_block{block}"),
+            ("conv1", "1_conv"),
+            ("bn1", "1_bn"),
+            ("conv2", "2_conv"),
+            ("bn2", "2_bn"),
+            ("shortcut.conv", "0_conv"),
+            ("shortcut.bn", "0_bn"),
+            ("fc", "predictions"),
+        ),
     ),
 )
 
@@ -142,7 +212,9 @@ def place(native: str, vocab: Vocabulary) -> tuple[tuple, tuple] | None:
     return None
 
 
-def place_all(layers: list[tuple[str, str, dict]], source: str, vocabularies=VOCABULARIES) -> tuple[list["Found"], Vocabulary]:
+def place_all(
+    layers: list[tuple[str, str, dict]], source: str, vocabularies=VOCABULARIES
+) -> tuple[list["Found"], Vocabulary]:
     """Every ``(native name, kind, params)`` placed by the first vocabulary that places them all.
 
     The error names the layer that no library's vocabulary places, with the
@@ -158,7 +230,7 @@ def place_all(layers: list[tuple[str, str, dict]], source: str, vocabularies=VOC
             (missed if where is None else placed).append((native, kind, params, where))
         if not missed:
             orders: dict[tuple, list] = {}
-            for native, kind, params, (role, key) in placed:
+            for native, kind, _params, (role, key) in placed:
                 orders.setdefault((role, kind), []).append((key, native))
             rank = {native: i for members in orders.values() for i, (_, native) in enumerate(sorted(members))}
             found = [Found(native, kind, params, role, rank[native]) for native, kind, params, (role, _) in placed]
@@ -201,7 +273,11 @@ def vocabulary(library: str) -> Vocabulary:
 
 
 #: the parameters of each kind of layer, in Keras' variable order
-PARAMS = {"conv2d": ("kernel", "bias"), "batchnorm": ("gamma", "beta", "moving_mean", "moving_variance"), "dense": ("kernel", "bias")}
+PARAMS = {
+    "conv2d": ("kernel", "bias"),
+    "batchnorm": ("gamma", "beta", "moving_mean", "moving_variance"),
+    "dense": ("kernel", "bias"),
+}
 _HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 _ZIP_MAGIC = b"PK\x03\x04"
 
@@ -242,7 +318,9 @@ def detect(path: str | Path) -> Source:
             if not (path / fw.checkpoint).is_file():
                 raise PortError(f"{path} is a run directory without a checkpoint ({fw.checkpoint}) yet")
             return Source(path, "run", fw)
-        raise PortError(f"{path} is a folder, but neither a SavedModel (no saved_model.pb), a Hugging Face / keras-hub folder nor a run directory (no {rundir.CONFIG})")
+        raise PortError(
+            f"{path} is a folder, but neither a SavedModel (no saved_model.pb), a Hugging Face / keras-hub folder nor a run directory (no {rundir.CONFIG})"
+        )
     with open(path, "rb") as f:
         head = f.read(8)
     suffix = path.suffix.lower()
@@ -250,7 +328,9 @@ def detect(path: str | Path) -> Source:
         return Source(path, "keras-weights" if path.name.endswith(".weights.h5") else "h5", frameworks.KERAS)
     if suffix == ".keras":
         if not head.startswith(_ZIP_MAGIC):
-            raise PortError(f"{path} is not a .keras file (a .keras model is a zip archive; this one does not start like one)")
+            raise PortError(
+                f"{path} is not a .keras file (a .keras model is a zip archive; this one does not start like one)"
+            )
         return Source(path, "keras", frameworks.KERAS)
     if suffix in (".pt", ".pth", ".bin", ".safetensors"):
         if suffix == ".safetensors":
@@ -282,11 +362,17 @@ def _hub_folder(path: Path) -> str | None:
         return None
     if "architecture" in info:
         if not any((path / w).is_file() for w in HF_WEIGHTS):
-            raise PortError(f"{path} is a Hugging Face folder (config.json names {info['architecture']!r}) without weights: none of {', '.join(HF_WEIGHTS)}; download or copy the weights file into it")
+            raise PortError(
+                f"{path} is a Hugging Face folder (config.json names {info['architecture']!r}) without weights: none of {', '.join(HF_WEIGHTS)}; download or copy the weights file into it"
+            )
         return "hf-folder"
-    if str(info.get("module", "")).startswith("keras_hub") or str(info.get("registered_name", "")).startswith("keras_hub"):
+    if str(info.get("module", "")).startswith("keras_hub") or str(info.get("registered_name", "")).startswith(
+        "keras_hub"
+    ):
         if not (path / "model.weights.h5").is_file():
-            raise PortError(f"{path} is a keras-hub preset folder ({info.get('class_name', '?')}) without model.weights.h5; save it again with preset.save_to_preset(folder)")
+            raise PortError(
+                f"{path} is a keras-hub preset folder ({info.get('class_name', '?')}) without model.weights.h5; save it again with preset.save_to_preset(folder)"
+            )
         return "keras-hub-preset"
     return None
 
@@ -301,7 +387,9 @@ def _not_neutral(path: Path) -> None:
     except (OSError, ValueError, UnicodeDecodeError, AttributeError):
         return  # the reader says what is wrong with it
     if isinstance(meta, dict) and meta.get("format") == "resnet-port-weights":
-        raise PortError(f"{path} is already a neutral weights file ({meta.get('arch', '?')}): load it with either framework, or export it with python -m resnet_port.export")
+        raise PortError(
+            f"{path} is already a neutral weights file ({meta.get('arch', '?')}): load it with either framework, or export it with python -m resnet_port.export"
+        )
 
 
 @dataclass
@@ -320,11 +408,25 @@ class Found:
         for p, a in self.params.items():
             keys[p] = f"{prefix}/{p}"
             arrays[keys[p]] = np.asarray(a)
-        return {"native": self.native, "kind": self.kind, "params": keys, "role": list(self.role) if self.role else None, "order": self.order, "layer": self.layer}
+        return {
+            "native": self.native,
+            "kind": self.kind,
+            "params": keys,
+            "role": list(self.role) if self.role else None,
+            "order": self.order,
+            "layer": self.layer,
+        }
 
     @classmethod
     def from_json(cls, d: dict, arrays) -> "Found":
-        return cls(d["native"], d["kind"], {p: arrays[k] for p, k in d["params"].items()}, tuple(d["role"]) if d["role"] else None, d["order"], d["layer"])
+        return cls(
+            d["native"],
+            d["kind"],
+            {p: arrays[k] for p, k in d["params"].items()},
+            tuple(d["role"]) if d["role"] else None,
+            d["order"],
+            d["layer"],
+        )
 
 
 def write_found(found: list[Found], out: Path, meta: dict | None = None) -> None:
@@ -403,7 +505,9 @@ def canonical_tensors(found: list[Found]) -> dict[str, tuple[np.ndarray, str]]:
                     f"{extra.native}: a deep stem ({len(members)} convolutions where ResNet18/34 have one 7x7 or 3x3: ResNet-D, such as timm's "
                     "resnet18d/34d/50d or keras-hub's ResNet-vd); this tool ports the single-convolution stem so far"
                 )
-            raise PortError(f"{extra.native}: a {kind} layer where a ResNet's {role[0]} has {len(names) or 'no'} such layer(s); this is not a ResNet this tool ports")
+            raise PortError(
+                f"{extra.native}: a {kind} layer where a ResNet's {role[0]} has {len(names) or 'no'} such layer(s); this is not a ResNet this tool ports"
+            )
         for name, f in zip(names, members):
             if name in layers:
                 raise PortError(f"{f.native} and {layers[name].native} both map to {name}")
@@ -457,7 +561,9 @@ def describe(tensors: dict) -> str:
     classes = head_classes(tensors) or "?"
     biases = "yes" if any(k.endswith(".bias") and not k.startswith("fc.") for k in tensors) else "no"
     stem = tensors.get("stem.conv.kernel")
-    stem_text = f"{stem[0].shape[0]}x{stem[0].shape[1]} conv of {stem[0].shape[-1]} filters" if stem is not None else "no conv"
+    stem_text = (
+        f"{stem[0].shape[0]}x{stem[0].shape[1]} conv of {stem[0].shape[-1]} filters" if stem is not None else "no conv"
+    )
     return (
         f"{len(blocks)} stages of {blocks} blocks, widths {[widths[s] for s in sorted(widths)]}, "
         f"stem {stem_text}, {classes} classes, conv biases: {biases}"
@@ -472,11 +578,15 @@ def first_mismatch(tensors: dict, spec: ResNetSpec) -> str | None:
         for key in expected:
             a, native = tensors[key]
             if tuple(a.shape) != tuple(expected[key]):
-                return f"{key} [{native}] has shape {tuple(a.shape)} in the source, {tuple(expected[key])} in {spec.name}"
+                return (
+                    f"{key} [{native}] has shape {tuple(a.shape)} in the source, {tuple(expected[key])} in {spec.name}"
+                )
         return None
     missing = [k for k in expected if k not in tensors]
     if missing and set(found) < set(expected):
-        return f"the source lacks {missing[0]} ({tuple(expected[missing[0]])} in {spec.name})" + (f" and {len(missing) - 1} more" if len(missing) > 1 else "")
+        return f"the source lacks {missing[0]} ({tuple(expected[missing[0]])} in {spec.name})" + (
+            f" and {len(missing) - 1} more" if len(missing) > 1 else ""
+        )
     for i, (have, want) in enumerate(zip(found, expected)):
         a, native = tensors[have]
         if have != want or tuple(a.shape) != tuple(expected[want]):
@@ -539,13 +649,19 @@ def resolve_arch(tensors: dict, requested: str, source: str, facts: dict | None 
         problem = first_mismatch(tensors, spec)
         if problem:
             others = [a for a in matching_archs(tensors, conventions) if a != spec.name]
-            hint = f"; it is {others[0]}: pass --arch {others[0]} or --arch auto" if others else f"; found {describe(tensors)}"
+            hint = (
+                f"; it is {others[0]}: pass --arch {others[0]} or --arch auto"
+                if others
+                else f"; found {describe(tensors)}"
+            )
             raise PortError(f"{source} does not match --arch {spec.name}: {problem}{hint}")
         return spec
     found = matching_archs(tensors, conventions)
     if len(found) > 1 and len({conventions_of(get_spec(a)) for a in found}) > 1:
         listed = " and ".join(f"{a} ({conventions_of(get_spec(a))})" for a in found)
-        raise PortError(f"{source} matches {listed}: the same tensors in both conventions, which its file does not record; pass --arch with the one it was trained as")
+        raise PortError(
+            f"{source} matches {listed}: the same tensors in both conventions, which its file does not record; pass --arch with the one it was trained as"
+        )
     if found:
         return get_spec(found[0])
     for spec in candidates(tensors, conventions):  # an architecture the source is a part of: name what it lacks
@@ -562,8 +678,14 @@ def resolve_arch(tensors: dict, requested: str, source: str, facts: dict | None 
 #: the Keras class of each spec layer kind in tf_impl's functional model (UnbiasedBatchNormalization is
 #: tf_impl's own BatchNormalization with PyTorch's moving-variance update, registered as resnet_port>...)
 _KERAS_CLASS = {
-    "conv2d": ("Conv2D",), "batchnorm": ("BatchNormalization", "UnbiasedBatchNormalization"), "relu": ("ReLU",),
-    "maxpool": ("MaxPooling2D",), "avgpool": ("AveragePooling2D",), "add": ("Add",), "global_avg_pool": ("GlobalAveragePooling2D",), "dense": ("Dense",),
+    "conv2d": ("Conv2D",),
+    "batchnorm": ("BatchNormalization", "UnbiasedBatchNormalization"),
+    "relu": ("ReLU",),
+    "maxpool": ("MaxPooling2D",),
+    "avgpool": ("AveragePooling2D",),
+    "add": ("Add",),
+    "global_avg_pool": ("GlobalAveragePooling2D",),
+    "dense": ("Dense",),
 }
 
 
@@ -574,17 +696,34 @@ def _expected_keras_layers(spec) -> dict[str, tuple[tuple[str, ...], dict, list[
     out: dict[str, tuple[tuple[str, ...], dict, list[str]]] = {"images": (("InputLayer",), {}, [])}
 
     def keras_padding(layer, size) -> str:
-        return layer.padding if isinstance(layer.padding, str) else ("same" if symmetric_as_same(size, layer.stride, layer.padding) else "valid")
+        return (
+            layer.padding
+            if isinstance(layer.padding, str)
+            else ("same" if symmetric_as_same(size, layer.stride, layer.padding) else "valid")
+        )
 
     def add(layer, inputs: list[str]) -> str:
         settings: dict = {}
         if layer.kind == "conv2d":
             src = inputs
-            if not isinstance(layer.padding, str) and layer.padding and not symmetric_as_same(layer.kernel_size, layer.stride, layer.padding):
+            if (
+                not isinstance(layer.padding, str)
+                and layer.padding
+                and not symmetric_as_same(layer.kernel_size, layer.stride, layer.padding)
+            ):
                 out[f"{layer.name}.pad"] = (("ZeroPadding2D",), {"padding": [[layer.padding] * 2] * 2}, inputs)
                 src = [f"{layer.name}.pad"]
-            settings = {"filters": layer.filters, "kernel_size": [layer.kernel_size] * 2, "strides": [layer.stride] * 2, "padding": keras_padding(layer, layer.kernel_size),
-                        "use_bias": layer.use_bias, "activation": "linear", "groups": layer.groups, "dilation_rate": [1, 1], "data_format": "channels_last"}
+            settings = {
+                "filters": layer.filters,
+                "kernel_size": [layer.kernel_size] * 2,
+                "strides": [layer.stride] * 2,
+                "padding": keras_padding(layer, layer.kernel_size),
+                "use_bias": layer.use_bias,
+                "activation": "linear",
+                "groups": layer.groups,
+                "dilation_rate": [1, 1],
+                "data_format": "channels_last",
+            }
             inputs = src
         elif layer.kind == "batchnorm":
             settings = {"epsilon": layer.epsilon, "momentum": layer.momentum, "axis": -1, "center": True, "scale": True}
@@ -592,10 +731,19 @@ def _expected_keras_layers(spec) -> dict[str, tuple[tuple[str, ...], dict, list[
             settings = {"max_value": None, "negative_slope": 0.0, "threshold": 0.0}
         elif layer.kind in ("maxpool", "avgpool"):
             src = inputs
-            if not isinstance(layer.padding, str) and layer.padding and not symmetric_as_same(layer.pool_size, layer.stride, layer.padding):
+            if (
+                not isinstance(layer.padding, str)
+                and layer.padding
+                and not symmetric_as_same(layer.pool_size, layer.stride, layer.padding)
+            ):
                 out[f"{layer.name}.pad"] = (("ZeroPadding2D",), {"padding": [[layer.padding] * 2] * 2}, inputs)
                 src = [f"{layer.name}.pad"]
-            settings = {"pool_size": [layer.pool_size] * 2, "strides": [layer.stride] * 2, "padding": keras_padding(layer, layer.pool_size), "data_format": "channels_last"}
+            settings = {
+                "pool_size": [layer.pool_size] * 2,
+                "strides": [layer.stride] * 2,
+                "padding": keras_padding(layer, layer.pool_size),
+                "data_format": "channels_last",
+            }
             inputs = src
         elif layer.kind == "global_avg_pool":
             settings = {"data_format": "channels_last", "keepdims": False}
@@ -634,7 +782,9 @@ def keras_config_problems(config: dict, spec) -> list[str]:
     The weights alone cannot show a Lambda layer, a custom class or a ReLU with a slope: those compute
     another function with the same tensors, so a port that ignored them would be silently wrong."""
     if not isinstance(config, dict) or config.get("class_name") != "Functional":
-        return [f"the model is a {config.get('class_name') if isinstance(config, dict) else type(config).__name__!r}, not a functional Keras model of {spec.name}"]
+        return [
+            f"the model is a {config.get('class_name') if isinstance(config, dict) else type(config).__name__!r}, not a functional Keras model of {spec.name}"
+        ]
     expected = _expected_keras_layers(spec)
     problems, seen = [], set()
     for item in config.get("config", {}).get("layers", []):
@@ -648,8 +798,14 @@ def keras_config_problems(config: dict, spec) -> list[str]:
         if cls not in classes:
             problems.append(f"layer {name!r} is a {cls}, {spec.name} has a {classes[0]} there")
             continue
-        if cls == "UnbiasedBatchNormalization" and item.get("module") is not None and (item.get("registered_name") or "").split(">")[0] != "resnet_port":
-            problems.append(f"layer {name!r} is a {cls} of {item.get('registered_name') or item.get('module')!r}, not tf_impl's")
+        if (
+            cls == "UnbiasedBatchNormalization"
+            and item.get("module") is not None
+            and (item.get("registered_name") or "").split(">")[0] != "resnet_port"
+        ):
+            problems.append(
+                f"layer {name!r} is a {cls} of {item.get('registered_name') or item.get('module')!r}, not tf_impl's"
+            )
         for key, want in settings.items():
             if key == "activation" and key in cfg and cfg[key] in ("linear", None):
                 continue
@@ -662,10 +818,16 @@ def keras_config_problems(config: dict, spec) -> list[str]:
                     if isinstance(t, dict) and "keras_history" in t.get("config", {}):
                         got_inputs.append(t["config"]["keras_history"][0])
         if got_inputs != inputs:
-            problems.append(f"layer {name!r} ({cls}) takes {', '.join(got_inputs) or 'nothing'}, in {spec.name} it takes {', '.join(inputs) or 'the images'}")
+            problems.append(
+                f"layer {name!r} ({cls}) takes {', '.join(got_inputs) or 'nothing'}, in {spec.name} it takes {', '.join(inputs) or 'the images'}"
+            )
     missing = [n for n in expected if n not in seen]
     if missing:
-        problems.append(f"the config has no layer {missing[0]!r}" + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else "") + f" of {spec.name}")
+        problems.append(
+            f"the config has no layer {missing[0]!r}"
+            + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else "")
+            + f" of {spec.name}"
+        )
     outputs = config.get("config", {}).get("output_layers")
     if isinstance(outputs, list) and outputs and isinstance(outputs[0], str):  # one output: [name, node, tensor]
         outputs = [outputs]

@@ -124,13 +124,17 @@ class SGDSpec:
 
     def __post_init__(self):
         if self.learning_rate <= 0 or not 0 <= self.momentum < 1 or self.base_batch < 1 or self.warmup_epochs < 0:
-            raise ValueError(f"SGD needs a positive learning rate and base batch, momentum in [0, 1) and warm-up >= 0, got {self}")
+            raise ValueError(
+                f"SGD needs a positive learning rate and base batch, momentum in [0, 1) and warm-up >= 0, got {self}"
+            )
 
     def peak(self, batch_size: int) -> float:
         return self.learning_rate * batch_size / self.base_batch
 
     def schedule(self, steps_per_epoch: int, epochs: int, batch_size: int) -> "WarmupCosine":
-        return WarmupCosine(self.peak(batch_size), round(self.warmup_epochs * steps_per_epoch), epochs * steps_per_epoch)
+        return WarmupCosine(
+            self.peak(batch_size), round(self.warmup_epochs * steps_per_epoch), epochs * steps_per_epoch
+        )
 
 
 @dataclass(frozen=True)
@@ -218,7 +222,9 @@ class Recipe:
 
 
 #: Cutout 8x8 after a random crop from the image zero-padded by 4, and the flip
-MODERN_AUGMENT = AugmentSpec(height_shift=0.0, width_shift=0.0, horizontal_flip=True, fill_mode="constant", crop_padding=4, cutout=8)
+MODERN_AUGMENT = AugmentSpec(
+    height_shift=0.0, width_shift=0.0, horizontal_flip=True, fill_mode="constant", crop_padding=4, cutout=8
+)
 
 RECIPES: dict[str, Recipe] = {
     "seed": Recipe(),
@@ -248,4 +254,15 @@ def recipe(name: str, **changes) -> Recipe:
     return dataclasses.replace(RECIPES[name], **changes)
 
 
-__all__ = ["AdamSpec", "SGDSpec", "ObjectiveSpec", "Recipe", "RECIPES", "recipe", "NO_AUGMENT", "MODERN_AUGMENT", "InverseTimeDecay", "WarmupCosine"]
+__all__ = [
+    "AdamSpec",
+    "SGDSpec",
+    "ObjectiveSpec",
+    "Recipe",
+    "RECIPES",
+    "recipe",
+    "NO_AUGMENT",
+    "MODERN_AUGMENT",
+    "InverseTimeDecay",
+    "WarmupCosine",
+]

@@ -67,7 +67,10 @@ def main(argv: list[str]) -> None:
         import keras
         import keras_hub
 
-        for prefix, model in (("", keras.saving.load_model(path + ".keras")), ("preset/", keras_hub.models.ImageClassifier.from_preset(path + "-preset"))):
+        for prefix, model in (
+            ("", keras.saving.load_model(path + ".keras")),
+            ("preset/", keras_hub.models.ImageClassifier.from_preset(path + "-preset")),
+        ):
             each(lambda x, model=model: np.asarray(model(x, training=False)), prefix)
         res["classes"] = np.array(type(model).__module__.split(".")[0] + "." + type(model).__name__)
     elif fmt == "keras":

@@ -26,7 +26,13 @@ def plot_curves(history: list[dict], out_dir: str | Path, title: str = "Model") 
         fig, ax = plt.subplots(figsize=(6.4, 4.8), dpi=100)
         # markers, so that a one-epoch run still shows its points
         ax.plot(epochs, [h[metric] for h in history], "r-o", ms=3, label=metric[:3] if metric == "accuracy" else "loss")
-        ax.plot(epochs, [h[f"val_{metric}"] for h in history], "b-o", ms=3, label="val_acc" if metric == "accuracy" else "val_loss")
+        ax.plot(
+            epochs,
+            [h[f"val_{metric}"] for h in history],
+            "b-o",
+            ms=3,
+            label="val_acc" if metric == "accuracy" else "val_loss",
+        )
         ax.set_xlabel("Epoch")
         ax.set_ylabel(ylabel)
         ax.set_title(f"{title} - {ylabel}")
@@ -45,7 +51,13 @@ def mosaic_size(predictions: np.ndarray, num_classes: int) -> tuple[int, int]:
     return TOP + num_classes * ROW + 2 * ROW, LEFT + columns * ROW + 10
 
 
-def prediction_mosaic(images: np.ndarray, predictions: np.ndarray, class_names: list[str], path: str | Path, labels: np.ndarray | None = None) -> Path:
+def prediction_mosaic(
+    images: np.ndarray,
+    predictions: np.ndarray,
+    class_names: list[str],
+    path: str | Path,
+    labels: np.ndarray | None = None,
+) -> Path:
     """The seed's ``test_visualisation.png``: each test image in the row of its predicted class.
 
     ``images`` are uint8 RGB (N, 32, 32, 3).  Rows are labelled with the class name
@@ -57,13 +69,26 @@ def prediction_mosaic(images: np.ndarray, predictions: np.ndarray, class_names: 
     import cv2
 
     predictions = np.asarray(predictions, dtype=np.int64)
-    shown = np.arange(len(class_names)) if labels is None else np.unique(np.concatenate([np.asarray(labels, np.int64), predictions]))
+    shown = (
+        np.arange(len(class_names))
+        if labels is None
+        else np.unique(np.concatenate([np.asarray(labels, np.int64), predictions]))
+    )
     row_of = {int(c): i for i, c in enumerate(shown)}
     rows = np.array([row_of[int(c)] for c in predictions], dtype=np.int64)
     height, width = mosaic_size(rows, len(shown))
     canvas = np.zeros((height, width, 3), np.uint8)
     for i, c in enumerate(shown):
-        cv2.putText(canvas, class_names[int(c)], (10, TOP + i * ROW + 25), cv2.FONT_HERSHEY_SIMPLEX, 0.7, (255, 255, 255), 1, cv2.LINE_AA)
+        cv2.putText(
+            canvas,
+            class_names[int(c)],
+            (10, TOP + i * ROW + 25),
+            cv2.FONT_HERSHEY_SIMPLEX,
+            0.7,
+            (255, 255, 255),
+            1,
+            cv2.LINE_AA,
+        )
     position = np.zeros(len(shown), dtype=np.int64)
     for image, cls in zip(images, rows):
         if position[cls] < MAX_COLUMNS:

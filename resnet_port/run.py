@@ -75,7 +75,12 @@ class EpochSums:
     seconds: float = 0.0
 
     def __add__(self, other: "EpochSums") -> "EpochSums":
-        return EpochSums(self.loss_sum + other.loss_sum, self.correct + other.correct, self.seen + other.seen, self.seconds + other.seconds)
+        return EpochSums(
+            self.loss_sum + other.loss_sum,
+            self.correct + other.correct,
+            self.seen + other.seen,
+            self.seconds + other.seconds,
+        )
 
     @classmethod
     def from_dict(cls, d: dict) -> "EpochSums":
@@ -133,10 +138,16 @@ class StopRequest:
             self.abandoned = True
             raise KeyboardInterrupt
         self.requested = True
-        print("\nCtrl-C: stopping after this step, then writing the checkpoint (Ctrl-C again to abandon it)", file=sys.stderr)
+        print(
+            "\nCtrl-C: stopping after this step, then writing the checkpoint (Ctrl-C again to abandon it)",
+            file=sys.stderr,
+        )
 
     def __enter__(self) -> "StopRequest":
-        if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+        if (
+            threading.current_thread() is threading.main_thread()
+            and signal.getsignal(signal.SIGINT) is signal.default_int_handler
+        ):
             self._previous = signal.signal(signal.SIGINT, self._handler)
         return self
 
@@ -161,7 +172,7 @@ class Backend(ABC):
         """Check the framework's own flags; no engine work yet (bad flags fail fast)."""
         self.args, self.recipe = args, recipe
 
-    @staticmethod
+    @staticmethod  # noqa: B027 (optional: most backends have no flags of their own)
     def add_arguments(ap: argparse.ArgumentParser) -> None:
         """The framework's own flags."""
 
@@ -185,7 +196,9 @@ class Backend(ABC):
     def steps_per_epoch(self) -> int: ...
 
     @abstractmethod
-    def train_epoch(self, epoch: int, start_batch: int, start: EpochSums, on_step: StepCallback, report_every: int) -> EpochSums:
+    def train_epoch(
+        self, epoch: int, start_batch: int, start: EpochSums, on_step: StepCallback, report_every: int
+    ) -> EpochSums:
         """Train epoch ``epoch`` from batch ``start_batch`` to its end; the sums over all processes.
 
         The sums begin at ``start`` (the interrupted part's) and add each step in
@@ -226,7 +239,7 @@ class Backend(ABC):
         they are reported apart and not counted in the epoch's images/s."""
         return 0.0
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 (optional)
         """Stop the engine (e.g. leave the process group)."""
 
     def device_label(self) -> str:
@@ -243,7 +256,9 @@ def main(backend_cls: type[Backend], argv=None) -> int:
     """The training CLI of one framework: ``python -m <package>.train``."""
     args = parser(backend_cls).parse_args(argv)
     try:
-        return cli.run_cli(lambda: train(backend_cls, args), (ValueError, data.DataError, rundir.RunDirError, WeightsError))
+        return cli.run_cli(
+            lambda: train(backend_cls, args), (ValueError, data.DataError, rundir.RunDirError, WeightsError)
+        )
     except TrainingDiverged as e:
         cli.fail(str(e))
         return 1
@@ -254,7 +269,14 @@ class TrainingDiverged(Exception):
 
 
 def data_facts(ds: data.Cifar100) -> dict:
-    facts = {"source": ds.source, "verified": ds.verified, "train": len(ds.train), "val": len(ds.val), "test": len(ds.test), "fingerprint": data.fingerprint(ds)}
+    facts = {
+        "source": ds.source,
+        "verified": ds.verified,
+        "train": len(ds.train),
+        "val": len(ds.val),
+        "test": len(ds.test),
+        "fingerprint": data.fingerprint(ds),
+    }
     if ds.normalization is not None:
         facts["normalization"] = ds.normalization.to_dict()
     return facts
@@ -271,7 +293,10 @@ def _resumed_arch(args: argparse.Namespace) -> None:
         return  # the run directory's own checks say what is wrong with it
     default = RECIPES[args.recipe].arch
     if stored and stored != default and stored in available():
-        print(f"notice: --resume continues the run's architecture, {stored} (the {args.recipe} recipe's default is {default})", file=sys.stderr)
+        print(
+            f"notice: --resume continues the run's architecture, {stored} (the {args.recipe} recipe's default is {default})",
+            file=sys.stderr,
+        )
         args.arch = stored
 
 
@@ -296,12 +321,16 @@ def train(backend_cls: type[Backend], args: argparse.Namespace) -> int:
         backend.close()
         if not backend.chief:
             return 130
-        if on_disk.get("finishing"):  # every epoch is trained and checkpointed; only the evaluation and artefacts are missing
+        if on_disk.get(
+            "finishing"
+        ):  # every epoch is trained and checkpointed; only the evaluation and artefacts are missing
             return cli.interrupted(on_disk["epoch"], 0, run.path, finishing=True)
         return cli.interrupted(on_disk.get("epoch"), on_disk.get("batch", 0), run.path, abandoned=stop.abandoned)
 
 
-def _train(backend: Backend, run: rundir.RunDir, recipe: Recipe, args, started: float, on_disk: dict, stop: "StopRequest") -> int:
+def _train(
+    backend: Backend, run: rundir.RunDir, recipe: Recipe, args, started: float, on_disk: dict, stop: "StopRequest"
+) -> int:
     ds = cli.load_data(recipe, args)
     facts = data_facts(ds)
     if run.resuming and backend.chief:
@@ -317,12 +346,17 @@ def _train(backend: Backend, run: rundir.RunDir, recipe: Recipe, args, started: 
         state = RunState.from_dict(backend.load(run.checkpoint))
         on_disk.update(epoch=state.epoch, batch=state.batch)
         if state.epoch > recipe.epochs or (state.epoch == recipe.epochs and state.batch):
-            raise rundir.RunDirError(f"--resume: the run in {run.path} has trained {state.epoch} epochs already; --epochs {recipe.epochs} ends before that: give --epochs {max(state.epoch, 1)} or more")
+            raise rundir.RunDirError(
+                f"--resume: the run in {run.path} has trained {state.epoch} epochs already; --epochs {recipe.epochs} ends before that: give --epochs {max(state.epoch, 1)} or more"
+            )
     log = None
     if backend.chief:
         if run.resuming:
             if state.epoch >= recipe.epochs:
-                print(f"resuming {run.path}: all {state.epoch} epochs are trained; evaluating and writing the artefacts", file=sys.stderr)
+                print(
+                    f"resuming {run.path}: all {state.epoch} epochs are trained; evaluating and writing the artefacts",
+                    file=sys.stderr,
+                )
             else:
                 print(f"resuming {run.path} at epoch {state.epoch + 1}, batch {state.batch}", file=sys.stderr)
             run.write_metrics(state.history)
@@ -343,11 +377,21 @@ def _train(backend: Backend, run: rundir.RunDir, recipe: Recipe, args, started: 
     on_disk.update(epoch=state.epoch, batch=0, finishing=True)
     results = finish(run, recipe, ds, state.history, backend, started)
     name = f"{backend.framework.display_name()}{backend.device_label()}"
-    print(cli.summary(summary_lines(f"{name} ({results['epochs']} epoch{'' if results['epochs'] == 1 else 's'}, {recipe.arch})", results, run)))
+    print(
+        cli.summary(
+            summary_lines(
+                f"{name} ({results['epochs']} epoch{'' if results['epochs'] == 1 else 's'}, {recipe.arch})",
+                results,
+                run,
+            )
+        )
+    )
     return 0
 
 
-def diverged_message(e: "Diverged", state: "RunState", recipe: Recipe, backend: Backend, run: rundir.RunDir, on_disk: dict) -> str:
+def diverged_message(
+    e: "Diverged", state: "RunState", recipe: Recipe, backend: Backend, run: rundir.RunDir, on_disk: dict
+) -> str:
     steps = backend.steps_per_epoch()
     if on_disk.get("epoch") is None:
         kept = f"no checkpoint was written before it, so {run.path} holds nothing to resume"
@@ -370,7 +414,14 @@ class TrainingLog:
     step twice.
     """
 
-    EPOCH_TAGS = {"loss": "epoch/loss", "accuracy": "epoch/accuracy", "val_loss": "epoch/val_loss", "val_accuracy": "epoch/val_accuracy", "lr": "epoch/lr", "images_per_sec": "epoch/images_per_sec"}
+    EPOCH_TAGS = {
+        "loss": "epoch/loss",
+        "accuracy": "epoch/accuracy",
+        "val_loss": "epoch/val_loss",
+        "val_accuracy": "epoch/val_accuracy",
+        "lr": "epoch/lr",
+        "images_per_sec": "epoch/images_per_sec",
+    }
     STEP_TAG = "step/loss"
 
     def __init__(self, path: Path, history: list[dict]):
@@ -447,14 +498,46 @@ def progress_bar(total: int, initial: int, desc: str, disable: bool):
 
     tty = sys.stderr.isatty()
     every = 0.5 if tty else 60.0
-    return tqdm(total=total, initial=initial, desc=desc, unit="step", disable=disable, leave=False, mininterval=every, delay=0 if tty else every, dynamic_ncols=True, file=sys.stderr)
+    return tqdm(
+        total=total,
+        initial=initial,
+        desc=desc,
+        unit="step",
+        disable=disable,
+        leave=False,
+        mininterval=every,
+        delay=0 if tty else every,
+        dynamic_ncols=True,
+        file=sys.stderr,
+    )
 
 
-def fit(backend: Backend, run: rundir.RunDir, recipe: Recipe, ds: data.Cifar100, state: RunState, quiet: bool, log: TrainingLog | None, on_disk: dict | None = None, stop: StopRequest | None = None) -> None:
+def fit(
+    backend: Backend,
+    run: rundir.RunDir,
+    recipe: Recipe,
+    ds: data.Cifar100,
+    state: RunState,
+    quiet: bool,
+    log: TrainingLog | None,
+    on_disk: dict | None = None,
+    stop: StopRequest | None = None,
+) -> None:
     """Train the remaining epochs.  ``on_disk`` is kept at the checkpoint written last: ``epoch``, ``batch``."""
     background = Background()
     try:
-        _fit(backend, run, recipe, ds, state, quiet, log, background, {} if on_disk is None else on_disk, stop or StopRequest())
+        _fit(
+            backend,
+            run,
+            recipe,
+            ds,
+            state,
+            quiet,
+            log,
+            background,
+            {} if on_disk is None else on_disk,
+            stop or StopRequest(),
+        )
     finally:
         background.close()  # the last epoch's checkpoint is on disk before anything else happens
 
@@ -467,7 +550,18 @@ def _intact(on_disk: dict) -> str:
     return f"epoch {on_disk['epoch']}'s checkpoint is intact" if on_disk["epoch"] else "no earlier checkpoint exists"
 
 
-def _fit(backend: Backend, run: rundir.RunDir, recipe: Recipe, ds: data.Cifar100, state: RunState, quiet: bool, log: TrainingLog | None, background: Background, on_disk: dict, stop: StopRequest) -> None:
+def _fit(
+    backend: Backend,
+    run: rundir.RunDir,
+    recipe: Recipe,
+    ds: data.Cifar100,
+    state: RunState,
+    quiet: bool,
+    log: TrainingLog | None,
+    background: Background,
+    on_disk: dict,
+    stop: StopRequest,
+) -> None:
     steps = backend.steps_per_epoch()
     while state.epoch < recipe.epochs:
         if stop.requested:  # Ctrl-C during the validation or the checkpoint of the epoch before
@@ -476,7 +570,7 @@ def _fit(backend: Backend, run: rundir.RunDir, recipe: Recipe, ds: data.Cifar100
         bar = progress_bar(steps, state.batch, f"epoch {state.epoch + 1}/{recipe.epochs}", quiet or not backend.chief)
         first_step = state.epoch * steps
 
-        def on_step(batch: int, loss: float | None) -> bool:
+        def on_step(batch: int, loss: float | None, bar=bar, first_step=first_step) -> bool:
             background.raise_failure()  # a failed write (a full disk) stops the run now
             bar.update(1)
             if loss is not None:
@@ -498,7 +592,10 @@ def _fit(backend: Backend, run: rundir.RunDir, recipe: Recipe, ds: data.Cifar100
                 try:
                     backend.save(run.checkpoint, state.to_dict(recipe))
                 except WriteError as w:
-                    raise WriteError(w.errno, f"{w}: the checkpoint at epoch {state.epoch + 1}, batch {state.batch} was not written; {_intact(on_disk)}") from None
+                    raise WriteError(
+                        w.errno,
+                        f"{w}: the checkpoint at epoch {state.epoch + 1}, batch {state.batch} was not written; {_intact(on_disk)}",
+                    ) from None
                 on_disk.update(epoch=state.epoch, batch=state.batch)
             raise KeyboardInterrupt from None
         finally:
@@ -506,7 +603,10 @@ def _fit(backend: Backend, run: rundir.RunDir, recipe: Recipe, ds: data.Cifar100
         warmup = backend.take_warmup_seconds()
         done.seconds = start.seconds + time.perf_counter() - begun - warmup
         if warmup and not quiet and backend.chief:
-            print(f"compile: {warmup:.1f} s in epoch {state.epoch + 1}'s first step (not counted in its images/s)", file=sys.stderr)
+            print(
+                f"compile: {warmup:.1f} s in epoch {state.epoch + 1}'s first step (not counted in its images/s)",
+                file=sys.stderr,
+            )
         val_loss, val_acc, _ = backend.evaluate(ds.val)
         state.history.append(
             {
@@ -525,24 +625,38 @@ def _fit(backend: Backend, run: rundir.RunDir, recipe: Recipe, ds: data.Cifar100
             continue
         write_checkpoint, history = backend.snapshot(state.to_dict(recipe)), list(state.history)
 
-        def persist(epoch=state.epoch, before=dict(on_disk)):  # the checkpoint first: metrics.jsonl is derived from it
-            try:
+        # runs in the background thread: everything it uses is bound now, not read from the loop later
+        def persist(epoch=state.epoch, before=dict(on_disk), write_checkpoint=write_checkpoint, history=history):  # noqa: B006 (a copy, on purpose)
+            try:  # the checkpoint first: metrics.jsonl is derived from it
                 write_checkpoint(run.checkpoint)
             except WriteError as w:
-                raise WriteError(w.errno, f"{w}: the checkpoint of epoch {epoch} was not written; {_intact(before)}; free space and continue with --resume") from None
+                raise WriteError(
+                    w.errno,
+                    f"{w}: the checkpoint of epoch {epoch} was not written; {_intact(before)}; free space and continue with --resume",
+                ) from None
             on_disk.update(epoch=epoch, batch=0)
             try:
                 run.write_metrics(history)
             except WriteError as w:
-                raise WriteError(w.errno, f"{w}: {rundir.METRICS} of epoch {epoch} was not written; epoch {epoch}'s checkpoint is intact (--resume rewrites {rundir.METRICS} from it)") from None
+                raise WriteError(
+                    w.errno,
+                    f"{w}: {rundir.METRICS} of epoch {epoch} was not written; epoch {epoch}'s checkpoint is intact (--resume rewrites {rundir.METRICS} from it)",
+                ) from None
             if log:
                 log.epoch(history[-1])
 
         background.submit(persist)
         if not quiet:
             h = state.history[-1]
-            val = f"val_loss {h['val_loss']:.4f} val_acc {h['val_accuracy']:.4f}" if len(ds.val) else "no validation split"
-            print(f"epoch {h['epoch']}/{recipe.epochs}: loss {h['loss']:.4f} acc {h['accuracy']:.4f} {val} lr {h['lr']:.3g} ({h['images_per_sec']:.0f} img/s){time_left(state.history, recipe.epochs)}", file=sys.stderr)
+            val = (
+                f"val_loss {h['val_loss']:.4f} val_acc {h['val_accuracy']:.4f}"
+                if len(ds.val)
+                else "no validation split"
+            )
+            print(
+                f"epoch {h['epoch']}/{recipe.epochs}: loss {h['loss']:.4f} acc {h['accuracy']:.4f} {val} lr {h['lr']:.3g} ({h['images_per_sec']:.0f} img/s){time_left(state.history, recipe.epochs)}",
+                file=sys.stderr,
+            )
     if stop.requested:  # Ctrl-C in the last epoch's last step or validation: every epoch is trained
         background.flush()
         raise KeyboardInterrupt
@@ -569,27 +683,41 @@ def time_left(history: list[dict], epochs: int) -> str:
     return f"; about {duration(left * statistics.median(times))} left ({left} epoch{'s' if left != 1 else ''})"
 
 
-def finish(run: rundir.RunDir, recipe: Recipe, ds: data.Cifar100, history: list[dict], backend: Backend, started: float) -> dict:
+def finish(
+    run: rundir.RunDir, recipe: Recipe, ds: data.Cifar100, history: list[dict], backend: Backend, started: float
+) -> dict:
     """The end of a run: the weights, the test predictions, the curves, the mosaic and ``results.json``."""
     try:
         return _finish(run, recipe, ds, history, backend, started)
     except WriteError as e:
-        raise WriteError(e.errno, f"{e}; every epoch is checkpointed: free space and run the same command with --resume to write the artefacts") from None
+        raise WriteError(
+            e.errno,
+            f"{e}; every epoch is checkpointed: free space and run the same command with --resume to write the artefacts",
+        ) from None
     except OSError as e:  # numpy's or matplotlib's own writes
         where = Path(e.filename) if e.filename else run.path / "artefacts"
-        raise WriteError(e.errno, f"{describe_write_error(where, e)}; every epoch is checkpointed: free space and run the same command with --resume to write the artefacts") from None
+        raise WriteError(
+            e.errno,
+            f"{describe_write_error(where, e)}; every epoch is checkpointed: free space and run the same command with --resume to write the artefacts",
+        ) from None
 
 
-def _finish(run: rundir.RunDir, recipe: Recipe, ds: data.Cifar100, history: list[dict], backend: Backend, started: float) -> dict:
+def _finish(
+    run: rundir.RunDir, recipe: Recipe, ds: data.Cifar100, history: list[dict], backend: Backend, started: float
+) -> dict:
     from . import report
 
     backend.export_weights(run.path / rundir.WEIGHTS)  # checked finite: a diverged model writes no weights
     test_loss, test_acc, pred = backend.evaluate(ds.test)
     if len(ds.test) and not (math.isfinite(test_loss) and math.isfinite(test_acc)):
-        raise TrainingDiverged(f"the test loss of the trained model is {test_loss} (not finite): its weights are finite but its outputs overflow; no result is reported")
+        raise TrainingDiverged(
+            f"the test loss of the trained model is {test_loss} (not finite): its weights are finite but its outputs overflow; no result is reported"
+        )
     np.save(run.path / rundir.PREDICTIONS, pred)
     report.plot_curves(history, run.path, title=f"{recipe.arch} ({backend.framework.label})")
-    report.prediction_mosaic(ds.test.images, pred, ds.fine_names, run.path / "test_visualisation.png", labels=ds.test.fine)
+    report.prediction_mosaic(
+        ds.test.images, pred, ds.fine_names, run.path / "test_visualisation.png", labels=ds.test.fine
+    )
     train_seconds = sum(h["seconds"] for h in history)
     val = [h["val_accuracy"] for h in history if h["val_accuracy"] is not None and math.isfinite(h["val_accuracy"])]
     results = {
@@ -613,7 +741,9 @@ def summary_lines(framework_line: str, results: dict, run: rundir.RunDir) -> dic
     return {
         "framework": framework_line,
         "test accuracy": f"acc= {results['test_accuracy']:.4f} ({results['test_correct']}/{results['test_total']})",
-        "best val accuracy": "- (no validation split)" if results["best_val_accuracy"] is None else f"{results['best_val_accuracy']:.4f}",
+        "best val accuracy": "- (no validation split)"
+        if results["best_val_accuracy"] is None
+        else f"{results['best_val_accuracy']:.4f}",
         "training time": f"{results['train_seconds']:.1f} s ({results['images_per_sec']:.1f} images/s)",
         "artifacts": str(run.path),
     }

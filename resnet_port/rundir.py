@@ -35,9 +35,9 @@ from typing import Callable
 import numpy as np
 
 from . import frameworks
+from . import weights as W
 from .recipe import Recipe
 from .tensorboard_log import PREFIX as TENSORBOARD_PREFIX
-from . import weights as W
 from .weights import atomic_write_bytes
 
 CONFIG = "config.json"
@@ -46,7 +46,17 @@ RESULTS = "results.json"
 WEIGHTS = "weights.safetensors"
 PREDICTIONS = "predictions.npy"
 CHECKPOINTS = {fw.package: fw.checkpoint for fw in frameworks.ALL}
-ARTIFACTS = [CONFIG, METRICS, RESULTS, WEIGHTS, PREDICTIONS, "accuracy.png", "loss.png", "test_visualisation.png", *CHECKPOINTS.values()]
+ARTIFACTS = [
+    CONFIG,
+    METRICS,
+    RESULTS,
+    WEIGHTS,
+    PREDICTIONS,
+    "accuracy.png",
+    "loss.png",
+    "test_visualisation.png",
+    *CHECKPOINTS.values(),
+]
 METRIC_KEYS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "lr", "seconds", "images_per_sec")
 # recipe fields a resumed run may change: continuing a run for more epochs is fine
 RESUMABLE_CHANGES = {"epochs"}
@@ -88,7 +98,9 @@ def is_run_dir(path: str | os.PathLike) -> bool:
 def read_config(path: str | os.PathLike) -> dict:
     path = Path(path)
     if not is_run_dir(path):
-        raise RunDirError(f"{path} is not a run directory (no {CONFIG}); point at a folder written by tf_impl.train or torch_impl.train")
+        raise RunDirError(
+            f"{path} is not a run directory (no {CONFIG}); point at a folder written by tf_impl.train or torch_impl.train"
+        )
     try:
         return json.loads((path / CONFIG).read_text())
     except json.JSONDecodeError as e:
@@ -102,7 +114,9 @@ def weights_of(target: str | os.PathLike) -> Path:
         read_config(path)
         path = path / WEIGHTS
         if not path.is_file():
-            raise RunDirError(f"{target} has no {WEIGHTS} yet (the run has not finished); use it after it ends, or --resume it")
+            raise RunDirError(
+                f"{target} has no {WEIGHTS} yet (the run has not finished); use it after it ends, or --resume it"
+            )
     if not path.is_file():
         raise RunDirError(f"{target}: no such weights file or run directory")
     return path
@@ -119,7 +133,9 @@ def read_metrics(path: str | os.PathLike) -> list[dict]:
         try:
             record = json.loads(line)
         except json.JSONDecodeError as e:
-            raise RunDirError(f"{f}, line {n}, is not a JSON record ({e.msg}: {line[:60]!r}); the file is damaged (a run's --resume rewrites it from the checkpoint)") from None
+            raise RunDirError(
+                f"{f}, line {n}, is not a JSON record ({e.msg}: {line[:60]!r}); the file is damaged (a run's --resume rewrites it from the checkpoint)"
+            ) from None
         if not isinstance(record, dict) or "epoch" not in record:
             raise RunDirError(f"{f}, line {n}, is not an epoch record (a JSON object with 'epoch'): {line[:60]!r}")
         records.append(record)
@@ -177,7 +193,9 @@ class RunDir:
     clears and creates the folder, so a refused or failed start writes nothing.
     """
 
-    def __init__(self, path: str | os.PathLike, framework: str, recipe: Recipe, resume: bool = False, force: bool = False):
+    def __init__(
+        self, path: str | os.PathLike, framework: str, recipe: Recipe, resume: bool = False, force: bool = False
+    ):
         self.path = Path(path)
         self.framework = framework
         self.checkpoint = self.path / CHECKPOINTS[framework]
@@ -202,23 +220,31 @@ class RunDir:
                 )
         elif self.path.exists() and any(self.path.iterdir()):
             if not force:
-                raise RunDirError(f"{self.path} is not empty and is not a run directory; choose another --out or pass --force")
+                raise RunDirError(
+                    f"{self.path} is not empty and is not a run directory; choose another --out or pass --force"
+                )
             self._clear_first = True
         elif resume:
             what = "does not exist" if not self.path.exists() else "is empty"
-            raise RunDirError(f"--resume: {self.path} {what}, so there is no run to continue; leave out --resume to start a new run there")
+            raise RunDirError(
+                f"--resume: {self.path} {what}, so there is no run to continue; leave out --resume to start a new run there"
+            )
 
     def _check_resumable(self, recipe: Recipe) -> None:
         """--resume of a run directory: it must be able to continue exactly, as one story."""
         history = read_metrics(self.path)
         if len(history) > recipe.epochs:
-            raise RunDirError(f"--resume: the run in {self.path} has trained {len(history)} epochs already; --epochs {recipe.epochs} ends before that: give --epochs {len(history)} or more")
+            raise RunDirError(
+                f"--resume: the run in {self.path} has trained {len(history)} epochs already; --epochs {recipe.epochs} ends before that: give --epochs {len(history)} or more"
+            )
         if self.checkpoint.exists():
             if read_results(self.path) is not None and len(history) == recipe.epochs:
                 # said once the data are known to be the run's (check_same_data first): "give --epochs N"
                 # would be wrong advice for a run on other data
-                self.complete = (f"--resume: the run in {self.path} is complete ({len(history)} epochs, results written); "
-                                 f"give --epochs {len(history) + 1} or more to train it further, or --force to start it again")
+                self.complete = (
+                    f"--resume: the run in {self.path} is complete ({len(history)} epochs, results written); "
+                    f"give --epochs {len(history) + 1} or more to train it further, or --force to start it again"
+                )
             self.resuming = True
         elif history:
             raise RunDirError(
@@ -226,13 +252,20 @@ class RunDir:
                 f"restore {self.checkpoint.name}, or start the run again with --force"
             )
         else:  # killed before its first checkpoint: nothing was trained that could be kept
-            print(f"notice: {self.path} has no checkpoint yet (stopped before its first epoch ended); starting the run from the beginning", file=sys.stderr)
+            print(
+                f"notice: {self.path} has no checkpoint yet (stopped before its first epoch ended); starting the run from the beginning",
+                file=sys.stderr,
+            )
             self._clear_first = True
 
     def check_same_data(self, facts: dict) -> None:
         """--resume: the data must be those the run trained on (sizes and content)."""
         before = (self._old_config or {}).get("data", {})
-        diffs = [f"{k}: {before[k]!r} -> {facts[k]!r}" for k in ("train", "val", "test", "fingerprint") if k in before and k in facts and before[k] != facts[k]]
+        diffs = [
+            f"{k}: {before[k]!r} -> {facts[k]!r}"
+            for k in ("train", "val", "test", "fingerprint")
+            if k in before and k in facts and before[k] != facts[k]
+        ]
         if diffs:
             raise RunDirError(
                 f"--resume: the data differ from those the run in {self.path} trained on ({', '.join(diffs)}); "
@@ -250,7 +283,9 @@ class RunDir:
         self._clear_first = False
         self.complete = None  # the chief says whether the run is complete
         if resume and not is_run_dir(self.path):
-            raise RunDirError(f"--resume: this worker does not see the run in {self.path}; every worker must read the chief's run directory (put --out on a shared filesystem)")
+            raise RunDirError(
+                f"--resume: this worker does not see the run in {self.path}; every worker must read the chief's run directory (put --out on a shared filesystem)"
+            )
         self.resuming = resume and self.checkpoint.exists()
         return self
 
@@ -266,14 +301,18 @@ class RunDir:
 
     def _check_same_run(self, old: dict, recipe: Recipe) -> None:
         if old.get("framework") != self.framework:
-            raise RunDirError(f"{self.path} holds a {old.get('framework')} run; resume it with python -m {old.get('framework')}.train")
+            raise RunDirError(
+                f"{self.path} holds a {old.get('framework')} run; resume it with python -m {old.get('framework')}.train"
+            )
         new = json.loads(json.dumps(recipe.to_dict()))
         # a field newer than the run's config had its default value in that run, at any depth
         before = json.loads(json.dumps(Recipe.from_dict(old["recipe"]).to_dict()))
         diffs = [k for k in new if k not in RESUMABLE_CHANGES and new[k] != before.get(k)]
         if diffs:
             shown = ", ".join(f"{k}: {before.get(k)!r} -> {new[k]!r}" for k in diffs)
-            raise RunDirError(f"--resume: {self.path} holds a different run ({shown}); use the same settings, or another --out")
+            raise RunDirError(
+                f"--resume: {self.path} holds a different run ({shown}); use the same settings, or another --out"
+            )
 
     def _clear(self) -> None:
         for name in ARTIFACTS:
@@ -286,7 +325,12 @@ class RunDir:
             p.unlink()
 
     def write_config(self, recipe: Recipe, **facts) -> None:
-        cfg = {"framework": self.framework, "recipe": recipe.to_dict(), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **facts}
+        cfg = {
+            "framework": self.framework,
+            "recipe": recipe.to_dict(),
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            **facts,
+        }
         if self.resuming and (self.path / CONFIG).exists():
             old = read_config(self.path)
             cfg["created"] = old.get("created", cfg["created"])
@@ -350,9 +394,14 @@ def verify_checkpoint(path: Path, tensors: dict, written_digest: str | None, dig
     except W.WeightsError as e:
         raise RunDirError(f"{e}. {fix[0].upper()}{fix[1:]}") from None
     if written_digest is None:
-        print(f"notice: {path} has no digest (written by an older resnet-port); its values are checked, its bytes cannot be", file=sys.stderr)
+        print(
+            f"notice: {path} has no digest (written by an older resnet-port); its values are checked, its bytes cannot be",
+            file=sys.stderr,
+        )
     elif digest_now() != written_digest:
-        raise RunDirError(f"checkpoint {path} is damaged: its contents no longer match the digest written with them; {fix}")
+        raise RunDirError(
+            f"checkpoint {path} is damaged: its contents no longer match the digest written with them; {fix}"
+        )
 
 
 def checkpoint_fix(path: Path) -> str:

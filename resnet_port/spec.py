@@ -83,7 +83,9 @@ def check_padding(padding) -> None:
     """'same', 'valid' or a non-negative int (PyTorch's symmetric ``padding=p``)."""
     if padding in ("same", "valid") or (isinstance(padding, int) and not isinstance(padding, bool) and padding >= 0):
         return
-    raise ValueError(f"padding must be 'same', 'valid' or a non-negative int (symmetric, as PyTorch's padding=p), got {padding!r}")
+    raise ValueError(
+        f"padding must be 'same', 'valid' or a non-negative int (symmetric, as PyTorch's padding=p), got {padding!r}"
+    )
 
 
 def conv_output_size(size: int, kernel: int, stride: int, padding: str | int, ceil_mode: bool = False) -> int:
@@ -132,7 +134,9 @@ class ConvSpec:
 
     def __post_init__(self):
         if self.groups < 1 or self.in_channels % self.groups or self.filters % self.groups:
-            raise ValueError(f"{self.name}: groups={self.groups} must divide in_channels={self.in_channels} and filters={self.filters}")
+            raise ValueError(
+                f"{self.name}: groups={self.groups} must divide in_channels={self.in_channels} and filters={self.filters}"
+            )
 
     def params(self) -> dict[str, tuple[int, ...]]:
         p = {"kernel": (self.kernel_size, self.kernel_size, self.in_channels // self.groups, self.filters)}
@@ -524,7 +528,9 @@ class Conventions:
         if self.padding not in ("tf", "torch"):
             raise ValueError(f"conventions {self.name}: padding must be 'tf' or 'torch', got {self.padding!r}")
         if not 0.0 < self.bn_momentum < 1.0 or self.bn_epsilon <= 0:
-            raise ValueError(f"bn_momentum must be in (0, 1) and bn_epsilon > 0, got {self.bn_momentum}, {self.bn_epsilon}")
+            raise ValueError(
+                f"bn_momentum must be in (0, 1) and bn_epsilon > 0, got {self.bn_momentum}, {self.bn_epsilon}"
+            )
         for init in (self.conv_init, self.dense_init, self.dense_bias_init):
             if init not in INITIALISERS:
                 raise ValueError(f"unknown initialiser {init!r}; choose one of: {', '.join(INITIALISERS)}")
@@ -538,14 +544,36 @@ class Conventions:
 
 #: The seed's: Keras' defaults everywhere (TF 'same', BatchNorm 1e-3 / 0.99 with the biased
 #: moving variance, a bias on every conv, Glorot-uniform kernels and zero biases).
-KERAS = Conventions("keras", "tf", KERAS_BN_EPSILON, KERAS_BN_MOMENTUM, False, True, "glorot_uniform", "glorot_uniform", "zeros")
+KERAS = Conventions(
+    "keras", "tf", KERAS_BN_EPSILON, KERAS_BN_MOMENTUM, False, True, "glorot_uniform", "glorot_uniform", "zeros"
+)
 #: The modern recipe's CIFAR ResNets in Keras: TF 'same' and Keras' BatchNorm, no conv biases
 #: (every conv feeds a BatchNorm), torchvision's He-normal (fan-out) convolutions.
-KERAS_CIFAR = Conventions("keras-cifar", "tf", KERAS_BN_EPSILON, KERAS_BN_MOMENTUM, False, False, "he_normal_fan_out", "glorot_uniform", "zeros")
+KERAS_CIFAR = Conventions(
+    "keras-cifar",
+    "tf",
+    KERAS_BN_EPSILON,
+    KERAS_BN_MOMENTUM,
+    False,
+    False,
+    "he_normal_fan_out",
+    "glorot_uniform",
+    "zeros",
+)
 #: PyTorch's, as torchvision, timm and the published CIFAR repos define their ResNets:
 #: symmetric ``padding=k // 2``, BatchNorm 1e-5 / 0.1 (0.9 in Keras' convention) with the
 #: unbiased moving variance, no conv biases, He-normal (fan-out) convolutions, ``nn.Linear``'s head.
-PYTORCH = Conventions("pytorch", "torch", TORCH_BN_EPSILON, TORCH_BN_MOMENTUM, True, False, "he_normal_fan_out", "uniform_fan_in", "uniform_fan_in")
+PYTORCH = Conventions(
+    "pytorch",
+    "torch",
+    TORCH_BN_EPSILON,
+    TORCH_BN_MOMENTUM,
+    True,
+    False,
+    "he_normal_fan_out",
+    "uniform_fan_in",
+    "uniform_fan_in",
+)
 
 
 class Layers:
@@ -554,10 +582,21 @@ class Layers:
     def __init__(self, conventions: Conventions):
         self.c = conventions
 
-    def conv(self, name: str, cin: int, cout: int, kernel: int, stride: int = 1, padding: str | int | None = None, groups: int = 1) -> ConvSpec:
+    def conv(
+        self,
+        name: str,
+        cin: int,
+        cout: int,
+        kernel: int,
+        stride: int = 1,
+        padding: str | int | None = None,
+        groups: int = 1,
+    ) -> ConvSpec:
         c = self.c
         padding = c.pad(kernel) if padding is None else padding
-        return ConvSpec(name, cin, cout, kernel, stride, padding, use_bias=c.conv_bias, kernel_init=c.conv_init, groups=groups)
+        return ConvSpec(
+            name, cin, cout, kernel, stride, padding, use_bias=c.conv_bias, kernel_init=c.conv_init, groups=groups
+        )
 
     def bn(self, name: str, channels: int) -> BatchNormSpec:
         c = self.c
@@ -591,8 +630,11 @@ def basic_block(f: Layers, prefix: str, cin: int, width: int, stride: int, proje
     return BlockSpec(
         prefix,
         residual=(
-            f.conv(f"{prefix}.conv1", cin, width, 3, stride), f.bn(f"{prefix}.bn1", width), f.relu(f"{prefix}.relu1"),
-            f.conv(f"{prefix}.conv2", width, width, 3), f.bn(f"{prefix}.bn2", width),
+            f.conv(f"{prefix}.conv1", cin, width, 3, stride),
+            f.bn(f"{prefix}.bn1", width),
+            f.relu(f"{prefix}.relu1"),
+            f.conv(f"{prefix}.conv2", width, width, 3),
+            f.bn(f"{prefix}.bn2", width),
         ),
         add=f.add(f"{prefix}.add"),
         shortcut=f.projection(prefix, cin, width, stride) if project else (),
@@ -602,7 +644,12 @@ def basic_block(f: Layers, prefix: str, cin: int, width: int, stride: int, proje
 
 def seed_stem(f: Layers, cin: int, filters: int) -> tuple[LayerSpec, ...]:
     """The post's: a 3x3 stride-1 'valid' conv, BN, ReLU, a 2x2 stride-1 'same' max-pool."""
-    return (f.conv("stem.conv", cin, filters, 3, 1, "valid"), f.bn("stem.bn", filters), f.relu("stem.relu"), MaxPoolSpec("stem.pool", 2, 1, "same"))
+    return (
+        f.conv("stem.conv", cin, filters, 3, 1, "valid"),
+        f.bn("stem.bn", filters),
+        f.relu("stem.relu"),
+        MaxPoolSpec("stem.pool", 2, 1, "same"),
+    )
 
 
 def cifar_stem(f: Layers, cin: int, filters: int) -> tuple[LayerSpec, ...]:
@@ -613,7 +660,12 @@ def cifar_stem(f: Layers, cin: int, filters: int) -> tuple[LayerSpec, ...]:
 def imagenet_stem(f: Layers, cin: int, filters: int) -> tuple[LayerSpec, ...]:
     """torchvision's: a 7x7 stride-2 conv, BN, ReLU, a 3x3 stride-2 max-pool (after the ReLU, so a
     padded value never wins)."""
-    return (f.conv("stem.conv", cin, filters, 7, 2), f.bn("stem.bn", filters), f.relu("stem.relu"), f.maxpool("stem.pool", 3, 2))
+    return (
+        f.conv("stem.conv", cin, filters, 7, 2),
+        f.bn("stem.bn", filters),
+        f.relu("stem.relu"),
+        f.maxpool("stem.pool", 3, 2),
+    )
 
 
 #: block types by name: what ``ResNetConfig.block`` names
@@ -781,7 +833,9 @@ def load_plugins() -> None:
         try:
             importlib.import_module(module)
         except ImportError as e:
-            raise ValueError(f"{PLUGINS_VARIABLE} names {module!r}, which cannot be imported ({e}); fix or unset it") from None
+            raise ValueError(
+                f"{PLUGINS_VARIABLE} names {module!r}, which cannot be imported ({e}); fix or unset it"
+            ) from None
 
 
 #: The input sizes every variant takes besides its spec's (the global average pool makes
@@ -802,7 +856,9 @@ def size_dependent_padding(spec: ResNetSpec) -> list[str]:
     """The layers whose padding depends on the input size: TF 'same' with a stride above 1 pads
     ``(total // 2, total - total // 2)`` with ``total`` depending on the size's remainder.  Without
     them every pad is a constant and a file of the network can take any size (H, W >= 32)."""
-    return [layer.name for layer in spec.layer_specs() if getattr(layer, "padding", None) == "same" and layer.stride > 1]
+    return [
+        layer.name for layer in spec.layer_specs() if getattr(layer, "padding", None) == "same" and layer.stride > 1
+    ]
 
 
 def keras_name(name: str) -> str:
@@ -821,7 +877,9 @@ def split_name(name: str) -> tuple[str, int | None]:
     if not sep:
         return name, None
     if not classes.isdigit() or int(classes) < 1:
-        raise ValueError(f"architecture {name!r}: the part after '@' is the number of classes, a positive integer (e.g. {base}@1000)")
+        raise ValueError(
+            f"architecture {name!r}: the part after '@' is the number of classes, a positive integer (e.g. {base}@1000)"
+        )
     return base, int(classes)
 
 
@@ -839,7 +897,9 @@ def get_spec(name: str, num_classes: int | None = None) -> ResNetSpec:
     try:
         config = REGISTRY[base]
     except KeyError:
-        raise ValueError(f"unknown architecture {name!r}; choose one of: {', '.join(available())} (NAME@CLASSES for another class count)") from None
+        raise ValueError(
+            f"unknown architecture {name!r}; choose one of: {', '.join(available())} (NAME@CLASSES for another class count)"
+        ) from None
     if num_classes is not None and classes is not None and num_classes != classes:
         raise ValueError(f"architecture {name!r} has {classes} classes, not {num_classes}")
     classes = num_classes if num_classes is not None else classes

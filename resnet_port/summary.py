@@ -39,7 +39,9 @@ def summary_table(arch: str, input_shape: tuple[int, int, int] | None = None, al
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m resnet_port.summary", description=cli.description(__doc__))
     ap.add_argument("arch", help=f"one of: {', '.join(available())}")
-    ap.add_argument("--input-size", type=int, default=None, help="square input size in pixels (default: the spec's, 32)")
+    ap.add_argument(
+        "--input-size", type=int, default=None, help="square input size in pixels (default: the spec's, 32)"
+    )
     ap.add_argument("--params-only", action="store_true", help="list only the layers that hold parameters")
     args = ap.parse_args(argv)
     try:

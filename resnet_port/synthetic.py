@@ -46,23 +46,33 @@ def make_split(n: int, num_classes: int, rng: np.random.Generator, noise: float 
     return Split(images, labels.astype(np.int64), fine_to_coarse()[labels])
 
 
-def write(folder, n_train: int = 600, n_test: int = 200, num_classes: int = 10, seed: int = 0, archive: bool = False) -> Path:
+def write(
+    folder, n_train: int = 600, n_test: int = 200, num_classes: int = 10, seed: int = 0, archive: bool = False
+) -> Path:
     rng = np.random.default_rng(seed)
-    return write_cifar100(folder, make_split(n_train, num_classes, rng), make_split(n_test, num_classes, rng), archive=archive)
+    return write_cifar100(
+        folder, make_split(n_train, num_classes, rng), make_split(n_test, num_classes, rng), archive=archive
+    )
 
 
 def main(argv=None) -> int:
     from . import cli
 
     ap = argparse.ArgumentParser(
-        prog="python -m resnet_port.synthetic", description=cli.description(__doc__),
+        prog="python -m resnet_port.synthetic",
+        description=cli.description(__doc__),
         epilog="Then, for example: python -m tf_impl.train --data-dir FOLDER --no-verify --arch tiny --epochs 2 --out runs/try-tf "
         "(--no-verify: these are not the original files, whose md5 sums the loader checks).",
     )
     ap.add_argument("folder", help="where to write cifar-100-python/ (train, test, meta)")
     ap.add_argument("--train", type=cli.positive_int, default=600, help="training images (default 600)")
     ap.add_argument("--test", type=cli.positive_int, default=200, help="test images (default 200)")
-    ap.add_argument("--classes", type=cli.positive_int, default=10, help="classes used, 1 to 100 (default 10; the label space stays CIFAR-100's)")
+    ap.add_argument(
+        "--classes",
+        type=cli.positive_int,
+        default=10,
+        help="classes used, 1 to 100 (default 10; the label space stays CIFAR-100's)",
+    )
     ap.add_argument("--seed", type=int, default=0, help="seed of the noise and the order (default 0)")
     ap.add_argument("--archive", action="store_true", help="write cifar-100-python.tar.gz instead of the folder")
     ap.add_argument("--force", action="store_true", help="overwrite data already in FOLDER")
@@ -79,7 +89,9 @@ def main(argv=None) -> int:
         path = write(folder, args.train, args.test, args.classes, args.seed, archive=args.archive)
     except OSError as e:
         return cli.fail(f"cannot write to {folder}: {e.strerror or e}")
-    print(f"wrote {path}: {args.train} training and {args.test} test images, {args.classes} classes (synthetic: not CIFAR-100)")
+    print(
+        f"wrote {path}: {args.train} training and {args.test} test images, {args.classes} classes (synthetic: not CIFAR-100)"
+    )
     print(f"train on it with: python -m tf_impl.train --data-dir {folder} --no-verify --arch tiny --epochs 2")
     return 0
 

@@ -64,7 +64,14 @@ class Weights:
 
 
 #: PyTorch's name of each neutral parameter (a state_dict says running_var where Keras says moving_variance)
-TORCH_NAMES = {"kernel": "weight", "bias": "bias", "gamma": "weight", "beta": "bias", "moving_mean": "running_mean", "moving_variance": "running_var"}
+TORCH_NAMES = {
+    "kernel": "weight",
+    "bias": "bias",
+    "gamma": "weight",
+    "beta": "bias",
+    "moving_mean": "running_mean",
+    "moving_variance": "running_var",
+}
 
 
 def normalization_of(metadata: dict[str, str]) -> Normalization | None:
@@ -73,7 +80,14 @@ def normalization_of(metadata: dict[str, str]) -> Normalization | None:
     return Normalization.from_dict(json.loads(raw)) if raw else None
 
 
-def save(path: str | os.PathLike, tensors: dict[str, np.ndarray], arch: str, producer: str = "", extra: dict | None = None, normalization: Normalization | None = None) -> Path:
+def save(
+    path: str | os.PathLike,
+    tensors: dict[str, np.ndarray],
+    arch: str,
+    producer: str = "",
+    extra: dict | None = None,
+    normalization: Normalization | None = None,
+) -> Path:
     """Validate ``tensors`` against the spec of ``arch`` and write them atomically."""
     spec = get_spec(arch)
     arrays = {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in tensors.items()}
@@ -150,7 +164,9 @@ def read_metadata(path: Path) -> dict[str, str]:
         try:
             header = json.loads(f.read(n).decode("utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError):
-            raise WeightsError(f"{path} is not a resnet-port weights file (its header is not safetensors JSON)") from None
+            raise WeightsError(
+                f"{path} is not a resnet-port weights file (its header is not safetensors JSON)"
+            ) from None
     if not isinstance(header, dict):
         raise WeightsError(f"{path} is not a resnet-port weights file (its safetensors header is not a JSON object)")
     meta = header.get("__metadata__") or {}
@@ -162,7 +178,9 @@ def read_metadata(path: Path) -> dict[str, str]:
             "export weights with tf_impl/torch_impl to get one"
         )
     if meta.get("format_version") != FORMAT_VERSION:
-        raise WeightsError(f"{path} has weights format version {meta.get('format_version')!r}; this version reads {FORMAT_VERSION!r}")
+        raise WeightsError(
+            f"{path} has weights format version {meta.get('format_version')!r}; this version reads {FORMAT_VERSION!r}"
+        )
     if "arch" not in meta:
         raise WeightsError(f"{path} does not say which architecture it holds (no 'arch' in its metadata)")
     end = 8 + n
@@ -170,8 +188,15 @@ def read_metadata(path: Path) -> dict[str, str]:
         if k == "__metadata__":
             continue
         offsets = t.get("data_offsets") if isinstance(t, dict) else None
-        if not (isinstance(offsets, list) and len(offsets) == 2 and all(isinstance(o, int) and o >= 0 for o in offsets) and offsets[0] <= offsets[1]):
-            raise WeightsError(f"{path} is damaged: the header entry of tensor {k!r} has no valid 'data_offsets' (found {t!r:.80}); re-export the weights")
+        if not (
+            isinstance(offsets, list)
+            and len(offsets) == 2
+            and all(isinstance(o, int) and o >= 0 for o in offsets)
+            and offsets[0] <= offsets[1]
+        ):
+            raise WeightsError(
+                f"{path} is damaged: the header entry of tensor {k!r} has no valid 'data_offsets' (found {t!r:.80}); re-export the weights"
+            )
         end = max(end, 8 + n + offsets[1])
     if size < end:
         raise WeightsError(f"{path} is truncated: {size} bytes, its header describes {end}; re-export the weights")
@@ -193,7 +218,11 @@ def check_tensors(tensors: dict[str, np.ndarray], spec: ResNetSpec, source: str 
     expected = spec.parameters()
     missing = [k for k in expected if k not in tensors]
     unexpected = [k for k in tensors if k not in expected]
-    shapes = [f"{k} {tuple(shape)} expected, {tuple(tensors[k].shape)} found" for k, shape in expected.items() if k in tensors and tuple(tensors[k].shape) != tuple(shape)]
+    shapes = [
+        f"{k} {tuple(shape)} expected, {tuple(tensors[k].shape)} found"
+        for k, shape in expected.items()
+        if k in tensors and tuple(tensors[k].shape) != tuple(shape)
+    ]
     problems = []
     if missing:
         problems.append(f"{len(missing)} missing ({_listed(missing)})")
@@ -240,7 +269,9 @@ def check_values(tensors, source: str = "weights", labels: dict[str, str] | None
         finite = np.isfinite(a)
         if not finite.all():
             bad = int(a.size - finite.sum())
-            first = tuple(int(i) for i in np.unravel_index(int(np.argmin(finite.reshape(-1))), a.shape)) if a.ndim else ()
+            first = (
+                tuple(int(i) for i in np.unravel_index(int(np.argmin(finite.reshape(-1))), a.shape)) if a.ndim else ()
+            )
             raise WeightsError(
                 f"{source}: tensor {shown} holds {bad} non-finite value(s) of {a.size} ({a[first]} at index {list(first)}); "
                 "the model diverged in training or the file is damaged: use an earlier checkpoint or a good copy"
@@ -262,7 +293,9 @@ def digest(obj, to_array=None) -> str:
     h = hashlib.sha256()
 
     def walk(path: str, v) -> None:
-        if to_array is not None and not isinstance(v, (dict, list, tuple, np.ndarray, str, bytes, int, float, bool, type(None))):
+        if to_array is not None and not isinstance(
+            v, (dict, list, tuple, np.ndarray, str, bytes, int, float, bool, type(None))
+        ):
             v = to_array(v)
         if isinstance(v, dict):
             for k in sorted(v, key=str):

@@ -55,7 +55,10 @@ def op_roundtrip(b: Backend, op):
 
 def op_loss(b: Backend, op):
     spec, model = _model(b, op)
-    np.savez(op["out"], **b.loss_and_gradients(model, spec, np.load(op["images"]), np.load(op["labels"]), parity.objective_of(op)))
+    np.savez(
+        op["out"],
+        **b.loss_and_gradients(model, spec, np.load(op["images"]), np.load(op["labels"]), parity.objective_of(op)),
+    )
 
 
 def op_train(b: Backend, op):
@@ -63,7 +66,9 @@ def op_train(b: Backend, op):
     spec, model = _model(b, op)
     with np.load(op["batches"]) as z:
         images, labels = z["images"], z["labels"]
-    optimizer = b.train_steps(model, spec, parity.recipe_of(op), parity.schedule_of(op), zip(images, labels), naive=op.get("variant"))
+    optimizer = b.train_steps(
+        model, spec, parity.recipe_of(op), parity.schedule_of(op), zip(images, labels), naive=op.get("variant")
+    )
     b.save_weights(model, spec, op["out"])
     probe = np.load(op["probe"])
     ev = b.layer_outputs(model, spec, probe, training=False)["logits"]

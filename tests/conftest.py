@@ -31,3 +31,42 @@ import pytest
 @pytest.fixture(scope="session")
 def rng():
     return np.random.default_rng(1234)
+
+
+# -- tiers -------------------------------------------------------------------------------------
+# Every test belongs to one tier by its file (`pytest -m parity`, ...); `make test` runs them all,
+# `make test-fast` the `fast` selection: the unit tier, the golden files, the conformance test and
+# the parity of the tiny variants.
+TIERS = {
+    "unit": [
+        "test_spec",
+        "test_models",
+        "test_weights",
+        "test_recipe",
+        "test_augment",
+        "test_data",
+        "test_cli",
+        "test_compat",
+        "test_lifecycle",
+        "test_checkpoint_write",
+        "test_golden",
+    ],
+    "parity": ["test_parity", "test_recipe_parity", "test_parity_gaps", "test_conformance"],
+    "zoo": ["test_port", "test_zoo", "test_zoo_keras_hub"],
+    "e2e": ["test_train_cli", "test_distributed", "test_trust", "test_export", "test_bench"],
+}
+_TIER_OF = {module: tier for tier, modules in TIERS.items() for module in modules}
+_FAST_PARITY = {"test_parity", "test_recipe_parity"}  # their tiny variants are in the fast tier
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        module = item.path.stem
+        tier = _TIER_OF.get(module)
+        if tier is None:
+            raise pytest.UsageError(f"{item.path.name} is in no tier: add it to tests/conftest.py's TIERS")
+        item.add_marker(getattr(pytest.mark, tier))
+        params = item.callspec.id if hasattr(item, "callspec") else ""
+        tiny = "tiny" in params and "resnet" not in params
+        if tier == "unit" or module == "test_conformance" or (module in _FAST_PARITY and tiny):
+            item.add_marker(pytest.mark.fast)

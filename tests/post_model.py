@@ -34,15 +34,19 @@ class BasicBlock(layers.Layer):
     def __init__(self, filter_num, stride=1, **kwargs):
         super().__init__(**kwargs)
         self.filter_num, self.stride = filter_num, stride
-        self.left = keras.Sequential([
-            layers.Conv2D(filters=filter_num, kernel_size=(3, 3), strides=stride, padding="same"),
-            layers.BatchNormalization(),
-            layers.Activation("relu"),
-            layers.Conv2D(filters=filter_num, kernel_size=(3, 3), strides=1, padding="same"),
-            layers.BatchNormalization(),
-        ])
+        self.left = keras.Sequential(
+            [
+                layers.Conv2D(filters=filter_num, kernel_size=(3, 3), strides=stride, padding="same"),
+                layers.BatchNormalization(),
+                layers.Activation("relu"),
+                layers.Conv2D(filters=filter_num, kernel_size=(3, 3), strides=1, padding="same"),
+                layers.BatchNormalization(),
+            ]
+        )
         if stride != 1:
-            self.downSample = keras.Sequential([layers.Conv2D(filters=filter_num, kernel_size=(1, 1), strides=stride), layers.BatchNormalization()])
+            self.downSample = keras.Sequential(
+                [layers.Conv2D(filters=filter_num, kernel_size=(1, 1), strides=stride), layers.BatchNormalization()]
+            )
         else:
             self.downSample = lambda x: x
 
@@ -67,12 +71,14 @@ class ResNet(keras.Model):
     def __init__(self, layer_dims, num_class=100, widths=(64, 128, 256, 512), stem=64, **kwargs):
         super().__init__(**kwargs)
         self.layer_dims, self.num_class, self.widths, self.stem = list(layer_dims), num_class, list(widths), stem
-        self.pre = keras.Sequential([
-            layers.Conv2D(filters=stem, kernel_size=(3, 3), strides=(1, 1)),
-            layers.BatchNormalization(),
-            layers.Activation("relu"),
-            layers.MaxPooling2D(pool_size=(2, 2), strides=(1, 1), padding="same"),
-        ])
+        self.pre = keras.Sequential(
+            [
+                layers.Conv2D(filters=stem, kernel_size=(3, 3), strides=(1, 1)),
+                layers.BatchNormalization(),
+                layers.Activation("relu"),
+                layers.MaxPooling2D(pool_size=(2, 2), strides=(1, 1), padding="same"),
+            ]
+        )
         self.layer1 = make_res_block(widths[0], layer_dims[0])
         self.layer2 = make_res_block(widths[1], layer_dims[1], stride=2)
         self.layer3 = make_res_block(widths[2], layer_dims[2], stride=2)
@@ -90,7 +96,13 @@ class ResNet(keras.Model):
         return self.fc(x)
 
     def get_config(self):  # what a Keras 3 user adds to save a .keras file of this model
-        return {**super().get_config(), "layer_dims": self.layer_dims, "num_class": self.num_class, "widths": self.widths, "stem": self.stem}
+        return {
+            **super().get_config(),
+            "layer_dims": self.layer_dims,
+            "num_class": self.num_class,
+            "widths": self.widths,
+            "stem": self.stem,
+        }
 
 
 def main():
@@ -100,12 +112,16 @@ def main():
     ap.add_argument("--widths", default="64,128,256,512")
     ap.add_argument("--stem", type=int, default=64)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--epochs", type=int, default=2, help="epochs of one batch of 16 (hundreds let the moving statistics settle)")
+    ap.add_argument(
+        "--epochs", type=int, default=2, help="epochs of one batch of 16 (hundreds let the moving statistics settle)"
+    )
     args = ap.parse_args()
     tf.random.set_seed(args.seed)
     rng = np.random.default_rng(args.seed)
     os.makedirs(args.out, exist_ok=True)
-    model = ResNet([int(b) for b in args.blocks.split(",")], widths=[int(w) for w in args.widths.split(",")], stem=args.stem)
+    model = ResNet(
+        [int(b) for b in args.blocks.split(",")], widths=[int(w) for w in args.widths.split(",")], stem=args.stem
+    )
 
     def l2_loss(m, weight=1e-4):
         return tf.add_n([tf.nn.l2_loss(v) for v in m.trainable_variables]) * weight
@@ -114,7 +130,11 @@ def main():
         sce = tf.reduce_mean(keras.losses.SparseCategoricalCrossentropy(from_logits=True)(y_true, y_pred))
         return sce + l2_loss(model)
 
-    opt = keras.optimizers.legacy.Adam(learning_rate=0.01, decay=0.004) if LEGACY else keras.optimizers.Adam(learning_rate=0.01)
+    opt = (
+        keras.optimizers.legacy.Adam(learning_rate=0.01, decay=0.004)
+        if LEGACY
+        else keras.optimizers.Adam(learning_rate=0.01)
+    )
     model.compile(optimizer=opt, loss=myLoss, metrics=["sparse_categorical_accuracy"])
     x = rng.random((16, 32, 32, 3)).astype("float32")
     y = rng.integers(0, 100, (16, 1)).astype("float32")

@@ -53,7 +53,10 @@ def test_reference_equals_keras_apply_transform(shape):
     ref = A.apply_reference(x, d)
     keras_out = np.stack(
         [
-            g.apply_transform(x[i].astype(np.float32) / 255.0, {"tx": float(d.dx[i]), "ty": float(d.dy[i]), "flip_horizontal": bool(d.flip[i])})
+            g.apply_transform(
+                x[i].astype(np.float32) / 255.0,
+                {"tx": float(d.dx[i]), "ty": float(d.dy[i]), "flip_horizontal": bool(d.flip[i])},
+            )
             for i in range(len(x))
         ]
     )
@@ -69,7 +72,11 @@ def test_reference_special_cases():
     # a whole-pixel shift is a translation with the edge pixel repeated
     two = A.Draws(np.array([2.0, -1.0], np.float32), np.zeros(2, np.float32), np.zeros(2, bool))
     out = A.apply_reference(x, two)
-    assert np.array_equal(out[0, :6], x[0, 2:]) and np.array_equal(out[0, 6], x[0, 7]) and np.array_equal(out[0, 7], x[0, 7])
+    assert (
+        np.array_equal(out[0, :6], x[0, 2:])
+        and np.array_equal(out[0, 6], x[0, 7])
+        and np.array_equal(out[0, 7], x[0, 7])
+    )
     assert np.array_equal(out[1, 1:], x[1, :7]) and np.array_equal(out[1, 0], x[1, 0])
     # half a pixel is the mean of neighbours
     half = A.Draws(np.zeros(2, np.float32), np.array([0.5, 0.5], np.float32), np.zeros(2, bool))

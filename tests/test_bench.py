@@ -17,6 +17,7 @@ def independent_tiny_flops() -> int:
     conv FLOPs = 2 * H_out * W_out * C_out * k * k * C_in + H_out * W_out * C_out (bias);
     dense = 2 * in * out + out.
     """
+
     def conv(h, c_out, k, c_in):
         return 2 * h * h * c_out * k * k * c_in + h * h * c_out
 
@@ -40,8 +41,30 @@ def test_flops_from_spec_match_an_independent_count():
 def test_bench_end_to_end_tiny(tmp_path):
     out = tmp_path / "bench.json"
     p = subprocess.run(
-        [sys.executable, "-m", "resnet_port.bench", "--arch", "tiny", "--batch-size", "8", "--warmup", "1", "--windows", "2", "--steps", "2", "--json", str(out),
-         "--cli", "--cli-images", "64", "--cli-epochs", "2", "--rounds", "1"],
+        [
+            sys.executable,
+            "-m",
+            "resnet_port.bench",
+            "--arch",
+            "tiny",
+            "--batch-size",
+            "8",
+            "--warmup",
+            "1",
+            "--windows",
+            "2",
+            "--steps",
+            "2",
+            "--json",
+            str(out),
+            "--cli",
+            "--cli-images",
+            "64",
+            "--cli-epochs",
+            "2",
+            "--rounds",
+            "1",
+        ],
         capture_output=True,
         text=True,
         timeout=600,
@@ -59,7 +82,10 @@ def test_bench_end_to_end_tiny(tmp_path):
         row = report["rows"][key]
         assert row["keras"] > 0 and row["pytorch"] > 0 and row["ratio"] > 0
     for key in ("train_aug", "train", "inference"):
-        assert 0 < report["rows"][key]["pytorch_fraction_of_ceiling"] and 0 < report["rows"][key]["keras_fraction_of_ceiling"]
+        assert (
+            0 < report["rows"][key]["pytorch_fraction_of_ceiling"]
+            and 0 < report["rows"][key]["keras_fraction_of_ceiling"]
+        )
     assert report["keras_augment_over_train"] > 0 and report["pytorch_augment_over_train"] > 0
     assert "PT/Keras" in p.stdout and "augmentation alone" in p.stdout and "median of 1 round(s)" in p.stdout
     # --cli: each training CLI run as a user runs it, its second epoch timed by metrics.jsonl, next to its step
@@ -69,12 +95,18 @@ def test_bench_end_to_end_tiny(tmp_path):
         r = cli["results"][fw]
         assert not r.get("errors"), r.get("errors")
         assert len(r["step"]) == 1 and len(r["epoch"]) == 1 and len(r["train"]) == 1  # one round, epochs 2..2
-        assert r["step_median"] > 0 and r["epoch_median"] > 0 and r["epoch_over_step"] == r["epoch_median"] / r["step_median"]
+        assert (
+            r["step_median"] > 0
+            and r["epoch_median"] > 0
+            and r["epoch_over_step"] == r["epoch_median"] / r["step_median"]
+        )
     assert "CLI vs its own step" in p.stdout and "whole epoch / step" in p.stdout
 
 
 def test_bench_bad_input():
-    p = subprocess.run([sys.executable, "-m", "resnet_port.bench", "--frameworks", "jax"], capture_output=True, text=True)
+    p = subprocess.run(
+        [sys.executable, "-m", "resnet_port.bench", "--frameworks", "jax"], capture_output=True, text=True
+    )
     assert p.returncode == 2 and "--frameworks takes tf and/or torch" in p.stderr
 
 
@@ -93,7 +125,11 @@ def test_rounds_alternate_the_frameworks_and_report_the_median_and_spread(monkey
     monkeypatch.setattr(bench, "run_bench", fake)
     res = bench.run_rounds("tiny", 8, "fp32", ["tf", "torch"], 1, 1, 1, {}, rounds=3)
     assert calls == ["tf", "torch", "torch", "tf", "tf", "torch"]
-    assert res["tf"]["train_aug"] == 20.0 and res["tf"]["train_aug_rounds"] == [10.0, 50.0, 20.0] and res["tf"]["rounds"] == 3
+    assert (
+        res["tf"]["train_aug"] == 20.0
+        and res["tf"]["train_aug_rounds"] == [10.0, 50.0, 20.0]
+        and res["tf"]["rounds"] == 3
+    )
     assert res["torch"]["train_aug"] == 30.0 and bench.spread(res["torch"], "train_aug") == " (5.0-31.0)"
     text, _ = bench.table(res, "tiny")
     assert "median of 3 round(s)" in text and "20.0 (10.0-50.0)" in text

@@ -7,7 +7,6 @@ verified and equal.  (The fsync failure is tested in test_trust; this is a plain
 dies.)
 """
 
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -19,7 +18,7 @@ from resnet_port import backends
 
 ROOT = Path(__file__).parent.parent
 
-WRITE = r'''
+WRITE = r"""
 import os, signal, sys
 from pathlib import Path
 import numpy as np
@@ -55,7 +54,7 @@ if die:
 
     os.fdopen = lambda fd, *a, **k: Dying(real(fd, *a, **k))
 b.write_checkpoint(path, tensors, state)
-'''
+"""
 
 
 @pytest.mark.parametrize("key", backends.all_keys())
@@ -63,7 +62,13 @@ def test_a_write_killed_halfway_leaves_the_previous_checkpoint(key, tmp_path):
     path = tmp_path / {"tf": "checkpoint.npz", "torch": "checkpoint.pt"}[key]
 
     def write(value, die):
-        return subprocess.run([sys.executable, "-c", WRITE, key, str(path), str(value), die], cwd=ROOT, capture_output=True, text=True, timeout=300)
+        return subprocess.run(
+            [sys.executable, "-c", WRITE, key, str(path), str(value), die],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
 
     assert write(1, "live").returncode == 0
     before = path.read_bytes()
@@ -72,6 +77,8 @@ def test_a_write_killed_halfway_leaves_the_previous_checkpoint(key, tmp_path):
     assert path.read_bytes() == before
     tensors, state = backends.get(key).read_checkpoint(path)
     assert state["epoch"] == 1 and state["history"] == [1.0]
-    assert [f.name for f in tmp_path.iterdir() if f.name != path.name] != []  # the dead write's temporary file, not the checkpoint
+    assert [
+        f.name for f in tmp_path.iterdir() if f.name != path.name
+    ] != []  # the dead write's temporary file, not the checkpoint
     model = tensors["model"] if key == "torch" else {k[6:]: v for k, v in tensors.items()}
     assert all(np.isfinite(np.asarray(v)).all() for v in model.values())

@@ -18,7 +18,9 @@ def test_help_lists_every_command_and_unknown_ones_are_one_line():
         assert f"  {name} " in p.stdout, name
     assert run().returncode == 2
     p = run("trian")
-    assert p.returncode == 2 and p.stderr.strip().splitlines() == ["error: unknown command 'trian'; choose one of: port, export, compare, diff, bench, summary, data (resnet-port --help)"]
+    assert p.returncode == 2 and p.stderr.strip().splitlines() == [
+        "error: unknown command 'trian'; choose one of: port, export, compare, diff, bench, summary, data (resnet-port --help)"
+    ]
 
 
 def test_the_installed_script_runs_the_commands(tmp_path):
@@ -51,5 +53,7 @@ def test_cpu_threads_default_leaves_a_core_and_keeps_the_environments(monkeypatc
 def test_bench_table_prints_a_dash_for_what_was_not_run():
     from resnet_port import bench
 
-    text, _ = bench.table({"tf": {"train": 100.0, "train_aug": 90.0, "matmul_gflops": 50.0, "peak_memory_mb": 300}}, "tiny")
+    text, _ = bench.table(
+        {"tf": {"train": 100.0, "train_aug": 90.0, "matmul_gflops": 50.0, "peak_memory_mb": 300}}, "tiny"
+    )
     assert "nan" not in text and "90.0" in text

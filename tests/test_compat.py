@@ -23,7 +23,9 @@ def test_applied_on_the_supported_keras(model_and_trainer):
     from tf_impl import compat
 
     model, tf_trainer, version = model_and_trainer
-    assert compat.multiworker_patch_applies(version), f"Keras {version} is outside {compat.CHECKED}: update CHECKED after testing it"
+    assert compat.multiworker_patch_applies(version), (
+        f"Keras {version} is outside {compat.CHECKED}: update CHECKED after testing it"
+    )
     original = tf_trainer.reduce_per_replica
     assert compat.patch_fit_for_multiworker(model, strategy=object()) is True
     assert model._maybe_symbolic_build.__func__.__name__ == "build"  # the model's own build replaced
@@ -39,7 +41,10 @@ def test_refused_loudly_when_an_internal_is_missing(model_and_trainer, monkeypat
 
     model, tf_trainer, version = model_and_trainer
     monkeypatch.delattr(tf_trainer, "reduce_per_replica")
-    with pytest.raises(compat.CompatError, match=rf"Keras {version}: .* needs keras\.src\.backend\.tensorflow\.trainer\.reduce_per_replica, which this Keras does not have"):
+    with pytest.raises(
+        compat.CompatError,
+        match=rf"Keras {version}: .* needs keras\.src\.backend\.tensorflow\.trainer\.reduce_per_replica, which this Keras does not have",
+    ):
         compat.patch_fit_for_multiworker(model, strategy=object())
     assert not hasattr(tf_trainer, "reduce_per_replica")
 
@@ -55,4 +60,10 @@ def test_not_applied_to_other_keras_versions(model_and_trainer, monkeypatch, cap
     assert compat.patch_fit_for_multiworker(model, strategy=object()) is False
     assert tf_trainer.reduce_per_replica is original
     assert "Keras 3.99.0 is outside the versions the multi-worker workaround was written for" in capsys.readouterr().err
-    assert [compat.multiworker_patch_applies(v) for v in ("2.15.0", "3.0.0", "3.15.1", "3.16.0rc1", "4.0")] == [False, True, True, False, False]
+    assert [compat.multiworker_patch_applies(v) for v in ("2.15.0", "3.0.0", "3.15.1", "3.16.0rc1", "4.0")] == [
+        False,
+        True,
+        True,
+        False,
+        False,
+    ]

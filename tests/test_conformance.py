@@ -27,7 +27,10 @@ TRIPLE = "tiny-triple"
 
 
 def _plugin_env(monkeypatch=None) -> dict:
-    env = {"RESNET_PORT_PLUGINS": "resnet_port_triple", "PYTHONPATH": os.pathsep.join(filter(None, [str(PLUGINS), os.environ.get("PYTHONPATH")]))}
+    env = {
+        "RESNET_PORT_PLUGINS": "resnet_port_triple",
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(PLUGINS), os.environ.get("PYTHONPATH")])),
+    }
     if monkeypatch is not None:
         for k, v in env.items():
             monkeypatch.setenv(k, v)
@@ -41,7 +44,19 @@ def conformance(tmp_path_factory):
     for key in backends.all_keys():
         path = tmp_path_factory.mktemp("conformance") / f"{key}.json"
         tiny = ",".join([a for a in available() if a.startswith("tiny")] + [TRIPLE])
-        cmd = [sys.executable, "-m", "resnet_port.conformance", "--backend", key, "--train", tiny, "--out", str(path), *available(), TRIPLE]
+        cmd = [
+            sys.executable,
+            "-m",
+            "resnet_port.conformance",
+            "--backend",
+            key,
+            "--train",
+            tiny,
+            "--out",
+            str(path),
+            *available(),
+            TRIPLE,
+        ]
         p = subprocess.run(cmd, cwd=ROOT, env=_plugin_env(), capture_output=True, text=True, timeout=900)
         assert path.exists(), f"the {key} conformance run wrote nothing (exit {p.returncode}): {p.stderr[-3000:]}"
         out[key] = json.loads(path.read_text())
@@ -95,9 +110,31 @@ def test_triple_block_trains_alike_in_both_frameworks(tmp_path, triple_registere
     w = str(d / "w.safetensors")
 
     def ops(fw):
-        fwd = [{"op": "forward", "arch": TRIPLE, "weights": w, "inputs": str(d / "x.npy"), "training": t, "out": str(d / f"fwd_{fw}_{t}.npz")} for t in (False, True)]
-        train = {"op": "train", "arch": TRIPLE, "weights": w, "recipe": "modern", "dtype": "float64", "batches": str(d / "batches.npz"), "steps_per_epoch": 5,
-                 "epochs": 2, "batch_size": 8, "out": str(d / f"after_{fw}.safetensors"), "probe": str(d / "x.npy"), "probe_out": str(d / f"probe_{fw}.npz")}
+        fwd = [
+            {
+                "op": "forward",
+                "arch": TRIPLE,
+                "weights": w,
+                "inputs": str(d / "x.npy"),
+                "training": t,
+                "out": str(d / f"fwd_{fw}_{t}.npz"),
+            }
+            for t in (False, True)
+        ]
+        train = {
+            "op": "train",
+            "arch": TRIPLE,
+            "weights": w,
+            "recipe": "modern",
+            "dtype": "float64",
+            "batches": str(d / "batches.npz"),
+            "steps_per_epoch": 5,
+            "epochs": 2,
+            "batch_size": 8,
+            "out": str(d / f"after_{fw}.safetensors"),
+            "probe": str(d / "x.npy"),
+            "probe_out": str(d / f"probe_{fw}.npz"),
+        }
         return fwd + [train]
 
     parity.run_worker("torch", [{"op": "init", "arch": TRIPLE, "seed": 3, "out": w}] + ops("torch"), d)

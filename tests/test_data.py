@@ -64,7 +64,9 @@ def test_split_sizes_labels_and_classes(tmp_path, archive):
 def test_validation_is_the_last_images(folder):
     full = D.load(folder, verify=False, val_size=0, quiet=True)
     ds = D.load(folder, verify=False, val_size=60, quiet=True)
-    assert np.array_equal(ds.val.images, full.train.images[-60:]) and np.array_equal(ds.train.images, full.train.images[:-60])
+    assert np.array_equal(ds.val.images, full.train.images[-60:]) and np.array_equal(
+        ds.train.images, full.train.images[:-60]
+    )
     assert np.array_equal(ds.val.fine, full.train.fine[-60:])
     with pytest.raises(D.DataError, match="--val-size must be between 0 and 299"):
         D.load(folder, verify=False, val_size=300, quiet=True)
@@ -122,7 +124,11 @@ def test_malicious_pickle_is_refused(folder):
 
 
 def test_wrong_content_is_named(folder):
-    (folder / "test").write_bytes(pickle.dumps({b"data": np.zeros((3, 10), np.uint8), b"fine_labels": [0, 1, 2], b"coarse_labels": [0, 0, 0]}, protocol=2))
+    (folder / "test").write_bytes(
+        pickle.dumps(
+            {b"data": np.zeros((3, 10), np.uint8), b"fine_labels": [0, 1, 2], b"coarse_labels": [0, 0, 0]}, protocol=2
+        )
+    )
     with pytest.raises(D.DataError, match=r"'test' holds data of shape \(3, 10\)"):
         D.load(folder, verify=False, val_size=50, quiet=True)
 
@@ -211,7 +217,9 @@ def test_synthetic_data_has_a_cli_that_the_real_loader_reads(tmp_path, capsys):
     assert synthetic.main([str(tmp_path / "d"), "--train", "40", "--test", "20", "--classes", "4"]) == 0
     assert "--data-dir" in capsys.readouterr().out
     c = D.load(tmp_path / "d", verify=False, val_size=10, download_if_missing=False, quiet=True)
-    assert (len(c.train.images), len(c.val.images), len(c.test.images)) == (30, 10, 20) and set(c.test.fine) <= set(range(4))
+    assert (len(c.train.images), len(c.val.images), len(c.test.images)) == (30, 10, 20) and set(c.test.fine) <= set(
+        range(4)
+    )
     assert synthetic.main([str(tmp_path / "d")]) == 2
     assert synthetic.main([str(tmp_path / "e"), "--classes", "101"]) == 2
     err = capsys.readouterr().err.strip().splitlines()

@@ -29,7 +29,16 @@ def data(tmp_path_factory):
 def torch_cmd(n, *args):
     if n == 1:
         return [sys.executable, "-m", "torch_impl.train", *map(str, args)]
-    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={n}", "-m", "torch_impl.train", *map(str, args)]
+    return [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc_per_node={n}",
+        "-m",
+        "torch_impl.train",
+        *map(str, args),
+    ]
 
 
 def torchrun(n, *args):
@@ -38,7 +47,24 @@ def torchrun(n, *args):
 
 def three_steps(data, out):
     # 48 training images, global batch 16: three optimiser steps
-    return ["--arch", "tiny", "--epochs", 1, "--batch-size", 16, "--limit-train", 48, "--data-dir", data, "--no-verify", "--val-size", 100, "--out", out, "--quiet"]
+    return [
+        "--arch",
+        "tiny",
+        "--epochs",
+        1,
+        "--batch-size",
+        16,
+        "--limit-train",
+        48,
+        "--data-dir",
+        data,
+        "--no-verify",
+        "--val-size",
+        100,
+        "--out",
+        out,
+        "--quiet",
+    ]
 
 
 def run_all(cmds, parallel=2):
@@ -47,7 +73,14 @@ def run_all(cmds, parallel=2):
     while pending or running:
         while pending and len(running) < parallel:
             name, cmd = pending.pop(0)
-            running.append((name, subprocess.Popen([str(c) for c in cmd], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)))
+            running.append(
+                (
+                    name,
+                    subprocess.Popen(
+                        [str(c) for c in cmd], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV
+                    ),
+                )
+            )
         name, proc = running.pop(0)
         out, err = proc.communicate(timeout=600)
         assert proc.returncode == 0, f"{name}: {err[-3000:]}"
@@ -58,7 +91,11 @@ def checkpoint_weights(run_dir) -> dict[str, np.ndarray]:
     if (run_dir / "checkpoint.pt").exists():
         import torch
 
-        return {k: v.double().numpy() for k, v in torch.load(run_dir / "checkpoint.pt", weights_only=False)["model"].items() if v.is_floating_point()}
+        return {
+            k: v.double().numpy()
+            for k, v in torch.load(run_dir / "checkpoint.pt", weights_only=False)["model"].items()
+            if v.is_floating_point()
+        }
     with np.load(run_dir / "checkpoint.npz") as z:
         return {k[6:]: z[k].astype(np.float64) for k in z.files if k.startswith("model/")}
 
@@ -127,7 +164,9 @@ def test_float32_difference_is_within_float32_rounding(engine, request, capsys):
     floor, fkey = worst(out / "single64", out / "single32", skip=BN_FED)
     diff, key = worst(out / "single32", out / "sync32", skip=BN_FED)
     with capsys.disabled():
-        print(f"\n[{label} float32, 3 steps: {many} vs {one} differ by {diff:.1e} ({key}); {one} float32 vs float64: {floor:.1e} ({fkey})]")
+        print(
+            f"\n[{label} float32, 3 steps: {many} vs {one} differ by {diff:.1e} ({key}); {one} float32 vs float64: {floor:.1e} ({fkey})]"
+        )
     assert diff <= max(TOL, floor)
 
 
@@ -146,14 +185,31 @@ def test_one_run_directory_from_two_processes(runs):
     import json
 
     cfg = json.loads((runs / "sync64" / "config.json").read_text())
-    assert cfg["runtime"]["processes"] == 2 and cfg["runtime"]["sync_bn"] is True and cfg["runtime"]["amp_effective"] == "float64"
+    assert (
+        cfg["runtime"]["processes"] == 2
+        and cfg["runtime"]["sync_bn"] is True
+        and cfg["runtime"]["amp_effective"] == "float64"
+    )
     assert [m["epoch"] for m in rundir.read_metrics(runs / "sync64")] == [1]
     assert len(list((runs / "sync64").glob("metrics*"))) == 1 and len(list((runs / "sync64").glob("checkpoint*"))) == 1
     assert not list(runs.glob("sync*/**/rank*"))
 
 
 def test_batch_smaller_than_processes_is_refused(data, tmp_path):
-    p = torchrun(2, "--arch", "tiny", "--batch-size", 1, "--data-dir", data, "--no-verify", "--val-size", 100, "--out", tmp_path / "x")
+    p = torchrun(
+        2,
+        "--arch",
+        "tiny",
+        "--batch-size",
+        1,
+        "--data-dir",
+        data,
+        "--no-verify",
+        "--val-size",
+        100,
+        "--out",
+        tmp_path / "x",
+    )
     assert p.returncode != 0 and "must be at least the number of processes (2)" in p.stderr
     assert not (tmp_path / "x").exists()
 
@@ -179,10 +235,30 @@ def descendants(pid: int) -> list[int]:
 def test_two_process_run_resumes_after_kill(tmp_path):
     """Killed mid-run (proved: epoch 2 had started and not ended), torchrun and every rank at once;
     resumed, it ends whole."""
-    synthetic.write(tmp_path / "data", n_train=1040, n_test=50, num_classes=10)  # 1000 training images: an epoch lasts ~15 s
+    synthetic.write(
+        tmp_path / "data", n_train=1040, n_test=50, num_classes=10
+    )  # 1000 training images: an epoch lasts ~15 s
     out = tmp_path / "run"
-    args = ["--arch", "tiny", "--epochs", 2, "--batch-size", 4, "--data-dir", tmp_path / "data", "--no-verify", "--val-size", 40, "--out", out, "--quiet", "--sync-bn"]
-    proc = subprocess.Popen(torch_cmd(2, *args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV, start_new_session=True)
+    args = [
+        "--arch",
+        "tiny",
+        "--epochs",
+        2,
+        "--batch-size",
+        4,
+        "--data-dir",
+        tmp_path / "data",
+        "--no-verify",
+        "--val-size",
+        40,
+        "--out",
+        out,
+        "--quiet",
+        "--sync-bn",
+    ]
+    proc = subprocess.Popen(
+        torch_cmd(2, *args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV, start_new_session=True
+    )
     metrics = out / rundir.METRICS
     try:
         end = time.time() + 300
@@ -192,7 +268,9 @@ def test_two_process_run_resumes_after_kill(tmp_path):
         time.sleep(0.3)
         assert proc.poll() is None, "the run ended before it could be killed"
         workers = descendants(proc.pid)
-        assert len([w for w in workers if "torch_impl.train" in Path(f"/proc/{w}/cmdline").read_text()]) >= 2, "both ranks should be running"
+        assert len([w for w in workers if "torch_impl.train" in Path(f"/proc/{w}/cmdline").read_text()]) >= 2, (
+            "both ranks should be running"
+        )
         for pid in [proc.pid, *workers]:  # torchrun and both workers, at once
             os.kill(pid, signal.SIGKILL)
         proc.communicate(timeout=60)
@@ -241,7 +319,9 @@ def test_mirrored_with_sync_bn_equals_one_device(keras_runs, capsys):
     """2 replicas with synchronised BN == one device after 3 steps: every tensor, in float64."""
     diff, key = worst(keras_runs / "single64", keras_runs / "sync64")
     with capsys.disabled():
-        print(f"\n[Keras, MirroredStrategy 2 replicas with --sync-bn vs 1 device, 3 steps, float64: max difference {diff:.1e} ({key})]")
+        print(
+            f"\n[Keras, MirroredStrategy 2 replicas with --sync-bn vs 1 device, 3 steps, float64: max difference {diff:.1e} ({key})]"
+        )
     assert diff <= TOL, f"after 3 steps, {key} differs by {diff:.2e} between 2 replicas and 1 device"
     ma, mb = rundir.read_metrics(keras_runs / "single64")[0], rundir.read_metrics(keras_runs / "sync64")[0]
     assert abs(ma["loss"] - mb["loss"]) <= 1e-6, (ma["loss"], mb["loss"])  # not counted once per replica
@@ -252,7 +332,11 @@ def test_mirrored_writes_one_run_directory(keras_runs):
     import json
 
     cfg = json.loads((keras_runs / "sync64" / "config.json").read_text())
-    assert cfg["runtime"]["strategy"] == "mirrored" and cfg["runtime"]["replicas"] == 2 and cfg["runtime"]["sync_bn"] is True
+    assert (
+        cfg["runtime"]["strategy"] == "mirrored"
+        and cfg["runtime"]["replicas"] == 2
+        and cfg["runtime"]["sync_bn"] is True
+    )
     assert cfg["runtime"]["amp_effective"] == "float64" and cfg["recipe"]["float64"] is True
     assert [m["epoch"] for m in rundir.read_metrics(keras_runs / "sync64")] == [1]
 
@@ -278,7 +362,13 @@ def multiworker(data, out, *extra, epochs=1):
     args = keras_cmd(data, out, "--float64", "--strategy", "multiworker", "--sync-bn", *extra)
     args[args.index("--epochs") + 1] = epochs
     procs = [
-        subprocess.Popen([str(a) for a in args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**ENV, "TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}})})
+        subprocess.Popen(
+            [str(a) for a in args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**ENV, "TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}})},
+        )
         for i in range(2)
     ]
     try:
@@ -302,7 +392,9 @@ def test_multiworker_equals_one_device_and_resumes(data, keras_runs, tmp_path, c
     multiworker(data, out)
     diff, key = worst(keras_runs / "single64", out)
     with capsys.disabled():
-        print(f"\n[Keras, MultiWorkerMirroredStrategy 2 processes with --sync-bn vs 1 device, 3 steps, float64: max difference {diff:.1e} ({key})]")
+        print(
+            f"\n[Keras, MultiWorkerMirroredStrategy 2 processes with --sync-bn vs 1 device, 3 steps, float64: max difference {diff:.1e} ({key})]"
+        )
     assert diff <= TOL
     assert [m["epoch"] for m in rundir.read_metrics(out)] == [1]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["mw"]
@@ -321,7 +413,15 @@ def test_multiworker_equals_one_device_and_resumes(data, keras_runs, tmp_path, c
 def test_modern_recipe_scales_out_exactly(data, tmp_path, capsys):
     """The modern recipe (SGD, normalisation, crop and Cutout draws cut into per-process chunks) through
     torchrun and MirroredStrategy with --sync-bn: no code path of its own, and 2 == 1 in float64."""
-    modern = ["--recipe", "modern", "--arch", "tiny-cifar-torch", "--float64", "--lr", "10"]  # the default's twin; rates 0, 0.083, 0.17: steps that move
+    modern = [
+        "--recipe",
+        "modern",
+        "--arch",
+        "tiny-cifar-torch",
+        "--float64",
+        "--lr",
+        "10",
+    ]  # the default's twin; rates 0, 0.083, 0.17: steps that move
     run_all(
         {
             "torch1": torch_cmd(1, *three_steps(data, tmp_path / "torch1"), *modern),
@@ -337,11 +437,15 @@ def test_modern_recipe_scales_out_exactly(data, tmp_path, capsys):
     for engine, one, two in (("torchrun", "torch1", "torch2"), ("mirrored", "keras1", "keras2")):
         diff, key = worst(tmp_path / one, tmp_path / two)
         with capsys.disabled():
-            print(f"\n[modern recipe, {engine} 2 vs 1 with --sync-bn, 3 SGD steps, float64: max difference {diff:.1e} ({key})]")
+            print(
+                f"\n[modern recipe, {engine} 2 vs 1 with --sync-bn, 3 SGD steps, float64: max difference {diff:.1e} ({key})]"
+            )
         assert diff <= TOL, (engine, key, diff)
         assert json.loads((tmp_path / two / "config.json").read_text())["recipe"]["name"] == "modern"
         # three optimiser steps were taken: the rate reported after them is the schedule's at step 3
-        assert rundir.read_metrics(tmp_path / one)[0]["lr"] == rundir.read_metrics(tmp_path / two)[0]["lr"] == rate_after
+        assert (
+            rundir.read_metrics(tmp_path / one)[0]["lr"] == rundir.read_metrics(tmp_path / two)[0]["lr"] == rate_after
+        )
 
 
 def test_multiworker_chief_from_tf_config(monkeypatch):
@@ -368,7 +472,20 @@ def test_multiworker_chief_from_tf_config(monkeypatch):
 
 def test_multiworker_without_tf_config_fails_clearly(data, tmp_path):
     env = {k: v for k, v in ENV.items() if k != "TF_CONFIG"}
-    p = subprocess.run([sys.executable, "-m", "tf_impl.train", *map(str, three_steps(data, tmp_path / "x")), "--strategy", "multiworker"], capture_output=True, text=True, env=env, timeout=300)
+    p = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tf_impl.train",
+            *map(str, three_steps(data, tmp_path / "x")),
+            "--strategy",
+            "multiworker",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert p.returncode == 2 and "needs TF_CONFIG" in p.stderr and "Traceback" not in p.stderr, p.stderr[-2000:]
     assert not (tmp_path / "x").exists()
 
@@ -384,6 +501,8 @@ def test_resuming_a_run_from_before_the_float64_field(tmp_path):
     cfg = json.loads((run.path / "config.json").read_text())
     del cfg["recipe"]["float64"]
     (run.path / "config.json").write_text(json.dumps(cfg))
-    assert not rundir.RunDir(run.path, "torch_impl", Recipe(arch="tiny"), resume=True).resuming  # no checkpoint yet: starts over
+    assert not rundir.RunDir(
+        run.path, "torch_impl", Recipe(arch="tiny"), resume=True
+    ).resuming  # no checkpoint yet: starts over
     with pytest.raises(rundir.RunDirError, match="float64: False -> True"):
         rundir.RunDir(run.path, "torch_impl", Recipe(arch="tiny", float64=True), resume=True)

@@ -14,7 +14,7 @@ from resnet_port.spec import get_spec
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
 
 # An independent loader (not export.py's): this project's packages made unimportable, then only the runtime.
-BLOCKED_RUN = r'''
+BLOCKED_RUN = r"""
 import sys, importlib.abc, numpy as np
 class Block(importlib.abc.MetaPathFinder):
     def find_spec(self, name, path=None, target=None):
@@ -34,14 +34,29 @@ else:
     s = ort.InferenceSession(path)
     y = s.run(None, {s.get_inputs()[0].name: np.ascontiguousarray(x.transpose(0, 3, 1, 2) if fmt == "onnx-torch" else x)})[0]
 np.save(out, y)
-'''
+"""
 
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
     d = tmp_path_factory.mktemp("export")
     parity.run_worker("tf", [{"op": "init", "arch": "tiny", "seed": 9, "out": str(d / "w.safetensors")}], d)
-    p = subprocess.run([sys.executable, "-m", "resnet_port.export", str(d / "w.safetensors"), "--format", "all", "--out", str(d / "out")], capture_output=True, text=True, env=ENV, timeout=900)
+    p = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "resnet_port.export",
+            str(d / "w.safetensors"),
+            "--format",
+            "all",
+            "--out",
+            str(d / "out"),
+        ],
+        capture_output=True,
+        text=True,
+        env=ENV,
+        timeout=900,
+    )
     return d, p
 
 
@@ -51,10 +66,21 @@ def test_every_format_written_reloaded_and_within_tolerance(exported, capsys):
     with capsys.disabled():
         print("\n" + p.stdout)
     assert "export: PASS" in p.stdout
-    rows = [line for line in p.stdout.splitlines() if line.split() and line.split()[0] in ("keras", "torch", "onnx-keras", "onnx-torch", "onnx")]
+    rows = [
+        line
+        for line in p.stdout.splitlines()
+        if line.split() and line.split()[0] in ("keras", "torch", "onnx-keras", "onnx-torch", "onnx")
+    ]
     assert len(rows) == 6 and all(line.rstrip().endswith(" ok") for line in rows)
     assert all("2 of 2 uneven 'same' convs" in line for line in rows if line.startswith("onnx-"))
-    for name in ("model.keras", "model.pt2", "state_dict.pt", "model-keras.onnx", "model-torch.onnx", "preprocessing.json"):
+    for name in (
+        "model.keras",
+        "model.pt2",
+        "state_dict.pt",
+        "model-keras.onnx",
+        "model-torch.onnx",
+        "preprocessing.json",
+    ):
         assert (d / "out" / name).is_file(), name
     assert not list((d / "out").glob("*.data"))  # each ONNX file is self-contained
 
@@ -67,10 +93,42 @@ def test_each_export_loads_without_this_project_and_matches(exported, tmp_path):
     np.save(tmp_path / "x.npy", x)
     ref = {}
     for fw in parity.FRAMEWORKS:
-        parity.run_worker(fw, [{"op": "forward", "arch": "tiny", "weights": str(d / "w.safetensors"), "inputs": str(tmp_path / "x.npy"), "training": False, "out": str(tmp_path / f"ref_{fw}.npz")}], tmp_path)
+        parity.run_worker(
+            fw,
+            [
+                {
+                    "op": "forward",
+                    "arch": "tiny",
+                    "weights": str(d / "w.safetensors"),
+                    "inputs": str(tmp_path / "x.npy"),
+                    "training": False,
+                    "out": str(tmp_path / f"ref_{fw}.npz"),
+                }
+            ],
+            tmp_path,
+        )
         ref[fw] = np.load(tmp_path / f"ref_{fw}.npz")["logits"]
-    for fmt, name, fw in [("keras", "model.keras", "tf"), ("torch", "model.pt2", "torch"), ("onnx-keras", "model-keras.onnx", "tf"), ("onnx-torch", "model-torch.onnx", "torch")]:
-        q = subprocess.run([sys.executable, "-c", BLOCKED_RUN, fmt, str(d / "out" / name), str(tmp_path / "x.npy"), str(tmp_path / f"{fmt}.npy")], capture_output=True, text=True, env=ENV, timeout=600)
+    for fmt, name, fw in [
+        ("keras", "model.keras", "tf"),
+        ("torch", "model.pt2", "torch"),
+        ("onnx-keras", "model-keras.onnx", "tf"),
+        ("onnx-torch", "model-torch.onnx", "torch"),
+    ]:
+        q = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                BLOCKED_RUN,
+                fmt,
+                str(d / "out" / name),
+                str(tmp_path / "x.npy"),
+                str(tmp_path / f"{fmt}.npy"),
+            ],
+            capture_output=True,
+            text=True,
+            env=ENV,
+            timeout=600,
+        )
         assert q.returncode == 0, (fmt, q.stderr[-2000:])
         assert np.abs(np.load(tmp_path / f"{fmt}.npy") - ref[fw]).max() <= 1e-4 * max(1.0, np.abs(ref[fw]).max()), fmt
 
@@ -78,7 +136,10 @@ def test_each_export_loads_without_this_project_and_matches(exported, tmp_path):
 def test_same_padding_check_catches_symmetric_padding(tmp_path):
     """An ONNX file of the naive port (PyTorch's symmetric padding) fails the padding count."""
     spec = get_spec("tiny")
-    assert export.asymmetric_same_convs(spec) == ["layer2.0.conv1", "layer4.0.conv1"]  # inputs 30 and 8: even; 15 is odd
+    assert export.asymmetric_same_convs(spec) == [
+        "layer2.0.conv1",
+        "layer4.0.conv1",
+    ]  # inputs 30 and 8: even; 15 is odd
     code = (
         "import sys, torch\nfrom torch_impl import naive\n"
         "m = naive.build('tiny', 'symmetric-padding').eval()\n"
@@ -96,9 +157,14 @@ def test_bad_input(tmp_path, exported):
         ([d / "w.safetensors", "--out", tmp_path / "full"], "exists and is not empty; pass --force"),
         ([tmp_path / "nothing.safetensors", "--out", tmp_path / "o"], "no such weights file or run directory"),
         ([d / "out" / "preprocessing.json", "--out", tmp_path / "o"], "not a resnet-port weights file"),
-        ([d / "w.safetensors", "--format", "keras,tflite", "--out", tmp_path / "o"], "--format 'keras,tflite': choose from"),
+        (
+            [d / "w.safetensors", "--format", "keras,tflite", "--out", tmp_path / "o"],
+            "--format 'keras,tflite': choose from",
+        ),
     ]:
-        p = subprocess.run([sys.executable, "-m", "resnet_port.export", *map(str, args)], capture_output=True, text=True, env=ENV)
+        p = subprocess.run(
+            [sys.executable, "-m", "resnet_port.export", *map(str, args)], capture_output=True, text=True, env=ENV
+        )
         assert p.returncode == 2 and message in p.stderr and "Traceback" not in p.stderr, p.stderr
     assert (tmp_path / "full" / "keep.txt").read_text() == "keep" and not (tmp_path / "o").exists()
 
@@ -107,19 +173,40 @@ def test_the_modern_recipes_model_exports_with_its_normalisation(tmp_path):
     """The CIFAR ResNet (no pool, no biases, 'same' stem) and a normalised input: no code path of its own."""
     from resnet_port.augment import Normalization
 
-    parity.run_worker("torch", [{"op": "init", "arch": "tiny-cifar", "seed": 2, "out": str(tmp_path / "init.safetensors")}], tmp_path)
+    parity.run_worker(
+        "torch", [{"op": "init", "arch": "tiny-cifar", "seed": 2, "out": str(tmp_path / "init.safetensors")}], tmp_path
+    )
     norm = Normalization((0.507, 0.487, 0.441), (0.267, 0.256, 0.276))
     W.save(tmp_path / "w.safetensors", W.load(tmp_path / "init.safetensors").tensors, "tiny-cifar", normalization=norm)
-    p = subprocess.run([sys.executable, "-m", "resnet_port.export", str(tmp_path / "w.safetensors"), "--format", "onnx-keras,onnx-torch", "--out", str(tmp_path / "out")], capture_output=True, text=True, env=ENV, timeout=900)
+    p = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "resnet_port.export",
+            str(tmp_path / "w.safetensors"),
+            "--format",
+            "onnx-keras,onnx-torch",
+            "--out",
+            str(tmp_path / "out"),
+        ],
+        capture_output=True,
+        text=True,
+        env=ENV,
+        timeout=900,
+    )
     assert p.returncode == 0 and "export: PASS" in p.stdout, p.stdout[-3000:] + p.stderr[-3000:]
-    assert export.asymmetric_same_convs(get_spec("tiny-cifar")) == ["layer2.0.conv1", "layer3.0.conv1", "layer4.0.conv1"]  # inputs 32, 16, 8
+    assert export.asymmetric_same_convs(get_spec("tiny-cifar")) == [
+        "layer2.0.conv1",
+        "layer3.0.conv1",
+        "layer4.0.conv1",
+    ]  # inputs 32, 16, 8
     assert p.stdout.count("3 of 3 uneven 'same' convs") == 2
     import json
 
     assert json.loads((tmp_path / "out" / "preprocessing.json").read_text())["normalization"] == norm.to_dict()
 
 
-SAVE_OWN = r'''
+SAVE_OWN = r"""
 import sys
 from resnet_port import weights as neutral
 from tf_impl import weights
@@ -129,7 +216,7 @@ m = build_model(w.arch)
 weights.from_numpy(m, w.arch, w.tensors)
 m.save(sys.argv[2])
 m.save_weights(sys.argv[3])
-'''
+"""
 
 
 def test_every_file_export_and_keras_write_of_the_model_ports_back_bit_exact(exported, tmp_path):
@@ -138,11 +225,33 @@ def test_every_file_export_and_keras_write_of_the_model_ports_back_bit_exact(exp
     the same tensors, bit for bit."""
     d, p = exported
     assert p.returncode == 0, p.stderr[-3000:]
-    subprocess.run([sys.executable, "-c", SAVE_OWN, str(d / "w.safetensors"), str(tmp_path / "saved.keras"), str(tmp_path / "saved.weights.h5")], check=True, env=ENV)
+    subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            SAVE_OWN,
+            str(d / "w.safetensors"),
+            str(tmp_path / "saved.keras"),
+            str(tmp_path / "saved.weights.h5"),
+        ],
+        check=True,
+        env=ENV,
+    )
     source = W.load(d / "w.safetensors").tensors
-    for path in (d / "out" / "model.keras", d / "out" / "state_dict.pt", tmp_path / "saved.keras", tmp_path / "saved.weights.h5"):
+    for path in (
+        d / "out" / "model.keras",
+        d / "out" / "state_dict.pt",
+        tmp_path / "saved.keras",
+        tmp_path / "saved.weights.h5",
+    ):
         out = tmp_path / f"{path.name}.safetensors"
-        q = subprocess.run([sys.executable, "-m", "resnet_port.port", str(path), "--out", str(out)], capture_output=True, text=True, env=ENV, timeout=600)
+        q = subprocess.run(
+            [sys.executable, "-m", "resnet_port.port", str(path), "--out", str(out)],
+            capture_output=True,
+            text=True,
+            env=ENV,
+            timeout=600,
+        )
         assert q.returncode == 0, (path, q.stderr[-2000:])
         back = W.load(out).tensors
         assert set(back) == set(source) and all(np.array_equal(back[k], source[k]) for k in source), path
@@ -171,7 +280,13 @@ def _onnx_conv_graph(path, convs):
             src = f"padded{i}"
         nodes.append(helper.make_node("Conv", [src, w], [f"y{i}"], **attrs))
         x = f"y{i}"
-    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 8, 8])], [helper.make_tensor_value_info(x, TensorProto.FLOAT, None)], inits)
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 8, 8])],
+        [helper.make_tensor_value_info(x, TensorProto.FLOAT, None)],
+        inits,
+    )
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
 
 
@@ -185,7 +300,10 @@ def test_the_uneven_same_padding_check_can_fail(tmp_path):
         "two explicit": ([("pads", [0, 0, 1, 1]), ("pads", [0, 0, 1, 1])], 2),
         "symmetric (a naive exporter)": ([("pads", [1, 1, 1, 1]), ("pads", [1, 1, 1, 1])], 0),
         "one of two": ([("pads", [0, 0, 1, 1]), ("pads", [1, 1, 1, 1])], 1),
-        "auto SAME_UPPER on an even input + a Pad node": ([("auto", "SAME_UPPER"), ("pad-node", [0, 0, 0, 0, 0, 0, 1, 1])], 2),
+        "auto SAME_UPPER on an even input + a Pad node": (
+            [("auto", "SAME_UPPER"), ("pad-node", [0, 0, 0, 0, 0, 0, 1, 1])],
+            2,
+        ),
         "three": ([("pads", [0, 0, 1, 1])] * 3, 3),
     }
     for name, (convs, uneven) in cases.items():
@@ -200,10 +318,26 @@ def test_imagenet_variant_exports_size_free_at_any_class_count(tmp_path):
     """An ImageNet-stem ResNet with 1000 classes (every torchvision port): the default export passes,
     its files take any size (Keras (None, None, 3), dynamic height and width in torch.export and both
     ONNX files), the export's own check runs at 224x224, and our own loader agrees at 224 and 57."""
-    parity.run_worker("torch", [{"op": "init", "arch": "tiny-torch@1000", "seed": 3, "out": str(tmp_path / "w.safetensors")}], tmp_path)
-    p = subprocess.run([sys.executable, "-m", "resnet_port.export", str(tmp_path / "w.safetensors"), "--out", str(tmp_path / "out")], capture_output=True, text=True, env={**ENV, "RESNET_PORT_PROGRESS": "1"}, timeout=900)
+    parity.run_worker(
+        "torch",
+        [{"op": "init", "arch": "tiny-torch@1000", "seed": 3, "out": str(tmp_path / "w.safetensors")}],
+        tmp_path,
+    )
+    p = subprocess.run(
+        [sys.executable, "-m", "resnet_port.export", str(tmp_path / "w.safetensors"), "--out", str(tmp_path / "out")],
+        capture_output=True,
+        text=True,
+        env={**ENV, "RESNET_PORT_PROGRESS": "1"},
+        timeout=900,
+    )
     assert p.returncode == 0 and "export: PASS" in p.stdout, p.stdout[-3000:] + p.stderr[-3000:]
-    rows = [line.split() for line in p.stdout.splitlines() if line.split() and line.split()[0] in ("keras", "torch", "onnx-keras", "onnx-torch") and "state_dict" not in line]
+    rows = [
+        line.split()
+        for line in p.stdout.splitlines()
+        if line.split()
+        and line.split()[0] in ("keras", "torch", "onnx-keras", "onnx-torch")
+        and "state_dict" not in line
+    ]
     assert [r[1] for r in rows] == ["model.keras", "model.pt2", "model-keras.onnx", "model-torch.onnx"], p.stdout
     assert all(r[2] == "any" and r[3] == "224,32" and r[-1] == "ok" for r in rows), p.stdout
     assert "native size 224x224" in p.stdout and "[export" in p.stderr  # progress on stderr
@@ -216,30 +350,85 @@ def test_imagenet_variant_exports_size_free_at_any_class_count(tmp_path):
         np.save(tmp_path / "x.npy", x)
         ref = {}
         for fw in parity.FRAMEWORKS:
-            parity.run_worker(fw, [{"op": "forward", "arch": "tiny-torch@1000", "weights": str(tmp_path / "w.safetensors"), "inputs": str(tmp_path / "x.npy"), "training": False, "out": str(tmp_path / f"ref_{fw}.npz")}], tmp_path)
+            parity.run_worker(
+                fw,
+                [
+                    {
+                        "op": "forward",
+                        "arch": "tiny-torch@1000",
+                        "weights": str(tmp_path / "w.safetensors"),
+                        "inputs": str(tmp_path / "x.npy"),
+                        "training": False,
+                        "out": str(tmp_path / f"ref_{fw}.npz"),
+                    }
+                ],
+                tmp_path,
+            )
             ref[fw] = np.load(tmp_path / f"ref_{fw}.npz")["logits"]
         assert ref["tf"].shape == (2, 1000)
-        for fmt, name, fw in [("keras", "model.keras", "tf"), ("torch", "model.pt2", "torch"), ("onnx-keras", "model-keras.onnx", "tf"), ("onnx-torch", "model-torch.onnx", "torch")]:
-            q = subprocess.run([sys.executable, "-c", BLOCKED_RUN, fmt, str(tmp_path / "out" / name), str(tmp_path / "x.npy"), str(tmp_path / f"{fmt}.npy")], capture_output=True, text=True, env=ENV, timeout=600)
+        for fmt, name, fw in [
+            ("keras", "model.keras", "tf"),
+            ("torch", "model.pt2", "torch"),
+            ("onnx-keras", "model-keras.onnx", "tf"),
+            ("onnx-torch", "model-torch.onnx", "torch"),
+        ]:
+            q = subprocess.run(
+                [
+                    sys.executable,
+                    "-c",
+                    BLOCKED_RUN,
+                    fmt,
+                    str(tmp_path / "out" / name),
+                    str(tmp_path / "x.npy"),
+                    str(tmp_path / f"{fmt}.npy"),
+                ],
+                capture_output=True,
+                text=True,
+                env=ENV,
+                timeout=600,
+            )
             assert q.returncode == 0, (fmt, size, q.stderr[-2000:])
-            assert np.abs(np.load(tmp_path / f"{fmt}.npy") - ref[fw]).max() <= 1e-4 * max(1.0, np.abs(ref[fw]).max()), (fmt, size)
+            assert np.abs(np.load(tmp_path / f"{fmt}.npy") - ref[fw]).max() <= 1e-4 * max(1.0, np.abs(ref[fw]).max()), (
+                fmt,
+                size,
+            )
 
 
 def test_a_failed_export_leaves_nothing_and_says_one_line(tmp_path, monkeypatch, capsys):
     """A file that does not reload (here: the clean runner made to fail) ends the export with one line
     and exit 2; neither --out nor the staging folder is left behind, and a --force'd --out keeps its files."""
-    parity.run_worker("tf", [{"op": "init", "arch": "tiny", "seed": 9, "out": str(tmp_path / "w.safetensors")}], tmp_path / "jobs")
+    parity.run_worker(
+        "tf", [{"op": "init", "arch": "tiny", "seed": 9, "out": str(tmp_path / "w.safetensors")}], tmp_path / "jobs"
+    )
 
     def broken(fmt, path, *args, **kwargs):
-        raise export.ExportError(f"{path.name} does not load and run on its own ({fmt}): RuntimeError: broken on purpose")
+        raise export.ExportError(
+            f"{path.name} does not load and run on its own ({fmt}): RuntimeError: broken on purpose"
+        )
 
     monkeypatch.setattr(export, "run_clean", broken)
-    assert export.main([str(tmp_path / "w.safetensors"), "--format", "keras", "--out", str(tmp_path / "out"), "--quiet"]) == 2
+    assert (
+        export.main([str(tmp_path / "w.safetensors"), "--format", "keras", "--out", str(tmp_path / "out"), "--quiet"])
+        == 2
+    )
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ["error: model.keras does not load and run on its own (keras): RuntimeError: broken on purpose"]
     (tmp_path / "kept").mkdir()
     (tmp_path / "kept" / "mine.txt").write_text("mine")
-    assert export.main([str(tmp_path / "w.safetensors"), "--format", "keras", "--out", str(tmp_path / "kept"), "--force", "--quiet"]) == 2
+    assert (
+        export.main(
+            [
+                str(tmp_path / "w.safetensors"),
+                "--format",
+                "keras",
+                "--out",
+                str(tmp_path / "kept"),
+                "--force",
+                "--quiet",
+            ]
+        )
+        == 2
+    )
     assert sorted(p.name for p in tmp_path.iterdir()) == ["jobs", "kept", "w.safetensors"]
     assert [p.name for p in (tmp_path / "kept").iterdir()] == ["mine.txt"]
 
@@ -248,9 +437,13 @@ def test_an_onnx_file_with_the_wrong_padding_fails_its_row_and_the_exit_code(tmp
     """The ONNX 'same'-padding gate decides the verdict: an exporter that made TF's one-sided pads of tiny's
     two uneven 'same' convs symmetric (counted here as 0 of 2) fails the row and the export (exit 1), even
     though the file reloads; nothing is published."""
-    parity.run_worker("tf", [{"op": "init", "arch": "tiny", "seed": 9, "out": str(tmp_path / "w.safetensors")}], tmp_path / "jobs")
+    parity.run_worker(
+        "tf", [{"op": "init", "arch": "tiny", "seed": 9, "out": str(tmp_path / "w.safetensors")}], tmp_path / "jobs"
+    )
     monkeypatch.setattr(export, "onnx_asymmetric_convs", lambda path: 0)
-    code = export.main([str(tmp_path / "w.safetensors"), "--format", "onnx-torch", "--out", str(tmp_path / "out"), "--quiet"])
+    code = export.main(
+        [str(tmp_path / "w.safetensors"), "--format", "onnx-torch", "--out", str(tmp_path / "out"), "--quiet"]
+    )
     out = capsys.readouterr().out
     row = [line for line in out.splitlines() if "model-torch.onnx" in line]
     assert code == 1 and row and "FAIL" in row[0] and "0 of 2 uneven 'same' convs" in out, out

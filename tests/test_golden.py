@@ -39,7 +39,10 @@ def golden_tensors(spec) -> dict[str, np.ndarray]:
 @pytest.mark.parametrize("name", sorted(SPECS))
 def test_spec_unchanged(name):
     spec, want = get_spec(name), SPECS[name]
-    got = [[l.name, l.kind, list(l.output_shape), {k: list(v) for k, v in l.params.items()}, l.flops] for l in spec.layers()]
+    got = [
+        [l.name, l.kind, list(l.output_shape), {k: list(v) for k, v in l.params.items()}, l.flops]
+        for l in spec.layers()
+    ]
     assert got == want["layers"]
     assert [[l.name, list(l.output_shape)] for l in spec.layers((224, 224, 3))] == want["layers_224"]
     assert list(spec.parameters()) == want["parameters"]
@@ -66,7 +69,11 @@ def test_weights_files_bit_identical(fw, tmp_path):
         "    assert all((got[k] == v).all() for k, v in golden_tensors(spec).items()), name\n"
     )
     root = Path(__file__).parent.parent
-    p = subprocess.run([sys.executable, "-c", code, str(tmp_path), *TINY], cwd=root, capture_output=True, text=True, timeout=600)
+    p = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path), *TINY], cwd=root, capture_output=True, text=True, timeout=600
+    )
     assert p.returncode == 0, p.stderr[-3000:]
     for name in TINY:
-        assert (tmp_path / f"{name}.safetensors").read_bytes() == (GOLDEN / f"{name}.{fw}.safetensors").read_bytes(), name
+        assert (tmp_path / f"{name}.safetensors").read_bytes() == (GOLDEN / f"{name}.{fw}.safetensors").read_bytes(), (
+            name
+        )

@@ -39,8 +39,12 @@ class FakeBackend:
                 raise lifecycle.Interrupted(lifecycle.EpochSums(1.0 * (b - start), 0, 4 * (b - start)), b)
             if self.ctrl_c_at == ("signal", epoch, b):  # a real SIGINT, as a terminal sends it, in this step
                 os.kill(os.getpid(), signal.SIGINT)
-            if on_step(b + 1, None) and b + 1 < STEPS:  # the lifecycle asks to stop: after this step, as the backends do
-                raise lifecycle.Interrupted(lifecycle.EpochSums(sums.loss_sum + 1.0, 0, sums.seen + 4 * (b + 1 - start)), b + 1)
+            if (
+                on_step(b + 1, None) and b + 1 < STEPS
+            ):  # the lifecycle asks to stop: after this step, as the backends do
+                raise lifecycle.Interrupted(
+                    lifecycle.EpochSums(sums.loss_sum + 1.0, 0, sums.seen + 4 * (b + 1 - start)), b + 1
+                )
         return lifecycle.EpochSums(1.0, 1, 4 * (STEPS - start))
 
     def take_warmup_seconds(self):
@@ -108,7 +112,9 @@ def test_a_second_ctrl_c_abandons_the_checkpoint_being_written(capsys):
     assert stop.abandoned and backend.written == [(1, 0)] and on_disk == {"epoch": 1, "batch": 0}
     cli.interrupted(on_disk["epoch"], on_disk["batch"], "runs/x", abandoned=stop.abandoned)
     err = capsys.readouterr().err
-    assert "the checkpoint being written was abandoned; the checkpoint on disk is at the end of epoch 1 in runs/x" in err, err
+    assert (
+        "the checkpoint being written was abandoned; the checkpoint on disk is at the end of epoch 1 in runs/x" in err
+    ), err
 
 
 def test_ctrl_c_in_an_epoch_checkpoints_the_batch_reached(capsys):
@@ -129,7 +135,10 @@ def test_ctrl_c_between_epochs_names_the_checkpoint_on_disk(capsys):
     state, on_disk = run_fit(backend)
     assert backend.written == [(1, 0)] and on_disk == {"epoch": 1, "batch": 0}
     cli.interrupted(on_disk["epoch"], on_disk["batch"], "runs/x")
-    assert "checkpoint written at the end of epoch 1 in runs/x; continue with the same command and --resume" in capsys.readouterr().err
+    assert (
+        "checkpoint written at the end of epoch 1 in runs/x; continue with the same command and --resume"
+        in capsys.readouterr().err
+    )
 
 
 def test_ctrl_c_before_any_checkpoint_and_after_the_last_epoch(capsys):
@@ -138,4 +147,7 @@ def test_ctrl_c_before_any_checkpoint_and_after_the_last_epoch(capsys):
     cli.interrupted(on_disk.get("epoch"), on_disk.get("batch", 0), "runs/x")
     assert "before the first checkpoint; nothing in runs/x to resume from" in capsys.readouterr().err
     cli.interrupted(3, 0, "runs/x", finishing=True)
-    assert "every epoch (3) is trained and checkpointed in runs/x, but the evaluation and artefacts are not written; --resume writes them" in capsys.readouterr().err
+    assert (
+        "every epoch (3) is trained and checkpointed in runs/x, but the evaluation and artefacts are not written; --resume writes them"
+        in capsys.readouterr().err
+    )

@@ -7,8 +7,15 @@ import pytest
 
 from resnet_port.spec import available, get_spec
 
-
-KERAS_CLASS = {"conv2d": "Conv2D", "batchnorm": "BatchNormalization", "relu": "ReLU", "maxpool": "MaxPooling2D", "add": "Add", "global_avg_pool": "GlobalAveragePooling2D", "dense": "Dense"}
+KERAS_CLASS = {
+    "conv2d": "Conv2D",
+    "batchnorm": "BatchNormalization",
+    "relu": "ReLU",
+    "maxpool": "MaxPooling2D",
+    "add": "Add",
+    "global_avg_pool": "GlobalAveragePooling2D",
+    "dense": "Dense",
+}
 
 
 @pytest.mark.parametrize("arch", available())
@@ -40,8 +47,12 @@ def test_keras_shapes_and_counts(arch):
     expected = {**KERAS_CLASS, "batchnorm": "UnbiasedBatchNormalization" if unbiased else "BatchNormalization"}
     assert all(keras_layers[name] == expected[kind] for name, kind in kinds.items())
     # a pad exactly where PyTorch's symmetric padding is not TF 'same': strided (or 'valid'-like) layers
-    wanted = {l.name for l in spec.layer_specs() if l.kind in ("conv2d", "maxpool")
-              if isinstance(l.padding, int) and l.padding and not (getattr(l, "kernel_size", 0) == 3 and l.stride == 1)}
+    wanted = {
+        l.name
+        for l in spec.layer_specs()
+        if l.kind in ("conv2d", "maxpool")
+        if isinstance(l.padding, int) and l.padding and not (getattr(l, "kernel_size", 0) == 3 and l.stride == 1)
+    }
     assert {p[:-4] for p in pads} == wanted
 
 

@@ -47,7 +47,9 @@ def expected_first_divergence(spec, variant: str) -> str:
 def test_naive_variants_cover_both_conventions():
     from torch_impl.naive import applicable
 
-    assert {v: c for v, c in diff.NAIVE_CONVENTIONS.items()} == {v: ("keras" if v in applicable("tiny") else "pytorch") for v in diff.NAIVE_VARIANTS}
+    assert {v: c for v, c in diff.NAIVE_CONVENTIONS.items()} == {
+        v: ("keras" if v in applicable("tiny") else "pytorch") for v in diff.NAIVE_VARIANTS
+    }
     assert applicable("tiny") == ["symmetric-padding", "torch-bn-epsilon"]
     assert applicable("tiny-cifar-torch") == applicable("resnet18-torch@1000") == ["same-padding", "keras-bn-epsilon"]
 
@@ -57,7 +59,15 @@ def test_naive_variants_named_alike_everywhere():
 
 
 def _forward(arch, weights, inputs, training, out, **extra):
-    return {"op": "forward", "arch": arch, "weights": str(weights), "inputs": str(inputs), "training": training, "out": str(out), **extra}
+    return {
+        "op": "forward",
+        "arch": arch,
+        "weights": str(weights),
+        "inputs": str(inputs),
+        "training": training,
+        "out": str(out),
+        **extra,
+    }
 
 
 #: every variant but the full-size PyTorch-convention ones, whose Keras runs are held to torchvision's,
@@ -83,17 +93,65 @@ def run(request, tmp_path_factory):
         w = d / f"w_{origin}.safetensors"
         for mode in MODES:
             train = mode == "train"
-            tf_ops.append(_forward(arch, w, d / "x.npy", train, d / f"tf_{origin}_{mode}.npz", weights_out=str(d / f"tfw_{origin}_{mode}.safetensors")))
-            torch_ops.append(_forward(arch, w, d / "x.npy", train, d / f"torch_{origin}_{mode}.npz", weights_out=str(d / f"torchw_{origin}_{mode}.safetensors")))
+            tf_ops.append(
+                _forward(
+                    arch,
+                    w,
+                    d / "x.npy",
+                    train,
+                    d / f"tf_{origin}_{mode}.npz",
+                    weights_out=str(d / f"tfw_{origin}_{mode}.safetensors"),
+                )
+            )
+            torch_ops.append(
+                _forward(
+                    arch,
+                    w,
+                    d / "x.npy",
+                    train,
+                    d / f"torch_{origin}_{mode}.npz",
+                    weights_out=str(d / f"torchw_{origin}_{mode}.safetensors"),
+                )
+            )
     from torch_impl.naive import applicable
 
     for name in applicable(arch):
         for mode in MODES:
-            torch_ops.append(_forward(arch, d / "w_tf.safetensors", d / "x.npy", mode == "train", d / f"naive_{name}_{mode}.npz", variant=name))
+            torch_ops.append(
+                _forward(
+                    arch,
+                    d / "w_tf.safetensors",
+                    d / "x.npy",
+                    mode == "train",
+                    d / f"naive_{name}_{mode}.npz",
+                    variant=name,
+                )
+            )
     # round trips: Keras -> file -> PyTorch -> file, and PyTorch -> file -> Keras -> file -> PyTorch -> file
-    tf_ops.append({"op": "roundtrip", "arch": arch, "weights": str(d / "w_torch.safetensors"), "out": str(d / "rt_keras.safetensors")})
-    torch_ops.append({"op": "roundtrip", "arch": arch, "weights": str(d / "w_tf.safetensors"), "out": str(d / "rt_torch.safetensors")})
-    torch_ops.append({"op": "roundtrip", "arch": arch, "weights": str(d / "rt_keras.safetensors"), "out": str(d / "rt_keras_torch.safetensors")})
+    tf_ops.append(
+        {
+            "op": "roundtrip",
+            "arch": arch,
+            "weights": str(d / "w_torch.safetensors"),
+            "out": str(d / "rt_keras.safetensors"),
+        }
+    )
+    torch_ops.append(
+        {
+            "op": "roundtrip",
+            "arch": arch,
+            "weights": str(d / "w_tf.safetensors"),
+            "out": str(d / "rt_torch.safetensors"),
+        }
+    )
+    torch_ops.append(
+        {
+            "op": "roundtrip",
+            "arch": arch,
+            "weights": str(d / "rt_keras.safetensors"),
+            "out": str(d / "rt_keras_torch.safetensors"),
+        }
+    )
     parity.run_worker("tf", tf_ops, d)
     parity.run_worker("torch", torch_ops, d)
     return arch, d
@@ -161,11 +219,18 @@ def test_parity_check_is_sensitive(run, mode):
 def test_round_trips_are_bit_exact(run):
     """Keras -> file -> PyTorch -> file, and PyTorch -> file -> Keras -> file -> PyTorch -> file: every bit back."""
     arch, d = run
-    keras_made, torch_made = W.load(d / "w_tf.safetensors", arch).tensors, W.load(d / "w_torch.safetensors", arch).tensors
+    keras_made, torch_made = (
+        W.load(d / "w_tf.safetensors", arch).tensors,
+        W.load(d / "w_torch.safetensors", arch).tensors,
+    )
     via_torch = W.load(d / "rt_torch.safetensors", arch)
     via_keras = W.load(d / "rt_keras.safetensors", arch)
     back = W.load(d / "rt_keras_torch.safetensors", arch)
-    assert (via_torch.metadata["producer"], via_keras.metadata["producer"], back.metadata["producer"]) == ("torch_impl", "tf_impl", "torch_impl")
+    assert (via_torch.metadata["producer"], via_keras.metadata["producer"], back.metadata["producer"]) == (
+        "torch_impl",
+        "tf_impl",
+        "torch_impl",
+    )
     for k in keras_made:
         assert np.array_equal(via_torch.tensors[k], keras_made[k]), k
         assert np.array_equal(via_keras.tensors[k], torch_made[k]) and np.array_equal(back.tensors[k], torch_made[k]), k
@@ -173,7 +238,11 @@ def test_round_trips_are_bit_exact(run):
 
 def test_worker_failure_is_loud(tmp_path):
     with pytest.raises(parity.WorkerError, match="exited with code 1(.|\n)*weights file not found"):
-        parity.run_worker("torch", [_forward("tiny", tmp_path / "none.safetensors", tmp_path / "x.npy", False, tmp_path / "o.npz")], tmp_path)
+        parity.run_worker(
+            "torch",
+            [_forward("tiny", tmp_path / "none.safetensors", tmp_path / "x.npy", False, tmp_path / "o.npz")],
+            tmp_path,
+        )
 
 
 def test_worker_crash_is_loud(tmp_path, monkeypatch):
@@ -190,7 +259,11 @@ def test_layer_table_marks_first_divergence():
     rows = parity.compare_layers(a, b, ["x", "y", "z"], 1e-4)
     assert [r.ok for r in rows] == [True, False, False]
     table = parity.format_table(rows, 1e-4)
-    assert "y" in table.splitlines()[2] and "<-- first" in table.splitlines()[2] and "<-- first" not in table.splitlines()[3]
+    assert (
+        "y" in table.splitlines()[2]
+        and "<-- first" in table.splitlines()[2]
+        and "<-- first" not in table.splitlines()[3]
+    )
     with pytest.raises(ValueError, match="shapes differ"):
         parity.compare_layers({"x": np.zeros(2)}, {"x": np.zeros(3)}, ["x"], 1e-4)
 
@@ -201,6 +274,8 @@ def test_worker_of_a_missing_framework_names_the_extra(monkeypatch, tmp_path):
 
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "tensorflow" else real(name, *a))
-    with pytest.raises(parity.WorkerError, match=r"needs tensorflow, which is not installed: pip install 'resnet-port\[tf\]'"):
+    with pytest.raises(
+        parity.WorkerError, match=r"needs tensorflow, which is not installed: pip install 'resnet-port\[tf\]'"
+    ):
         parity.run_worker("tf", [], tmp_path)
     assert not list(tmp_path.iterdir())  # nothing started, nothing written

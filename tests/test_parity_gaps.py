@@ -68,7 +68,9 @@ def test_each_frameworks_own_draws_are_the_neutral_formula_of_its_uniforms(recip
 
 def _frequencies(values, support):
     values = np.asarray(values)
-    assert set(np.unique(values)) <= set(support), f"values outside {support}: {sorted(set(np.unique(values)) - set(support))[:5]}"
+    assert set(np.unique(values)) <= set(support), (
+        f"values outside {support}: {sorted(set(np.unique(values)) - set(support))[:5]}"
+    )
     return np.array([(values == v).mean() for v in support])
 
 
@@ -94,7 +96,11 @@ def test_each_frameworks_own_draws_follow_the_recipes_distribution(recipe_draws,
     else:  # sub-pixel shifts, uniform on [-s*size, s*size]
         for what, d, limit in (("dy", dy, spec.height_shift * H), ("dx", dx, spec.width_shift * W)):
             d = np.asarray(d, np.float64)
-            assert d.min() >= -limit and d.max() <= limit and d.min() < -0.99 * limit and d.max() > 0.99 * limit, (what, d.min(), d.max())
+            assert d.min() >= -limit and d.max() <= limit and d.min() < -0.99 * limit and d.max() > 0.99 * limit, (
+                what,
+                d.min(),
+                d.max(),
+            )
             hist, _ = np.histogram(d, bins=10, range=(-limit, limit))
             near(hist / N, 0.1, f"{what} deciles")
     if spec.cutout:  # the centre uniform over the image's rows and columns
@@ -130,7 +136,9 @@ def test_the_check_fails_just_over_its_tolerance_and_passes_just_under(where):
     assert scale > 1  # the tolerance scales with the output: 1e-4 of its largest magnitude
     for factor, passes in ((0.8, True), (1.2, False)):
         got = {k: v.copy() for k, v in ref.items()}
-        got[where][1, 3] += factor * CONTRACT * scale  # the contract's number, not the code's: a looser code fails here too
+        got[where][1, 3] += (
+            factor * CONTRACT * scale
+        )  # the contract's number, not the code's: a looser code fails here too
         ok, logit_diff, tol, rows, first = port.judge(got, ref, names)
         assert ok is passes, (where, factor, logit_diff, tol, first)
         if where != "logits":

@@ -19,7 +19,14 @@ from resnet_port import parity, synthetic
 from resnet_port import weights as W
 
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
-TINY = ["--blocks", "1,1,1,1", "--widths", "8,16,16,32", "--stem", "8"]  # the post's structure at the `tiny` spec's widths
+TINY = [
+    "--blocks",
+    "1,1,1,1",
+    "--widths",
+    "8,16,16,32",
+    "--stem",
+    "8",
+]  # the post's structure at the `tiny` spec's widths
 POST_MODELS = {
     "k2tiny": (True, TINY),
     "k2r18": (True, ["--blocks", "2,2,2,2"]),
@@ -51,7 +58,13 @@ PORT_ENV = dict(ENV)
 
 
 def cli(*args, timeout=600):
-    return subprocess.run([sys.executable, "-m", "resnet_port.port", *map(str, args)], capture_output=True, text=True, env=PORT_ENV, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "resnet_port.port", *map(str, args)],
+        capture_output=True,
+        text=True,
+        env=PORT_ENV,
+        timeout=timeout,
+    )
 
 
 def cli_parallel(calls):
@@ -68,8 +81,23 @@ def post(tmp_path_factory):
     script = os.path.join(os.path.dirname(__file__), "post_model.py")
     procs = []
     for name, (legacy, args) in POST_MODELS.items():
-        env = {**ENV, "TF_USE_LEGACY_KERAS": "1"} if legacy else {k: v for k, v in ENV.items() if k != "TF_USE_LEGACY_KERAS"}
-        procs.append((name, subprocess.Popen([sys.executable, script, str(root / name), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)))
+        env = (
+            {**ENV, "TF_USE_LEGACY_KERAS": "1"}
+            if legacy
+            else {k: v for k, v in ENV.items() if k != "TF_USE_LEGACY_KERAS"}
+        )
+        procs.append(
+            (
+                name,
+                subprocess.Popen(
+                    [sys.executable, script, str(root / name), *args],
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                    text=True,
+                    env=env,
+                ),
+            )
+        )
         if len(procs) % 2 == 0:  # two at a time: both cores
             for n, p in procs[-2:]:
                 assert p.wait(timeout=600) == 0, f"{n}: {p.stderr.read()[-3000:]}"
@@ -80,7 +108,17 @@ def post(tmp_path_factory):
 
 def port_forward(weights, inputs, workdir):
     """The port run by torch_impl on the probe batch: logits in inference and training mode."""
-    ops = [{"op": "forward", "arch": W.read_metadata(weights)["arch"], "weights": str(weights), "inputs": str(inputs), "training": mode == "train", "out": str(workdir / f"{mode}.npz")} for mode in ("eval", "train")]
+    ops = [
+        {
+            "op": "forward",
+            "arch": W.read_metadata(weights)["arch"],
+            "weights": str(weights),
+            "inputs": str(inputs),
+            "training": mode == "train",
+            "out": str(workdir / f"{mode}.npz"),
+        }
+        for mode in ("eval", "train")
+    ]
     parity.run_worker("torch", ops, workdir)
     out = {}
     for mode in ("eval", "train"):
@@ -103,7 +141,9 @@ def test_port_reproduces_the_source(post, tmp_path, name, capsys):
         ref = np.load(post / folder / f"logits_{mode}.npy")
         diff = float(np.abs(logits[mode] - ref).max())
         with capsys.disabled():
-            print(f"\n[{name} -> PyTorch, {mode}: max |logit diff| {diff:.1e} against the source model's own output (max |logit| {np.abs(ref).max():.3g})]")
+            print(
+                f"\n[{name} -> PyTorch, {mode}: max |logit diff| {diff:.1e} against the source model's own output (max |logit| {np.abs(ref).max():.3g})]"
+            )
         assert diff <= 1e-4 * max(1.0, float(np.abs(ref).max())), (mode, diff)
         assert (logits[mode].argmax(1) == ref.argmax(1)).all()
         assert np.ptp(ref) > 0.1  # the source computes something
@@ -112,7 +152,18 @@ def test_port_reproduces_the_source(post, tmp_path, name, capsys):
 def test_savedmodel_to_neutral_to_keras_to_neutral_is_bit_exact(post, tmp_path):
     p = cli(post / "k2tiny/saved_model/my_model", "--out", tmp_path / "a.safetensors")
     assert p.returncode == 0, p.stderr
-    parity.run_worker("tf", [{"op": "roundtrip", "arch": "tiny", "weights": str(tmp_path / "a.safetensors"), "out": str(tmp_path / "b.safetensors")}], tmp_path)
+    parity.run_worker(
+        "tf",
+        [
+            {
+                "op": "roundtrip",
+                "arch": "tiny",
+                "weights": str(tmp_path / "a.safetensors"),
+                "out": str(tmp_path / "b.safetensors"),
+            }
+        ],
+        tmp_path,
+    )
     a, b = W.load(tmp_path / "a.safetensors").tensors, W.load(tmp_path / "b.safetensors").tensors
     assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
 
@@ -125,7 +176,9 @@ def test_check_fails_when_one_tensor_is_perturbed(post, tmp_path):
     bad = dict(w.tensors)
     bad["layer3.0.conv2.kernel"] = bad["layer3.0.conv2.kernel"] * 1.01
     W.save(tmp_path / "bad.safetensors", bad, "tiny")
-    p = cli(src, "--verify", tmp_path / "bad.safetensors")  # (the unperturbed port passes: test_port_reproduces_the_source)
+    p = cli(
+        src, "--verify", tmp_path / "bad.safetensors"
+    )  # (the unperturbed port passes: test_port_reproduces_the_source)
     assert p.returncode == 1, p.stdout + p.stderr
     assert "parity: FAIL" in p.stdout and "OVER TOLERANCE" in p.stdout
     inference = next(line for line in p.stdout.splitlines() if line.startswith("inference"))
@@ -144,10 +197,37 @@ def own(tmp_path_factory):
     subprocess.run([sys.executable, "-c", code, str(d / "init.safetensors"), str(d / "model.pt")], check=True, env=ENV)
     synthetic.write(d / "data", n_train=96, n_test=20, num_classes=10)
     runs = {
-        name: subprocess.Popen([sys.executable, "-m", f"{fw}.train", *recipe, "--epochs", "1", "--batch-size", "16", "--data-dir", str(d / "data"), "--no-verify", "--val-size", "16", "--out", str(d / name), "--quiet"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
-        for name, fw, recipe in (("tf_impl", "tf_impl", ["--arch", "tiny"]), ("torch_impl", "torch_impl", ["--arch", "tiny"]), ("torch_modern", "torch_impl", ["--recipe", "modern", "--arch", "tiny-cifar"]))
+        name: subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                f"{fw}.train",
+                *recipe,
+                "--epochs",
+                "1",
+                "--batch-size",
+                "16",
+                "--data-dir",
+                str(d / "data"),
+                "--no-verify",
+                "--val-size",
+                "16",
+                "--out",
+                str(d / name),
+                "--quiet",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=ENV,
+        )
+        for name, fw, recipe in (
+            ("tf_impl", "tf_impl", ["--arch", "tiny"]),
+            ("torch_impl", "torch_impl", ["--arch", "tiny"]),
+            ("torch_modern", "torch_impl", ["--recipe", "modern", "--arch", "tiny-cifar"]),
+        )
     }
-    for fw, p in runs.items():
+    for p in runs.values():
         assert p.wait(timeout=600) == 0, p.stderr.read()[-2000:]
     return d
 
@@ -164,7 +244,9 @@ def test_port_of_this_projects_own_files(own, tmp_path, source):
         final = W.load(own / source / "weights.safetensors")
         ported = W.load(tmp_path / "w.safetensors")
         assert all(np.array_equal(final.tensors[k], ported.tensors[k]) for k in final.tensors)
-        assert ported.normalization == final.normalization and (ported.normalization is not None) == (source == "torch_modern")
+        assert ported.normalization == final.normalization and (ported.normalization is not None) == (
+            source == "torch_modern"
+        )
 
 
 def _truncate(src, dst):
@@ -181,17 +263,35 @@ def test_bad_inputs_one_line_exit_2_nothing_written(post, own, tmp_path):
     subprocess.run([sys.executable, "-c", code, str(tmp_path / "incomplete.pt")], check=True)
     (tmp_path / "exists.safetensors").write_bytes(b"precious")
     cases = [
-        ([post / "k2r34/saved_model/my_model", "--arch", "resnet18"],
-         ["does not match --arch resnet18", "variable #31 in execution order is the source's layer1.2.conv1.kernel (3, 3, 64, 64)",
-          "[layer1/layer-2/left/layer-0/kernel]", "where resnet18 has layer2.0.conv1.kernel (3, 3, 64, 128)", "it is resnet34"]),
-        ([tmp_path / "not_a_savedmodel"], ["is a folder, but neither a SavedModel (no saved_model.pb), a Hugging Face / keras-hub folder nor a run directory"]),
+        (
+            [post / "k2r34/saved_model/my_model", "--arch", "resnet18"],
+            [
+                "does not match --arch resnet18",
+                "variable #31 in execution order is the source's layer1.2.conv1.kernel (3, 3, 64, 64)",
+                "[layer1/layer-2/left/layer-0/kernel]",
+                "where resnet18 has layer2.0.conv1.kernel (3, 3, 64, 128)",
+                "it is resnet34",
+            ],
+        ),
+        (
+            [tmp_path / "not_a_savedmodel"],
+            [
+                "is a folder, but neither a SavedModel (no saved_model.pb), a Hugging Face / keras-hub folder nor a run directory"
+            ],
+        ),
         ([_truncate(post / "k3tiny/model.keras", tmp_path / "cut.keras")], ["cannot be read as a .keras archive"]),
         ([_truncate(post / "k2tiny/weights.h5", tmp_path / "cut.h5")], ["cannot be read as HDF5"]),
         ([_truncate(post / "k3tiny/model.weights.h5", tmp_path / "cut.weights.h5")], ["cannot be read as HDF5"]),
-        ([tmp_path / "incomplete.pt"], ["looks like tiny but is incomplete: the source lacks layer3.0.bn2.moving_variance"]),
+        (
+            [tmp_path / "incomplete.pt"],
+            ["looks like tiny but is incomplete: the source lacks layer3.0.bn2.moving_variance"],
+        ),
         ([post / "k2tiny/saved_model/my_model", "--out", tmp_path / "exists.safetensors"], ["exists; pass --force"]),
     ]
-    calls = [args + ([] if "--out" in args else ["--out", tmp_path / f"out{i}.safetensors"]) for i, (args, _) in enumerate(cases)]
+    calls = [
+        args + ([] if "--out" in args else ["--out", tmp_path / f"out{i}.safetensors"])
+        for i, (args, _) in enumerate(cases)
+    ]
     for i, ((args, messages), p) in enumerate(zip(cases, cli_parallel(calls))):
         assert p.returncode == 2, (args, p.stdout, p.stderr[-2000:])
         lines = [line for line in p.stderr.splitlines() if line.startswith("error: ")]
@@ -212,16 +312,26 @@ def test_an_unregistered_resnet_is_named_not_guessed(tmp_path):
     subprocess.run([sys.executable, "-c", code, str(tmp_path / "mine.pt")], check=True)
     p = cli(tmp_path / "mine.pt", "--out", tmp_path / "w.safetensors")
     assert p.returncode == 2 and not (tmp_path / "w.safetensors").exists()
-    assert "holds a ResNet of 4 stages of [1, 2, 1, 1] blocks, widths [8, 16, 16, 32], stem 3x3 conv of 8 filters, 100 classes, conv biases: yes, which is none of the variants: " in p.stderr
+    assert (
+        "holds a ResNet of 4 stages of [1, 2, 1, 1] blocks, widths [8, 16, 16, 32], stem 3x3 conv of 8 filters, 100 classes, conv biases: yes, which is none of the variants: "
+        in p.stderr
+    )
 
 
 def test_port_needs_no_tf_keras(post, without_tf_keras):
     """Every port in this module ran with tf-keras unimportable.  There, restoring a Keras 2 SavedModel
     naively fails ('_UserObject' object has no attribute 'add_slot'); the port's restore does not."""
-    probe = subprocess.run([sys.executable, "-c", "import tf_keras"], capture_output=True, text=True, env=without_tf_keras)
+    probe = subprocess.run(
+        [sys.executable, "-c", "import tf_keras"], capture_output=True, text=True, env=without_tf_keras
+    )
     assert probe.returncode != 0 and "blocked by the test" in probe.stderr
     naive = "import tensorflow as tf, sys\ntry:\n    tf.saved_model.load(sys.argv[1])\nexcept AttributeError as e:\n    print(e)\n"
-    q = subprocess.run([sys.executable, "-c", naive, str(post / "k2tiny/saved_model/my_model")], capture_output=True, text=True, env=without_tf_keras)
+    q = subprocess.run(
+        [sys.executable, "-c", naive, str(post / "k2tiny/saved_model/my_model")],
+        capture_output=True,
+        text=True,
+        env=without_tf_keras,
+    )
     assert "add_slot" in q.stdout, q.stdout + q.stderr[-1000:]
 
 
@@ -248,14 +358,23 @@ def test_a_keras_files_model_is_read_and_held_to_the_weights_architecture(tmp_pa
     """Without --check, a .keras file's config (read as JSON, never run) must be the architecture its
     weights are: a Lambda layer, an unknown class or a ReLU with a slope is refused in one line naming
     the layer, and nothing is written; the unedited file ports."""
-    parity.run_worker("tf", [{"op": "init", "arch": "tiny", "seed": 2, "out": str(tmp_path / "w.safetensors")},
-                             {"op": "export_keras", "weights": str(tmp_path / "w.safetensors"), "out": str(tmp_path / "model.keras")}], tmp_path / "jobs")
+    parity.run_worker(
+        "tf",
+        [
+            {"op": "init", "arch": "tiny", "seed": 2, "out": str(tmp_path / "w.safetensors")},
+            {"op": "export_keras", "weights": str(tmp_path / "w.safetensors"), "out": str(tmp_path / "model.keras")},
+        ],
+        tmp_path / "jobs",
+    )
     assert cli(tmp_path / "model.keras", "--out", tmp_path / "ok.safetensors").returncode == 0
 
     def lambda_layer(c):
         item = _layer(c, "layer2.0.relu1")
         item.update(class_name="Lambda", module="keras.layers")
-        item["config"]["function"] = {"class_name": "__lambda__", "config": {"code": "4wEAAAAAAAAA", "defaults": None, "closure": None}}
+        item["config"]["function"] = {
+            "class_name": "__lambda__",
+            "config": {"code": "4wEAAAAAAAAA", "defaults": None, "closure": None},
+        }
 
     def custom_class(c):
         _layer(c, "layer3.0.add").update(class_name="MyAdd", module="my_layers", registered_name="my>MyAdd")
@@ -266,10 +385,16 @@ def test_a_keras_files_model_is_read_and_held_to_the_weights_architecture(tmp_pa
     def rewired(c):  # the block's add takes the first convolution's output instead of the second BatchNorm's
         _layer(c, "layer1.0.add")["inbound_nodes"][0]["args"][0][0]["config"]["keras_history"][0] = "layer1.0.bn1"
 
-    for name, edit, says in [("lambda", lambda_layer, "layer 'layer2.0.relu1' is a Lambda, tiny has a ReLU there"),
-                             ("custom", custom_class, "layer 'layer3.0.add' is a MyAdd, tiny has a Add there"),
-                             ("leaky", leaky, "layer 'layer1.0.relu2' (ReLU) has negative_slope=0.3, tiny has 0.0"),
-                             ("rewired", rewired, "layer 'layer1.0.add' (Add) takes layer1.0.bn1, stem.pool, in tiny it takes layer1.0.bn2, stem.pool")]:
+    for name, edit, says in [
+        ("lambda", lambda_layer, "layer 'layer2.0.relu1' is a Lambda, tiny has a ReLU there"),
+        ("custom", custom_class, "layer 'layer3.0.add' is a MyAdd, tiny has a Add there"),
+        ("leaky", leaky, "layer 'layer1.0.relu2' (ReLU) has negative_slope=0.3, tiny has 0.0"),
+        (
+            "rewired",
+            rewired,
+            "layer 'layer1.0.add' (Add) takes layer1.0.bn1, stem.pool, in tiny it takes layer1.0.bn2, stem.pool",
+        ),
+    ]:
         _edited_keras(tmp_path / "model.keras", tmp_path / f"{name}.keras", edit)
         p = cli(tmp_path / f"{name}.keras", "--out", tmp_path / f"{name}.safetensors")
         lines = p.stderr.strip().splitlines()
@@ -281,8 +406,17 @@ def test_keras_applications_resnets_are_refused_saying_what_they_are(tmp_path):
     """keras.applications' ResNet50 (bottleneck) and ResNet50V2 (pre-activation bottleneck), as Keras 3
     writes them: one line each, saying which family, not "not any architecture here"."""
     code = "import sys, keras\nkeras.applications.ResNet50(weights=None, classes=10).save(sys.argv[1])\nkeras.applications.ResNet50V2(weights=None, classes=10).save(sys.argv[2])\n"
-    subprocess.run([sys.executable, "-c", code, str(tmp_path / "r50.keras"), str(tmp_path / "r50v2.keras")], check=True, capture_output=True, env=ENV, timeout=600)
-    for name, says in (("r50", ": bottleneck blocks, as keras.applications' ResNet50/101/152"), ("r50v2", ": pre-activation bottleneck blocks")):
+    subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path / "r50.keras"), str(tmp_path / "r50v2.keras")],
+        check=True,
+        capture_output=True,
+        env=ENV,
+        timeout=600,
+    )
+    for name, says in (
+        ("r50", ": bottleneck blocks, as keras.applications' ResNet50/101/152"),
+        ("r50v2", ": pre-activation bottleneck blocks"),
+    ):
         p = cli(tmp_path / f"{name}.keras", "--out", tmp_path / f"{name}.safetensors")
         lines = p.stderr.strip().splitlines()
         assert p.returncode == 2 and len(lines) == 1 and says in lines[0], p.stderr[-2000:]

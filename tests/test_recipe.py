@@ -30,12 +30,22 @@ def test_recipe_defaults_are_the_seeds():
     spec = get_spec(r.arch)
     assert r.objective == ObjectiveSpec(l2=1e-4, l2_scope="all")
     assert r.objective.l2_keys(spec) == list(spec.trainable_parameters())
-    assert any(k.endswith(".gamma") for k in r.objective.l2_keys(spec)) and any(k.endswith(".bias") for k in r.objective.l2_keys(spec))
+    assert any(k.endswith(".gamma") for k in r.objective.l2_keys(spec)) and any(
+        k.endswith(".bias") for k in r.objective.l2_keys(spec)
+    )
     # BatchNorm: Keras' momentum 0.99 and epsilon 1e-3, in every layer
     bns = [l for l in spec.layers() if l.kind == "batchnorm"]
     assert bns and all((b.momentum, b.epsilon) == (0.99, 1e-3) for b in spec.batchnorms())
     # ImageDataGenerator(width_shift_range=0.2, height_shift_range=0.2, horizontal_flip=True, fill_mode='nearest')
-    assert r.augment == AugmentSpec(height_shift=0.2, width_shift=0.2, horizontal_flip=True, interpolation="bilinear", fill_mode="nearest", crop_padding=0, cutout=0)
+    assert r.augment == AugmentSpec(
+        height_shift=0.2,
+        width_shift=0.2,
+        horizontal_flip=True,
+        interpolation="bilinear",
+        fill_mode="nearest",
+        crop_padding=0,
+        cutout=0,
+    )
     assert (r.amp, r.float64) == (False, False)
 
 
@@ -53,7 +63,9 @@ def test_modern_recipe_is_the_published_one():
     schedule = r.schedule(352)
     assert schedule.lr(0) == 0 and schedule.lr(5 * 352) == np.float32(0.1) and schedule.total == 200 * 352
     # RandomCrop(32, padding=4) from the zero-padded image, RandomHorizontalFlip, Cutout 8x8, no shifts
-    assert r.augment == AugmentSpec(height_shift=0.0, width_shift=0.0, horizontal_flip=True, fill_mode="constant", crop_padding=4, cutout=8)
+    assert r.augment == AugmentSpec(
+        height_shift=0.0, width_shift=0.0, horizontal_flip=True, fill_mode="constant", crop_padding=4, cutout=8
+    )
     # the network: torchvision's BasicBlock at CIFAR scale, as the repos define it
     spec = get_spec(r.arch)
     assert spec.count_parameters().trainable == 11_220_132  # kuangliu's ResNet18 at 100 classes
@@ -75,4 +87,6 @@ def test_cli_without_flags_trains_the_seeds_recipe(framework):
     cls = getattr(importlib.import_module(f"{framework}.train"), backend)
     args = lifecycle.parser(cls).parse_args([])
     assert cli.recipe_from_args(args) == Recipe()
-    assert args.out is None and str(cli.default_out(framework, "resnet18")) == f"runs/{framework.split('_')[0]}-resnet18"
+    assert (
+        args.out is None and str(cli.default_out(framework, "resnet18")) == f"runs/{framework.split('_')[0]}-resnet18"
+    )

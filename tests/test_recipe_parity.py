@@ -53,10 +53,22 @@ CONFIGS = {  # name: (arch, dtype, optimiser steps, images per batch)
 # 500 data seeds), and at 4x4 BatchNorm over 4 values a channel makes the steps chaotic (float32 7e-2
 # from float64 with every ReLU input >= 1e-4 from its kink).  In float64 rounding is ~1e-15, far below
 # any kink: the check compares the optimisers' formulas, as the resnet18 gradients do.
-TRAINED = ["tiny-float32", "resnet18-float64", "modern-tiny-cifar-float64", "tiny-torch-float32", "modern-tiny-cifar-torch-float64"]
+TRAINED = [
+    "tiny-float32",
+    "resnet18-float64",
+    "modern-tiny-cifar-float64",
+    "tiny-torch-float32",
+    "modern-tiny-cifar-torch-float64",
+]
 # the modern recipe's schedule in the 5-step check: one step per "epoch", warm-up over 3, the peak
 # rate of batch 128 (0.1): steps 0, 1, 2 warm up (lr 0, 1/30, 2/30), step 3 starts the cosine
-MODERN_STEPS = {"recipe": "modern", "optimizer": {"warmup_epochs": 3}, "steps_per_epoch": 1, "epochs": 10, "batch_size": 128}
+MODERN_STEPS = {
+    "recipe": "modern",
+    "optimizer": {"warmup_epochs": 3},
+    "steps_per_epoch": 1,
+    "epochs": 10,
+    "batch_size": 128,
+}
 
 
 @pytest.fixture(scope="module")
@@ -68,18 +80,57 @@ def run(request, tmp_path_factory):
     rng = np.random.default_rng(21)
     np.save(d / "x.npy", rng.random((batch, 32, 32, 3), dtype=np.float32))
     np.save(d / "y.npy", rng.integers(0, 100, batch))
-    np.savez(d / "batches.npz", images=rng.random((max(steps, 1), batch, 32, 32, 3), dtype=np.float32), labels=rng.integers(0, 100, (max(steps, 1), batch)))
+    np.savez(
+        d / "batches.npz",
+        images=rng.random((max(steps, 1), batch, 32, 32, 3), dtype=np.float32),
+        labels=rng.integers(0, 100, (max(steps, 1), batch)),
+    )
     w = str(d / "w.safetensors")
 
     def ops(fw):
-        out = [{"op": "loss", "arch": arch, "dtype": dtype, "weights": w, "images": str(d / "x.npy"), "labels": str(d / "y.npy"), "out": str(d / f"loss_{fw}.npz"), **extra}]
+        out = [
+            {
+                "op": "loss",
+                "arch": arch,
+                "dtype": dtype,
+                "weights": w,
+                "images": str(d / "x.npy"),
+                "labels": str(d / "y.npy"),
+                "out": str(d / f"loss_{fw}.npz"),
+                **extra,
+            }
+        ]
         if steps:
-            out.append({"op": "train", "arch": arch, "dtype": dtype, "weights": w, "batches": str(d / "batches.npz"), "out": str(d / f"after_{fw}.safetensors"), "probe": str(d / "x.npy"), "probe_out": str(d / f"probe_{fw}.npz"), **extra})
+            out.append(
+                {
+                    "op": "train",
+                    "arch": arch,
+                    "dtype": dtype,
+                    "weights": w,
+                    "batches": str(d / "batches.npz"),
+                    "out": str(d / f"after_{fw}.safetensors"),
+                    "probe": str(d / "x.npy"),
+                    "probe_out": str(d / f"probe_{fw}.npz"),
+                    **extra,
+                }
+            )
             if modern:
                 out[-1]["momentum_out"] = str(d / f"momentum_{fw}.npz")
         return out
 
-    naive = [{**ops("tf")[1], "variant": "keras-sgd", "out": str(d / "after_naive.safetensors"), "probe_out": str(d / "probe_naive.npz"), "momentum_out": None}] if modern and steps else []
+    naive = (
+        [
+            {
+                **ops("tf")[1],
+                "variant": "keras-sgd",
+                "out": str(d / "after_naive.safetensors"),
+                "probe_out": str(d / "probe_naive.npz"),
+                "momentum_out": None,
+            }
+        ]
+        if modern and steps
+        else []
+    )
     parity.run_worker("tf", [{"op": "init", "arch": arch, "seed": 4, "out": w}] + ops("tf") + naive, d)
     parity.run_worker("torch", ops("torch"), d)
     if steps:
@@ -91,7 +142,21 @@ def run(request, tmp_path_factory):
         for k in spec.batchnorm_fed_biases():
             mine[k] = ref[k]
         W.save(d / "after_torch_keras_biases.safetensors", mine, arch)
-        parity.run_worker("torch", [{"op": "forward", "arch": arch, "dtype": dtype, "weights": str(d / "after_torch_keras_biases.safetensors"), "inputs": str(d / "x.npy"), "training": False, "out": str(d / "probe_swapped.npz")}], d)
+        parity.run_worker(
+            "torch",
+            [
+                {
+                    "op": "forward",
+                    "arch": arch,
+                    "dtype": dtype,
+                    "weights": str(d / "after_torch_keras_biases.safetensors"),
+                    "inputs": str(d / "x.npy"),
+                    "training": False,
+                    "out": str(d / "probe_swapped.npz"),
+                }
+            ],
+            d,
+        )
     return arch, dtype, steps, d
 
 
@@ -106,7 +171,9 @@ def test_loss_parity(run):
     a, b = _npz(d / "loss_torch.npz"), _npz(d / "loss_tf.npz")
     for part in ("total", "ce", "l2"):
         rel = abs(float(a[part]) - float(b[part])) / abs(float(b[part]))
-        assert rel <= LOSS_RTOL, f"{arch}/{dtype} {part}: PyTorch {float(a[part])!r} vs Keras {float(b[part])!r} (relative {rel:.2e})"
+        assert rel <= LOSS_RTOL, (
+            f"{arch}/{dtype} {part}: PyTorch {float(a[part])!r} vs Keras {float(b[part])!r} (relative {rel:.2e})"
+        )
     assert float(b["l2"]) > 0 and float(b["ce"]) > 0
 
 
@@ -128,7 +195,9 @@ def test_gradient_parity(run):
         if rel > worst:
             worst, worst_key = rel, key
     assert checked == len(spec.trainable_parameters()) - len(bn_biases)
-    assert worst <= GRAD_RTOL, f"worst parameter: {worst_key}, max |dPyTorch - dKeras| / max |dKeras| = {worst:.2e} > {GRAD_RTOL}"
+    assert worst <= GRAD_RTOL, (
+        f"worst parameter: {worst_key}, max |dPyTorch - dKeras| / max |dKeras| = {worst:.2e} > {GRAD_RTOL}"
+    )
 
 
 @pytest.mark.parametrize("run", TRAINED, indirect=True)
@@ -173,8 +242,10 @@ def test_sgd_momentum_buffers_and_the_naive_keras_sgd(run, capsys):
     naive_diff = max((float(np.abs(naive[k] - torch_w[k]).max()), k) for k in torch_w)
     ours_diff = max((float(np.abs(ours[k] - torch_w[k]).max()), k) for k in torch_w)
     with capsys.disabled():
-        print(f"\n[modern recipe, {dtype}, {steps} SGD steps across the warm-up's end: Keras (PyTorch-form SGD) vs PyTorch {ours_diff[0]:.1e} ({ours_diff[1]}); "
-              f"momentum buffers {worst[0]:.1e}; Keras' built-in SGD vs PyTorch {naive_diff[0]:.1e} ({naive_diff[1]})]")
+        print(
+            f"\n[modern recipe, {dtype}, {steps} SGD steps across the warm-up's end: Keras (PyTorch-form SGD) vs PyTorch {ours_diff[0]:.1e} ({ours_diff[1]}); "
+            f"momentum buffers {worst[0]:.1e}; Keras' built-in SGD vs PyTorch {naive_diff[0]:.1e} ({naive_diff[1]})]"
+        )
     assert naive_diff[0] > 100 * WEIGHT_ATOL
 
 
@@ -199,7 +270,9 @@ def test_modern_schedule_identical(tmp_path):
 
 def test_schedule_identical(tmp_path):
     for fw in parity.FRAMEWORKS:
-        parity.run_worker(fw, [{"op": "schedule", "steps": SCHEDULE_STEPS, "out": str(tmp_path / f"{fw}.npy")}], tmp_path)
+        parity.run_worker(
+            fw, [{"op": "schedule", "steps": SCHEDULE_STEPS, "out": str(tmp_path / f"{fw}.npy")}], tmp_path
+        )
     tf_lr, torch_lr = np.load(tmp_path / "tf.npy"), np.load(tmp_path / "torch.npy")
     assert tf_lr.dtype == torch_lr.dtype == np.float32
     assert np.array_equal(tf_lr, torch_lr), (tf_lr, torch_lr)
@@ -215,17 +288,39 @@ def test_modern_augmentation_parity(tmp_path):
     images = rng.integers(0, 256, (64, 32, 32, 3)).astype(np.uint8)
     draws = draw(MODERN_AUGMENT, 64, (32, 32), rng)
     assert set(np.unique(draws.dy)) <= set(range(-4, 5)) and draws.cut_y is not None
-    draws.dy[:2], draws.dx[:2], draws.cut_y[:2], draws.cut_x[:2] = [4, -4], [-4, 4], [0, 31], [31, 0]  # edges and corners
+    draws.dy[:2], draws.dx[:2], draws.cut_y[:2], draws.cut_x[:2] = (
+        [4, -4],
+        [-4, 4],
+        [0, 31],
+        [31, 0],
+    )  # edges and corners
     draws.flip[:2] = False
     norm = Normalization((0.507, 0.487, 0.441), (0.267, 0.256, 0.276))
     np.save(tmp_path / "images.npy", images)
     draws.save(tmp_path / "draws.npz")
     spec = {k: getattr(MODERN_AUGMENT, k) for k in AugmentSpec.__dataclass_fields__}
     for fw in parity.FRAMEWORKS:
-        parity.run_worker(fw, [{"op": "augment", "images": str(tmp_path / "images.npy"), "draws": str(tmp_path / "draws.npz"), "augment": spec, "normalization": norm.to_dict(), "out": str(tmp_path / f"{fw}.npy")}], tmp_path)
+        parity.run_worker(
+            fw,
+            [
+                {
+                    "op": "augment",
+                    "images": str(tmp_path / "images.npy"),
+                    "draws": str(tmp_path / "draws.npz"),
+                    "augment": spec,
+                    "normalization": norm.to_dict(),
+                    "out": str(tmp_path / f"{fw}.npy"),
+                }
+            ],
+            tmp_path,
+        )
     tf_out, torch_out = np.load(tmp_path / "tf.npy"), np.load(tmp_path / "torch.npy")
     ref = apply_reference(images, Draws.load(tmp_path / "draws.npz"), MODERN_AUGMENT, norm)
-    assert np.abs(tf_out - torch_out).max() <= 1e-5 and np.abs(tf_out - ref).max() <= 1e-5 and np.abs(torch_out - ref).max() <= 1e-5
+    assert (
+        np.abs(tf_out - torch_out).max() <= 1e-5
+        and np.abs(tf_out - ref).max() <= 1e-5
+        and np.abs(torch_out - ref).max() <= 1e-5
+    )
     # what it did, for image 0 (shift (4, -4), no flip, hole centred at (0, 31)): zeros, normalised,
     # shifted in from outside; an 8x8 hole clipped to rows 0..3 and columns 27..31, exactly 0
     zero = (0 - np.float32(norm.mean)) / np.float32(norm.std)
@@ -234,7 +329,9 @@ def test_modern_augmentation_parity(tmp_path):
     expected[:28, 4:] = x0[4:, :28]
     expected[:4, 27:] = 0
     np.testing.assert_allclose(ref[0], expected, atol=1e-6)
-    assert (ref[1][27:, :4] == 0).all() and (ref[1][26, 0] != 0).all() and (ref[1][27, 4] != 0).all()  # the hole at (31, 0), no wider
+    assert (
+        (ref[1][27:, :4] == 0).all() and (ref[1][26, 0] != 0).all() and (ref[1][27, 4] != 0).all()
+    )  # the hole at (31, 0), no wider
 
 
 def test_augmentation_parity(tmp_path):
@@ -245,7 +342,18 @@ def test_augmentation_parity(tmp_path):
     np.save(tmp_path / "images.npy", images)
     draws.save(tmp_path / "draws.npz")
     for fw in parity.FRAMEWORKS:
-        parity.run_worker(fw, [{"op": "augment", "images": str(tmp_path / "images.npy"), "draws": str(tmp_path / "draws.npz"), "out": str(tmp_path / f"{fw}.npy")}], tmp_path)
+        parity.run_worker(
+            fw,
+            [
+                {
+                    "op": "augment",
+                    "images": str(tmp_path / "images.npy"),
+                    "draws": str(tmp_path / "draws.npz"),
+                    "out": str(tmp_path / f"{fw}.npy"),
+                }
+            ],
+            tmp_path,
+        )
     tf_out, torch_out = np.load(tmp_path / "tf.npy"), np.load(tmp_path / "torch.npy")
     ref = apply_reference(images, Draws.load(tmp_path / "draws.npz"))
     assert np.abs(tf_out - torch_out).max() <= 1e-5

@@ -50,7 +50,12 @@ def test_parameter_counts_match_independent_counts(arch):
 def test_cifar_spatial_sizes_and_the_issues_count():
     layers = {l.name: l.output_shape for l in S.get_spec("resnet18-cifar").layers()}
     assert layers["stem.relu"] == (32, 32, 64) and "stem.pool" not in layers
-    assert [layers[f"layer{s}.1.relu2"] for s in (1, 2, 3, 4)] == [(32, 32, 64), (16, 16, 128), (8, 8, 256), (4, 4, 512)]
+    assert [layers[f"layer{s}.1.relu2"] for s in (1, 2, 3, 4)] == [
+        (32, 32, 64),
+        (16, 16, 128),
+        (8, 8, 256),
+        (4, 4, 512),
+    ]
     assert S.get_spec("resnet18-cifar").count_parameters().trainable == 11_220_132
 
 
@@ -60,10 +65,19 @@ def test_pytorch_conventions_sizes_and_names():
     assert spec.name == "resnet18-torch@1000" and spec.num_classes == 1000
     at224 = {l.name: l.output_shape for l in spec.layers((224, 224, 3))}
     assert at224["stem.conv"] == (112, 112, 64) and at224["stem.pool"] == (56, 56, 64)
-    assert [at224[f"layer{s}.1.relu2"] for s in (1, 2, 3, 4)] == [(56, 56, 64), (28, 28, 128), (14, 14, 256), (7, 7, 512)]
+    assert [at224[f"layer{s}.1.relu2"] for s in (1, 2, 3, 4)] == [
+        (56, 56, 64),
+        (28, 28, 128),
+        (14, 14, 256),
+        (7, 7, 512),
+    ]
     at32 = {l.name: l.output_shape for l in spec.layers((32, 32, 3))}
     assert at32["stem.pool"] == (8, 8, 64) and at32["layer4.1.relu2"] == (1, 1, 512)
-    assert S.conv_output_size(15, 3, 2, 1) == 8 and S.conv_output_size(15, 3, 2, "same") == 8 and S.conv_output_size(15, 3, 2, "valid") == 7
+    assert (
+        S.conv_output_size(15, 3, 2, 1) == 8
+        and S.conv_output_size(15, 3, 2, "same") == 8
+        and S.conv_output_size(15, 3, 2, "valid") == 7
+    )
     assert S.get_spec("resnet18-torch", num_classes=100).name == "resnet18-torch"
     assert S.get_spec("resnet18-torch", num_classes=10).name == "resnet18-torch@10"
     for bad in ("resnet18-torch@0", "resnet18-torch@ten", "resnet50@1000"):
@@ -111,7 +125,11 @@ def test_projection_shortcuts_exactly_where_the_family_says(arch):
         assert spec.layer("stem.conv").padding == "valid" and spec.layer("stem.pool").padding == "same"
         assert all(l.kind != "conv2d" or "bias" in l.params for l in spec.layers())
     else:  # CIFAR: 'same' stem, no pool, no conv biases (each conv feeds a BatchNorm)
-        assert spec.layer("stem.conv").padding == "same" and [l.kind for l in spec.stem] == ["conv2d", "batchnorm", "relu"]
+        assert spec.layer("stem.conv").padding == "same" and [l.kind for l in spec.stem] == [
+            "conv2d",
+            "batchnorm",
+            "relu",
+        ]
         assert all(l.kind != "conv2d" or "bias" not in l.params for l in spec.layers())
         assert spec.batchnorm_fed_biases() == []
 
@@ -131,12 +149,21 @@ def test_block_counts():
     assert [b.name for b in S.get_spec("resnet18").blocks][:3] == ["layer1.0", "layer1.1", "layer2.0"]
     assert len(S.get_spec("resnet34").blocks) == len(S.get_spec("resnet34-cifar").blocks) == 16
     assert len(S.get_spec("tiny").blocks) == 4 and len(S.get_spec("tiny-cifar").blocks) == 5
-    assert S.get_spec("tiny-cifar").blocks[0].has_projection and S.get_spec("tiny-cifar").blocks[0].stride == 1  # width only
+    assert (
+        S.get_spec("tiny-cifar").blocks[0].has_projection and S.get_spec("tiny-cifar").blocks[0].stride == 1
+    )  # width only
 
 
 @pytest.mark.parametrize(
     "size,kernel,stride,expected",
-    [(30, 3, 2, (0, 1)), (15, 3, 2, (1, 1)), (8, 3, 2, (0, 1)), (30, 3, 1, (1, 1)), (30, 2, 1, (0, 1)), (4, 1, 2, (0, 0))],
+    [
+        (30, 3, 2, (0, 1)),
+        (15, 3, 2, (1, 1)),
+        (8, 3, 2, (0, 1)),
+        (30, 3, 1, (1, 1)),
+        (30, 2, 1, (0, 1)),
+        (4, 1, 2, (0, 0)),
+    ],
 )
 def test_same_padding_is_tensorflows(size, kernel, stride, expected):
     assert S.same_padding(size, kernel, stride) == expected

@@ -21,7 +21,14 @@ ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
 
 
 def cli(module, *args, cwd=None, env=None, timeout=600):
-    return subprocess.run([sys.executable, "-m", module, *map(str, args)], capture_output=True, text=True, cwd=cwd, env=env or ENV, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", module, *map(str, args)],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=env or ENV,
+        timeout=timeout,
+    )
 
 
 def parallel(*calls):
@@ -45,7 +52,9 @@ def assert_tensorboard_holds(run_dir, steps_per_epoch: int) -> None:
     tb = tensorboard_scalars(run_dir)
     for key in ("loss", "accuracy", "val_loss", "val_accuracy", "lr", "images_per_sec"):
         assert [s for s, _ in tb[f"epoch/{key}"]] == [m["epoch"] for m in metrics], key
-        np.testing.assert_allclose([v for _, v in tb[f"epoch/{key}"]], [m[key] for m in metrics], rtol=1e-6, err_msg=key)
+        np.testing.assert_allclose(
+            [v for _, v in tb[f"epoch/{key}"]], [m[key] for m in metrics], rtol=1e-6, err_msg=key
+        )
     steps = [s for s, _ in tb["step/loss"]]
     assert steps == sorted(set(steps)), "a step logged twice or out of order"
     assert {e * steps_per_epoch for e in range(1, len(metrics) + 1)} <= set(steps)
@@ -71,7 +80,23 @@ def long_epoch_data(tmp_path_factory):
 
 
 def train_args(data_dir, out, epochs=2, batch=32, val=60, *extra):
-    return ["--arch", "tiny", "--epochs", epochs, "--batch-size", batch, "--data-dir", data_dir, "--no-verify", "--val-size", val, "--out", out, "--quiet", *extra]
+    return [
+        "--arch",
+        "tiny",
+        "--epochs",
+        epochs,
+        "--batch-size",
+        batch,
+        "--data-dir",
+        data_dir,
+        "--no-verify",
+        "--val-size",
+        val,
+        "--out",
+        out,
+        "--quiet",
+        *extra,
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -93,7 +118,13 @@ def test_run_directory_artifacts(runs, small_data, fw):
     assert cfg["framework"] == fw and cfg["recipe"]["arch"] == "tiny" and cfg["recipe"]["epochs"] == 2
     assert cfg["recipe"]["optimizer"]["decay"] == 0.004 and cfg["recipe"]["objective"]["l2_scope"] == "all"
     fingerprint = cfg["data"].pop("fingerprint")  # of the images and labels: what --resume checks it trains on
-    assert cfg["data"] == {"source": str(small_data / "cifar-100-python"), "verified": False, "train": 240, "val": 60, "test": 100}
+    assert cfg["data"] == {
+        "source": str(small_data / "cifar-100-python"),
+        "verified": False,
+        "train": 240,
+        "val": 60,
+        "test": 100,
+    }
     assert len(fingerprint) == 16 and int(fingerprint, 16) >= 0
     metrics = rundir.read_metrics(d)
     assert [m["epoch"] for m in metrics] == [1, 2]
@@ -122,7 +153,12 @@ def test_weights_evaluate_in_the_other_framework(runs):
     """Each run's final weights give the run's own test accuracy in the other framework."""
     out, _ = runs
     other = {"tf_impl": "torch_impl", "torch_impl": "tf_impl"}
-    procs = parallel(*[lambda fw=fw: cli(f"{other[fw]}.evaluate", out / fw, "--predictions", out / f"{fw}_cross.npy") for fw in FRAMEWORKS])
+    procs = parallel(
+        *[
+            lambda fw=fw: cli(f"{other[fw]}.evaluate", out / fw, "--predictions", out / f"{fw}_cross.npy")
+            for fw in FRAMEWORKS
+        ]
+    )
     for fw, p in zip(FRAMEWORKS, procs):
         assert p.returncode == 0, p.stderr[-2000:]
         res = rundir.read_results(out / fw)
@@ -140,11 +176,21 @@ def test_mosaic_places_each_image_in_its_predicted_row(tmp_path):
     path = report.prediction_mosaic(images, pred, [f"c{i}" for i in range(100)], tmp_path / "m.png")
     m = cv2.imread(str(path))[:, :, ::-1]  # back to RGB
     assert m.shape[:2] == report.mosaic_size(pred, 100) == (report.TOP + 102 * 32, report.LEFT + 3 * 32 + 10)
+
     def cell(row, col):
         y, x = report.TOP + row * 32, report.LEFT + col * 32
         return m[y : y + 32, x : x + 32]
-    assert np.array_equal(cell(3, 0), images[0]) and np.array_equal(cell(3, 1), images[1]) and np.array_equal(cell(3, 2), images[4])
-    assert np.array_equal(cell(0, 1), images[5]) and np.array_equal(cell(99, 0), images[3]) and np.array_equal(cell(50, 0), images[6])
+
+    assert (
+        np.array_equal(cell(3, 0), images[0])
+        and np.array_equal(cell(3, 1), images[1])
+        and np.array_equal(cell(3, 2), images[4])
+    )
+    assert (
+        np.array_equal(cell(0, 1), images[5])
+        and np.array_equal(cell(99, 0), images[3])
+        and np.array_equal(cell(50, 0), images[6])
+    )
     assert m[: report.TOP + 32, :200].max() > 0  # a class name is written at the left
 
 
@@ -195,11 +241,19 @@ def test_interrupted_run_resumes(long_epoch_data, uninterrupted, tmp_path, fw, h
     reference = uninterrupted(fw, recipe, [a if a != out else "OUT" for a in args])
     # SIGINT as a terminal's Ctrl-C delivers it, even where the suite itself was started with SIGINT
     # ignored (a background job of a shell without job control), which the child would inherit
-    proc = subprocess.Popen([sys.executable, "-m", f"{fw}.train", *map(str, args)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", f"{fw}.train", *map(str, args)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=ENV,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     metrics = out / rundir.METRICS
     try:
-        assert _wait_for(lambda: metrics.exists() and len(metrics.read_text().splitlines()) >= 1, 300, proc), proc.communicate()[1][-3000:]
+        assert _wait_for(lambda: metrics.exists() and len(metrics.read_text().splitlines()) >= 1, 300, proc), (
+            proc.communicate()[1][-3000:]
+        )
         time.sleep(0.5)  # into a later epoch, which lasts seconds
         assert proc.poll() is None, "the run ended before it could be interrupted"
         proc.send_signal(signal.SIGKILL if how == "sigkill" else signal.SIGINT)
@@ -226,7 +280,9 @@ def test_interrupted_run_resumes(long_epoch_data, uninterrupted, tmp_path, fw, h
     assert after[:done] == before
     assert json.loads((out / "config.json").read_text())["resumed"] == 1
     assert rundir.read_results(out)["epochs"] == 3
-    assert_tensorboard_holds(out, steps_per_epoch=steps)  # each epoch once, no step twice, across the two processes' files
+    assert_tensorboard_holds(
+        out, steps_per_epoch=steps
+    )  # each epoch once, no step twice, across the two processes' files
     assert len(list(out.glob("events.out.tfevents.*"))) == 2
     # bit-identical to the run that was never interrupted
     exact, resumed = W.load(reference / rundir.WEIGHTS).tensors, W.load(out / rundir.WEIGHTS).tensors
@@ -247,7 +303,12 @@ def test_both_frameworks_learn(tmp_path):
     one run near 0.9 is 0.02, and the runs differ in their random draws.
     """
     synthetic.write(tmp_path / "data", n_train=1000, n_test=200, num_classes=10)
-    procs = parallel(*[lambda fw=fw: cli(f"{fw}.train", *train_args(tmp_path / "data", tmp_path / fw, 10, 16, 200)) for fw in FRAMEWORKS])
+    procs = parallel(
+        *[
+            lambda fw=fw: cli(f"{fw}.train", *train_args(tmp_path / "data", tmp_path / fw, 10, 16, 200))
+            for fw in FRAMEWORKS
+        ]
+    )
     finals = {}
     for fw, p in zip(FRAMEWORKS, procs):
         assert p.returncode == 0, p.stderr[-3000:]
@@ -261,7 +322,9 @@ def test_both_frameworks_learn(tmp_path):
 def modern_runs(small_data, tmp_path_factory):
     out = tmp_path_factory.mktemp("modern")
     modern = ["--recipe", "modern", "--arch", "tiny-cifar-torch"]  # the modern default's twin
-    procs = parallel(*[lambda fw=fw: cli(f"{fw}.train", *train_args(small_data, out / fw), *modern) for fw in FRAMEWORKS])
+    procs = parallel(
+        *[lambda fw=fw: cli(f"{fw}.train", *train_args(small_data, out / fw), *modern) for fw in FRAMEWORKS]
+    )
     for fw, p in zip(FRAMEWORKS, procs):
         assert p.returncode == 0, f"{fw}.train --recipe modern failed:\n{p.stderr[-3000:]}"
     return out
@@ -280,8 +343,14 @@ def test_modern_recipe_end_to_end_and_cross_evaluated(modern_runs, small_data, t
     for fw in FRAMEWORKS:
         d = modern_runs / fw
         cfg = json.loads((d / "config.json").read_text())
-        assert cfg["recipe"]["name"] == "modern" and cfg["recipe"]["optimizer"]["kind"] == "sgd" and cfg["recipe"]["objective"]["label_smoothing"] == 0.1
-        np.testing.assert_allclose(cfg["data"]["normalization"]["mean"], stats["mean"], rtol=1e-12)  # the training split's statistics
+        assert (
+            cfg["recipe"]["name"] == "modern"
+            and cfg["recipe"]["optimizer"]["kind"] == "sgd"
+            and cfg["recipe"]["objective"]["label_smoothing"] == 0.1
+        )
+        np.testing.assert_allclose(
+            cfg["data"]["normalization"]["mean"], stats["mean"], rtol=1e-12
+        )  # the training split's statistics
         assert W.load(d / "weights.safetensors").normalization.to_dict() == cfg["data"]["normalization"]
         # the rate after each epoch: the neutral schedule's float32 value, in both frameworks
         assert [m["lr"] for m in rundir.read_metrics(d)] == [float(sched.lr(8)), float(sched.lr(16))]
@@ -294,7 +363,14 @@ def test_modern_recipe_end_to_end_and_cross_evaluated(modern_runs, small_data, t
 def test_seed_recipe_on_an_imagenet_stem_resnet(small_data, tmp_path):
     """Both CLIs train the seed's recipe on torchvision's architecture (tiny-torch: 7x7/2 stem, 3x3/2 max-pool,
     padding=1, PyTorch's BatchNorm), and compare cross-evaluates the two runs: the same predictions."""
-    procs = parallel(*[lambda fw=fw: cli(f"{fw}.train", *[a if a != "tiny" else "tiny-torch" for a in train_args(small_data, tmp_path / fw, 1)]) for fw in FRAMEWORKS])
+    procs = parallel(
+        *[
+            lambda fw=fw: cli(
+                f"{fw}.train", *[a if a != "tiny" else "tiny-torch" for a in train_args(small_data, tmp_path / fw, 1)]
+            )
+            for fw in FRAMEWORKS
+        ]
+    )
     for fw, p in zip(FRAMEWORKS, procs):
         assert p.returncode == 0, f"{fw}.train --arch tiny-torch failed:\n{p.stderr[-3000:]}"
         assert json.loads((tmp_path / fw / "config.json").read_text())["recipe"]["arch"] == "tiny-torch"
@@ -303,7 +379,9 @@ def test_seed_recipe_on_an_imagenet_stem_resnet(small_data, tmp_path):
     rows = [line for line in p.stdout.splitlines() if line.startswith(("tf_impl", "torch_impl"))]
     assert len(rows) == 2 and all("0 of 100" in line for line in rows), p.stdout
     # without --report the report goes beside the runs, not into the current folder
-    assert (tmp_path / "compare-report" / "compare.md").is_file() and not (tmp_path / "tf_impl" / "compare-report").exists()
+    assert (tmp_path / "compare-report" / "compare.md").is_file() and not (
+        tmp_path / "tf_impl" / "compare-report"
+    ).exists()
 
 
 def test_resume_continues_the_runs_architecture(modern_runs, small_data, tmp_path):
@@ -314,13 +392,20 @@ def test_resume_continues_the_runs_architecture(modern_runs, small_data, tmp_pat
     args = [a for a in train_args(small_data, run, 3) if a not in ("--arch", "tiny")]
     p = cli("torch_impl.train", *args, "--recipe", "modern", "--resume")
     assert p.returncode == 0, p.stderr[-2000:]
-    assert "--resume continues the run's architecture, tiny-cifar-torch (the modern recipe's default is resnet18-cifar-torch)" in p.stderr
-    assert [m["epoch"] for m in rundir.read_metrics(run)] == [1, 2, 3] and json.loads((run / "config.json").read_text())["recipe"]["arch"] == "tiny-cifar-torch"
+    assert (
+        "--resume continues the run's architecture, tiny-cifar-torch (the modern recipe's default is resnet18-cifar-torch)"
+        in p.stderr
+    )
+    assert [m["epoch"] for m in rundir.read_metrics(run)] == [1, 2, 3] and json.loads(
+        (run / "config.json").read_text()
+    )["recipe"]["arch"] == "tiny-cifar-torch"
 
 
 def test_recipe_flags_that_do_not_apply_are_refused(small_data, tmp_path):
     p = cli("torch_impl.train", *train_args(small_data, tmp_path / "x"), "--recipe", "modern", "--lr-decay", "0.01")
-    assert p.returncode == 2 and "--lr-decay is the seed recipe's Adam decay" in p.stderr and not (tmp_path / "x").exists()
+    assert (
+        p.returncode == 2 and "--lr-decay is the seed recipe's Adam decay" in p.stderr and not (tmp_path / "x").exists()
+    )
 
 
 BAD = [
@@ -342,8 +427,27 @@ def test_bad_inputs_fail_clearly_and_write_nothing(small_data, tmp_path, fw):
     # the data missing altogether (an isolated home, no network)
     home = tmp_path / "home"
     home.mkdir()
-    offline = {**ENV, "HOME": str(home), "RESNET_PORT_DATA": "", "no_proxy": "", "https_proxy": "http://127.0.0.1:9", "http_proxy": "http://127.0.0.1:9"}
-    calls.append(lambda: cli(f"{fw}.train", "--arch", "tiny", "--data-dir", tmp_path / "nowhere", "--out", tmp_path / "outx", cwd=tmp_path, env=offline))
+    offline = {
+        **ENV,
+        "HOME": str(home),
+        "RESNET_PORT_DATA": "",
+        "no_proxy": "",
+        "https_proxy": "http://127.0.0.1:9",
+        "http_proxy": "http://127.0.0.1:9",
+    }
+    calls.append(
+        lambda: cli(
+            f"{fw}.train",
+            "--arch",
+            "tiny",
+            "--data-dir",
+            tmp_path / "nowhere",
+            "--out",
+            tmp_path / "outx",
+            cwd=tmp_path,
+            env=offline,
+        )
+    )
     procs = parallel(*calls[:3]) + parallel(*calls[3:])
     for (flags, message), p, i in zip(BAD, procs, range(len(BAD))):
         assert p.returncode == 2, (flags, p.stderr[-2000:])
@@ -415,7 +519,10 @@ def test_compare_table_plots_and_cross_evaluation(runs, tmp_path):
     import tensorflow as tf
     import torch
 
-    assert [r["framework"] for r in rows] == [f"Keras {keras.__version__} (TensorFlow {tf.__version__})", f"PyTorch {torch.__version__}"]
+    assert [r["framework"] for r in rows] == [
+        f"Keras {keras.__version__} (TensorFlow {tf.__version__})",
+        f"PyTorch {torch.__version__}",
+    ]
     for r, fw in zip(rows, FRAMEWORKS):
         d = out / fw
         metrics, res = rundir.read_metrics(d), rundir.read_results(d)
@@ -430,7 +537,10 @@ def test_compare_table_plots_and_cross_evaluation(runs, tmp_path):
         assert int(n_diff) <= 0.001 * int(total) and int(total) == 100
         assert r["test acc, other framework"] == r["test acc"]
     md = (report / "compare.md").read_text()
-    assert f"| Keras {keras.__version__} (TensorFlow {tf.__version__}) | seed | tiny | 240/60/100 unverified |" in md and "predictions differing" in md
+    assert (
+        f"| Keras {keras.__version__} (TensorFlow {tf.__version__}) | seed | tiny | 240/60/100 unverified |" in md
+        and "predictions differing" in md
+    )
     assert all(r["recipe"] == "seed" and r["data (train/val/test)"] == "240/60/100 unverified" for r in rows)
     for name in ("accuracy.png", "loss.png"):
         assert cv2.imread(str(report / name)).shape == (500, 800, 3)
@@ -477,8 +587,34 @@ def test_diff_names_a_perturbed_layer(runs, tmp_path):
     W.save(tmp_path / "bad.safetensors", bad, "tiny")
     x = np.random.default_rng(0).random((4, 32, 32, 3), dtype=np.float32)
     np.save(tmp_path / "x.npy", x)
-    parity.run_worker("tf", [{"op": "forward", "arch": "tiny", "weights": str(out / "tf_impl" / "weights.safetensors"), "inputs": str(tmp_path / "x.npy"), "training": False, "out": str(tmp_path / "tf.npz")}], tmp_path)
-    parity.run_worker("torch", [{"op": "forward", "arch": "tiny", "weights": str(tmp_path / "bad.safetensors"), "inputs": str(tmp_path / "x.npy"), "training": False, "out": str(tmp_path / "torch.npz")}], tmp_path)
+    parity.run_worker(
+        "tf",
+        [
+            {
+                "op": "forward",
+                "arch": "tiny",
+                "weights": str(out / "tf_impl" / "weights.safetensors"),
+                "inputs": str(tmp_path / "x.npy"),
+                "training": False,
+                "out": str(tmp_path / "tf.npz"),
+            }
+        ],
+        tmp_path,
+    )
+    parity.run_worker(
+        "torch",
+        [
+            {
+                "op": "forward",
+                "arch": "tiny",
+                "weights": str(tmp_path / "bad.safetensors"),
+                "inputs": str(tmp_path / "x.npy"),
+                "training": False,
+                "out": str(tmp_path / "torch.npz"),
+            }
+        ],
+        tmp_path,
+    )
     with np.load(tmp_path / "tf.npz") as a, np.load(tmp_path / "torch.npz") as b:
         rows = parity.compare_layers(dict(b), dict(a), [l.name for l in get_spec("tiny").layers()], 1e-4)
     assert parity.first_divergence(rows).name == "layer3.0.conv2"
@@ -495,7 +631,9 @@ def test_resume_of_a_complete_run_checks_the_data_first(runs, small_data, tmp_pa
     p = cli(f"{fw}.train", *train_args(other, out / fw, 2, 32, 60, "--resume"))
     assert p.returncode == 2 and "the data differ" in p.stderr and "--epochs 3" not in p.stderr, p.stderr[-2000:]
     p = cli(f"{fw}.train", *train_args(small_data, out / fw, 2, 32, 60, "--resume"))
-    assert p.returncode == 2 and "is complete (2 epochs, results written); give --epochs 3 or more" in p.stderr, p.stderr[-2000:]
+    assert p.returncode == 2 and "is complete (2 epochs, results written); give --epochs 3 or more" in p.stderr, (
+        p.stderr[-2000:]
+    )
 
 
 def test_evaluate_of_a_runs_weights_file_uses_the_runs_data(runs, tmp_path):

@@ -26,7 +26,9 @@ ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
 
 
 def cli(module, *args, env=None, timeout=600):
-    return subprocess.run([sys.executable, "-m", module, *map(str, args)], capture_output=True, text=True, env=env or ENV, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", module, *map(str, args)], capture_output=True, text=True, env=env or ENV, timeout=timeout
+    )
 
 
 def parallel(*calls):
@@ -47,6 +49,7 @@ def one_error_line(p, code=2) -> str:
 
 def strict_json_lines(path) -> list[dict]:
     """Every line parsed as strict JSON: a bare NaN or Infinity (Python's json writes them) is an error."""
+
     def refuse(name):
         raise ValueError(f"{name} is not JSON")
 
@@ -54,7 +57,23 @@ def strict_json_lines(path) -> list[dict]:
 
 
 def train_args(data_dir, out, epochs=2, *extra):
-    return ["--arch", "tiny", "--epochs", epochs, "--batch-size", 32, "--data-dir", data_dir, "--no-verify", "--val-size", 60, "--out", out, "--quiet", *extra]
+    return [
+        "--arch",
+        "tiny",
+        "--epochs",
+        epochs,
+        "--batch-size",
+        32,
+        "--data-dir",
+        data_dir,
+        "--no-verify",
+        "--val-size",
+        60,
+        "--out",
+        out,
+        "--quiet",
+        *extra,
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -110,7 +129,9 @@ def test_resume_never_runs_code_from_a_checkpoint(runs, data, tmp_path, fw):
     run = copy_run(runs, fw, tmp_path)
     marker = tmp_path / "PWNED"
     ckpt = run / rundir.CHECKPOINTS[fw]
-    subprocess.run([sys.executable, "-c", MALICIOUS, "torch" if fw == "torch_impl" else "npz", str(ckpt), str(marker)], check=True)
+    subprocess.run(
+        [sys.executable, "-c", MALICIOUS, "torch" if fw == "torch_impl" else "npz", str(ckpt), str(marker)], check=True
+    )
     p = cli(f"{fw}.train", *train_args(data, run, 3), "--resume")
     line = one_error_line(p)
     assert not marker.exists(), "loading the checkpoint ran the code in it"
@@ -217,7 +238,14 @@ def test_non_finite_or_negative_variance_state_dicts_are_refused_by_port(tmp_pat
     )
     paths = [tmp_path / f"{n}.pt" for n in ("nan", "negvar", "inf")]
     subprocess.run([sys.executable, "-c", code, *map(str, paths)], check=True, env=ENV)
-    for path, names in zip(paths, (["layer2.0.conv1", "kernel", "non-finite"], ["layer1.0.bn1", "moving_variance", "negative"], ["fc", "bias", "non-finite"])):
+    for path, names in zip(
+        paths,
+        (
+            ["layer2.0.conv1", "kernel", "non-finite"],
+            ["layer1.0.bn1", "moving_variance", "negative"],
+            ["fc", "bias", "non-finite"],
+        ),
+    ):
         out = tmp_path / f"{path.stem}.safetensors"
         line = one_error_line(cli("resnet_port.port", path, "--out", out, "--check"))
         assert all(n in line for n in names), line
@@ -238,7 +266,23 @@ def test_evaluate_refuses_non_finite_weights(runs, tmp_path, fw):
 
 def test_metrics_are_strict_json_without_a_validation_split(data, tmp_path):
     out = tmp_path / "run"
-    p = cli("torch_impl.train", "--arch", "tiny", "--epochs", 1, "--batch-size", 64, "--data-dir", data, "--no-verify", "--val-size", 0, "--out", out, "--quiet")
+    p = cli(
+        "torch_impl.train",
+        "--arch",
+        "tiny",
+        "--epochs",
+        1,
+        "--batch-size",
+        64,
+        "--data-dir",
+        data,
+        "--no-verify",
+        "--val-size",
+        0,
+        "--out",
+        out,
+        "--quiet",
+    )
     assert p.returncode == 0, p.stderr[-2000:]
     (m,) = strict_json_lines(out / rundir.METRICS)
     assert m["val_loss"] is None and m["val_accuracy"] is None and m["loss"] > 0
@@ -269,11 +313,18 @@ def test_a_full_disk_stops_the_run_at_once_with_the_last_checkpoint_intact(data,
     hook = tmp_path / "hook"
     hook.mkdir()
     (hook / "sitecustomize.py").write_text(FULL_DISK)
-    env = {**ENV, "PYTHONPATH": os.pathsep.join([str(hook), *filter(None, [ENV.get("PYTHONPATH")])]), "FAIL_CHECKPOINT_AFTER": "1"}
+    env = {
+        **ENV,
+        "PYTHONPATH": os.pathsep.join([str(hook), *filter(None, [ENV.get("PYTHONPATH")])]),
+        "FAIL_CHECKPOINT_AFTER": "1",
+    }
     out = tmp_path / "run"
     p = cli(f"{fw}.train", *train_args(data, out, 3), env=env)
     line = one_error_line(p)
-    assert f"no space left on {out}" in line and "the checkpoint of epoch 2 was not written; epoch 1's checkpoint is intact" in line, line
+    assert (
+        f"no space left on {out}" in line
+        and "the checkpoint of epoch 2 was not written; epoch 1's checkpoint is intact" in line
+    ), line
     assert len(rundir.read_metrics(out)) == 1  # epoch 2 never counted as written, and the run stopped there
     assert not list(out.glob(".*.tmp"))
     # the disk has room again: the run continues from epoch 1's checkpoint and ends
@@ -297,8 +348,12 @@ def test_resume_that_cannot_continue_exactly_is_refused(runs, data, tmp_path, fw
     shutil.copytree(run, no_ckpt)
     (no_ckpt / rundir.CHECKPOINTS[fw]).unlink()
     cases.append((train_args(data, no_ckpt, 3) + ["--resume"], "holds 2 trained epochs"))
-    cases.append((train_args(data, tmp_path / "nowhere", 3) + ["--resume"], "does not exist, so there is no run to continue"))
-    cases.append((train_args(data, run, 3) + ["--resume", "--limit-train", "100"], "different run"))  # a recipe field: refused as before
+    cases.append(
+        (train_args(data, tmp_path / "nowhere", 3) + ["--resume"], "does not exist, so there is no run to continue")
+    )
+    cases.append(
+        (train_args(data, run, 3) + ["--resume", "--limit-train", "100"], "different run")
+    )  # a recipe field: refused as before
     cases.append((train_args(data, run, 1) + ["--resume"], "has trained 2 epochs already; --epochs 1 ends before that"))
     for args, message in cases if fw == "torch_impl" else []:
         line = one_error_line(cli(f"{fw}.train", *args))
@@ -309,7 +364,9 @@ def test_resume_that_cannot_continue_exactly_is_refused(runs, data, tmp_path, fw
     synthetic.write(other, n_train=300, n_test=100, num_classes=10, seed=7)
     line = one_error_line(cli(f"{fw}.train", *train_args(other, run, 3), "--resume"))
     assert "the data differ" in line and "fingerprint" in line, line
-    assert len(rundir.read_metrics(run)) == 2 and (run / rundir.CONFIG).read_text() == config  # the run's story is unchanged
+    assert (
+        len(rundir.read_metrics(run)) == 2 and (run / rundir.CONFIG).read_text() == config
+    )  # the run's story is unchanged
 
 
 def test_resume_removes_the_leftovers_of_a_killed_write(runs, data, tmp_path):
@@ -338,20 +395,36 @@ def test_one_line_errors(runs, data, tmp_path):
     (tmp_path / "full").mkdir()
     (tmp_path / "full" / "keep").write_text("x")
     cases = [
-        ("torch_impl.train", train_args(data, "/sys/resnet-port-run"), "cannot write in /sys"),  # a read-only place, found before start-up
+        (
+            "torch_impl.train",
+            train_args(data, "/sys/resnet-port-run"),
+            "cannot write in /sys",
+        ),  # a read-only place, found before start-up
         ("tf_impl.train", train_args(data, "/sys/resnet-port-run"), "cannot write in /sys"),
         ("torch_impl.train", train_args(data, tmp_path / "a_file"), "is a file, not a directory"),
         ("torch_impl.train", train_args(data, tmp_path / "dev") + ["--device", "tpu7"], "--device tpu7"),
         ("torch_impl.evaluate", [bad_header], "'data_offsets'"),
         ("torch_impl.evaluate", [tmp_path / "no_offsets.safetensors"], "'data_offsets'"),
-        ("resnet_port.compare", [garbage, "--no-cross-eval", "--report", tmp_path / "rep"], "line 3, is not a JSON record"),
-        ("resnet_port.export", [runs / "torch_impl", "--out", tmp_path / "a_file", "--force"], "is a file; give a folder"),
-        ("resnet_port.port", [runs / "torch_impl", "--out", tmp_path / "full", "--force"], "is a folder; give the path of a .safetensors file"),
+        (
+            "resnet_port.compare",
+            [garbage, "--no-cross-eval", "--report", tmp_path / "rep"],
+            "line 3, is not a JSON record",
+        ),
+        (
+            "resnet_port.export",
+            [runs / "torch_impl", "--out", tmp_path / "a_file", "--force"],
+            "is a file; give a folder",
+        ),
+        (
+            "resnet_port.port",
+            [runs / "torch_impl", "--out", tmp_path / "full", "--force"],
+            "is a folder; give the path of a .safetensors file",
+        ),
         ("resnet_port.port", [tmp_path / "empty.pt", "--out", tmp_path / "e.safetensors"], "is empty (0 bytes)"),
         ("tf_impl.evaluate", [runs / "torch_impl", "--arch", "resnet18"], "holds weights for architecture 'tiny'"),
     ]
     results = parallel(*[lambda m=m, a=a: cli(m, *a) for m, a, _ in cases[:2]]) + [cli(m, *a) for m, a, _ in cases[2:]]
-    for (module, args, message), p in zip(cases, results):
+    for (module, _args, message), p in zip(cases, results):
         line = one_error_line(p)
         assert message in line, (module, message, line)
     assert not (tmp_path / "dev").exists() and not (tmp_path / "e.safetensors").exists()
@@ -367,11 +440,21 @@ def test_an_architecture_mismatch_is_one_short_line(runs, tmp_path):
     with pytest.raises(W.WeightsError) as e:
         W.check_tensors(W.load(tmp_path / "r34.safetensors").tensors, get_spec("resnet18"), "r34.safetensors")
     message = str(e.value)
-    assert "\n" not in message and len(message) < 600 and "unexpected" in message and "they are a 'resnet34'" in message, message
+    assert (
+        "\n" not in message and len(message) < 600 and "unexpected" in message and "they are a 'resnet34'" in message
+    ), message
 
 
 def test_help_texts_are_plain_and_name_only_real_flags():
-    for module in ("resnet_port.port", "resnet_port.export", "resnet_port.diff", "resnet_port.compare", "resnet_port.bench", "torch_impl.train", "tf_impl.train"):
+    for module in (
+        "resnet_port.port",
+        "resnet_port.export",
+        "resnet_port.diff",
+        "resnet_port.compare",
+        "resnet_port.bench",
+        "torch_impl.train",
+        "tf_impl.train",
+    ):
         p = cli(module, "--help")
         assert p.returncode == 0 and "``" not in p.stdout, (module, p.stdout[:500])
         if module == "resnet_port.port":
@@ -380,12 +463,26 @@ def test_help_texts_are_plain_and_name_only_real_flags():
 
 def test_small_data_evaluate_diff_and_compare_take_run_directories(runs, tmp_path):
     # evaluate on a data set smaller than the default 5,000 validation images: it only needs the test split
-    p = cli("torch_impl.evaluate", runs / "tf_impl" / rundir.WEIGHTS, "--data-dir", rundir.read_config(runs / "tf_impl")["data"]["source"], "--no-verify")
+    p = cli(
+        "torch_impl.evaluate",
+        runs / "tf_impl" / rundir.WEIGHTS,
+        "--data-dir",
+        rundir.read_config(runs / "tf_impl")["data"]["source"],
+        "--no-verify",
+    )
     assert p.returncode == 0 and "acc= " in p.stdout, p.stderr[-2000:]
     d = cli("resnet_port.diff", runs / "torch_impl", "--batch", 2)
     assert d.returncode == 0, d.stderr[-2000:]
     # compare: a run given twice is one run; recipe and data columns
-    c = cli("resnet_port.compare", runs / "torch_impl", runs / "torch_impl", runs / "tf_impl", "--no-cross-eval", "--report", tmp_path / "rep")
+    c = cli(
+        "resnet_port.compare",
+        runs / "torch_impl",
+        runs / "torch_impl",
+        runs / "tf_impl",
+        "--no-cross-eval",
+        "--report",
+        tmp_path / "rep",
+    )
     assert c.returncode == 0, c.stderr[-2000:]
     table = c.stdout.splitlines()
     assert "recipe" in table[0] and "data (train/val/test)" in table[0]
@@ -398,9 +495,30 @@ def test_small_data_evaluate_diff_and_compare_take_run_directories(runs, tmp_pat
 @pytest.mark.parametrize("fw", FRAMEWORKS)
 def test_a_second_ctrl_c_exits_130_in_one_line(data, tmp_path, fw):
     out = tmp_path / "run"
-    args = ["--arch", "tiny", "--epochs", 50, "--batch-size", 4, "--data-dir", data, "--no-verify", "--val-size", 60, "--out", out, "--quiet"]
-    proc = subprocess.Popen([sys.executable, "-m", f"{fw}.train", *map(str, args)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    args = [
+        "--arch",
+        "tiny",
+        "--epochs",
+        50,
+        "--batch-size",
+        4,
+        "--data-dir",
+        data,
+        "--no-verify",
+        "--val-size",
+        60,
+        "--out",
+        out,
+        "--quiet",
+    ]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", f"{fw}.train", *map(str, args)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=ENV,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     try:
         end = time.time() + 300
         while not (out / rundir.METRICS).exists() and time.time() < end and proc.poll() is None:
@@ -412,7 +530,9 @@ def test_a_second_ctrl_c_exits_130_in_one_line(data, tmp_path, fw):
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == 130, err[-2000:]
-    assert "Traceback" not in err and sum(line.startswith("interrupted: ") for line in err.splitlines()) == 1, err[-2000:]
+    assert "Traceback" not in err and sum(line.startswith("interrupted: ") for line in err.splitlines()) == 1, err[
+        -2000:
+    ]
     # whatever the second Ctrl-C cut short, the checkpoint on disk is whole
     assert not list(out.glob(".*.tmp"))
     if fw == "torch_impl":

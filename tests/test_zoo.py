@@ -15,12 +15,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import zoo_check
 
 from resnet_port import parity, port, porting
 from resnet_port import weights as W
 from resnet_port.spec import get_spec
-
-import zoo_check
 
 ZOO = Path(__file__).with_name("zoo_models.py")
 #: file: (kind for zoo_models.py, classes, the variant it must be, its library, --source-class)
@@ -41,7 +40,9 @@ PERTURBED = "layer3.0.conv1"
 
 
 def cli(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", *map(str, args)], capture_output=True, text=True, env=parity.worker_env(), cwd=cwd)
+    return subprocess.run(
+        [sys.executable, "-m", *map(str, args)], capture_output=True, text=True, env=parity.worker_env(), cwd=cwd
+    )
 
 
 @pytest.fixture(scope="module")
@@ -50,11 +51,16 @@ def zoo(tmp_path_factory):
     plan = {"folder": str(d), "files": {name: (kind, classes) for name, (kind, classes, *_) in SOURCES.items()} | BAD}
     (d / "plan.json").write_text(json.dumps(plan))
     subprocess.run([sys.executable, str(ZOO), "plan", str(d / "plan.json")], check=True, env=parity.worker_env())
-    sources = {name: (("x32", "x224") if name in AT_224 else ("x32",), f"{ZOO}:{cls}" if cls else None) for name, (*_, cls) in SOURCES.items()}
+    sources = {
+        name: (("x32", "x224") if name in AT_224 else ("x32",), f"{ZOO}:{cls}" if cls else None)
+        for name, (*_, cls) in SOURCES.items()
+    }
 
     def perturbed():  # tv18's port with one tensor moved, run in Keras with the others
         bad = W.load(d / "tv18.pth.safetensors").tensors
-        bad[f"{PERTURBED}.kernel"] = bad[f"{PERTURBED}.kernel"] + np.float32(0.05) * np.abs(bad[f"{PERTURBED}.kernel"]).max()
+        bad[f"{PERTURBED}.kernel"] = (
+            bad[f"{PERTURBED}.kernel"] + np.float32(0.05) * np.abs(bad[f"{PERTURBED}.kernel"]).max()
+        )
         W.save(d / "perturbed.safetensors", bad, "resnet18-torch")
         return zoo_check.forward_ops(d, "resnet18-torch", d / "perturbed.safetensors", "x32", "perturbed", "float64")
 
@@ -82,7 +88,9 @@ def test_a_perturbed_tensor_is_caught_and_named(zoo):
     d, _ = zoo
     names = [layer.name for layer in get_spec("resnet18-torch").layers()]
     for mode in zoo_check.MODES:
-        ok, _, _, _, first = port.judge(zoo_check.npz(d / f"perturbed_{mode}.npz"), zoo_check.source_outputs(d, "tv18.pth", "x32", mode), names)
+        ok, _, _, _, first = port.judge(
+            zoo_check.npz(d / f"perturbed_{mode}.npz"), zoo_check.source_outputs(d, "tv18.pth", "x32", mode), names
+        )
         assert not ok and first is not None and first.name == PERTURBED, (mode, first)
 
 
@@ -92,9 +100,14 @@ def test_the_cli_ports_and_checks_a_torchvision_resnet18_at_both_sizes(zoo, tmp_
     assert p.returncode == 0, p.stdout + p.stderr[-2000:]
     assert "as torchvision.models.resnet.ResNet (torchvision/timm)" in p.stdout and "parity: PASS" in p.stdout
     rows = [line.split() for line in p.stdout.splitlines() if line.startswith(("inference", "training"))]
-    assert sorted((r[0], r[1], r[2]) for r in rows) == sorted((m, s, t) for m in ("inference", "training") for s in ("32x32", "224x224") for t in ("float32", "float64")), p.stdout
+    assert sorted((r[0], r[1], r[2]) for r in rows) == sorted(
+        (m, s, t) for m in ("inference", "training") for s in ("32x32", "224x224") for t in ("float32", "float64")
+    ), p.stdout
     # float64 decides (a correct port agrees to ~1e-12 there), float32 is printed beside
-    assert all(r[-1] == "ok" and float(r[3]) < 1e-9 for r in rows if r[2] == "float64") and "parity: PASS (in float64;" in p.stdout
+    assert (
+        all(r[-1] == "ok" and float(r[3]) < 1e-9 for r in rows if r[2] == "float64")
+        and "parity: PASS (in float64;" in p.stdout
+    )
     assert ": resnet18-torch, 102 tensors" in p.stdout
 
 
@@ -103,9 +116,21 @@ def test_the_cli_checks_a_repo_checkpoint_with_the_users_class(zoo, tmp_path):
     --check asks for it, and runs it when named."""
     d, _ = zoo
     p = cli("resnet_port.port", d / "kuangliu18.pth", "--out", tmp_path / "w.safetensors", "--check")
-    assert p.returncode == 2 and "--source-class FILE.py:NAME" in p.stderr and not (tmp_path / "w.safetensors").exists(), p.stderr
-    p = cli("resnet_port.port", d / "kuangliu18.pth", "--out", tmp_path / "w.safetensors", "--check", "--source-class", f"{ZOO}:ResNet18")
-    assert p.returncode == 0 and "parity: PASS" in p.stdout and "(kuangliu/pytorch-cifar)" in p.stdout, p.stdout + p.stderr[-2000:]
+    assert (
+        p.returncode == 2 and "--source-class FILE.py:NAME" in p.stderr and not (tmp_path / "w.safetensors").exists()
+    ), p.stderr
+    p = cli(
+        "resnet_port.port",
+        d / "kuangliu18.pth",
+        "--out",
+        tmp_path / "w.safetensors",
+        "--check",
+        "--source-class",
+        f"{ZOO}:ResNet18",
+    )
+    assert p.returncode == 0 and "parity: PASS" in p.stdout and "(kuangliu/pytorch-cifar)" in p.stdout, (
+        p.stdout + p.stderr[-2000:]
+    )
 
 
 def test_what_is_not_a_resnet_of_these_is_refused_in_one_line(zoo, tmp_path):
@@ -119,21 +144,48 @@ def test_what_is_not_a_resnet_of_these_is_refused_in_one_line(zoo, tmp_path):
         "torch.save(timm.create_model('resnet26', num_classes=10).state_dict(), sys.argv[7])\n"
         "sd = torch.load(sys.argv[1]); sd['layer1.0.bn1.running_var'][3] = float('nan'); torch.save(sd, sys.argv[8])\n"
     )
-    subprocess.run([sys.executable, "-c", code, d / "tv18.pth", tmp_path / "untracked.pth", tmp_path / "shape.pth", tmp_path / "code.pth", tmp_path / "ran", tmp_path / "r18d.pth", tmp_path / "r26.pth", tmp_path / "nan.pth"], check=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            code,
+            d / "tv18.pth",
+            tmp_path / "untracked.pth",
+            tmp_path / "shape.pth",
+            tmp_path / "code.pth",
+            tmp_path / "ran",
+            tmp_path / "r18d.pth",
+            tmp_path / "r26.pth",
+            tmp_path / "nan.pth",
+        ],
+        check=True,
+    )
     (tmp_path / "hub").mkdir()
     (tmp_path / "hub" / "config.json").write_text(json.dumps({"architecture": "resnet18", "num_classes": 100}))
     cases = [
         ([d / "tv50.pth"], "a bottleneck block (1x1, 3x3, 1x1: ResNet26/50/101/152"),
         ([tmp_path / "r26.pth"], "block 1.0 has 3 conv2d layers in its residual branch: a bottleneck block"),
         ([tmp_path / "r18d.pth"], "conv1.3: a deep stem (3 convolutions where ResNet18/34 have one"),
-        ([tmp_path / "nan.pth"], "tensor layer1.0.bn1.running_var (layer1.0.bn1.moving_variance) holds 1 non-finite value(s)"),
+        (
+            [tmp_path / "nan.pth"],
+            "tensor layer1.0.bn1.running_var (layer1.0.bn1.moving_variance) holds 1 non-finite value(s)",
+        ),
         ([d / "preact18.pth"], "is a pre-activation (v2) ResNet"),
         ([d / "tv18.pth", "--arch", "resnet18"], "follows PyTorch's conventions"),
-        ([d / "tv18.pth", "--arch", "resnet18-cifar-torch"], "does not match --arch resnet18-cifar-torch: stem.conv.kernel [conv1/kernel] has shape (7, 7, 3, 64)"),
+        (
+            [d / "tv18.pth", "--arch", "resnet18-cifar-torch"],
+            "does not match --arch resnet18-cifar-torch: stem.conv.kernel [conv1/kernel] has shape (7, 7, 3, 64)",
+        ),
         ([tmp_path / "hub"], "Hugging Face folder (config.json names 'resnet18') without weights"),
         ([tmp_path / "untracked.pth"], "BatchNorm layer2.0.bn1 has no num_batches_tracked"),
-        ([tmp_path / "shape.pth"], "holds a ResNet of 4 stages of [2, 2, 2, 2] blocks, widths [64, 128, 256, 512], stem 7x7 conv of 64 filters, 100 classes, conv biases: no"),
-        ([tmp_path / "code.pth"], "it holds unsupported GLOBAL posix.system, which loading could run as code; nothing was run"),
+        (
+            [tmp_path / "shape.pth"],
+            "holds a ResNet of 4 stages of [2, 2, 2, 2] blocks, widths [64, 128, 256, 512], stem 7x7 conv of 64 filters, 100 classes, conv biases: no",
+        ),
+        (
+            [tmp_path / "code.pth"],
+            "it holds unsupported GLOBAL posix.system, which loading could run as code; nothing was run",
+        ),
     ]
     for i, (args, message) in enumerate(cases):
         p = cli("resnet_port.port", *args, "--out", tmp_path / f"out{i}.safetensors")
@@ -150,10 +202,17 @@ def test_each_vocabulary_places_the_names_it_writes(library):
     written in the library's names (what export writes), is placed back on that very layer."""
     vocab = porting.vocabulary(library)
     spec = get_spec("resnet34-torch")
-    layers = [(vocab.native_name(layer.name), layer.kind, {("gamma" if layer.kind == "batchnorm" else "kernel"): np.zeros(1)}) for layer in spec.parameter_layers()]
+    layers = [
+        (vocab.native_name(layer.name), layer.kind, {("gamma" if layer.kind == "batchnorm" else "kernel"): np.zeros(1)})
+        for layer in spec.parameter_layers()
+    ]
     found, placed_by = porting.place_all(layers, library, [vocab])
-    back = {key.rsplit(".", 1)[0]: native.rsplit("/", 1)[0] for key, (_, native) in porting.canonical_tensors(found).items()}
-    assert placed_by is vocab and back == {layer.name: vocab.native_name(layer.name) for layer in spec.parameter_layers()}
+    back = {
+        key.rsplit(".", 1)[0]: native.rsplit("/", 1)[0] for key, (_, native) in porting.canonical_tensors(found).items()
+    }
+    assert placed_by is vocab and back == {
+        layer.name: vocab.native_name(layer.name) for layer in spec.parameter_layers()
+    }
 
 
 def test_the_sources_input_convention_is_kept_and_written_into_every_export(zoo, tmp_path):
@@ -163,7 +222,10 @@ def test_the_sources_input_convention_is_kept_and_written_into_every_export(zoo,
     d, _ = zoo
     p = cli("resnet_port.port", d / "tv18.pth", "--out", tmp_path / "w.safetensors")
     assert p.returncode == 0, p.stderr[-2000:]
-    assert "input: RGB pixels / 255, then (x - mean) / std with mean (0.485, 0.456, 0.406), std (0.229, 0.224, 0.225)" in p.stdout
+    assert (
+        "input: RGB pixels / 255, then (x - mean) / std with mean (0.485, 0.456, 0.406), std (0.229, 0.224, 0.225)"
+        in p.stdout
+    )
     norm = W.load(tmp_path / "w.safetensors").normalization
     assert norm is not None and norm.mean == (0.485, 0.456, 0.406) and norm.std == (0.229, 0.224, 0.225)
     p = cli("resnet_port.export", tmp_path / "w.safetensors", "--format", "timm", "--out", tmp_path / "out")

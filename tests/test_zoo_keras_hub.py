@@ -13,12 +13,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import zoo_check
 
 from resnet_port import export, parity, port
 from resnet_port import weights as W
 from resnet_port.spec import get_spec
-
-import zoo_check
 
 HERE = Path(__file__).parent
 #: source: (file, the variant it must be, checked at 224x224 too)
@@ -31,7 +30,9 @@ SOURCES = {
 
 
 def cli(*args):
-    return subprocess.run([sys.executable, "-m", *map(str, args)], capture_output=True, text=True, env=parity.worker_env())
+    return subprocess.run(
+        [sys.executable, "-m", *map(str, args)], capture_output=True, text=True, env=parity.worker_env()
+    )
 
 
 def clean(code: str, *args) -> subprocess.CompletedProcess:
@@ -43,15 +44,29 @@ def clean(code: str, *args) -> subprocess.CompletedProcess:
         "        if name.split('.')[0] in ('resnet_port', 'tf_impl', 'torch_impl'): raise ImportError(name + ' is blocked')\n"
         "sys.meta_path.insert(0, B())\n"
     )
-    return subprocess.run([sys.executable, "-c", blocker + code, *map(str, args)], capture_output=True, text=True, env=parity.worker_env())
+    return subprocess.run(
+        [sys.executable, "-c", blocker + code, *map(str, args)], capture_output=True, text=True, env=parity.worker_env()
+    )
 
 
 @pytest.fixture(scope="module")
 def hub(tmp_path_factory):
     d = tmp_path_factory.mktemp("hub")
-    make = f"import sys; sys.path.insert(0, {str(HERE)!r}); import zoo_keras\n" + "".join(f"zoo_keras.main({a!r})\n" for a in (["18", str(d / "kh18")], ["34", str(d / "kh34"), "--classes", "10"], ["18", str(d / "khpre"), "--preactivation"]))
+    make = f"import sys; sys.path.insert(0, {str(HERE)!r}); import zoo_keras\n" + "".join(
+        f"zoo_keras.main({a!r})\n"
+        for a in (
+            ["18", str(d / "kh18")],
+            ["34", str(d / "kh34"), "--classes", "10"],
+            ["18", str(d / "khpre"), "--preactivation"],
+        )
+    )
     subprocess.run([sys.executable, "-c", make], check=True, env=parity.worker_env())
-    facts = zoo_check.port_all(d, {name: (("x32", "x224") if at_224 else ("x32",), None) for name, (_, at_224) in SOURCES.items()}, "tf", "torch")
+    facts = zoo_check.port_all(
+        d,
+        {name: (("x32", "x224") if at_224 else ("x32",), None) for name, (_, at_224) in SOURCES.items()},
+        "tf",
+        "torch",
+    )
     return d, facts
 
 
@@ -70,14 +85,18 @@ def test_keras_hub_resnets_port_to_pytorch(hub, name):
 def test_the_three_keras_hub_files_hold_the_same_model(hub):
     d, _ = hub
     a, b, c = (W.load(d / f"{n}.safetensors").tensors for n in ("kh18.keras", "kh18.weights.h5", "kh18-preset"))
-    assert a.keys() == b.keys() == c.keys() and all(np.array_equal(a[k], b[k]) and np.array_equal(a[k], c[k]) for k in a)
+    assert a.keys() == b.keys() == c.keys() and all(
+        np.array_equal(a[k], b[k]) and np.array_equal(a[k], c[k]) for k in a
+    )
 
 
 def test_a_preactivation_keras_hub_resnet_is_refused(hub, tmp_path):
     d, _ = hub
     p = cli("resnet_port.port", d / "khpre.keras", "--out", tmp_path / "w.safetensors")
     lines = [line for line in p.stderr.splitlines() if line.startswith("error: ")]
-    assert p.returncode == 2 and len(lines) == 1 and "pre-activation (v2) keras-hub ResNet" in lines[0], p.stderr[-2000:]
+    assert p.returncode == 2 and len(lines) == 1 and "pre-activation (v2) keras-hub ResNet" in lines[0], p.stderr[
+        -2000:
+    ]
     assert not (tmp_path / "w.safetensors").exists()
 
 
@@ -96,7 +115,9 @@ def test_keras_hub_to_torchvision_and_timm(hub, tmp_path):
         "x = torch.from_numpy(np.load(sys.argv[3])).permute(0, 3, 1, 2)\n"
         "with torch.no_grad(): np.savez(sys.argv[4], tv=tv.eval()(x).numpy(), timm=tm.eval()(x).numpy())\n"
     )
-    r = clean(code, tmp_path / "e" / "torchvision.pth", tmp_path / "e" / "timm", tmp_path / "x.npy", tmp_path / "out.npz")
+    r = clean(
+        code, tmp_path / "e" / "torchvision.pth", tmp_path / "e" / "timm", tmp_path / "x.npy", tmp_path / "out.npz"
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     got = zoo_check.npz(tmp_path / "out.npz")
     tol = port.ATOL * max(1.0, float(np.abs(probe["logits"]).max()))
@@ -109,12 +130,26 @@ def test_torchvision_to_keras_hub_and_keras_and_back_bit_exact(tmp_path):
     """A torchvision resnet18 -> neutral (port) -> keras-hub and Keras (export, each reloaded by Keras /
     keras-hub alone) and torchvision again, whose state_dict is the source's bit for bit (BatchNorm's
     num_batches_tracked counters too: the neutral file carries them in its metadata)."""
-    subprocess.run([sys.executable, str(HERE / "zoo_models.py"), "torchvision18", str(tmp_path / "tv.pth")], check=True, env=parity.worker_env())
+    subprocess.run(
+        [sys.executable, str(HERE / "zoo_models.py"), "torchvision18", str(tmp_path / "tv.pth")],
+        check=True,
+        env=parity.worker_env(),
+    )
     p = cli("resnet_port.port", tmp_path / "tv.pth", "--out", tmp_path / "w.safetensors")
     assert p.returncode == 0, p.stderr[-2000:]
-    p = cli("resnet_port.export", tmp_path / "w.safetensors", "--format", "keras-hub,keras,torchvision", "--out", tmp_path / "e")
+    p = cli(
+        "resnet_port.export",
+        tmp_path / "w.safetensors",
+        "--format",
+        "keras-hub,keras,torchvision",
+        "--out",
+        tmp_path / "e",
+    )
     assert p.returncode == 0 and "export: PASS" in p.stdout, p.stdout + p.stderr[-2000:]
-    assert "loaded as keras_hub.ResNetImageClassifier" in p.stdout and "loaded as torchvision.models.resnet.ResNet" in p.stdout
+    assert (
+        "loaded as keras_hub.ResNetImageClassifier" in p.stdout
+        and "loaded as torchvision.models.resnet.ResNet" in p.stdout
+    )
     code = (
         "import sys, torch\n"
         "a, b = torch.load(sys.argv[1], weights_only=True), torch.load(sys.argv[2], weights_only=True)\n"
@@ -124,13 +159,19 @@ def test_torchvision_to_keras_hub_and_keras_and_back_bit_exact(tmp_path):
         "print(len(a))\n"
     )
     r = clean(code, tmp_path / "tv.pth", tmp_path / "e" / "torchvision.pth")
-    assert r.returncode == 0 and int(r.stdout) == 122, r.stderr[-2000:]  # 62 parameters, 60 BatchNorm statistics and counters
+    assert r.returncode == 0 and int(r.stdout) == 122, r.stderr[
+        -2000:
+    ]  # 62 parameters, 60 BatchNorm statistics and counters
 
 
 def test_native_formats_only_for_the_libraries_models(tmp_path):
     """torchvision, timm and keras-hub define torchvision's ResNet18/34; other variants are refused in one line."""
     assert export.formats_for(get_spec("resnet18-torch@1000"))[-3:] == ["torchvision", "timm", "keras-hub"]
     assert not set(export.NATIVE) & set(export.formats_for(get_spec("resnet18-cifar-torch")))
-    parity.run_worker("torch", [{"op": "init", "arch": "tiny-torch", "seed": 1, "out": str(tmp_path / "w.safetensors")}], tmp_path)
+    parity.run_worker(
+        "torch", [{"op": "init", "arch": "tiny-torch", "seed": 1, "out": str(tmp_path / "w.safetensors")}], tmp_path
+    )
     p = cli("resnet_port.export", tmp_path / "w.safetensors", "--format", "torchvision", "--out", tmp_path / "e")
-    assert p.returncode == 2 and "defines torchvision's ResNet18/34" in p.stderr and not (tmp_path / "e").exists(), p.stderr
+    assert p.returncode == 2 and "defines torchvision's ResNet18/34" in p.stderr and not (tmp_path / "e").exists(), (
+        p.stderr
+    )

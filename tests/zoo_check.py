@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from resnet_port import parity, porting, port
+from resnet_port import parity, port, porting
 from resnet_port import weights as W
 from resnet_port.spec import get_spec
 
@@ -33,7 +33,14 @@ def port_all(d, sources: dict[str, tuple], framework: str, other: str, more_port
     moved a ResNet34's layer4 by 7.8e-4 at 224x224 with one thread); keras-hub's run as saved, float32."""
     dtype = "float64" if framework == "torch" else "float32"
     write_batches(d)
-    parity.run_worker(framework, [{"op": "read_source", "src": str(d / n), "kind": porting.detect(d / n).kind, "out": str(d / f"found_{n}")} for n in sources], d)
+    parity.run_worker(
+        framework,
+        [
+            {"op": "read_source", "src": str(d / n), "kind": porting.detect(d / n).kind, "out": str(d / f"found_{n}")}
+            for n in sources
+        ],
+        d,
+    )
     src_ops, port_ops, facts = [], [], {}
     for name, (sizes, source_class) in sources.items():
         layers, info = porting.read_found(d / f"found_{name}")
@@ -42,9 +49,21 @@ def port_all(d, sources: dict[str, tuple], framework: str, other: str, more_port
         W.save(d / f"{name}.safetensors", {k: a for k, (a, _) in tensors.items()}, spec.name)
         facts[name] = (spec.name, info)
         for size in sizes:
-            src_ops.append({"op": "run_source", "src": str(d / name), "kind": info["kind"], "structure": info["structure"], "library": info["library"], "arch": spec.name,
-                            "layers": port.native_layers(tensors, info["library"]), "source_class": source_class,
-                            "inputs": str(d / f"{size}.npy"), "out": str(d / f"src_{name}_{size}.npz"), "dtype": dtype})
+            src_ops.append(
+                {
+                    "op": "run_source",
+                    "src": str(d / name),
+                    "kind": info["kind"],
+                    "structure": info["structure"],
+                    "library": info["library"],
+                    "arch": spec.name,
+                    "layers": port.native_layers(tensors, info["library"]),
+                    "source_class": source_class,
+                    "inputs": str(d / f"{size}.npy"),
+                    "out": str(d / f"src_{name}_{size}.npz"),
+                    "dtype": dtype,
+                }
+            )
             port_ops += forward_ops(d, spec.name, d / f"{name}.safetensors", size, f"port_{name}_{size}", dtype)
     parity.run_worker(framework, src_ops, d)
     parity.run_worker(other, port_ops + more_ports(), d)
@@ -52,7 +71,18 @@ def port_all(d, sources: dict[str, tuple], framework: str, other: str, more_port
 
 
 def forward_ops(d, arch: str, weights, size: str, stem: str, dtype: str = "float32") -> list[dict]:
-    return [{"op": "forward", "arch": arch, "weights": str(weights), "inputs": str(d / f"{size}.npy"), "training": mode == "train", "dtype": dtype, "out": str(d / f"{stem}_{mode}.npz")} for mode in MODES]
+    return [
+        {
+            "op": "forward",
+            "arch": arch,
+            "weights": str(weights),
+            "inputs": str(d / f"{size}.npy"),
+            "training": mode == "train",
+            "dtype": dtype,
+            "out": str(d / f"{stem}_{mode}.npz"),
+        }
+        for mode in MODES
+    ]
 
 
 def npz(path) -> dict:
@@ -73,7 +103,9 @@ def assert_held_to_source(d, name: str, arch: str, sizes) -> None:
         for mode in MODES:
             ref = source_outputs(d, name, size, mode)
             ok, logit_diff, tol, rows, first = port.judge(npz(d / f"port_{name}_{size}_{mode}.npz"), ref, names)
-            assert ok, f"{name} {size} {mode}: logits {logit_diff:.2e} (tolerance {tol:.2e}), first divergent layer {first and first.name}"
+            assert ok, (
+                f"{name} {size} {mode}: logits {logit_diff:.2e} (tolerance {tol:.2e}), first divergent layer {first and first.name}"
+            )
             # every conv, BatchNorm and block output of the source was compared, not only the logits
             assert len(rows) >= len(spec.parameter_layers()) - 1 + len(spec.blocks), len(rows)
             assert np.ptp(ref["logits"], axis=0).max() > 1e-3  # logits that differ between images

@@ -23,9 +23,13 @@ def build(depth: int, classes: int, preactivation: bool = False):
     import keras_hub
 
     backbone = keras_hub.models.ResNetBackbone(
-        input_conv_filters=[64], input_conv_kernel_sizes=[7], stackwise_num_filters=[64, 128, 256, 512],
-        stackwise_num_blocks={18: [2, 2, 2, 2], 34: [3, 4, 6, 3]}[depth], stackwise_num_strides=[1, 2, 2, 2],
-        block_type="basic_block", use_pre_activation=preactivation,
+        input_conv_filters=[64],
+        input_conv_kernel_sizes=[7],
+        stackwise_num_filters=[64, 128, 256, 512],
+        stackwise_num_blocks={18: [2, 2, 2, 2], 34: [3, 4, 6, 3]}[depth],
+        stackwise_num_strides=[1, 2, 2, 2],
+        block_type="basic_block",
+        use_pre_activation=preactivation,
     )
     return keras_hub.models.ResNetImageClassifier(backbone=backbone, num_classes=classes)
 
@@ -37,7 +41,9 @@ def look_trained(model, seed: int = 1) -> None:
     for layer in model.backbone.layers:
         if isinstance(layer, keras.layers.BatchNormalization):
             c = layer.gamma.shape[0]
-            layer.set_weights([0.5 + rng.random(c), 0.2 * rng.standard_normal(c), 0.2 * rng.standard_normal(c), 0.5 + rng.random(c)])
+            layer.set_weights(
+                [0.5 + rng.random(c), 0.2 * rng.standard_normal(c), 0.2 * rng.standard_normal(c), 0.5 + rng.random(c)]
+            )
     head = model.get_layer("predictions")
     kernel, bias = head.get_weights()
     head.set_weights([kernel, 0.1 * rng.standard_normal(bias.shape)])

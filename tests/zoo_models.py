@@ -34,7 +34,9 @@ class KuangliuBasicBlock(nn.Module):
         self.bn2 = nn.BatchNorm2d(planes)
         self.shortcut = nn.Sequential()
         if stride != 1 or in_planes != planes:
-            self.shortcut = nn.Sequential(nn.Conv2d(in_planes, planes, kernel_size=1, stride=stride, bias=False), nn.BatchNorm2d(planes))
+            self.shortcut = nn.Sequential(
+                nn.Conv2d(in_planes, planes, kernel_size=1, stride=stride, bias=False), nn.BatchNorm2d(planes)
+            )
 
     def forward(self, x):
         out = F.relu(self.bn1(self.conv1(x)))
@@ -90,7 +92,10 @@ class WeiaicunzaiBasicBlock(nn.Module):
         )
         self.shortcut = nn.Sequential()
         if stride != 1 or in_channels != out_channels:
-            self.shortcut = nn.Sequential(nn.Conv2d(in_channels, out_channels, kernel_size=1, stride=stride, bias=False), nn.BatchNorm2d(out_channels))
+            self.shortcut = nn.Sequential(
+                nn.Conv2d(in_channels, out_channels, kernel_size=1, stride=stride, bias=False),
+                nn.BatchNorm2d(out_channels),
+            )
 
     def forward(self, x):
         return F.relu(self.residual_function(x) + self.shortcut(x))
@@ -100,7 +105,9 @@ class WeiaicunzaiResNet(nn.Module):
     def __init__(self, num_block, num_classes=100):
         super().__init__()
         self.in_channels = 64
-        self.conv1 = nn.Sequential(nn.Conv2d(3, 64, kernel_size=3, padding=1, bias=False), nn.BatchNorm2d(64), nn.ReLU(inplace=True))
+        self.conv1 = nn.Sequential(
+            nn.Conv2d(3, 64, kernel_size=3, padding=1, bias=False), nn.BatchNorm2d(64), nn.ReLU(inplace=True)
+        )
         self.conv2_x = self._make_layer(64, num_block[0], 1)
         self.conv3_x = self._make_layer(128, num_block[1], 2)
         self.conv4_x = self._make_layer(256, num_block[2], 2)
@@ -217,13 +224,22 @@ def main(argv=None):
         import timm
         from timm.models._hub import save_for_hf
 
-        model = look_trained(timm.create_model({"timm18-hf": "resnet18", "timm34-hf": "resnet34"}[args.kind], pretrained=False, num_classes=args.classes), args.seed + 1)
+        model = look_trained(
+            timm.create_model(
+                {"timm18-hf": "resnet18", "timm34-hf": "resnet34"}[args.kind],
+                pretrained=False,
+                num_classes=args.classes,
+            ),
+            args.seed + 1,
+        )
         save_for_hf(model, args.out, safe_serialization=True)
         return
     kind = args.kind.removesuffix("-net")
     model = look_trained(build(kind, args.classes), args.seed + 1)
     state = model.state_dict()
-    if args.kind.endswith("-net"):  # kuangliu's training script: {"net": state_dict, "acc": ..., "epoch": ...}, under DataParallel
+    if args.kind.endswith(
+        "-net"
+    ):  # kuangliu's training script: {"net": state_dict, "acc": ..., "epoch": ...}, under DataParallel
         state = {"net": {f"module.{k}": v for k, v in state.items()}, "acc": 61.5, "epoch": 199}
     torch.save(state, args.out)
 

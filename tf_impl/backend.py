@@ -29,8 +29,12 @@ class KerasBackend:
         if naive:
             from . import naive as naive_ports
 
-            if naive not in naive_ports.VARIANTS:  # Keras' naive ports are optimisers (train_steps); the model is the right one
-                raise ValueError(f"unknown naive Keras port {naive!r}; choose one of: {', '.join(naive_ports.VARIANTS)}")
+            if (
+                naive not in naive_ports.VARIANTS
+            ):  # Keras' naive ports are optimisers (train_steps); the model is the right one
+                raise ValueError(
+                    f"unknown naive Keras port {naive!r}; choose one of: {', '.join(naive_ports.VARIANTS)}"
+                )
         keras.config.set_dtype_policy(dtype)
         return build_model(spec, input_shape=(None, None, spec.input_shape[-1]))
 
@@ -126,7 +130,9 @@ class KerasBackend:
         from .data import augment
 
         d = draws
-        return augment(np.asarray(images), d.dy, d.dx, d.flip, d.cut_y, d.cut_x, spec=spec, normalization=normalization).numpy()
+        return augment(
+            np.asarray(images), d.dy, d.dx, d.flip, d.cut_y, d.cut_x, spec=spec, normalization=normalization
+        ).numpy()
 
     @property
     def trainer(self):
@@ -137,7 +143,9 @@ class KerasBackend:
     def write_checkpoint(self, path, tensors, state) -> None:
         """One .npz: the arrays, the JSON state and a digest of both (checked finite first)."""
         arrays = {k: np.asarray(v) for k, v in tensors.items()}
-        neutral.check_values(rundir.named_checkpoint_arrays(arrays, state.get("opt_paths", [])), "the checkpoint to write")
+        neutral.check_values(
+            rundir.named_checkpoint_arrays(arrays, state.get("opt_paths", [])), "the checkpoint to write"
+        )
         arrays["state"] = np.frombuffer(json.dumps(state).encode(), dtype=np.uint8)
         arrays["digest"] = np.frombuffer(neutral.digest(arrays).encode(), dtype=np.uint8)
         neutral.atomic_write(Path(path), lambda f: np.savez(f, **arrays))

@@ -57,7 +57,11 @@ def run(op: dict) -> dict:
     b, warmup, windows, steps = op["batch_size"], op["warmup"], op["windows"], op["steps"]
     recipe = parity.recipe_of(op)  # the recipe's objective, optimiser (schedule of a 100-step epoch), augmentation
     model = build_model(op["arch"])
-    model.compile(optimizer=make_optimizer(recipe.optimizer, recipe.schedule(100)), loss=make_loss(model, op["arch"], recipe.objective), metrics=["sparse_categorical_accuracy"])
+    model.compile(
+        optimizer=make_optimizer(recipe.optimizer, recipe.schedule(100)),
+        loss=make_loss(model, op["arch"], recipe.objective),
+        metrics=["sparse_categorical_accuracy"],
+    )
     h, w, _ = model.input_shape[1:]
     rng = np.random.default_rng(0)
     raw_np = rng.integers(0, 256, (b, h, w, 3)).astype(np.uint8)
@@ -73,7 +77,12 @@ def run(op: dict) -> dict:
         seed.assign_add([0, 1])
         return augment(images, *random_draws(spec, tf.shape(images)[0], h, w, seed=seed), spec=spec, normalization=norm)
 
-    out = {"framework": "tf_impl", "device": "gpu" if tf.config.list_physical_devices("GPU") else "cpu", "tensorflow": tf.__version__, "keras": keras.__version__}
+    out = {
+        "framework": "tf_impl",
+        "device": "gpu" if tf.config.list_physical_devices("GPU") else "cpu",
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+    }
     rows = op.get("rows") or ["train_aug", "train", "inference", "augment", "matmul_gflops"]
     out["train_aug"] = _windows(lambda: model.train_on_batch(aug(raw), y), b, warmup, windows, steps)
     if "train" in rows:

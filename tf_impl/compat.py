@@ -62,11 +62,15 @@ def patch_fit_for_multiworker(model, strategy) -> bool:
         return False
     from keras.src.backend.tensorflow import trainer as tf_trainer
 
-    missing = [name for name, ok in (
-        ("Model._maybe_symbolic_build", hasattr(model, "_maybe_symbolic_build")),
-        ("Model._symbolic_build", hasattr(model, "_symbolic_build")),
-        ("keras.src.backend.tensorflow.trainer.reduce_per_replica", hasattr(tf_trainer, "reduce_per_replica")),
-    ) if not ok]
+    missing = [
+        name
+        for name, ok in (
+            ("Model._maybe_symbolic_build", hasattr(model, "_maybe_symbolic_build")),
+            ("Model._symbolic_build", hasattr(model, "_symbolic_build")),
+            ("keras.src.backend.tensorflow.trainer.reduce_per_replica", hasattr(tf_trainer, "reduce_per_replica")),
+        )
+        if not ok
+    ]
     if missing:
         raise CompatError(
             f"Keras {version}: the MultiWorkerMirroredStrategy workaround (tf_impl/compat.py) needs {', '.join(missing)}, "
@@ -91,7 +95,12 @@ def patch_fit_for_multiworker(model, strategy) -> bool:
 
         def reduce_per_replica(values, strategy_, reduction="auto"):
             if reduction in ("auto", "mean") and isinstance(strategy_, tf.distribute.MultiWorkerMirroredStrategy):
-                return tf.nest.map_structure(lambda v: strategy_.reduce("MEAN", v, axis=None) if isinstance(v, tf.distribute.DistributedValues) else v, values)
+                return tf.nest.map_structure(
+                    lambda v: (
+                        strategy_.reduce("MEAN", v, axis=None) if isinstance(v, tf.distribute.DistributedValues) else v
+                    ),
+                    values,
+                )
             return original(values, strategy_, reduction)
 
         reduce_per_replica._resnet_port = True

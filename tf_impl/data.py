@@ -66,7 +66,16 @@ def normalize(x, normalization: Normalization | None):
     return (x - tf.constant(normalization.mean, tf.float32)) / tf.constant(normalization.std, tf.float32)
 
 
-def augment(images, dy, dx, flip, cut_y=None, cut_x=None, spec: AugmentSpec | None = None, normalization: Normalization | None = None):
+def augment(
+    images,
+    dy,
+    dx,
+    flip,
+    cut_y=None,
+    cut_x=None,
+    spec: AugmentSpec | None = None,
+    normalization: Normalization | None = None,
+):
     """Shift (sub-pixel, bilinear, with the spec's fill) then flip a batch (N, H, W, C), normalise, Cutout.
 
     uint8 images are scaled to [0, 1]; the result is float32.
@@ -84,7 +93,10 @@ def augment(images, dy, dx, flip, cut_y=None, cut_x=None, spec: AugmentSpec | No
         x = x * tf.cast(rin[:, :, None, None] & cin[:, None, :, None], x.dtype)
     x = normalize(x, normalization)
     if spec.cutout:
-        keep = _cutout_keep(cut_y, h, spec.cutout)[:, :, None, None] | _cutout_keep(cut_x, w, spec.cutout)[:, None, :, None]
+        keep = (
+            _cutout_keep(cut_y, h, spec.cutout)[:, :, None, None]
+            | _cutout_keep(cut_x, w, spec.cutout)[:, None, :, None]
+        )
         x = x * tf.cast(keep, x.dtype)
     return x
 
@@ -99,7 +111,16 @@ def random_draws(spec: AugmentSpec, n, height: int, width: int, seed=None):
     return draws_from_uniform(u, spec, height, width)
 
 
-def train_dataset(images, labels, batch_size: int, spec: AugmentSpec | None, seed: int, epoch: int = 0, shuffle: bool = True, normalization: Normalization | None = None):
+def train_dataset(
+    images,
+    labels,
+    batch_size: int,
+    spec: AugmentSpec | None,
+    seed: int,
+    epoch: int = 0,
+    shuffle: bool = True,
+    normalization: Normalization | None = None,
+):
     """One epoch of (augmented float32 batch, int labels), reshuffled per ``epoch``.
 
     ``images`` (uint8 NHWC) and ``labels`` may be numpy arrays or, to build them
@@ -122,7 +143,9 @@ def train_dataset(images, labels, batch_size: int, spec: AugmentSpec | None, see
         x, y = tf.gather(images, idx), tf.gather(labels, idx)
         if spec is None or spec.is_identity:
             return scale(x, normalization), y
-        draws = random_draws(spec, tf.shape(x)[0], h, w, seed=tf.stack([tf.cast(seed, tf.int64), epoch * 1_000_003 + i]))
+        draws = random_draws(
+            spec, tf.shape(x)[0], h, w, seed=tf.stack([tf.cast(seed, tf.int64), epoch * 1_000_003 + i])
+        )
         return augment(x, *draws, spec=spec, normalization=normalization), y
 
     return _no_autotune(ds.map(_map, num_parallel_calls=PARALLEL_CALLS).prefetch(2))

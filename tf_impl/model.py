@@ -26,7 +26,16 @@ from __future__ import annotations
 import keras
 from keras import layers
 
-from resnet_port.spec import BatchNormSpec, BlockSpec, ConvSpec, DenseSpec, ResNetSpec, get_spec, keras_name, symmetric_as_same
+from resnet_port.spec import (
+    BatchNormSpec,
+    BlockSpec,
+    ConvSpec,
+    DenseSpec,
+    ResNetSpec,
+    get_spec,
+    keras_name,
+    symmetric_as_same,
+)
 
 
 def initializer(name: str, fan_in: int = 0) -> keras.initializers.Initializer:
@@ -84,22 +93,36 @@ def _conv(s: ConvSpec, x):
     x, padding = _pad(s, x, s.padding)
     fan_in = s.fan_in
     return layers.Conv2D(
-        s.filters, s.kernel_size, strides=s.stride, padding=padding, use_bias=s.use_bias, groups=s.groups,
-        kernel_initializer=initializer(s.kernel_init, fan_in), bias_initializer=initializer(s.bias_init, fan_in), name=s.name,
+        s.filters,
+        s.kernel_size,
+        strides=s.stride,
+        padding=padding,
+        use_bias=s.use_bias,
+        groups=s.groups,
+        kernel_initializer=initializer(s.kernel_init, fan_in),
+        bias_initializer=initializer(s.bias_init, fan_in),
+        name=s.name,
     )(x)
 
 
 def _bn(s: BatchNormSpec, x, synchronized: bool = False, plain: bool = False):
     cls = UnbiasedBatchNormalization if s.unbiased_variance and not plain else layers.BatchNormalization
     return cls(
-        epsilon=s.epsilon, momentum=s.momentum, synchronized=synchronized,
-        gamma_initializer=initializer(s.gamma_init), beta_initializer=initializer(s.beta_init), name=s.name,
+        epsilon=s.epsilon,
+        momentum=s.momentum,
+        synchronized=synchronized,
+        gamma_initializer=initializer(s.gamma_init),
+        beta_initializer=initializer(s.beta_init),
+        name=s.name,
     )(x)
 
 
 def _dense(s: DenseSpec) -> layers.Dense:
     return layers.Dense(
-        s.units, kernel_initializer=initializer(s.kernel_init, s.in_features), bias_initializer=initializer(s.bias_init, s.in_features), name=s.name,
+        s.units,
+        kernel_initializer=initializer(s.kernel_init, s.in_features),
+        bias_initializer=initializer(s.bias_init, s.in_features),
+        name=s.name,
     )
 
 
@@ -143,7 +166,12 @@ def apply_block(x, b: BlockSpec, **options):
     return apply_layers(y, b.post, **options)
 
 
-def build_model(arch: str | ResNetSpec, input_shape: tuple[int, int, int] | None = None, synchronized: bool = False, plain_batchnorm: bool = False) -> keras.Model:
+def build_model(
+    arch: str | ResNetSpec,
+    input_shape: tuple[int, int, int] | None = None,
+    synchronized: bool = False,
+    plain_batchnorm: bool = False,
+) -> keras.Model:
     """The Keras model of ``arch`` producing logits (no softmax), as the seed did.
 
     ``input_shape`` defaults to the spec's; ``(None, None, 3)`` builds a model that

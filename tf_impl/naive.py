@@ -28,5 +28,10 @@ def optimizer(variant: str, recipe: Recipe, schedule):
     spec = recipe.optimizer
     if not isinstance(spec, SGDSpec):
         raise ValueError(f"{variant} is a port of the SGD recipe, not of {recipe.name!r}")
-    sgd = keras.optimizers.SGD(learning_rate=make_schedule(schedule), momentum=spec.momentum, nesterov=spec.nesterov, weight_decay=recipe.objective.l2)
+    sgd = keras.optimizers.SGD(
+        learning_rate=make_schedule(schedule),
+        momentum=spec.momentum,
+        nesterov=spec.nesterov,
+        weight_decay=recipe.objective.l2,
+    )
     return sgd, dataclasses.replace(recipe.objective, l2=0.0)  # the decay moved into the optimizer

@@ -149,4 +149,7 @@ def make_optimizer(opt: AdamSpec | SGDSpec, schedule=None) -> keras.optimizers.O
 
 def momentum_buffers(optimizer: TorchSGD, model, arch) -> dict[str, np.ndarray]:
     """The momentum buffer of every trainable tensor, keyed by canonical name (the file's layout is Keras')."""
-    return {key: np.asarray(optimizer.momentums[optimizer._get_variable_index(variable(model, key))].numpy()) for key in get_spec(arch).trainable_parameters()}
+    return {
+        key: np.asarray(optimizer.momentums[optimizer._get_variable_index(variable(model, key))].numpy())
+        for key in get_spec(arch).trainable_parameters()
+    }

@@ -77,7 +77,9 @@ def read_savedmodel(path: Path) -> list[Found]:
         try:
             return reader.get_tensor(attrs[0].checkpoint_key)
         except Exception:
-            raise PortError(f"{path}: the checkpoint lacks {native} (key {attrs[0].checkpoint_key}); the SavedModel is incomplete") from None
+            raise PortError(
+                f"{path}: the checkpoint lacks {native} (key {attrs[0].checkpoint_key}); the SavedModel is incomplete"
+            ) from None
 
     def layer(node: int, native: str, role: tuple, order: int) -> Found | None:
         ch = children(node)
@@ -104,13 +106,23 @@ def read_savedmodel(path: Path) -> list[Found]:
                     part = block_part(part_name)
                     if part:
                         role = ("block", int(m.group(1)), b, part)
-                        found += [f for i, n in sequential(part_node) if (f := layer(n, f"{name}/layer-{b}/{part_name}/layer-{i}", role, i))]
+                        found += [
+                            f
+                            for i, n in sequential(part_node)
+                            if (f := layer(n, f"{name}/layer-{b}/{part_name}/layer-{i}", role, i))
+                        ]
         elif name in HEAD_NAMES:
             if f := layer(node, name, ("fc",), 0):
                 found.append(f)
     if not found:
-        shown = ", ".join(n for n in root if not n.startswith(("_", "keras_api", "variables", "trainable", "non_trainable", "regularization")))
-        raise PortError(f"{path} is a SavedModel, but not of the post's ResNet: its model has no 'pre', 'layer1'... or 'fc' (it has: {shown})")
+        shown = ", ".join(
+            n
+            for n in root
+            if not n.startswith(("_", "keras_api", "variables", "trainable", "non_trainable", "regularization"))
+        )
+        raise PortError(
+            f"{path} is a SavedModel, but not of the post's ResNet: its model has no 'pre', 'layer1'... or 'fc' (it has: {shown})"
+        )
     return found
 
 
@@ -185,7 +197,12 @@ def _keras3_layers(group, native: str):
 #: Keras 3 (3.15) stores a functional model's layers by class, in the model's layer order
 #: (``layers/conv2d``, ``layers/conv2d_1``, ..., ``layers/batch_normalization``, ...), not by name
 _KERAS3_FLAT = re.compile(r"^(conv2d|batch_normalization|unbiased_batch_normalization|dense)(_\d+)?$")
-_KERAS3_CLASS_NAME = {"Conv2D": "conv2d", "BatchNormalization": "batch_normalization", "Dense": "dense", "UnbiasedBatchNormalization": "unbiased_batch_normalization"}
+_KERAS3_CLASS_NAME = {
+    "Conv2D": "conv2d",
+    "BatchNormalization": "batch_normalization",
+    "Dense": "dense",
+    "UnbiasedBatchNormalization": "unbiased_batch_normalization",
+}
 
 
 def keras3_storage_names(model) -> dict[str, str]:
@@ -197,7 +214,9 @@ def keras3_storage_names(model) -> dict[str, str]:
     used: dict[str, int] = {}
     out = {}
     for layer in model.layers:
-        base = _KERAS3_CLASS_NAME.get(type(layer).__name__, re.sub(r"(?<!^)(?=[A-Z])", "_", type(layer).__name__).lower())
+        base = _KERAS3_CLASS_NAME.get(
+            type(layer).__name__, re.sub(r"(?<!^)(?=[A-Z])", "_", type(layer).__name__).lower()
+        )
         n = used.get(base)
         used[base] = 0 if n is None else n + 1
         stored = base if n is None else f"{base}_{n + 1}"
@@ -227,21 +246,36 @@ def _own_flat(layers: list, label: str, config: dict | None = None) -> tuple[lis
         if sorted(layer.kind for layer in spec.parameter_layers()) != kinds:
             continue
         expected = spec.parameters()
-        for plain in ((False, True) if spec.conventions.bn_unbiased_variance else (False,)):
+        for plain in (False, True) if spec.conventions.bn_unbiased_variance else (False,):
             names = keras3_storage_names(build_model(spec, plain_batchnorm=plain))
             if set(names) != set(by_group):
                 continue
-            if all(tuple(a.shape) == tuple(expected[f"{names[g]}.{p}"]) for g, (_, params) in by_group.items() for p, a in params.items() if f"{names[g]}.{p}" in expected):
+            if all(
+                tuple(a.shape) == tuple(expected[f"{names[g]}.{p}"])
+                for g, (_, params) in by_group.items()
+                for p, a in params.items()
+                if f"{names[g]}.{p}" in expected
+            ):
                 fits.append(spec)
                 naming = naming or names
     if not fits:
-        pointwise = sum(1 for _, kind, params in layers if kind == "conv2d" and "kernel" in params and tuple(params["kernel"].shape[:2]) == (1, 1))
+        pointwise = sum(
+            1
+            for _, kind, params in layers
+            if kind == "conv2d" and "kernel" in params and tuple(params["kernel"].shape[:2]) == (1, 1)
+        )
         bns, convs = kinds.count("batchnorm"), kinds.count("conv2d")
         if pointwise > 8:  # ResNet18/34 have at most one 1x1 (the projection) per stage
-            what = "pre-activation " if bns != convs else ""  # v1 follows every convolution with a BatchNorm; v2 not its shortcuts
-            raise PortError(f"{label}: a Keras 3 model whose blocks hold 1x1 convolutions ({pointwise} of its {convs}): {what}bottleneck blocks, as keras.applications' "
-                            "ResNet50/101/152 and their V2 (pre-activation) have; this tool ports ResNets of BasicBlocks so far (ResNet18/34)")
-        raise PortError(f"{label}: a Keras 3 model of {len(layers)} layers with weights stored by class (conv2d, batch_normalization, dense), but not with the layers and shapes of any architecture here ({', '.join(available())})")
+            what = (
+                "pre-activation " if bns != convs else ""
+            )  # v1 follows every convolution with a BatchNorm; v2 not its shortcuts
+            raise PortError(
+                f"{label}: a Keras 3 model whose blocks hold 1x1 convolutions ({pointwise} of its {convs}): {what}bottleneck blocks, as keras.applications' "
+                "ResNet50/101/152 and their V2 (pre-activation) have; this tool ports ResNets of BasicBlocks so far (ResNet18/34)"
+            )
+        raise PortError(
+            f"{label}: a Keras 3 model of {len(layers)} layers with weights stored by class (conv2d, batch_normalization, dense), but not with the layers and shapes of any architecture here ({', '.join(available())})"
+        )
     facts = {}
     conventions = {porting.conventions_of(s) for s in fits}
     if len(conventions) > 1 and config is not None:
@@ -250,7 +284,9 @@ def _own_flat(layers: list, label: str, config: dict | None = None) -> tuple[lis
             conventions = {"pytorch" if abs(epsilon - 1e-5) < 1e-9 else "keras"}
     if len(conventions) == 1:
         facts["conventions"] = conventions.pop()
-    return [Found(f"{label}:layers/{g}", kind, params, layer=naming[g]) for g, (kind, params) in by_group.items()], facts
+    return [
+        Found(f"{label}:layers/{g}", kind, params, layer=naming[g]) for g, (kind, params) in by_group.items()
+    ], facts
 
 
 def _config_epsilon(config: dict, layer: str) -> float | None:
@@ -266,7 +302,15 @@ def read_keras3_h5(h5, label: str, config: dict | None = None) -> tuple[list[Fou
     found = []
     layers = []
     for native, arrays in _keras3_layers(h5, ""):
-        kind = "dense" if len(arrays) == 2 and arrays[0].ndim == 2 else "conv2d" if arrays[0].ndim == 4 else "batchnorm" if len(arrays) == 4 else None
+        kind = (
+            "dense"
+            if len(arrays) == 2 and arrays[0].ndim == 2
+            else "conv2d"
+            if arrays[0].ndim == 4
+            else "batchnorm"
+            if len(arrays) == 4
+            else None
+        )
         if kind is not None:
             layers.append((native, kind, dict(zip(PARAMS[kind], arrays))))
     if any(native == "stem.conv" for native, _, _ in layers):  # tf_impl's model: the names are the spec's
@@ -278,14 +322,18 @@ def read_keras3_h5(h5, label: str, config: dict | None = None) -> tuple[list[Fou
         parts = native.split("/")
         role = None
         if parts[0] in STEM_NAMES or (len(parts) == 2 and re.match(r"^sequential(_\d+)?$", parts[0])):
-            role = ("stem",)  # Keras 3 stores the post's `pre` under the model's layer list when it meets it there first
+            role = (
+                "stem",
+            )  # Keras 3 stores the post's `pre` under the model's layer list when it meets it there first
         elif (m := STAGE_PATTERN.match(parts[0])) and len(parts) == 4:
             part = block_part(parts[2])
             role = ("block", int(m.group(1)), _suffix(parts[1]), part) if part else None
         elif parts[0] in HEAD_NAMES and kind == "dense":
             role = ("fc",)
         if role is None:
-            raise PortError(f"{label}: cannot place layer {native} in the post's structure (pre, layer1.., fc) or this project's names")
+            raise PortError(
+                f"{label}: cannot place layer {native} in the post's structure (pre, layer1.., fc) or this project's names"
+            )
         found.append(Found(f"{label}:{native}", kind, params, role, _suffix(parts[-1])))
     if not found:
         raise PortError(f"{label} holds no layer weights in Keras 3's format")
@@ -297,7 +345,7 @@ def read_keras2_h5(h5, label: str) -> tuple[list[Found], str]:
     g = h5["model_weights"] if "model_weights" in h5 else h5
     if "layer_names" not in g.attrs:
         raise PortError(f"{label} is an HDF5 file but not Keras weights (no layer_names)")
-    decode = (lambda v: v.decode() if isinstance(v, bytes) else str(v))
+    decode = lambda v: v.decode() if isinstance(v, bytes) else str(v)
     found: list[Found] = []
     names = [decode(n) for n in g.attrs["layer_names"]]
     own = "stem.conv" in names
@@ -316,7 +364,9 @@ def read_keras2_h5(h5, label: str) -> tuple[list[Found], str]:
         elif len(layers) == 1 and layers[0][1] == "dense":
             found.append(Found(f"{label}:{name}/{layers[0][0]}", "dense", layers[0][2], ("fc",)))
         elif len(layers) == 2 and stage == 0:
-            found += [Found(f"{label}:{name}/{unit}", kind, p, ("stem",), i) for i, (unit, kind, p) in enumerate(layers)]
+            found += [
+                Found(f"{label}:{name}/{unit}", kind, p, ("stem",), i) for i, (unit, kind, p) in enumerate(layers)
+            ]
         else:
             stage += 1
             found += _blocks_by_shape(layers, stage, f"{label}:{name}")
@@ -331,12 +381,18 @@ def _blocks_by_shape(layers: list, stage: int, native: str) -> list[Found]:
     kinds = [k for _, k, _ in layers]
     while i < len(layers):
         if kinds[i : i + 4] != ["conv2d", "batchnorm", "conv2d", "batchnorm"]:
-            raise PortError(f"{native}: expected a block (conv, BN, conv, BN) at {layers[i][0]}, found {kinds[i:i + 4]}; this is not the post's ResNet")
+            raise PortError(
+                f"{native}: expected a block (conv, BN, conv, BN) at {layers[i][0]}, found {kinds[i : i + 4]}; this is not the post's ResNet"
+            )
         for j in range(4):
             unit, kind, p = layers[i + j]
             out.append(Found(f"{native}/{unit}", kind, p, ("block", stage, block, "left"), j))
         i += 4
-        if i + 1 < len(layers) and kinds[i : i + 2] == ["conv2d", "batchnorm"] and layers[i][2]["kernel"].shape[:2] == (1, 1):
+        if (
+            i + 1 < len(layers)
+            and kinds[i : i + 2] == ["conv2d", "batchnorm"]
+            and layers[i][2]["kernel"].shape[:2] == (1, 1)
+        ):
             for j in range(2):
                 unit, kind, p = layers[i + j]
                 out.append(Found(f"{native}/{unit}", kind, p, ("block", stage, block, "shortcut"), j))
@@ -395,7 +451,9 @@ def _import_keras_hub():
     try:
         import keras_hub
     except ImportError:
-        raise PortError("this is a keras-hub model; reading it needs keras-hub: pip install keras-hub (its classes define the file)") from None
+        raise PortError(
+            "this is a keras-hub model; reading it needs keras-hub: pip install keras-hub (its classes define the file)"
+        ) from None
     return keras_hub
 
 
@@ -436,14 +494,23 @@ def keras_hub_model(path: Path, kind: str, workdir: Path):
     heads = {shape[-1] for name, shape in layout.items() if len(shape) == 2}
     for blocks in ([2, 2, 2, 2], [3, 4, 6, 3]):
         backbone = keras_hub.models.ResNetBackbone(
-            input_conv_filters=[64], input_conv_kernel_sizes=[7], stackwise_num_filters=[64, 128, 256, 512], stackwise_num_blocks=blocks,
-            stackwise_num_strides=[1, 2, 2, 2], block_type="basic_block", use_pre_activation=False,
+            input_conv_filters=[64],
+            input_conv_kernel_sizes=[7],
+            stackwise_num_filters=[64, 128, 256, 512],
+            stackwise_num_blocks=blocks,
+            stackwise_num_strides=[1, 2, 2, 2],
+            block_type="basic_block",
+            use_pre_activation=False,
         )
-        for model in [keras_hub.models.ResNetImageClassifier(backbone=backbone, num_classes=n) for n in heads] + [backbone]:
+        for model in [keras_hub.models.ResNetImageClassifier(backbone=backbone, num_classes=n) for n in heads] + [
+            backbone
+        ]:
             if _weights_layout(model, workdir) == layout:
                 model.load_weights(path)
                 return model
-    raise PortError(f"{path}: a keras-hub weights file, but not of a keras-hub ResNet18/34 (ResNetBackbone of basic blocks, 64-512 filters, 7x7 stem) with or without a classifier head")
+    raise PortError(
+        f"{path}: a keras-hub weights file, but not of a keras-hub ResNet18/34 (ResNetBackbone of basic blocks, 64-512 filters, 7x7 stem) with or without a classifier head"
+    )
 
 
 def _backbone(model):
@@ -455,7 +522,9 @@ def read_keras_hub(model, label: str) -> list[tuple[str, str, dict]]:
     from keras import layers as L
 
     out = []
-    for layer in list(_backbone(model).layers) + ([l for l in model.layers if l is not _backbone(model)] if model is not _backbone(model) else []):
+    for layer in list(_backbone(model).layers) + (
+        [l for l in model.layers if l is not _backbone(model)] if model is not _backbone(model) else []
+    ):
         if isinstance(layer, L.Conv2D):
             kind, names = "conv2d", ("kernel", "bias")
         elif isinstance(layer, L.BatchNormalization):
@@ -463,13 +532,17 @@ def read_keras_hub(model, label: str) -> list[tuple[str, str, dict]]:
         elif isinstance(layer, L.Dense):
             kind, names = "dense", ("kernel", "bias")
         elif layer.weights:
-            raise PortError(f"{label}: layer {layer.name} ({type(layer).__name__}) holds weights but is no conv, BatchNorm or dense layer of a ResNet")
+            raise PortError(
+                f"{label}: layer {layer.name} ({type(layer).__name__}) holds weights but is no conv, BatchNorm or dense layer of a ResNet"
+            )
         else:
             continue
         params = {n: np.asarray(getattr(layer, n)) for n in names if getattr(layer, n, None) is not None}
         out.append((layer.name, kind, params))
     if model is _backbone(model):
-        raise PortError(f"{label} is a keras-hub ResNetBackbone without a classification head; wrap it in keras_hub.models.ResNetImageClassifier(backbone, num_classes=N) (with its trained head) and save that")
+        raise PortError(
+            f"{label} is a keras-hub ResNetBackbone without a classification head; wrap it in keras_hub.models.ResNetImageClassifier(backbone, num_classes=N) (with its trained head) and save that"
+        )
     return out
 
 
@@ -488,7 +561,11 @@ def op_read_source(op: dict) -> None:
             hub = [v for v in porting.VOCABULARIES if v.library == "keras-hub"]
             found, vocab = porting.place_all(layers, str(src), hub)
             kind = "keras-weights" if kind == "h5" else kind
-            porting.write_found(found, out, {"kind": kind, "structure": "library", "library": vocab.library, "conventions": vocab.conventions})
+            porting.write_found(
+                found,
+                out,
+                {"kind": kind, "structure": "library", "library": vocab.library, "conventions": vocab.conventions},
+            )
             return
         else:
             found, structure, facts, kind = read_keras_file(src, kind)
@@ -562,9 +639,13 @@ def _source_model(op: dict, workdir: Path):
             model.load_weights(workdir / "model.weights.h5")
         else:
             model.load_weights(src)
-        return (lambda x, training: np.asarray(model(x, training=training))), (lambda x, training: seed_model.layer_outputs(model, x, training, len(spec.stage_blocks)))
+        return (lambda x, training: np.asarray(model(x, training=training))), (
+            lambda x, training: seed_model.layer_outputs(model, x, training, len(spec.stage_blocks))
+        )
     probe = intermediate_model(model, spec)
-    return (lambda x, training: np.asarray(model(x, training=training))), (lambda x, training: probe(x, training=training))
+    return (lambda x, training: np.asarray(model(x, training=training))), (
+        lambda x, training: probe(x, training=training)
+    )
 
 
 def op_run_source(op: dict) -> None:
@@ -626,7 +707,9 @@ def op_export_onnx(op: dict) -> None:
     model = _export_model(w, op)
     weights.from_numpy(model, w.arch, w.tensors, op["weights"])
     size = op.get("size") or 64
-    model(np.zeros((1, size, size, model.input_shape[-1]), np.float32), training=False)  # Keras exports a model that has been called
+    model(
+        np.zeros((1, size, size, model.input_shape[-1]), np.float32), training=False
+    )  # Keras exports a model that has been called
     with tempfile.TemporaryDirectory() as tmp:
         target = Path(tmp) / "model.onnx"
         model.export(str(target), format="onnx", verbose=False)
@@ -647,9 +730,13 @@ def op_export_keras_hub(op: dict) -> None:
     ours = build_model(spec)
     weights.from_numpy(ours, spec, w.tensors, op["weights"])
     backbone = keras_hub.models.ResNetBackbone(
-        input_conv_filters=[spec.layer("stem.conv").filters], input_conv_kernel_sizes=[spec.layer("stem.conv").kernel_size],
-        stackwise_num_filters=[b.out_channels for b in spec.blocks if b.name.endswith(".0")], stackwise_num_blocks=list(spec.stage_blocks),
-        stackwise_num_strides=[b.stride for b in spec.blocks if b.name.endswith(".0")], block_type="basic_block", use_pre_activation=False,
+        input_conv_filters=[spec.layer("stem.conv").filters],
+        input_conv_kernel_sizes=[spec.layer("stem.conv").kernel_size],
+        stackwise_num_filters=[b.out_channels for b in spec.blocks if b.name.endswith(".0")],
+        stackwise_num_blocks=list(spec.stage_blocks),
+        stackwise_num_strides=[b.stride for b in spec.blocks if b.name.endswith(".0")],
+        block_type="basic_block",
+        use_pre_activation=False,
     )
     model = keras_hub.models.ResNetImageClassifier(backbone=backbone, num_classes=spec.num_classes)
     vocab = porting.vocabulary("keras-hub")

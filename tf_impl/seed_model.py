@@ -37,7 +37,9 @@ class BasicBlock(layers.Layer):
             ]
         )
         if stride != 1:
-            self.downSample = keras.Sequential([layers.Conv2D(filter_num, (1, 1), strides=stride), layers.BatchNormalization()])
+            self.downSample = keras.Sequential(
+                [layers.Conv2D(filter_num, (1, 1), strides=stride), layers.BatchNormalization()]
+            )
         else:
             self.downSample = lambda x, training=None: x
 
@@ -86,7 +88,13 @@ class ResNet(keras.Model):
         return self.fc(self.average_pooling(x))
 
     def get_config(self):
-        return {**super().get_config(), "layer_dims": self.layer_dims, "num_class": self.num_class, "widths": self.widths, "stem": self.stem}
+        return {
+            **super().get_config(),
+            "layer_dims": self.layer_dims,
+            "num_class": self.num_class,
+            "widths": self.widths,
+            "stem": self.stem,
+        }
 
 
 def build(spec) -> ResNet:

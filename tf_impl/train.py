@@ -63,8 +63,14 @@ def resolve_policy(recipe: Recipe, has_gpu: bool, amp_dtype_given: bool):
     if has_gpu:
         return f"mixed_{recipe.amp_dtype}", None
     if amp_dtype_given:
-        return f"mixed_{recipe.amp_dtype}", f"notice: {recipe.amp_dtype} mixed precision on a CPU, as asked (often much slower than float32)"
-    return "float32", "notice: --amp needs a GPU; training in float32 on the CPU (add --amp-dtype bfloat16 to force mixed_bfloat16)"
+        return (
+            f"mixed_{recipe.amp_dtype}",
+            f"notice: {recipe.amp_dtype} mixed precision on a CPU, as asked (often much slower than float32)",
+        )
+    return (
+        "float32",
+        "notice: --amp needs a GPU; training in float32 on the CPU (add --amp-dtype bfloat16 to force mixed_bfloat16)",
+    )
 
 
 def is_chief(strategy: str) -> bool:
@@ -79,7 +85,9 @@ def is_chief(strategy: str) -> bool:
         task, cluster = tf_config["task"], tf_config["cluster"]
         kind, index = task["type"], int(task.get("index", 0))
     except (ValueError, KeyError, TypeError) as e:
-        raise ValueError(f"TF_CONFIG is not valid ({type(e).__name__}: {e}); it needs a 'cluster' and a 'task' with 'type' and 'index'") from None
+        raise ValueError(
+            f"TF_CONFIG is not valid ({type(e).__name__}: {e}); it needs a 'cluster' and a 'task' with 'type' and 'index'"
+        ) from None
     return kind == "chief" or (kind == "worker" and index == 0 and "chief" not in cluster)
 
 
@@ -106,9 +114,21 @@ class KerasBackend(lifecycle.Backend):
 
     @staticmethod
     def add_arguments(ap) -> None:
-        ap.add_argument("--strategy", choices=["none", "mirrored", "multiworker"], default="none", help="tf.distribute strategy (default none: one device)")
-        ap.add_argument("--cpu-replicas", type=int, default=None, help="split the CPU into N logical devices (to try --strategy mirrored without GPUs)")
-        ap.add_argument("--sync-bn", action="store_true", help="with a strategy: BatchNorm statistics over the global batch")
+        ap.add_argument(
+            "--strategy",
+            choices=["none", "mirrored", "multiworker"],
+            default="none",
+            help="tf.distribute strategy (default none: one device)",
+        )
+        ap.add_argument(
+            "--cpu-replicas",
+            type=int,
+            default=None,
+            help="split the CPU into N logical devices (to try --strategy mirrored without GPUs)",
+        )
+        ap.add_argument(
+            "--sync-bn", action="store_true", help="with a strategy: BatchNorm statistics over the global batch"
+        )
 
     def __init__(self, args, recipe: Recipe):
         super().__init__(args, recipe)
@@ -123,7 +143,9 @@ class KerasBackend(lifecycle.Backend):
         threads = set_threads(getattr(args, "threads", None))  # before TensorFlow's runtime starts
         self.strategy = make_strategy(args.strategy, args.cpu_replicas)
         if self.strategy is not None and self.recipe.batch_size % self.strategy.num_replicas_in_sync:
-            raise ValueError(f"--batch-size {self.recipe.batch_size} (the global batch) must be a multiple of the {self.strategy.num_replicas_in_sync} replicas")
+            raise ValueError(
+                f"--batch-size {self.recipe.batch_size} (the global batch) must be a multiple of the {self.strategy.num_replicas_in_sync} replicas"
+            )
         self.gpus = tf.config.list_physical_devices("GPU")
         if not self.gpus:
             self.notice(f"notice: no GPU found; training on the CPU with {threads}")
@@ -152,7 +174,11 @@ class KerasBackend(lifecycle.Backend):
             if initial is not None:
                 self.model.set_weights(initial)
             self.optimizer = objective.make_optimizer(recipe.optimizer, recipe.schedule(self.steps_per_epoch()))
-            self.model.compile(optimizer=self.optimizer, loss=objective.make_loss(self.model, recipe.arch, recipe.objective), metrics=["sparse_categorical_accuracy"])
+            self.model.compile(
+                optimizer=self.optimizer,
+                loss=objective.make_loss(self.model, recipe.arch, recipe.objective),
+                metrics=["sparse_categorical_accuracy"],
+            )
             self.optimizer.build(self.model.trainable_variables)
         if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
             compat.patch_fit_for_multiworker(self.model, strategy)
@@ -203,7 +229,9 @@ class KerasBackend(lifecycle.Backend):
 
         arrays, state = rundir.read_npz_checkpoint(path)
         fix = rundir.checkpoint_fix(path)
-        weights.from_numpy(self.model, self.recipe.arch, {k[6:]: v for k, v in arrays.items() if k.startswith("model/")}, str(path))
+        weights.from_numpy(
+            self.model, self.recipe.arch, {k[6:]: v for k, v in arrays.items() if k.startswith("model/")}, str(path)
+        )
         opt_vars = self.optimizer.variables
         if state["opt_paths"] != [v.path for v in opt_vars]:
             raise rundir.RunDirError(f"checkpoint {path} holds optimiser state of another layout; {fix}")
@@ -217,13 +245,23 @@ class KerasBackend(lifecycle.Backend):
         weights.export(self.model, self.recipe.arch, path, normalization=self.normalization)
 
     # -- training -------------------------------------------------------------------------
-    def train_epoch(self, epoch: int, start_batch: int, start: lifecycle.EpochSums, on_step, report_every: int) -> lifecycle.EpochSums:
+    def train_epoch(
+        self, epoch: int, start_batch: int, start: lifecycle.EpochSums, on_step, report_every: int
+    ) -> lifecycle.EpochSums:
         import keras
 
         from .data import train_dataset
 
         r, n, last = self.recipe, len(self.ds.train), self.steps_per_epoch()
-        train = train_dataset(self.train_images, self.train_labels, r.batch_size, None if r.augment.is_identity else r.augment, r.seed, epoch=epoch, normalization=self.normalization)
+        train = train_dataset(
+            self.train_images,
+            self.train_labels,
+            r.batch_size,
+            None if r.augment.is_identity else r.augment,
+            r.seed,
+            epoch=epoch,
+            normalization=self.normalization,
+        )
         bs = r.batch_size
         # with loss scaling (mixed_float16) Keras skips steps whose gradients are not finite and
         # lowers the scale: it gets SCALER_PATIENCE steps before a non-finite loss stops the run

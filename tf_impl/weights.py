@@ -10,6 +10,7 @@ import numpy as np
 from resnet_port import weights as neutral
 from resnet_port.spec import ResNetSpec, get_spec
 
+
 def variable(model, key: str):
     """The Keras variable of canonical key ``<layer>.<param>``: the layer of that name, its attribute."""
     layer, param = key.rsplit(".", 1)
@@ -41,7 +42,9 @@ def from_numpy(model, arch: str | ResNetSpec, tensors: dict[str, np.ndarray], so
 
 def export(model, arch: str | ResNetSpec, path: str | os.PathLike, normalization=None, **extra):
     spec = get_spec(arch)
-    return neutral.save(path, to_numpy(model, spec), spec.name, producer="tf_impl", extra=extra, normalization=normalization)
+    return neutral.save(
+        path, to_numpy(model, spec), spec.name, producer="tf_impl", extra=extra, normalization=normalization
+    )
 
 
 def load_into(model, arch: str | ResNetSpec, path: str | os.PathLike) -> neutral.Weights:

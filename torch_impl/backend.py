@@ -71,7 +71,12 @@ class TorchBackend:
         model.train()
         model.zero_grad(set_to_none=True)
         logits = model(_nchw(images, self._dtype(model)))
-        ce, l2 = loss_parts(logits, torch.from_numpy(np.asarray(labels).astype(np.int64)), l2_parameters(model, spec, objective), objective)
+        ce, l2 = loss_parts(
+            logits,
+            torch.from_numpy(np.asarray(labels).astype(np.int64)),
+            l2_parameters(model, spec, objective),
+            objective,
+        )
         total = ce + l2
         total.backward()
         out = {"total": total.detach().numpy(), "ce": ce.detach().numpy(), "l2": l2.detach().numpy()}
@@ -87,11 +92,20 @@ class TorchBackend:
         opt = make_optimizer(model.parameters(), recipe.optimizer, schedule)
         l2_params = l2_parameters(model, spec, recipe.objective)
         for x, y in batches:
-            train_step(model, opt, _nchw(x, self._dtype(model)), torch.from_numpy(np.asarray(y).astype(np.int64)), l2_params, recipe.objective)
+            train_step(
+                model,
+                opt,
+                _nchw(x, self._dtype(model)),
+                torch.from_numpy(np.asarray(y).astype(np.int64)),
+                l2_params,
+                recipe.objective,
+            )
         return opt
 
     def momentum_buffers(self, optimizer, model, spec):
-        return weights.per_parameter_to_numpy(model, lambda p: optimizer.state[p].get("momentum_buffer"), "momentum buffer")
+        return weights.per_parameter_to_numpy(
+            model, lambda p: optimizer.state[p].get("momentum_buffer"), "momentum buffer"
+        )
 
     def learning_rates(self, optimizer_spec, schedule, steps):
         from .objective import make_optimizer
@@ -108,7 +122,15 @@ class TorchBackend:
 
         cut = [None if c is None else torch.from_numpy(c) for c in (draws.cut_y, draws.cut_x)]
         x = torch.from_numpy(np.asarray(images)).permute(0, 3, 1, 2)
-        out = augment(x, torch.from_numpy(draws.dy), torch.from_numpy(draws.dx), torch.from_numpy(draws.flip), *cut, spec=spec, normalization=normalization)
+        out = augment(
+            x,
+            torch.from_numpy(draws.dy),
+            torch.from_numpy(draws.dx),
+            torch.from_numpy(draws.flip),
+            *cut,
+            spec=spec,
+            normalization=normalization,
+        )
         return out.permute(0, 2, 3, 1).numpy()
 
     @property

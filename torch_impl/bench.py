@@ -86,11 +86,20 @@ def run(op: dict) -> dict:
         return augment(raw, *random_draws(spec, b, h, w, device, gen), spec=spec, normalization=norm)
 
     net.train()
-    out = {"framework": "torch_impl", "device": str(device), "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu", "torch": torch.__version__}
+    out = {
+        "framework": "torch_impl",
+        "device": str(device),
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "torch": torch.__version__,
+    }
     rows = op.get("rows") or ["train_aug", "train", "inference", "augment", "matmul_gflops"]
-    out["train_aug"] = _windows(lambda: train_step(net, opt, aug(), y, l2p, objective, amp, scaler), b, warmup, windows, steps, device)
+    out["train_aug"] = _windows(
+        lambda: train_step(net, opt, aug(), y, l2p, objective, amp, scaler), b, warmup, windows, steps, device
+    )
     if "train" in rows:
-        out["train"] = _windows(lambda: train_step(net, opt, x_plain, y, l2p, objective, amp, scaler), b, warmup, windows, steps, device)
+        out["train"] = _windows(
+            lambda: train_step(net, opt, x_plain, y, l2p, objective, amp, scaler), b, warmup, windows, steps, device
+        )
     net.eval()
 
     @torch.no_grad()
@@ -110,6 +119,10 @@ def run(op: dict) -> dict:
         out["augment"] = _windows(aug_only, big, warmup, windows, steps, device)
     if "matmul_gflops" in rows:
         out["matmul_gflops"] = matmul_gflops(device, dtype=torch.float32 if amp is None else amp)
-    out["peak_memory_mb"] = (torch.cuda.max_memory_allocated(device) if device.type == "cuda" else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024) / 2**20
+    out["peak_memory_mb"] = (
+        torch.cuda.max_memory_allocated(device)
+        if device.type == "cuda"
+        else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    ) / 2**20
     out["threads"] = torch.get_num_threads()
     return out

@@ -90,6 +90,8 @@ def load(path: Path) -> dict:
     except Exception as e:  # truncated, not a zip, damaged records
         raise rundir.RunDirError(f"cannot read checkpoint {path} ({cli.reason(e)}); {fix}") from None
     if not isinstance(st, dict) or not {"model", "optimizer", "epoch", "history"} <= set(st):
-        raise rundir.RunDirError(f"{path} is not a torch_impl checkpoint (a dict with model, optimizer, epoch, history); {fix}")
+        raise rundir.RunDirError(
+            f"{path} is not a torch_impl checkpoint (a dict with model, optimizer, epoch, history); {fix}"
+        )
     rundir.verify_checkpoint(path, _checked_tensors(st), st.get(DIGEST), lambda: content_digest(st))
     return st

@@ -48,7 +48,16 @@ def scale(x: torch.Tensor, normalization: Normalization | None = None) -> torch.
     return normalize(x, normalization)
 
 
-def augment(x: torch.Tensor, dy: torch.Tensor, dx: torch.Tensor, flip: torch.Tensor, cut_y=None, cut_x=None, spec: AugmentSpec | None = None, normalization: Normalization | None = None) -> torch.Tensor:
+def augment(
+    x: torch.Tensor,
+    dy: torch.Tensor,
+    dx: torch.Tensor,
+    flip: torch.Tensor,
+    cut_y=None,
+    cut_x=None,
+    spec: AugmentSpec | None = None,
+    normalization: Normalization | None = None,
+) -> torch.Tensor:
     """Shift (sub-pixel, bilinear, with the spec's fill) then flip a batch (N, C, H, W), normalise, Cutout.
 
     uint8 input is scaled to [0, 1]; the result is float32 in the input's memory format.
@@ -68,7 +77,10 @@ def augment(x: torch.Tensor, dy: torch.Tensor, dx: torch.Tensor, flip: torch.Ten
         x = x * (rin[:, None, :, None] & cin[:, None, None, :])
     x = normalize(x, normalization)
     if spec.cutout:
-        x = x * (_cutout_keep(cut_y, h, spec.cutout)[:, None, :, None] | _cutout_keep(cut_x, w, spec.cutout)[:, None, None, :])
+        x = x * (
+            _cutout_keep(cut_y, h, spec.cutout)[:, None, :, None]
+            | _cutout_keep(cut_x, w, spec.cutout)[:, None, None, :]
+        )
     return x
 
 
@@ -89,7 +101,20 @@ class DeviceLoader:
     last, smaller batch is kept (as Keras does).
     """
 
-    def __init__(self, images: np.ndarray, labels: np.ndarray, batch_size: int, device, augment_spec: AugmentSpec | None = None, shuffle: bool = True, channels_last: bool = True, rank: int = 0, world: int = 1, dtype: torch.dtype = torch.float32, normalization: Normalization | None = None):
+    def __init__(
+        self,
+        images: np.ndarray,
+        labels: np.ndarray,
+        batch_size: int,
+        device,
+        augment_spec: AugmentSpec | None = None,
+        shuffle: bool = True,
+        channels_last: bool = True,
+        rank: int = 0,
+        world: int = 1,
+        dtype: torch.dtype = torch.float32,
+        normalization: Normalization | None = None,
+    ):
         self.device = torch.device(device)
         self.dtype = dtype
         self.normalization = normalization
@@ -117,7 +142,11 @@ class DeviceLoader:
         as ``draw_state``.
         """
         n = len(self.labels)
-        order = torch.randperm(n, device=self.device, generator=generator) if self.shuffle else torch.arange(n, device=self.device)
+        order = (
+            torch.randperm(n, device=self.device, generator=generator)
+            if self.shuffle
+            else torch.arange(n, device=self.device)
+        )
         if draw_state is not None:
             generator.set_state(draw_state)
         for i in range(start, len(self)):
@@ -134,5 +163,8 @@ class DeviceLoader:
             if self.spec is None or self.spec.is_identity:
                 yield scale(x, self.normalization).to(self.dtype), y
                 continue
-            draws = [d if d is None else d[part] for d in random_draws(self.spec, len(idx), self.h, self.w, self.device, generator)]
+            draws = [
+                d if d is None else d[part]
+                for d in random_draws(self.spec, len(idx), self.h, self.w, self.device, generator)
+            ]
             yield augment(x, *draws, spec=self.spec, normalization=self.normalization).to(self.dtype), y

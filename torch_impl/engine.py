@@ -17,7 +17,9 @@ def autocast(device: torch.device, amp_dtype: torch.dtype | None):
     return torch.autocast(device_type=device.type, dtype=amp_dtype)
 
 
-def train_step(model, optimizer, x, y, l2_params, objective: ObjectiveSpec, amp_dtype=None, scaler=None, ce_scale: float = 1.0):
+def train_step(
+    model, optimizer, x, y, l2_params, objective: ObjectiveSpec, amp_dtype=None, scaler=None, ce_scale: float = 1.0
+):
     """Forward (training mode), loss with L2, backward, optimiser step.
 
     ``ce_scale`` (DistributedDataParallel) makes DDP's average over processes of the

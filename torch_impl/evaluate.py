@@ -20,7 +20,9 @@ def predict_logits(weights_path, arch: str, images: np.ndarray, batch_size: int)
     model = build_model(arch)
     w = weights.load_into(model, weights_path)
     model = model.to(device, memory_format=torch.channels_last)
-    loader = DeviceLoader(images, np.zeros(len(images), np.int64), batch_size, device, None, shuffle=False, normalization=w.normalization)
+    loader = DeviceLoader(
+        images, np.zeros(len(images), np.int64), batch_size, device, None, shuffle=False, normalization=w.normalization
+    )
     return predict(model, (x for x, _ in loader.batches())).numpy()
 
 

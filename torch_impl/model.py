@@ -29,7 +29,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from resnet_port.spec import AvgPoolSpec, BatchNormSpec, BlockSpec, ConvSpec, DenseSpec, ResNetSpec, get_spec, same_padding
+from resnet_port.spec import (
+    AvgPoolSpec,
+    BatchNormSpec,
+    BlockSpec,
+    ConvSpec,
+    DenseSpec,
+    ResNetSpec,
+    get_spec,
+    same_padding,
+)
 
 
 def initialize(tensor: torch.Tensor, name: str, fan_in: int = 0) -> None:
@@ -51,7 +60,15 @@ class SameConv2d(nn.Conv2d):
 
     def __init__(self, s: ConvSpec):
         symmetric = 0 if isinstance(s.padding, str) else s.padding
-        super().__init__(s.in_channels, s.filters, s.kernel_size, stride=s.stride, padding=symmetric, bias=s.use_bias, groups=s.groups)
+        super().__init__(
+            s.in_channels,
+            s.filters,
+            s.kernel_size,
+            stride=s.stride,
+            padding=symmetric,
+            bias=s.use_bias,
+            groups=s.groups,
+        )
         self.same = s.padding == "same"
         fan_in = s.fan_in
         initialize(self.weight, s.kernel_init, fan_in)

@@ -58,10 +58,26 @@ def _keras_conventions(spec: ResNetSpec) -> bool:
 #: the first two are what a port of a Keras model that trusts PyTorch's defaults gets wrong,
 #: the last two what a port of a PyTorch model that trusts Keras' gets wrong
 VARIANTS = {
-    "symmetric-padding": ("PyTorch's symmetric padding=k//2 for TF 'same' convolutions", _symmetric_padding, _keras_conventions),
-    "torch-bn-epsilon": ("PyTorch's BatchNorm epsilon 1e-5 instead of Keras' 1e-3", _torch_bn_epsilon, _keras_conventions),
-    "same-padding": ("TF 'same' padding for PyTorch's symmetric padding=p convolutions", _same_padding, lambda spec: not _keras_conventions(spec)),
-    "keras-bn-epsilon": ("Keras' BatchNorm epsilon 1e-3 instead of PyTorch's 1e-5", _keras_bn_epsilon, lambda spec: not _keras_conventions(spec)),
+    "symmetric-padding": (
+        "PyTorch's symmetric padding=k//2 for TF 'same' convolutions",
+        _symmetric_padding,
+        _keras_conventions,
+    ),
+    "torch-bn-epsilon": (
+        "PyTorch's BatchNorm epsilon 1e-5 instead of Keras' 1e-3",
+        _torch_bn_epsilon,
+        _keras_conventions,
+    ),
+    "same-padding": (
+        "TF 'same' padding for PyTorch's symmetric padding=p convolutions",
+        _same_padding,
+        lambda spec: not _keras_conventions(spec),
+    ),
+    "keras-bn-epsilon": (
+        "Keras' BatchNorm epsilon 1e-3 instead of PyTorch's 1e-5",
+        _keras_bn_epsilon,
+        lambda spec: not _keras_conventions(spec),
+    ),
 }
 
 
@@ -76,7 +92,9 @@ def build(arch: str | ResNetSpec, variant: str) -> ResNet:
         raise ValueError(f"unknown naive variant {variant!r}; choose one of: {', '.join(VARIANTS)}")
     spec = get_spec(arch)
     if variant not in applicable(spec):
-        raise ValueError(f"naive variant {variant!r} is not a wrong port of {spec.name}, which follows the other conventions; choose one of: {', '.join(applicable(spec))}")
+        raise ValueError(
+            f"naive variant {variant!r} is not a wrong port of {spec.name}, which follows the other conventions; choose one of: {', '.join(applicable(spec))}"
+        )
     model = build_model(spec)
     VARIANTS[variant][1](model)
     return model

@@ -26,6 +26,7 @@ from resnet_port.spec import ResNetSpec, get_spec
 
 from .weights import tensor
 
+
 def l2_parameters(model: torch.nn.Module, arch: str | ResNetSpec, objective: ObjectiveSpec) -> list[torch.Tensor]:
     return [tensor(model, key) for key in objective.l2_keys(get_spec(arch))]
 

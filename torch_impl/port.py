@@ -68,7 +68,11 @@ def load_state_dict(path: Path) -> dict[str, torch.Tensor]:
         raise PortError(refusal(src, str(e))) from None
     except Exception as e:  # truncated, not a torch file
         raise PortError(f"{src} cannot be read as a PyTorch state_dict ({cli.reason(e)})") from None
-    for key in ("model", "state_dict", "net"):  # a run's checkpoint, Lightning-style files, kuangliu's {"net", "acc", "epoch"}
+    for key in (
+        "model",
+        "state_dict",
+        "net",
+    ):  # a run's checkpoint, Lightning-style files, kuangliu's {"net", "acc", "epoch"}
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
             obj = obj[key]
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
@@ -87,7 +91,12 @@ def refusal(src: Path, message: str) -> str:
     name = found.group(1) if found else None
     what = f"unsupported GLOBAL {name}" if name else "Python objects other than tensors and plain data"
     hint = ""
-    if name and name.split(".")[0] in ("torch", "torchvision", "timm", "__main__") or (name and name[:1].isupper()) or (name and "." in name and name.rsplit(".", 1)[1][:1].isupper()):
+    if (
+        name
+        and name.split(".")[0] in ("torch", "torchvision", "timm", "__main__")
+        or (name and name[:1].isupper())
+        or (name and "." in name and name.rsplit(".", 1)[1][:1].isupper())
+    ):
         hint = "; if it is a whole pickled model, save its weights instead: torch.save(model.state_dict(), 'model.pth')"
     return f"refusing to load {src}: it holds {what}, which loading could run as code; nothing was run{hint}"
 
@@ -97,7 +106,7 @@ def _strip(obj: dict) -> dict[str, torch.Tensor]:
     for k, v in obj.items():
         for prefix in _PREFIXES:
             while k.startswith(prefix):
-                k = k[len(prefix):]
+                k = k[len(prefix) :]
         out[k] = v
     return out
 
@@ -108,7 +117,9 @@ def read_state_dict(path: Path) -> tuple[list[Found], dict]:
     tracked: dict[str, int] = {}
     for key, t in load_state_dict(path).items():
         if "." not in key:
-            raise PortError(f"{path}: {key!r} is not a module's parameter (no 'module.param' name): not a model's state_dict")
+            raise PortError(
+                f"{path}: {key!r} is not a module's parameter (no 'module.param' name): not a model's state_dict"
+            )
         name, param = key.rsplit(".", 1)
         if param == "num_batches_tracked":
             tracked[name] = int(t.item()) if t.numel() == 1 else 0
@@ -117,7 +128,15 @@ def read_state_dict(path: Path) -> tuple[list[Found], dict]:
     found = []
     for name, p in layers.items():
         if "running_mean" in p:
-            kind, params = "batchnorm", {"gamma": p.get("weight"), "beta": p.get("bias"), "moving_mean": p["running_mean"], "moving_variance": p.get("running_var")}
+            kind, params = (
+                "batchnorm",
+                {
+                    "gamma": p.get("weight"),
+                    "beta": p.get("bias"),
+                    "moving_mean": p["running_mean"],
+                    "moving_variance": p.get("running_var"),
+                },
+            )
         elif "weight" in p and p["weight"].dim() == 4:
             kind, params = "conv2d", {"kernel": p["weight"].permute(2, 3, 1, 0), "bias": p.get("bias")}
         elif "weight" in p and p["weight"].dim() == 2:
@@ -129,7 +148,9 @@ def read_state_dict(path: Path) -> tuple[list[Found], dict]:
                 f"{path}: BatchNorm {name} has no num_batches_tracked: not a whole state_dict of nn.BatchNorm2d layers "
                 "(load_state_dict(strict=True) refuses it too); save the model's own model.state_dict()"
             )
-        found.append(Found(name, kind, {k: v.contiguous().numpy() for k, v in params.items() if v is not None}, layer=name))
+        found.append(
+            Found(name, kind, {k: v.contiguous().numpy() for k, v in params.items() if v is not None}, layer=name)
+        )
     if not found:
         raise PortError(f"{path} holds an empty state_dict")
     counts = {"num_batches_tracked": tracked}  # BatchNorm's step counters: carried, so exports give them back
@@ -158,7 +179,9 @@ def library_model(op: dict) -> torch.nn.Module:
         import timm
 
         config = json.loads((Path(op["src"]) / "config.json").read_text())
-        return timm.create_model(config["architecture"], pretrained=False, num_classes=config.get("num_classes", spec.num_classes))
+        return timm.create_model(
+            config["architecture"], pretrained=False, num_classes=config.get("num_classes", spec.num_classes)
+        )
     if op.get("library") == "torchvision/timm" and blocks:
         import torchvision
 
@@ -214,14 +237,23 @@ def op_run_source(op: dict) -> None:
             Path(op["out"]).with_suffix(".json").write_text(json.dumps({"error": str(e)}))
             return
         except RuntimeError as e:
-            Path(op["out"]).with_suffix(".json").write_text(json.dumps({"error": f"{op['src']} does not load into its library's model as it is: {cli.reason(e)}"}))
+            Path(op["out"]).with_suffix(".json").write_text(
+                json.dumps({"error": f"{op['src']} does not load into its library's model as it is: {cli.reason(e)}"})
+            )
             return
         model = model.to(dtype)
         hooked = _hooked_modules(model, op.get("layers", {}))
         for mode in ("eval", "train"):
             model.train(mode == "train")
             seen = {}
-            handles = [m.register_forward_hook(lambda _m, _a, o, n=n: seen.__setitem__(n, o.detach().permute(0, 2, 3, 1).numpy().copy() if o.dim() == 4 else o.detach().numpy().copy())) for n, m in hooked.items()]
+            handles = [
+                m.register_forward_hook(
+                    lambda _m, _a, o, n=n, seen=seen: seen.__setitem__(
+                        n, o.detach().permute(0, 2, 3, 1).numpy().copy() if o.dim() == 4 else o.detach().numpy().copy()
+                    )
+                )
+                for n, m in hooked.items()
+            ]
             with torch.no_grad():
                 logits = model(x)
             for h in handles:
@@ -293,8 +325,15 @@ def op_export_onnx(op: dict) -> None:
     example, shapes, context = _export_shapes(spec, op.get("size"))
     with context:
         torch.onnx.export(
-            model, (example,), op["out"], dynamo=True, external_data=False,  # one self-contained file
-            dynamic_shapes=shapes, input_names=["images"], output_names=["logits"], verbose=False,
+            model,
+            (example,),
+            op["out"],
+            dynamo=True,
+            external_data=False,  # one self-contained file
+            dynamic_shapes=shapes,
+            input_names=["images"],
+            output_names=["logits"],
+            verbose=False,
         )
 
 
@@ -338,8 +377,11 @@ def op_export_native(op: dict) -> None:
         # the config's preprocessing is the neutral file's (timm's default would say ImageNet's mean/std for any weights)
         norm = neutral.normalization_of(neutral.read_metadata(Path(op["weights"])))
         channels = spec.input_shape[-1]
-        model.pretrained_cfg = {**model.pretrained_cfg, "mean": tuple(norm.mean) if norm else (0.0,) * channels, "std": tuple(norm.std) if norm else (1.0,) * channels}
+        model.pretrained_cfg = {
+            **model.pretrained_cfg,
+            "mean": tuple(norm.mean) if norm else (0.0,) * channels,
+            "std": tuple(norm.std) if norm else (1.0,) * channels,
+        }
         save_for_hf(model, op["out"], safe_serialization=True)
         for f in Path(op["out"]).iterdir():  # safetensors writes 0600; a model folder is for sharing
             f.chmod(0o644)
-

@@ -47,8 +47,16 @@ def resolve_precision(recipe: Recipe, device: torch.device, amp_dtype_given: boo
         dtype = torch.float16 if recipe.amp_dtype == "float16" else torch.bfloat16
         return dtype, dtype == torch.float16, None
     if amp_dtype_given and recipe.amp_dtype == "bfloat16":
-        return torch.bfloat16, False, "notice: bfloat16 autocast on a CPU, as asked (often much slower than float32 on CPUs without bf16 units)"
-    return None, False, "notice: --amp needs a CUDA GPU; training in float32 on the CPU (add --amp-dtype bfloat16 to force bfloat16 autocast)"
+        return (
+            torch.bfloat16,
+            False,
+            "notice: bfloat16 autocast on a CPU, as asked (often much slower than float32 on CPUs without bf16 units)",
+        )
+    return (
+        None,
+        False,
+        "notice: --amp needs a CUDA GPU; training in float32 on the CPU (add --amp-dtype bfloat16 to force bfloat16 autocast)",
+    )
 
 
 class Dist:
@@ -133,7 +141,9 @@ class TorchBackend(lifecycle.Backend):
         ap.add_argument("--device", default=None, help="cuda, cuda:1, cpu (default: cuda when available)")
         ap.add_argument("--compile", action="store_true", help="torch.compile the model")
         ap.add_argument("--no-channels-last", action="store_true", help="keep NCHW memory format")
-        ap.add_argument("--sync-bn", action="store_true", help="under torchrun: BatchNorm statistics over the global batch")
+        ap.add_argument(
+            "--sync-bn", action="store_true", help="under torchrun: BatchNorm statistics over the global batch"
+        )
 
     def __init__(self, args, recipe: Recipe):
         super().__init__(args, recipe)
@@ -141,8 +151,12 @@ class TorchBackend(lifecycle.Backend):
 
         self.chief = self.dist.main
         if self.dist.enabled and recipe.batch_size < self.dist.world:
-            raise ValueError(f"--batch-size {recipe.batch_size} is the global batch; it must be at least the number of processes ({self.dist.world})")
-        name = args.device or (f"cuda:{self.dist.local_rank}" if self.dist.enabled and torch.cuda.is_available() else None)
+            raise ValueError(
+                f"--batch-size {recipe.batch_size} is the global batch; it must be at least the number of processes ({self.dist.world})"
+            )
+        name = args.device or (
+            f"cuda:{self.dist.local_rank}" if self.dist.enabled and torch.cuda.is_available() else None
+        )
         if name:
             try:
                 self.device = torch.device(name)
@@ -156,7 +170,9 @@ class TorchBackend(lifecycle.Backend):
                 self.notice(f"notice: no CUDA GPU found; training on the CPU with {set_threads(args.threads)}")
         if name and self.device.type == "cpu":
             self.notice(f"notice: training on the CPU with {set_threads(args.threads)}")
-        self.amp_dtype, self.use_scaler, precision_notice = resolve_precision(recipe, self.device, args.amp_dtype is not None)
+        self.amp_dtype, self.use_scaler, precision_notice = resolve_precision(
+            recipe, self.device, args.amp_dtype is not None
+        )
         if precision_notice:
             self.notice(precision_notice)
         self.channels_last = not args.no_channels_last
@@ -190,20 +206,35 @@ class TorchBackend(lifecycle.Backend):
         self.eval_net = self.model if self.dist.enabled else self.net
         self.normalization = ds.normalization
         self.train_loader = DeviceLoader(
-            ds.train.images, ds.train.fine, recipe.batch_size, device, recipe.augment, shuffle=True, channels_last=self.channels_last,
-            rank=self.dist.rank, world=self.dist.world, dtype=self.dtype, normalization=self.normalization,
+            ds.train.images,
+            ds.train.fine,
+            recipe.batch_size,
+            device,
+            recipe.augment,
+            shuffle=True,
+            channels_last=self.channels_last,
+            rank=self.dist.rank,
+            world=self.dist.world,
+            dtype=self.dtype,
+            normalization=self.normalization,
         )
-        self.optimizer = make_optimizer(self.model.parameters(), recipe.optimizer, recipe.schedule(len(self.train_loader)))
+        self.optimizer = make_optimizer(
+            self.model.parameters(), recipe.optimizer, recipe.schedule(len(self.train_loader))
+        )
         self.scaler = torch.amp.GradScaler("cuda") if self.use_scaler else None
         self.l2_params = l2_parameters(self.model, recipe.arch, recipe.objective)
 
     def runtime(self) -> dict:
         return {
             "device": str(self.device),
-            "device_name": torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else platform.processor() or platform.machine(),
+            "device_name": torch.cuda.get_device_name(self.device)
+            if self.device.type == "cuda"
+            else platform.processor() or platform.machine(),
             "torch": torch.__version__,
             "python": platform.python_version(),
-            "amp_effective": str(self.amp_dtype).replace("torch.", "") if self.amp_dtype else ("float64" if self.recipe.float64 else "float32"),
+            "amp_effective": str(self.amp_dtype).replace("torch.", "")
+            if self.amp_dtype
+            else ("float64" if self.recipe.float64 else "float32"),
             "grad_scaler": self.use_scaler,
             "compile": self.args.compile,
             "channels_last": self.channels_last,
@@ -220,7 +251,14 @@ class TorchBackend(lifecycle.Backend):
 
     # -- checkpoints: one torch.save dict (model, optimiser, scaler, draw state, lifecycle state) --
     def snapshot(self, state: dict):
-        st = _cpu_copy({"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict() if self.scaler else None, "draw_state": self.draw_state})
+        st = _cpu_copy(
+            {
+                "model": self.model.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
+                "scaler": self.scaler.state_dict() if self.scaler else None,
+                "draw_state": self.draw_state,
+            }
+        )
         st.update(state)
         return lambda path: checkpoint.save(path, st)
 
@@ -230,7 +268,9 @@ class TorchBackend(lifecycle.Backend):
             self.model.load_state_dict(st["model"])
             self.optimizer.load_state_dict(st["optimizer"])
         except (RuntimeError, ValueError, KeyError) as e:
-            raise rundir.RunDirError(f"checkpoint {path} does not fit this run's model and optimiser ({cli.reason(e, 300)})") from None
+            raise rundir.RunDirError(
+                f"checkpoint {path} does not fit this run's model and optimiser ({cli.reason(e, 300)})"
+            ) from None
         if self.scaler and st.get("scaler"):
             self.scaler.load_state_dict(st["scaler"])
         self.draw_state = st.get("draw_state")
@@ -240,7 +280,9 @@ class TorchBackend(lifecycle.Backend):
         weights.export(self.model, path, normalization=self.normalization)
 
     # -- training ---------------------------------------------------------------------------
-    def train_epoch(self, epoch: int, start_batch: int, start: lifecycle.EpochSums, on_step, report_every: int) -> lifecycle.EpochSums:
+    def train_epoch(
+        self, epoch: int, start_batch: int, start: lifecycle.EpochSums, on_step, report_every: int
+    ) -> lifecycle.EpochSums:
         r, loader, dev = self.recipe, self.train_loader, self.device
         gen = torch.Generator(dev).manual_seed(epoch_seed(r.seed, epoch))
         # the sums continue the interrupted part's (rank 0 holds them under torchrun): one running
@@ -274,7 +316,9 @@ class TorchBackend(lifecycle.Backend):
             compiling = self.args.compile and not self._compiled
             if compiling:
                 began = time.perf_counter()
-            total, _, c = train_step(self.net, self.optimizer, x, y, self.l2_params, r.objective, self.amp_dtype, self.scaler, ce_scale)
+            total, _, c = train_step(
+                self.net, self.optimizer, x, y, self.l2_params, r.objective, self.amp_dtype, self.scaler, ce_scale
+            )
             if compiling:  # torch.compile's first step (tracing, code generation): reported apart
                 if dev.type == "cuda":
                     torch.cuda.synchronize(dev)
@@ -295,14 +339,18 @@ class TorchBackend(lifecycle.Backend):
             seen += len(y)
             window_seen += len(y)
             batch += 1
-            if batch % report_every == 0 or batch == last:  # reading the loss synchronises with the device: not every step
+            if (
+                batch % report_every == 0 or batch == last
+            ):  # reading the loss synchronises with the device: not every step
                 check_divergence()
                 stop = on_step(batch, float(window) / window_seen)
                 window.zero_()
                 window_seen = 0
             else:
                 stop = on_step(batch, None)
-            if self.dist.enabled:  # every process stops after the same step (a collective per step, only under torchrun)
+            if (
+                self.dist.enabled
+            ):  # every process stops after the same step (a collective per step, only under torchrun)
                 stop = self.dist.any(stop)
             if stop and batch < last:
                 check_divergence()
@@ -321,7 +369,16 @@ class TorchBackend(lifecycle.Backend):
     def evaluate(self, split: data.Split):
         if len(split) == 0:
             return float("nan"), float("nan"), np.zeros(0, np.int64)
-        loader = DeviceLoader(split.images, split.fine, self.recipe.eval_batch_size, self.device, None, shuffle=False, dtype=self.dtype, normalization=self.normalization)
+        loader = DeviceLoader(
+            split.images,
+            split.fine,
+            self.recipe.eval_batch_size,
+            self.device,
+            None,
+            shuffle=False,
+            dtype=self.dtype,
+            normalization=self.normalization,
+        )
         logits = predict(self.eval_net, (x for x, _ in loader.batches()), self.amp_dtype)
         labels = torch.from_numpy(split.fine).to(self.device)
         with torch.no_grad():

@@ -26,6 +26,7 @@ import torch
 from resnet_port import weights as neutral
 from resnet_port.spec import ResNetSpec, get_spec, is_moving_statistic
 
+
 def state_key(key: str) -> str:
     """The ``state_dict`` key of canonical key ``<layer>.<param>`` (module names are the spec's)."""
     layer, param = key.rsplit(".", 1)
@@ -62,7 +63,9 @@ def _check_model_keys(model: torch.nn.Module, spec: ResNetSpec) -> dict[str, tor
     mapped = {sd for _, sd, _ in _mapping(spec)}
     extra, missing = sorted(set(state) - mapped), sorted(mapped - set(state))
     if extra or missing:
-        raise neutral.WeightsError(f"the PyTorch model does not match spec {spec.name!r}: missing {missing}, unexpected {extra}")
+        raise neutral.WeightsError(
+            f"the PyTorch model does not match spec {spec.name!r}: missing {missing}, unexpected {extra}"
+        )
     return state
 
 
@@ -95,7 +98,12 @@ def gradients_to_numpy(model: torch.nn.Module) -> dict[str, np.ndarray]:
     return per_parameter_to_numpy(model, lambda p: p.grad, "gradient; run backward() first")
 
 
-def from_numpy(model: torch.nn.Module, tensors: dict[str, np.ndarray], arch: str | ResNetSpec | None = None, source: str = "weights") -> None:
+def from_numpy(
+    model: torch.nn.Module,
+    tensors: dict[str, np.ndarray],
+    arch: str | ResNetSpec | None = None,
+    source: str = "weights",
+) -> None:
     spec = get_spec(arch or model.spec)
     neutral.check_tensors(tensors, spec, source)
     state = _check_model_keys(model, spec)
@@ -107,7 +115,9 @@ def from_numpy(model: torch.nn.Module, tensors: dict[str, np.ndarray], arch: str
 
 def export(model: torch.nn.Module, path: str | os.PathLike, normalization=None, **extra):
     spec = model.spec
-    return neutral.save(path, to_numpy(model, spec), spec.name, producer="torch_impl", extra=extra, normalization=normalization)
+    return neutral.save(
+        path, to_numpy(model, spec), spec.name, producer="torch_impl", extra=extra, normalization=normalization
+    )
 
 
 def load_into(model: torch.nn.Module, path: str | os.PathLike) -> neutral.Weights:

@@ -29,5 +29,13 @@ def triple_block(f: S.Layers, prefix: str, cin: int, width: int, stride: int, pr
 S.register_block("triple", triple_block)
 S.register(
     "tiny-triple",
-    S.ResNetConfig(stage_blocks=(1, 1, 1, 1), stage_filters=(8, 16, 16, 32), stem_filters=8, conventions=S.PYTORCH, stem="cifar", block="triple", projection="stride_or_width"),
+    S.ResNetConfig(
+        stage_blocks=(1, 1, 1, 1),
+        stage_filters=(8, 16, 16, 32),
+        stem_filters=8,
+        conventions=S.PYTORCH,
+        stem="cifar",
+        block="triple",
+        projection="stride_or_width",
+    ),
 )
