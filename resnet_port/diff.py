@@ -69,8 +69,8 @@ def main(argv=None) -> int:
     ap.add_argument(
         "--atol",
         type=float,
-        default=1e-4,
-        help="absolute tolerance on logits, scaled by max(1, max|output|) per layer (default 1e-4)",
+        default=parity.ATOL,
+        help=f"tolerance: atol x max(1, max |reference output|) per layer and on the logits (default {parity.ATOL:g})",
     )
     ap.add_argument("--seed", type=int, default=0, help="seed of the random probe batch")
     ap.add_argument("--inputs", help="a .npy batch (N, H, W, C) in [0, 1] to use instead of random images")

@@ -94,7 +94,7 @@ def formats_for(spec: ResNetSpec) -> list[str]:
     return [f for f in FORMATS if f not in NATIVE or is_torchvision_resnet(spec)]
 
 
-ATOL = 1e-4  # atol * max(1, max |reference|), as every parity check here
+ATOL = parity.ATOL  # parity.tolerance, the rule of every check here
 BATCHES = (8, 1)  # the export is run at both: the batch dimension must be dynamic
 
 
@@ -376,7 +376,7 @@ def compare(fmt: str, name: str, against: str, res: dict, ref: dict, other: dict
             continue
         size, n = (int(v) for v in key.split("/"))
         want = other[key] if other is not None else ref[size][:n]
-        tol = max(tol, ATOL * max(1.0, float(np.abs(want).max())))
+        tol = max(tol, parity.tolerance(want, ATOL))
         diffs.append(float(np.abs(got - want).max()))
         if n == max(BATCHES):
             agree += int((got.argmax(1) == want.argmax(1)).sum())

@@ -162,13 +162,24 @@ def diff_arrays(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
     return float(d.max(initial=0.0)), float((d / np.maximum(np.abs(b), floor)).max(initial=0.0))
 
 
-def compare_layers(a: dict, b: dict, order: list[str], atol: float) -> list[LayerDiff]:
+#: The tolerance of every parity verdict in this project (layers and logits, port --check, export,
+#: diff, the parity tests): a difference passes within ``ATOL * max(1, max |reference|)``.
+ATOL = 1e-4
+
+
+def tolerance(reference, atol: float = ATOL) -> float:
+    """The bound a difference from ``reference`` is held to: ``atol * max(1, max |reference|)``.
+
+    float32 rounding grows with the magnitude of the values (deep layers of a network reach
+    tens), so a fixed absolute bound would demand a fraction of an ulp there."""
+    return atol * max(1.0, float(np.abs(np.asarray(reference)).max(initial=0.0)))
+
+
+def compare_layers(a: dict, b: dict, order: list[str], atol: float = ATOL) -> list[LayerDiff]:
     """Per-layer differences of ``a`` from the reference ``b``, in execution order.
 
-    A layer passes when its max abs difference is within ``atol * max(1, max|b|)``:
-    float32 rounding grows with the magnitude of the activations (deep layers of a
-    network reach tens), so a fixed absolute bound would demand a fraction of an
-    ulp there.  Logits are additionally held to ``atol`` absolutely by the tests.
+    A layer passes when its max abs difference is within :func:`tolerance` of ``b``.
+    Logits are additionally held to ``atol`` absolutely by the tests.
     A missing or mis-shaped output is an error.
     """
     rows = []
@@ -178,7 +189,7 @@ def compare_layers(a: dict, b: dict, order: list[str], atol: float) -> list[Laye
         if a[name].shape != b[name].shape:
             raise ValueError(f"layer {name!r}: output shapes differ, {a[name].shape} vs {b[name].shape}")
         mabs, mrel = diff_arrays(a[name], b[name])
-        tol = atol * max(1.0, float(np.abs(b[name]).max(initial=0.0)))
+        tol = tolerance(b[name], atol)
         rows.append(LayerDiff(name, tuple(a[name].shape), mabs, mrel, tol, mabs <= tol))
     return rows
 

@@ -46,7 +46,7 @@ from . import weights as W
 from .porting import PortError
 from .spec import IMAGENET_SIZE, MIN_INPUT_SIZE, REGISTRY, ResNetSpec, arch_type, split_name
 
-ATOL = 1e-4  # on every layer and the logits: atol * max(1, max |source output|), as resnet_port.diff
+ATOL = parity.ATOL  # on every layer and the logits: parity.tolerance, the rule of every check here
 CHECK_BATCH = 16
 
 
@@ -173,7 +173,7 @@ def judge(port: dict, ref: dict, names: list[str], atol: float = ATOL):
     tolerance or None).
     """
     logit_diff, _ = parity.diff_arrays(port["logits"], ref["logits"])
-    tol = atol * max(1.0, float(np.abs(ref["logits"]).max()))
+    tol = parity.tolerance(ref["logits"], atol)
     rows = parity.compare_layers(port, ref, [n for n in names if n in ref and n in port], atol)
     first = parity.first_divergence(rows)
     return first is None and logit_diff <= tol, logit_diff, tol, rows, first

@@ -130,7 +130,7 @@ def test_each_export_loads_without_this_project_and_matches(exported, tmp_path):
             timeout=600,
         )
         assert q.returncode == 0, (fmt, q.stderr[-2000:])
-        assert np.abs(np.load(tmp_path / f"{fmt}.npy") - ref[fw]).max() <= 1e-4 * max(1.0, np.abs(ref[fw]).max()), fmt
+        assert np.abs(np.load(tmp_path / f"{fmt}.npy") - ref[fw]).max() <= parity.tolerance(ref[fw]), fmt
 
 
 def test_same_padding_check_catches_symmetric_padding(tmp_path):
@@ -388,7 +388,7 @@ def test_imagenet_variant_exports_size_free_at_any_class_count(tmp_path):
                 timeout=600,
             )
             assert q.returncode == 0, (fmt, size, q.stderr[-2000:])
-            assert np.abs(np.load(tmp_path / f"{fmt}.npy") - ref[fw]).max() <= 1e-4 * max(1.0, np.abs(ref[fw]).max()), (
+            assert np.abs(np.load(tmp_path / f"{fmt}.npy") - ref[fw]).max() <= parity.tolerance(ref[fw]), (
                 fmt,
                 size,
             )

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import zoo_check
 
-from resnet_port import export, parity, port
+from resnet_port import export, parity
 from resnet_port import weights as W
 from resnet_port.spec import get_spec
 
@@ -120,7 +120,7 @@ def test_keras_hub_to_torchvision_and_timm(hub, tmp_path):
     )
     assert r.returncode == 0, r.stderr[-2000:]
     got = zoo_check.npz(tmp_path / "out.npz")
-    tol = port.ATOL * max(1.0, float(np.abs(probe["logits"]).max()))
+    tol = parity.tolerance(probe["logits"])
     for lib in ("tv", "timm"):
         assert np.abs(got[lib] - probe["logits"]).max() <= tol, lib
     assert json.loads((tmp_path / "e" / "timm" / "config.json").read_text())["architecture"] == "resnet18"
