@@ -260,28 +260,6 @@ def export(weights: Path, w: W.Weights, formats: list[str], out: Path, progress=
                 x = ((x - np.float32(norm.mean)) / np.float32(norm.std)).astype(np.float32)
             inputs[size] = tmp / f"x{size}.npy"
             np.save(inputs[size], x)
-        reference = {}
-        for fw in [fw for fw in frameworks.ALL if fw in map(FRAMEWORK_OF.get, formats)]:  # only those the formats need
-            progress(f"running the weights in {fw.label} at {', '.join(f'{n}x{n}' for n in sizes)} (the reference)")
-            parity.run_worker(
-                fw.key,
-                [
-                    {
-                        "op": "forward",
-                        "arch": spec.name,
-                        "weights": str(weights),
-                        "inputs": str(inputs[n]),
-                        "training": False,
-                        "out": str(tmp / f"ref_{fw.key}_{n}.npz"),
-                    }
-                    for n in sizes
-                ],
-                tmp,
-            )
-            reference[fw.key] = {}
-            for n in sizes:
-                with np.load(tmp / f"ref_{fw.key}_{n}.npz") as z:
-                    reference[fw.key][n] = z["logits"]
         files = {
             "keras": "model.keras",
             "torch": "model.pt2",
@@ -291,11 +269,11 @@ def export(weights: Path, w: W.Weights, formats: list[str], out: Path, progress=
             "timm": "timm",
             "keras-hub": "keras-hub",
         }
-        meta = {"depth": porting.library_depth(spec), "classes": spec.num_classes}
-        outputs = {}
-        for fmt in formats:
-            fw, path, size = FRAMEWORK_OF[fmt], out / files[fmt], input_size(spec, fmt)
-            ops = {
+        names = {fmt: {"keras-hub": "keras-hub.keras", "timm": "timm/"}.get(fmt, files[fmt]) for fmt in formats}
+
+        def write_op(fmt: str) -> dict:
+            path = out / files[fmt]
+            op = {
                 "keras": {"op": "export_keras", "out": str(path)},
                 "torch": {"op": "export_torch", "program": str(path), "state_dict": str(out / "state_dict.pt")},
                 "onnx-keras": {"op": "export_onnx", "out": str(path)},
@@ -308,9 +286,36 @@ def export(weights: Path, w: W.Weights, formats: list[str], out: Path, progress=
                     "preset": str(out / "keras-hub-preset"),
                 },
             }[fmt]
-            name = {"keras-hub": "keras-hub.keras", "timm": "timm/"}.get(fmt, path.name)
-            progress(f"writing {name} ({fmt}, in {fw.label}; {describe_size(spec, size).split(' (')[0]})")
-            parity.run_worker(fw.key, [{**ops, "weights": str(weights), "size": size}], tmp)
+            return {**op, "weights": str(weights), "size": input_size(spec, fmt)}
+
+        # one process per framework: the reference outputs, then every file that framework writes
+        reference = {}
+        for fw in [fw for fw in frameworks.ALL if fw in map(FRAMEWORK_OF.get, formats)]:  # only those the formats need
+            mine = [fmt for fmt in formats if FRAMEWORK_OF[fmt] is fw]
+            progress(
+                f"running the weights in {fw.label} at {', '.join(f'{n}x{n}' for n in sizes)} (the reference), "
+                f"writing {', '.join(names[fmt] for fmt in mine)}"
+            )
+            ref_ops = [
+                {
+                    "op": "forward",
+                    "arch": spec.name,
+                    "weights": str(weights),
+                    "inputs": str(inputs[n]),
+                    "training": False,
+                    "out": str(tmp / f"ref_{fw.key}_{n}.npz"),
+                }
+                for n in sizes
+            ]
+            parity.run_worker(fw.key, ref_ops + [write_op(fmt) for fmt in mine], tmp)
+            reference[fw.key] = {}
+            for n in sizes:
+                with np.load(tmp / f"ref_{fw.key}_{n}.npz") as z:
+                    reference[fw.key][n] = z["logits"]
+        meta = {"depth": porting.library_depth(spec), "classes": spec.num_classes}
+        outputs = {}
+        for fmt in formats:
+            fw, path, size, name = FRAMEWORK_OF[fmt], out / files[fmt], input_size(spec, fmt), names[fmt]
             run_at = {n: inputs[n] for n in check_sizes(spec, size)}
             progress(f"reloading {name} without resnet-port and running it at {', '.join(f'{n}x{n}' for n in run_at)}")
             res = run_clean(fmt, path, run_at, tmp / f"{fmt}.npz", meta)

@@ -235,9 +235,8 @@ def descendants(pid: int) -> list[int]:
 def test_two_process_run_resumes_after_kill(tmp_path):
     """Killed mid-run (proved: epoch 2 had started and not ended), torchrun and every rank at once;
     resumed, it ends whole."""
-    synthetic.write(
-        tmp_path / "data", n_train=1040, n_test=50, num_classes=10
-    )  # 1000 training images: an epoch lasts ~15 s
+    # 400 training images at batch 4 over 2 ranks: 50 steps a rank, an epoch of several seconds
+    synthetic.write(tmp_path / "data", n_train=440, n_test=50, num_classes=10)
     out = tmp_path / "run"
     args = [
         "--arch",

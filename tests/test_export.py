@@ -21,19 +21,21 @@ class Block(importlib.abc.MetaPathFinder):
         if name.split(".")[0] in ("resnet_port", "tf_impl", "torch_impl"):
             raise ImportError("blocked: " + name)
 sys.meta_path.insert(0, Block())
-fmt, path, x, out = sys.argv[1:]
-x = np.load(x)
+fmt, path, pairs = sys.argv[1], sys.argv[2], sys.argv[3:]  # then X.npy OUT.npy, X.npy OUT.npy, ...
 if fmt == "keras":
     import keras
-    y = keras.models.load_model(path).predict(x, verbose=0)
+    model = keras.models.load_model(path)
+    run = lambda x: model.predict(x, verbose=0)
 elif fmt == "torch":
     import torch
-    y = torch.export.load(path).module()(torch.from_numpy(x).permute(0, 3, 1, 2).contiguous()).detach().numpy()
+    module = torch.export.load(path).module()
+    run = lambda x: module(torch.from_numpy(x).permute(0, 3, 1, 2).contiguous()).detach().numpy()
 else:
     import onnxruntime as ort
     s = ort.InferenceSession(path)
-    y = s.run(None, {s.get_inputs()[0].name: np.ascontiguousarray(x.transpose(0, 3, 1, 2) if fmt == "onnx-torch" else x)})[0]
-np.save(out, y)
+    run = lambda x: s.run(None, {s.get_inputs()[0].name: np.ascontiguousarray(x.transpose(0, 3, 1, 2) if fmt == "onnx-torch" else x)})[0]
+for x, out in zip(pairs[::2], pairs[1::2]):
+    np.save(out, run(np.load(x)))
 """
 
 
@@ -345,53 +347,43 @@ def test_imagenet_variant_exports_size_free_at_any_class_count(tmp_path):
 
     prep = json.loads((tmp_path / "out" / "preprocessing.json").read_text())
     assert prep["native_size"] == 224 and set(prep["input_size"].values()) == {"any H, W >= 32"}
-    for size in (224, 57):
-        x = np.random.default_rng(size).random((2, size, size, 3), dtype=np.float32)
-        np.save(tmp_path / "x.npy", x)
-        ref = {}
-        for fw in parity.FRAMEWORKS:
-            parity.run_worker(
-                fw,
-                [
-                    {
-                        "op": "forward",
-                        "arch": "tiny-torch@1000",
-                        "weights": str(tmp_path / "w.safetensors"),
-                        "inputs": str(tmp_path / "x.npy"),
-                        "training": False,
-                        "out": str(tmp_path / f"ref_{fw}.npz"),
-                    }
-                ],
-                tmp_path,
-            )
-            ref[fw] = np.load(tmp_path / f"ref_{fw}.npz")["logits"]
-        assert ref["tf"].shape == (2, 1000)
-        for fmt, name, fw in [
-            ("keras", "model.keras", "tf"),
-            ("torch", "model.pt2", "torch"),
-            ("onnx-keras", "model-keras.onnx", "tf"),
-            ("onnx-torch", "model-torch.onnx", "torch"),
-        ]:
-            q = subprocess.run(
-                [
-                    sys.executable,
-                    "-c",
-                    BLOCKED_RUN,
-                    fmt,
-                    str(tmp_path / "out" / name),
-                    str(tmp_path / "x.npy"),
-                    str(tmp_path / f"{fmt}.npy"),
-                ],
-                capture_output=True,
-                text=True,
-                env=ENV,
-                timeout=600,
-            )
-            assert q.returncode == 0, (fmt, size, q.stderr[-2000:])
-            assert np.abs(np.load(tmp_path / f"{fmt}.npy") - ref[fw]).max() <= parity.tolerance(ref[fw]), (
-                fmt,
-                size,
-            )
+    sizes = (224, 57)
+    for size in sizes:
+        np.save(tmp_path / f"x{size}.npy", np.random.default_rng(size).random((2, size, size, 3), dtype=np.float32))
+    ref = {}
+    for fw in parity.FRAMEWORKS:  # one process per framework, both sizes
+        ops = [
+            {
+                "op": "forward",
+                "arch": "tiny-torch@1000",
+                "weights": str(tmp_path / "w.safetensors"),
+                "inputs": str(tmp_path / f"x{size}.npy"),
+                "training": False,
+                "out": str(tmp_path / f"ref_{fw}_{size}.npz"),
+            }
+            for size in sizes
+        ]
+        parity.run_worker(fw, ops, tmp_path)
+        ref[fw] = {size: np.load(tmp_path / f"ref_{fw}_{size}.npz")["logits"] for size in sizes}
+    assert ref["tf"][224].shape == (2, 1000)
+    for fmt, name, fw in [
+        ("keras", "model.keras", "tf"),
+        ("torch", "model.pt2", "torch"),
+        ("onnx-keras", "model-keras.onnx", "tf"),
+        ("onnx-torch", "model-torch.onnx", "torch"),
+    ]:
+        pairs = [str(tmp_path / f) for size in sizes for f in (f"x{size}.npy", f"{fmt}_{size}.npy")]
+        q = subprocess.run(
+            [sys.executable, "-c", BLOCKED_RUN, fmt, str(tmp_path / "out" / name), *pairs],
+            capture_output=True,
+            text=True,
+            env=ENV,
+            timeout=600,
+        )
+        assert q.returncode == 0, (fmt, q.stderr[-2000:])
+        for size in sizes:
+            got, want = np.load(tmp_path / f"{fmt}_{size}.npy"), ref[fw][size]
+            assert np.abs(got - want).max() <= parity.tolerance(want), (fmt, size)
 
 
 def test_a_failed_export_leaves_nothing_and_says_one_line(tmp_path, monkeypatch, capsys):
