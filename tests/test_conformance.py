@@ -105,7 +105,8 @@ def test_triple_block_trains_alike_in_both_frameworks(tmp_path, triple_registere
     modern recipe (SGD, momentum, weight decay) in float64 agree on every weight within 1e-6 (stored in float32)."""
     d = tmp_path
     rng = np.random.default_rng(0)
-    np.save(d / "x.npy", rng.random((8, 32, 32, 3), dtype=np.float32))
+    # 36x36: stages of 36, 18, 9 and 5, so the shortcut's ceil_mode pool meets an odd size (9 -> 5)
+    np.save(d / "x.npy", rng.random((8, 36, 36, 3), dtype=np.float32))
     np.savez(d / "batches.npz", images=rng.random((5, 8, 32, 32, 3)), labels=rng.integers(0, 100, (5, 8)))
     w = str(d / "w.safetensors")
 
@@ -139,8 +140,10 @@ def test_triple_block_trains_alike_in_both_frameworks(tmp_path, triple_registere
 
     parity.run_worker("torch", [{"op": "init", "arch": TRIPLE, "seed": 3, "out": w}] + ops("torch"), d)
     parity.run_worker("tf", ops("tf"), d)
-    names = [layer.name for layer in __import__("resnet_port.spec", fromlist=["get_spec"]).get_spec(TRIPLE).layers()]
-    assert "layer2.0.conv3" in names
+    spec = __import__("resnet_port.spec", fromlist=["get_spec"]).get_spec(TRIPLE)
+    names = [layer.name for layer in spec.layers()]
+    assert "layer2.0.conv3" in names and "layer4.0.shortcut.pool" in names
+    assert dict((l.name, l.output_shape) for l in spec.layers((36, 36, 3)))["layer4.0.shortcut.pool"] == (5, 5, 16)
     for t in (False, True):
         a, b = dict(np.load(d / f"fwd_torch_{t}.npz")), dict(np.load(d / f"fwd_tf_{t}.npz"))
         rows = parity.compare_layers(a, b, names + ["logits"], 1e-4)

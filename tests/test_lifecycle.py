@@ -70,6 +70,16 @@ class FakeBackend:
         self.snapshot(state)(path)
 
 
+@pytest.fixture(autouse=True)
+def sigint_as_in_a_terminal():
+    """Python's own SIGINT handler, as a process started from a terminal has it.  A suite started as a
+    background job without job control inherits SIGINT ignored, and the lifecycle rightly leaves an
+    ignored SIGINT alone (nobody can press Ctrl-C there); these tests are about the terminal case."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
 def run_fit(backend, epochs=3, stop=None):
     r = recipe("seed", arch="tiny", epochs=epochs)
     run = SimpleNamespace(checkpoint=Path("unused"), write_metrics=lambda history: None)

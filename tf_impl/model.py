@@ -127,13 +127,20 @@ def _dense(s: DenseSpec) -> layers.Dense:
 
 
 def _pool(s, x):
-    x, padding = _pad(s, x, s.padding)
     if s.kind == "maxpool":
+        x, padding = _pad(s, x, s.padding)
         return layers.MaxPooling2D(s.pool_size, strides=s.stride, padding=padding, name=s.name)(x)
-    if padding == "valid" and (s.padding not in ("valid", 0) or s.ceil_mode):
+    # an average over the pixels inside the input only; TF's 'same' pads after and leaves the pad out of
+    # the count, which for a 2x2 stride-2 window is PyTorch's ceil_mode=True without padding (ResNet-D's
+    # shortcut pool): a last, partial window on an odd size
+    if s.padding == "same" or (s.ceil_mode and s.padding in (0, "valid") and s.pool_size == s.stride == 2):
+        padding = "same"
+    elif s.padding in (0, "valid") and not s.ceil_mode:
+        padding = "valid"
+    else:
         raise ValueError(
             f"{s.name}: an average pool with PyTorch's padding={s.padding!r} / ceil_mode={s.ceil_mode} (count_include_pad=False) "
-            "has no Keras layer; the spec's pools that Keras builds pad 'same' or 'valid'"
+            "has no Keras layer; Keras builds 'same', 'valid' and 2x2 stride-2 ceil_mode pools"
         )
     return layers.AveragePooling2D(s.pool_size, strides=s.stride, padding=padding, name=s.name)(x)
 
