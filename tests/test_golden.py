@@ -3,7 +3,7 @@
 ``fixtures/golden/specs.json`` was written by commit 90d0fb2 (the last with a hard-coded
 BasicBlock): every registered variant's layers (name, kind, output shape at 32 and 224,
 parameters, FLOPs) and every layer spec's fields.  ``fixtures/golden/<tiny>.<fw>.safetensors``
-are the neutral weights files each framework wrote from fixed tensors with that code (metadata
+are the neutral weights files each framework wrote from fixed tensors (``conformance.fixed_tensors``) with that code (metadata
 sorted, as files are written now).  Files written before the change load after it, and files
 written after it are bit-identical.
 """
@@ -12,10 +12,8 @@ import dataclasses
 import json
 import subprocess
 import sys
-import zlib
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from resnet_port import frameworks
@@ -24,16 +22,6 @@ from resnet_port.spec import get_spec
 GOLDEN = Path(__file__).parent / "fixtures" / "golden"
 SPECS = json.loads((GOLDEN / "specs.json").read_text())
 TINY = sorted({p.name.split(".")[0] for p in GOLDEN.glob("*.safetensors")})
-
-
-def golden_tensors(spec) -> dict[str, np.ndarray]:
-    """The fixed tensors the golden files hold: a normal draw seeded by the variant's name."""
-    rng = np.random.default_rng(zlib.crc32(spec.name.encode()))
-    out = {}
-    for key, shape in spec.parameters().items():
-        a = rng.standard_normal(shape).astype(np.float32) * np.float32(0.1)
-        out[key] = np.abs(a) + np.float32(0.5) if key.endswith("moving_variance") else a
-    return out
 
 
 @pytest.mark.parametrize("name", sorted(SPECS))
@@ -59,14 +47,15 @@ def test_weights_files_bit_identical(fw, tmp_path):
     (one process per framework), and reads the golden file back to the same tensors."""
     code = (
         "import sys, json\nfrom pathlib import Path\nfrom resnet_port import backends\n"
-        "from tests.test_golden import golden_tensors, GOLDEN\nfrom resnet_port.spec import get_spec\n"
+        "from resnet_port.conformance import fixed_tensors\nfrom resnet_port.spec import get_spec\n"
+        f"GOLDEN = Path({str(GOLDEN)!r})\n"
         f"b = backends.get({fw!r})\n"
         "for name in sys.argv[2:]:\n"
-        "    spec = get_spec(name); m = b.build(spec); b.from_numpy(m, spec, golden_tensors(spec))\n"
+        "    spec = get_spec(name); m = b.build(spec); b.from_numpy(m, spec, fixed_tensors(spec))\n"
         "    b.save_weights(m, spec, Path(sys.argv[1]) / f'{name}.safetensors')\n"
-        "    m2 = b.build(spec); b.load_weights(m2, spec, GOLDEN / f'{name}.{sys.argv[0] and b.key}.safetensors')\n"
+        "    m2 = b.build(spec); b.load_weights(m2, spec, GOLDEN / f'{name}.{b.key}.safetensors')\n"
         "    got = b.to_numpy(m2, spec)\n"
-        "    assert all((got[k] == v).all() for k, v in golden_tensors(spec).items()), name\n"
+        "    assert all((got[k] == v).all() for k, v in fixed_tensors(spec).items()), name\n"
     )
     root = Path(__file__).parent.parent
     p = subprocess.run(
