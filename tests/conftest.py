@@ -8,6 +8,7 @@ run each framework in its own worker process (resnet_port.parity).
 """
 
 import os
+import shutil
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
@@ -31,6 +32,36 @@ import pytest
 @pytest.fixture(scope="session")
 def rng():
     return np.random.default_rng(1234)
+
+
+# -- disk ----------------------------------------------------------------------------------------
+# The modules' fixtures write layer outputs of whole ResNets (a zoo module alone ~5 GB): kept until the
+# session ends, a run wrote 16 GB and filled a CI disk.  So a module's folders go when its tests are done
+# (a function's `tmp_path` goes when its test passes: tmp_path_retention_policy in pyproject.toml), except
+# where a test of the module failed, or RESNET_PORT_KEEP_TMP=1 asks to keep them.
+_FAILED_MODULES: set = set()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    report = yield
+    if report.failed:
+        _FAILED_MODULES.add(item.path)
+    return report
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _module_folders_released(request, tmp_path_factory):
+    base = tmp_path_factory.getbasetemp()
+    before = set(base.iterdir())
+    yield
+    if request.path in _FAILED_MODULES or os.environ.get("RESNET_PORT_KEEP_TMP") == "1":
+        return
+    for path in set(base.iterdir()) - before:
+        if path.is_symlink() or not path.is_dir():  # pytest's `NAMEcurrent` links
+            path.unlink(missing_ok=True)
+        else:
+            shutil.rmtree(path, ignore_errors=True)
 
 
 # -- tiers -------------------------------------------------------------------------------------
