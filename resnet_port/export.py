@@ -61,37 +61,29 @@ from pathlib import Path
 
 import numpy as np
 
-from . import cli, frameworks, parity, porting, rundir
+from . import cli, frameworks, libraries, parity, rundir
 from . import weights as W
 from .spec import MIN_INPUT_SIZE, ResNetSpec, get_spec, native_size, same_padding, size_dependent_padding
 
-FORMATS = ("keras", "torch", "onnx-keras", "onnx-torch", "torchvision", "timm", "keras-hub")
+#: the libraries ``export`` writes native files for (resnet_port.libraries), by format name
+LIBRARIES = {lib.NAME: lib for lib in libraries.writers()}
+FORMATS = ("keras", "torch", "onnx-keras", "onnx-torch", *LIBRARIES)
 #: the libraries' own formats: only for the variants they define (torchvision's ResNet18/34)
-NATIVE = ("torchvision", "timm", "keras-hub")
+NATIVE = tuple(LIBRARIES)
 #: the framework that writes each format, and whose run of the weights file it is checked against
 FRAMEWORK_OF = {
     "keras": frameworks.KERAS,
     "torch": frameworks.PYTORCH,
     "onnx-keras": frameworks.KERAS,
     "onnx-torch": frameworks.PYTORCH,
-    "torchvision": frameworks.PYTORCH,
-    "timm": frameworks.PYTORCH,
-    "keras-hub": frameworks.KERAS,
+    **{name: frameworks.get(lib.FRAMEWORK) for name, lib in LIBRARIES.items()},
 }
 #: the packages a format needs beyond its framework
-NEEDS = {"timm": "timm", "keras-hub": "keras_hub"}
-
-
-def is_torchvision_resnet(spec: ResNetSpec) -> bool:
-    """torchvision's resnet18/34 at any class count: the ImageNet stem, PyTorch's conventions, [2,2,2,2] or [3,4,6,3]."""
-    from .spec import REGISTRY, split_name
-
-    base = split_name(spec.name)[0]
-    return base in ("resnet18-torch", "resnet34-torch") and REGISTRY[base].stem == "imagenet"
+NEEDS = {name: lib.PACKAGE for name, lib in LIBRARIES.items() if getattr(lib, "PACKAGE", None)}
 
 
 def formats_for(spec: ResNetSpec) -> list[str]:
-    return [f for f in FORMATS if f not in NATIVE or is_torchvision_resnet(spec)]
+    return [f for f in FORMATS if f not in NATIVE or LIBRARIES[f].defines(spec)]
 
 
 ATOL = parity.ATOL  # parity.tolerance, the rule of every check here
@@ -265,9 +257,7 @@ def export(weights: Path, w: W.Weights, formats: list[str], out: Path, progress=
             "torch": "model.pt2",
             "onnx-keras": "model-keras.onnx",
             "onnx-torch": "model-torch.onnx",
-            "torchvision": "torchvision.pth",
-            "timm": "timm",
-            "keras-hub": "keras-hub",
+            **{name: lib.FILE for name, lib in LIBRARIES.items()},
         }
         names = {fmt: {"keras-hub": "keras-hub.keras", "timm": "timm/"}.get(fmt, files[fmt]) for fmt in formats}
 
@@ -278,14 +268,7 @@ def export(weights: Path, w: W.Weights, formats: list[str], out: Path, progress=
                 "torch": {"op": "export_torch", "program": str(path), "state_dict": str(out / "state_dict.pt")},
                 "onnx-keras": {"op": "export_onnx", "out": str(path)},
                 "onnx-torch": {"op": "export_onnx", "out": str(path)},
-                "torchvision": {"op": "export_native", "library": "torchvision", "out": str(path)},
-                "timm": {"op": "export_native", "library": "timm", "out": str(path)},
-                "keras-hub": {
-                    "op": "export_keras_hub",
-                    "out": str(out / "keras-hub.keras"),
-                    "preset": str(out / "keras-hub-preset"),
-                },
-            }[fmt]
+            }.get(fmt) or {"op": "export_native", "library": fmt, "out": str(path)}
             return {**op, "weights": str(weights), "size": input_size(spec, fmt)}
 
         # one process per framework: the reference outputs, then every file that framework writes
@@ -312,7 +295,7 @@ def export(weights: Path, w: W.Weights, formats: list[str], out: Path, progress=
             for n in sizes:
                 with np.load(tmp / f"ref_{fw.key}_{n}.npz") as z:
                     reference[fw.key][n] = z["logits"]
-        meta = {"depth": porting.library_depth(spec), "classes": spec.num_classes}
+        meta = {"depth": libraries.get("torchvision").depth(spec), "classes": spec.num_classes}
         outputs = {}
         for fmt in formats:
             fw, path, size, name = FRAMEWORK_OF[fmt], out / files[fmt], input_size(spec, fmt), names[fmt]
@@ -507,7 +490,7 @@ def main(argv=None) -> int:
             fw = FRAMEWORK_OF[fmt]
             if not fw.installed():
                 raise ExportError(f"--format {fmt} needs {fw.install_hint()}")
-            if fmt in NATIVE and not is_torchvision_resnet(spec):
+            if fmt in NATIVE and not LIBRARIES[fmt].defines(spec):
                 raise ExportError(
                     f"--format {fmt}: {fmt} defines torchvision's ResNet18/34 (resnet18-torch, resnet34-torch), not {spec.name}; port the weights to one of those, or choose from {', '.join(formats_for(spec))}"
                 )

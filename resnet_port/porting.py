@@ -27,7 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
-from . import frameworks, rundir
+from . import frameworks, libraries, rundir
+from .libraries import PortError, Vocabulary
 from .spec import ResNetSpec, available, get_spec, split_name
 
 #: source kinds: what the CLI says, the framework that runs the source
@@ -42,153 +43,9 @@ KINDS = {
     "keras-hub-preset": ("keras-hub preset folder", frameworks.KERAS),
     "run": ("run directory checkpoint", None),  # the run's own framework
 }
-#: the post's vocabulary for the parts of its model (attribute names); matched, never listed per key
-STEM_NAMES = ("pre", "stem")
-STAGE_PATTERN = re.compile(r"^(?:layer|stage)(\d+)$")
-LEFT_NAMES = ("left", "residual")
-SHORTCUT_NAMES = ("downSample", "downsample", "shortcut")
-HEAD_NAMES = ("fc", "dense", "classifier", "head")
-
-
-@dataclass(frozen=True)
-class Vocabulary:
-    """How one library names the parts of its ResNet: the data of the one reading rule (:func:`place`).
-
-    A layer's native name is split at ``separator`` into segments.  A first segment
-    that ``stage`` matches starts a block path: its number plus ``stage_offset`` is
-    the spec's stage, the next segment (matched by ``block``) the block; then a
-    segment in ``shortcut`` marks the projection branch, one in ``left`` the residual
-    branch (or, when ``left`` is empty, the layer sits in the block itself, one
-    segment).  A first
-    segment in ``head`` (alone) is the classifier; one in ``stem``, the stem.  Within a
-    part, layers of one kind take the spec's names in natural order of the rest of
-    their path (``conv1`` < ``conv2``, ``0`` < ``3``, ``1_conv`` < ``2_conv``), so the
-    order a file stores them in does not matter.
-    """
-
-    library: str  # who defines the model, as the CLI says it
-    separator: str
-    stage: str  # regex with the stage's number as group 1
-    block: str  # regex with the block's number as group 1
-    shortcut: tuple[str, ...]
-    head: tuple[str, ...]
-    stem: tuple[str, ...]
-    left: tuple[str, ...] = ()
-    stage_offset: int = 0
-    conventions: str = "pytorch"  # the padding and BatchNorm conventions its layers follow
-    block_output: str = ""  # appended to a block's path: the layer whose output is the block's (a module's own, or keras-hub's ``_out``)
-    preactivation: tuple[str, ...] = ()  # name parts only a pre-activation (v2) model of the library has
-    # how the library names each canonical part, for writing its own files (``native_name``): the
-    # block's path ({stage} and {block} in the library's numbering), then per-layer names
-    names: tuple[tuple[str, str], ...] = ()
-
-    def native_name(self, layer: str) -> str:
-        """The library's name for the canonical ``layer`` (``layer2.0.shortcut.conv`` -> ``layer2.0.downsample.0``)."""
-        names = dict(self.names)
-        if layer in names:
-            return names[layer]
-        m = re.match(r"^layer(\d+)\.(\d+)\.(.+)$", layer)
-        if not m or m.group(3) not in names:
-            raise PortError(f"{self.library} has no name for {layer}")
-        block = names["block"].format(stage=int(m.group(1)) - self.stage_offset, block=int(m.group(2)))
-        return f"{block}{self.separator}{names[m.group(3)]}"
-
-
-#: The ResNet18/34 vocabularies of the libraries people hold (each library's own state_dict keys).
-VOCABULARIES = (
-    Vocabulary(
-        "torchvision/timm",
-        ".",
-        r"^layer(\d+)$",
-        r"^(\d+)$",
-        shortcut=("downsample",),
-        head=("fc",),
-        stem=("conv1", "bn1"),
-        names=(
-            ("stem.conv", "conv1"),
-            ("stem.bn", "bn1"),
-            ("block", "layer{stage}.{block}"),
-            ("conv1", "conv1"),
-            ("bn1", "bn1"),
-            ("conv2", "conv2"),
-            ("bn2", "bn2"),
-            ("shortcut.conv", "downsample.0"),
-            ("shortcut.bn", "downsample.1"),
-            ("fc", "fc"),
-        ),
-    ),
-    Vocabulary(
-        "kuangliu/pytorch-cifar",
-        ".",
-        r"^layer(\d+)$",
-        r"^(\d+)$",
-        shortcut=("shortcut",),
-        head=("linear",),
-        stem=("conv1", "bn1"),
-        names=(
-            ("stem.conv", "conv1"),
-            ("stem.bn", "bn1"),
-            ("block", "layer{stage}.{block}"),
-            ("conv1", "conv1"),
-            ("bn1", "bn1"),
-            ("conv2", "conv2"),
-            ("bn2", "bn2"),
-            ("shortcut.conv", "shortcut.0"),
-            ("shortcut.bn", "shortcut.1"),
-            ("fc", "linear"),
-        ),
-    ),
-    Vocabulary(
-        "weiaicunzai/pytorch-cifar100",
-        ".",
-        r"^conv(\d+)_x$",
-        r"^(\d+)$",
-        shortcut=("shortcut",),
-        head=("fc",),
-        stem=("conv1",),
-        left=("residual_function",),
-        stage_offset=-1,
-        names=(
-            ("stem.conv", "conv1.0"),
-            ("stem.bn", "conv1.1"),
-            ("block", "conv{stage}_x.{block}"),
-            ("conv1", "residual_function.0"),
-            ("bn1", "residual_function.1"),
-            ("conv2", "residual_function.3"),
-            ("bn2", "residual_function.4"),
-            ("shortcut.conv", "shortcut.0"),
-            ("shortcut.bn", "shortcut.1"),
-            ("fc", "fc"),
-        ),
-    ),
-    # keras-hub's ResNetBackbone (stack0_block1_2_conv: the block's 0th conv is its projection) and
-    # ResNetImageClassifier's head
-    Vocabulary(
-        "keras-hub",
-        "_",
-        r"^stack(\d+)$",
-        r"^block(\d+)$",
-        shortcut=("0",),
-        head=("predictions",),
-        stem=("conv1",),
-        left=("1", "2"),
-        stage_offset=1,
-        block_output="_out",
-        preactivation=("pre_activation", "post_bn"),
-        names=(
-            ("stem.conv", "conv1_conv"),
-            ("stem.bn", "conv1_bn"),
-            ("block", "stack{stage}_block{block}"),
-            ("conv1", "1_conv"),
-            ("bn1", "1_bn"),
-            ("conv2", "2_conv"),
-            ("bn2", "2_bn"),
-            ("shortcut.conv", "0_conv"),
-            ("shortcut.bn", "0_bn"),
-            ("fc", "predictions"),
-        ),
-    ),
-)
+#: every library's vocabulary (resnet_port.libraries: one module per library), in the order tried
+VOCABULARIES = libraries.vocabularies()
+vocabulary = libraries.vocabulary
 
 
 def _natural(text: str) -> tuple:
@@ -263,15 +120,6 @@ def refuse_preactivation(found: list["Found"], source: str) -> None:
         raise PortError(f"{source} is a pre-activation (v2) ResNet ({PREACTIVATION})")
 
 
-def library_depth(spec: ResNetSpec) -> str | None:
-    """torchvision's (and timm's) name for a spec's depth: 'resnet18', 'resnet34', or None."""
-    return {(2, 2, 2, 2): "resnet18", (3, 4, 6, 3): "resnet34"}.get(tuple(spec.stage_blocks))
-
-
-def vocabulary(library: str) -> Vocabulary:
-    return next(v for v in VOCABULARIES if v.library == library)
-
-
 #: the parameters of each kind of layer, in Keras' variable order
 PARAMS = {
     "conv2d": ("kernel", "bias"),
@@ -280,15 +128,6 @@ PARAMS = {
 }
 _HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 _ZIP_MAGIC = b"PK\x03\x04"
-
-
-def block_part(name: str) -> str | None:
-    """'left' or 'shortcut' for a block attribute's name in the post's vocabulary, else None."""
-    return "left" if name in LEFT_NAMES else "shortcut" if name in SHORTCUT_NAMES else None
-
-
-class PortError(ValueError):
-    """A source that cannot be ported as asked; the message says what was found and what to do."""
 
 
 @dataclass(frozen=True)
@@ -360,15 +199,13 @@ def _hub_folder(path: Path) -> str | None:
         return None
     if not isinstance(info, dict):
         return None
-    if "architecture" in info:
+    if libraries.get("timm").is_folder(info):
         if not any((path / w).is_file() for w in HF_WEIGHTS):
             raise PortError(
                 f"{path} is a Hugging Face folder (config.json names {info['architecture']!r}) without weights: none of {', '.join(HF_WEIGHTS)}; download or copy the weights file into it"
             )
         return "hf-folder"
-    if str(info.get("module", "")).startswith("keras_hub") or str(info.get("registered_name", "")).startswith(
-        "keras_hub"
-    ):
+    if libraries.get("keras-hub").is_folder(info):
         if not (path / "model.weights.h5").is_file():
             raise PortError(
                 f"{path} is a keras-hub preset folder ({info.get('class_name', '?')}) without model.weights.h5; save it again with preset.save_to_preset(folder)"

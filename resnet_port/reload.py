@@ -28,7 +28,8 @@ def _isolate() -> None:
     sys.meta_path.insert(0, _Blocked())
 
 
-def main(argv: list[str]) -> None:
+def main(argv: list[str], library=None) -> None:
+    """``library``: the library module whose format ``FORMAT`` is (imported before the project was blocked)."""
     import numpy as np
 
     fmt, path, inputs, out, meta, batches = argv
@@ -52,25 +53,10 @@ def main(argv: list[str]) -> None:
         each(run)
         res["classes"] = np.array(f"{type(module).__module__}.{type(module).__qualname__}")
 
-    if fmt == "torchvision":
-        import torch
-        import torchvision
-
-        model = getattr(torchvision.models, meta["depth"])(num_classes=meta["classes"])
-        model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True), strict=True)
-        run_torch(model.eval())
-    elif fmt == "timm":
-        import timm
-
-        run_torch(timm.create_model("local-dir:" + path, pretrained=True).eval())
-    elif fmt == "keras-hub":
-        import keras
-        import keras_hub
-
-        for prefix, model in (
-            ("", keras.saving.load_model(path + ".keras")),
-            ("preset/", keras_hub.models.ImageClassifier.from_preset(path + "-preset")),
-        ):
+    if library is not None and library.FRAMEWORK == "torch":
+        run_torch(library.reload(path, meta))
+    elif library is not None:
+        for prefix, model in library.reload(path, meta):
             each(lambda x, model=model: np.asarray(model(x, training=False)), prefix)
         res["classes"] = np.array(type(model).__module__.split(".")[0] + "." + type(model).__name__)
     elif fmt == "keras":
@@ -101,5 +87,11 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
+    from resnet_port import libraries  # the format's library module, then nothing more of this project
+
+    try:
+        _library = libraries.get(sys.argv[1])
+    except KeyError:
+        _library = None
     _isolate()
-    main(sys.argv[1:])
+    main(sys.argv[1:], _library)

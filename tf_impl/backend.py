@@ -166,7 +166,7 @@ class KerasBackend:
             "run_source": port.op_run_source,
             "export_keras": port.op_export_keras,
             "export_onnx": port.op_export_onnx,
-            "export_keras_hub": port.op_export_keras_hub,
+            "export_native": port.op_export_native,
         }
 
 

@@ -45,7 +45,9 @@ from pathlib import Path
 import numpy as np
 
 from resnet_port import cli, frameworks, porting
-from resnet_port.porting import HEAD_NAMES, PARAMS, STAGE_PATTERN, STEM_NAMES, Found, PortError, block_part, kind_of
+from resnet_port.libraries import keras_hub, post
+from resnet_port.libraries.post import HEAD_NAMES, STAGE_PATTERN, STEM_NAMES, block_part
+from resnet_port.porting import PARAMS, Found, PortError, kind_of
 
 _VAR_NAMES = ("kernel", "bias", "gamma", "beta", "moving_mean", "moving_variance")
 
@@ -424,128 +426,6 @@ def read_keras_file(path: Path, kind: str) -> tuple[list[Found], str, dict, str]
         return (*read_keras3_h5(h5, path.name), "keras-weights")
 
 
-# -- keras-hub ------------------------------------------------------------------------------------
-
-_KERAS_HUB_GROUP = re.compile(r"^(layers/)?res_net_(backbone|image_classifier)")
-
-
-def is_keras_hub(path: Path, kind: str) -> bool:
-    """Whether a Keras file or folder holds a keras-hub model (its config or its weight groups say so)."""
-    if kind == "keras-hub-preset":
-        return True
-    if kind == "keras":
-        try:
-            with zipfile.ZipFile(path) as z:
-                return "config.json" in z.namelist() and b'"keras_hub' in z.read("config.json")
-        except (zipfile.BadZipFile, OSError, KeyError):
-            return False
-    if kind in ("keras-weights", "h5"):
-        with _h5(path) as h5:
-            names = []
-            h5.visit(lambda n: names.append(n) if n.count("/") <= 1 else None)
-        return any(_KERAS_HUB_GROUP.match(n) for n in names)
-    return False
-
-
-def _import_keras_hub():
-    try:
-        import keras_hub
-    except ImportError:
-        raise PortError(
-            "this is a keras-hub model; reading it needs keras-hub: pip install keras-hub (its classes define the file)"
-        ) from None
-    return keras_hub
-
-
-def _weights_layout(model, workdir: Path) -> dict[str, tuple]:
-    """{HDF5 dataset path: shape} of what ``model.save_weights`` writes."""
-    import h5py
-
-    target = workdir / f"layout_{id(model)}.weights.h5"
-    model.save_weights(target)
-    out = {}
-    with h5py.File(target, "r") as h5:
-        h5.visititems(lambda n, item: out.__setitem__(n, item.shape) if isinstance(item, h5py.Dataset) else None)
-    target.unlink()
-    return out
-
-
-def keras_hub_model(path: Path, kind: str, workdir: Path):
-    """The keras-hub model a file or preset folder holds, loaded by keras-hub."""
-    import keras
-
-    keras_hub = _import_keras_hub()
-    try:
-        if kind == "keras":
-            return keras.saving.load_model(path, compile=False, safe_mode=True)
-        if kind == "keras-hub-preset":
-            task = (path / "task.json").is_file()
-            return (keras_hub.models.ImageClassifier if task else keras_hub.models.Backbone).from_preset(str(path))
-    except PortError:
-        raise
-    except Exception as e:
-        raise PortError(f"{path}: keras-hub cannot load it ({cli.reason(e)})") from None
-    # a bare .weights.h5: the keras-hub ResNet18/34 (as its timm converter builds them) whose layout it has
-    import h5py
-
-    with h5py.File(path, "r") as h5:
-        layout = {}
-        h5.visititems(lambda n, item: layout.__setitem__(n, item.shape) if isinstance(item, h5py.Dataset) else None)
-    heads = {shape[-1] for name, shape in layout.items() if len(shape) == 2}
-    for blocks in ([2, 2, 2, 2], [3, 4, 6, 3]):
-        backbone = keras_hub.models.ResNetBackbone(
-            input_conv_filters=[64],
-            input_conv_kernel_sizes=[7],
-            stackwise_num_filters=[64, 128, 256, 512],
-            stackwise_num_blocks=blocks,
-            stackwise_num_strides=[1, 2, 2, 2],
-            block_type="basic_block",
-            use_pre_activation=False,
-        )
-        for model in [keras_hub.models.ResNetImageClassifier(backbone=backbone, num_classes=n) for n in heads] + [
-            backbone
-        ]:
-            if _weights_layout(model, workdir) == layout:
-                model.load_weights(path)
-                return model
-    raise PortError(
-        f"{path}: a keras-hub weights file, but not of a keras-hub ResNet18/34 (ResNetBackbone of basic blocks, 64-512 filters, 7x7 stem) with or without a classifier head"
-    )
-
-
-def _backbone(model):
-    return getattr(model, "backbone", None) or model
-
-
-def read_keras_hub(model, label: str) -> list[tuple[str, str, dict]]:
-    """(layer name, kind, params) of every layer with weights: the backbone's and the classifier's head."""
-    from keras import layers as L
-
-    out = []
-    for layer in list(_backbone(model).layers) + (
-        [l for l in model.layers if l is not _backbone(model)] if model is not _backbone(model) else []
-    ):
-        if isinstance(layer, L.Conv2D):
-            kind, names = "conv2d", ("kernel", "bias")
-        elif isinstance(layer, L.BatchNormalization):
-            kind, names = "batchnorm", ("gamma", "beta", "moving_mean", "moving_variance")
-        elif isinstance(layer, L.Dense):
-            kind, names = "dense", ("kernel", "bias")
-        elif layer.weights:
-            raise PortError(
-                f"{label}: layer {layer.name} ({type(layer).__name__}) holds weights but is no conv, BatchNorm or dense layer of a ResNet"
-            )
-        else:
-            continue
-        params = {n: np.asarray(getattr(layer, n)) for n in names if getattr(layer, n, None) is not None}
-        out.append((layer.name, kind, params))
-    if model is _backbone(model):
-        raise PortError(
-            f"{label} is a keras-hub ResNetBackbone without a classification head; wrap it in keras_hub.models.ResNetImageClassifier(backbone, num_classes=N) (with its trained head) and save that"
-        )
-    return out
-
-
 # -- worker operations ------------------------------------------------------------------------------
 
 
@@ -555,11 +435,10 @@ def op_read_source(op: dict) -> None:
     try:
         if kind == "savedmodel":
             found, structure = read_savedmodel(src), "post"
-        elif is_keras_hub(src, kind):
+        elif keras_hub.holds(src, kind):
             with tempfile.TemporaryDirectory(prefix="resnet-port-keras-hub-") as tmp:
-                layers = read_keras_hub(keras_hub_model(src, kind, Path(tmp)), src.name)
-            hub = [v for v in porting.VOCABULARIES if v.library == "keras-hub"]
-            found, vocab = porting.place_all(layers, str(src), hub)
+                layers = keras_hub.read(keras_hub.load(src, kind, Path(tmp)), src.name)
+            found, vocab = porting.place_all(layers, str(src), [keras_hub.VOCABULARY])
             kind = "keras-weights" if kind == "h5" else kind
             porting.write_found(
                 found,
@@ -594,8 +473,8 @@ def _source_model(op: dict, workdir: Path):
     if op.get("structure") == "library":  # keras-hub's model, loaded by keras-hub
         import keras
 
-        model = keras_hub_model(src, kind, workdir)
-        backbone = _backbone(model)
+        model = keras_hub.load(src, kind, workdir)
+        backbone = keras_hub.backbone(model)
         names = {c: n for c, n in op["layers"].items() if n in {l.name for l in backbone.layers}}
         probe = keras.Model(backbone.inputs, {c: backbone.get_layer(n).output for c, n in names.items()})
 
@@ -632,7 +511,7 @@ def _source_model(op: dict, workdir: Path):
             if kind != "keras":
                 model.load_weights(src)
     else:  # the post's model: Keras' own loader, into the post's classes
-        model = seed_model.build(spec)
+        model = post.model(spec)
         if kind == "keras":
             with zipfile.ZipFile(src) as z:
                 z.extract("model.weights.h5", workdir)
@@ -716,33 +595,17 @@ def op_export_onnx(op: dict) -> None:
         shutil.move(target, op["out"])
 
 
-def op_export_keras_hub(op: dict) -> None:
-    """``{weights, out, preset}``: keras-hub's ResNetImageClassifier (a .keras file and a preset folder)."""
+def op_export_native(op: dict) -> None:
+    """``{weights, library, out}``: a Keras library's own files (keras-hub's ``OUT.keras`` and ``OUT-preset/``)."""
+    from resnet_port import libraries
     from resnet_port import weights as neutral
     from resnet_port.spec import get_spec
 
     from . import weights
     from .model import build_model
 
-    keras_hub = _import_keras_hub()
     w = neutral.load(op["weights"])
     spec = get_spec(w.arch)
     ours = build_model(spec)
     weights.from_numpy(ours, spec, w.tensors, op["weights"])
-    backbone = keras_hub.models.ResNetBackbone(
-        input_conv_filters=[spec.layer("stem.conv").filters],
-        input_conv_kernel_sizes=[spec.layer("stem.conv").kernel_size],
-        stackwise_num_filters=[b.out_channels for b in spec.blocks if b.name.endswith(".0")],
-        stackwise_num_blocks=list(spec.stage_blocks),
-        stackwise_num_strides=[b.stride for b in spec.blocks if b.name.endswith(".0")],
-        block_type="basic_block",
-        use_pre_activation=False,
-    )
-    model = keras_hub.models.ResNetImageClassifier(backbone=backbone, num_classes=spec.num_classes)
-    vocab = porting.vocabulary("keras-hub")
-    for layer in spec.parameter_layers():
-        name = vocab.native_name(layer.name)
-        target = model.get_layer(name) if name == "predictions" else backbone.get_layer(name)
-        target.set_weights(ours.get_layer(layer.name).get_weights())
-    model.save(op["out"])
-    model.save_to_preset(op["preset"])
+    libraries.get(op["library"]).write(ours, spec, op["out"])

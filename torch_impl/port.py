@@ -29,7 +29,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from resnet_port import cli, porting
+from resnet_port import cli, libraries, porting
+from resnet_port.libraries.base import no_package_defines
 from resnet_port.porting import Found, PortError
 from resnet_port.spec import MIN_INPUT_SIZE, ResNetSpec, get_spec
 
@@ -154,7 +155,7 @@ def read_state_dict(path: Path) -> tuple[list[Found], dict]:
     if not found:
         raise PortError(f"{path} holds an empty state_dict")
     counts = {"num_batches_tracked": tracked}  # BatchNorm's step counters: carried, so exports give them back
-    if any(f.native == "stem.conv" for f in found):  # torch_impl's own model
+    if libraries.get("resnet-port").holds_own_names(f.native for f in found):  # torch_impl's own model
         return found, {"structure": "own", **counts}
     placed, vocab = porting.place_all([(f.native, f.kind, f.params) for f in found], str(path))
     return placed, {"structure": "library", "library": vocab.library, "conventions": vocab.conventions, **counts}
@@ -172,24 +173,16 @@ def op_read_source(op: dict) -> None:
 def library_model(op: dict) -> torch.nn.Module:
     """The source's model from the library that defines it (``op``: src, kind, library, arch, source_class)."""
     spec = get_spec(op["arch"])
-    blocks = porting.library_depth(spec)
     if op.get("source_class"):
         return user_class(op["source_class"], spec.num_classes)
     if op["kind"] == "hf-folder":
-        import timm
-
-        config = json.loads((Path(op["src"]) / "config.json").read_text())
-        return timm.create_model(
-            config["architecture"], pretrained=False, num_classes=config.get("num_classes", spec.num_classes)
-        )
-    if op.get("library") == "torchvision/timm" and blocks:
-        import torchvision
-
-        return getattr(torchvision.models, blocks)(num_classes=spec.num_classes)
-    raise PortError(
-        f"no installed package defines the class of {op['src']} ({op.get('library', '?')}'s {spec.name}): give your own model class, "
-        "--source-class FILE.py:NAME (a class or function that builds it; it is your code, run at your request)"
+        return libraries.get("timm").model(spec, op["src"])
+    library = next(
+        (lib for lib in libraries.ALL if lib.VOCABULARY and lib.VOCABULARY.library == op.get("library")), None
     )
+    if library is None or not library.defines(spec):
+        raise no_package_defines(op.get("library", "?"), spec, op["src"])
+    return library.model(spec, op["src"])
 
 
 def user_class(ref: str, num_classes: int) -> torch.nn.Module:
@@ -337,11 +330,10 @@ def op_export_onnx(op: dict) -> None:
         )
 
 
-def native_state_dict(weights_path: str, library: str) -> tuple[dict[str, torch.Tensor], ResNetSpec]:
-    """(the neutral file's weights as ``library``'s own state_dict: its module names, PyTorch's layouts; the spec)."""
+def native_state_dict(weights_path: str, vocab) -> tuple[dict[str, torch.Tensor], ResNetSpec]:
+    """(the neutral file's weights as a library's own state_dict: ``vocab``'s module names, PyTorch's layouts; the spec)."""
     from resnet_port import weights as neutral
 
-    vocab = porting.vocabulary(library)
     model, spec = _model_from(weights_path)
     ours = model.state_dict()
     counts = json.loads(neutral.read_metadata(Path(weights_path)).get("num_batches_tracked", "{}"))  # the header only
@@ -357,31 +349,7 @@ def native_state_dict(weights_path: str, library: str) -> tuple[dict[str, torch.
 
 
 def op_export_native(op: dict) -> None:
-    """``{weights, library, out}``: torchvision's state_dict (a .pth) or timm's Hugging Face folder."""
-    state, spec = native_state_dict(op["weights"], "torchvision/timm")
-    depth = porting.library_depth(spec)
-    if op["library"] == "torchvision":
-        import torchvision
-
-        model = getattr(torchvision.models, depth)(num_classes=spec.num_classes)
-        model.load_state_dict(state, strict=True)  # what a user's load_state_dict(strict=True) will do
-        torch.save(model.state_dict(), op["out"])
-    else:
-        import timm
-        from timm.models._hub import save_for_hf
-
-        from resnet_port import weights as neutral
-
-        model = timm.create_model(depth, pretrained=False, num_classes=spec.num_classes)
-        model.load_state_dict(state, strict=True)
-        # the config's preprocessing is the neutral file's (timm's default would say ImageNet's mean/std for any weights)
-        norm = neutral.normalization_of(neutral.read_metadata(Path(op["weights"])))
-        channels = spec.input_shape[-1]
-        model.pretrained_cfg = {
-            **model.pretrained_cfg,
-            "mean": tuple(norm.mean) if norm else (0.0,) * channels,
-            "std": tuple(norm.std) if norm else (1.0,) * channels,
-        }
-        save_for_hf(model, op["out"], safe_serialization=True)
-        for f in Path(op["out"]).iterdir():  # safetensors writes 0600; a model folder is for sharing
-            f.chmod(0o644)
+    """``{weights, library, out}``: a PyTorch library's own files (torchvision's .pth, timm's folder)."""
+    library = libraries.get(op["library"])
+    state, spec = native_state_dict(op["weights"], library.VOCABULARY)
+    library.write(state, spec, op["out"], op["weights"])

@@ -1,0 +1,65 @@
+"""What every library module is made of: a :class:`Vocabulary` (how the library names a ResNet's parts)
+and :class:`PortError` (a source that cannot be ported; the message says what was found and what to do).
+
+Nothing here imports a framework.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+
+class PortError(ValueError):
+    """A source that cannot be ported as asked; the message says what was found and what to do."""
+
+
+@dataclass(frozen=True)
+class Vocabulary:
+    """How one library names the parts of its ResNet: the data of the one reading rule (``porting.place``).
+
+    A layer's native name is split at ``separator`` into segments.  A first segment
+    that ``stage`` matches starts a block path: its number plus ``stage_offset`` is
+    the spec's stage, the next segment (matched by ``block``) the block; then a
+    segment in ``shortcut`` marks the projection branch, one in ``left`` the residual
+    branch (or, when ``left`` is empty, the layer sits in the block itself, one
+    segment).  A first segment in ``head`` (alone) is the classifier; one in ``stem``,
+    the stem.  Within a part, layers of one kind take the spec's names in natural order
+    of the rest of their path (``conv1`` < ``conv2``, ``0`` < ``3``, ``1_conv`` <
+    ``2_conv``), so the order a file stores them in does not matter.
+    """
+
+    library: str  # who defines the model, as the CLI says it
+    separator: str
+    stage: str  # regex with the stage's number as group 1
+    block: str  # regex with the block's number as group 1
+    shortcut: tuple[str, ...]
+    head: tuple[str, ...]
+    stem: tuple[str, ...]
+    left: tuple[str, ...] = ()
+    stage_offset: int = 0
+    conventions: str = "pytorch"  # the padding and BatchNorm conventions its layers follow
+    block_output: str = ""  # appended to a block's path: the layer whose output is the block's (a module's own, or keras-hub's ``_out``)
+    preactivation: tuple[str, ...] = ()  # name parts only a pre-activation (v2) model of the library has
+    # how the library names each canonical part, for writing its own files (``native_name``): the
+    # block's path ({stage} and {block} in the library's numbering), then per-layer names
+    names: tuple[tuple[str, str], ...] = ()
+
+    def native_name(self, layer: str) -> str:
+        """The library's name for the canonical ``layer`` (``layer2.0.shortcut.conv`` -> ``layer2.0.downsample.0``)."""
+        names = dict(self.names)
+        if layer in names:
+            return names[layer]
+        m = re.match(r"^layer(\d+)\.(\d+)\.(.+)$", layer)
+        if not m or m.group(3) not in names:
+            raise PortError(f"{self.library} has no name for {layer}")
+        block = names["block"].format(stage=int(m.group(1)) - self.stage_offset, block=int(m.group(2)))
+        return f"{block}{self.separator}{names[m.group(3)]}"
+
+
+def no_package_defines(library: str, spec, src) -> PortError:
+    """The error for a repo's checkpoint whose class no installed package provides (``--check`` needs it)."""
+    return PortError(
+        f"no installed package defines the class of {src} ({library}'s {spec.name}): give your own model class, "
+        "--source-class FILE.py:NAME (a class or function that builds it; it is your code, run at your request)"
+    )
