@@ -218,10 +218,17 @@ class _Pool:
 
 @dataclass(frozen=True)
 class MaxPoolSpec(_Pool):
-    """A max-pool; a padded value never wins ('same' pads with -inf in TF; PyTorch's ``padding=p`` too)."""
+    """A max-pool.  ``pad_with="-inf"``: a padded value never wins ('same' pads with -inf in TF, PyTorch's
+    ``padding=p`` too); ``"zero"``: explicit zeros first, as keras.applications' ``ZeroPadding2D`` then a
+    'valid' pool (equal to -inf only where the input is >= 0, after a ReLU)."""
 
+    pad_with: str = "-inf"
     ceil_mode = False
     kind = "maxpool"
+
+    def __post_init__(self):
+        if self.pad_with not in ("-inf", "zero"):
+            raise ValueError(f"{self.name}: pad_with must be '-inf' or 'zero', got {self.pad_with!r}")
 
 
 @dataclass(frozen=True)
@@ -411,16 +418,61 @@ class ResNetSpec:
         return ParamCount(trainable, non_trainable)
 
     def batchnorm_fed_biases(self) -> list[str]:
-        """Conv biases that feed straight into a BatchNorm.
+        """Conv biases whose every path leads into a BatchNorm through shape-keeping steps that carry a
+        per-channel constant unchanged (adds, max and average pools).
 
-        BN subtracts the batch mean, so in training mode their gradient is zero in
-        exact arithmetic (float noise in practice).  Parity tests compare them
-        through the function they produce instead of element by element.
+        BN subtracts the batch mean, so in training mode their gradient is zero in exact arithmetic
+        (float noise in practice): the next layer's BN in a post-activation block; in a pre-activation
+        network also the last conv of a block and its projection, whose sum reaches only the next
+        block's (or the head's) BatchNorm.  Parity tests compare them through the function they
+        produce instead of element by element.
         """
-        out, layers = [], self.layer_specs()
-        for layer, nxt in zip(layers, layers[1:]):
-            if layer.kind == "conv2d" and layer.use_bias and nxt.kind == "batchnorm":
-                out.append(f"{layer.name}.bias")
+        consumers = self.consumers()
+        kinds = {layer.name: layer.kind for layer in self.layer_specs()}
+        for layer in self.layer_specs():  # explicit zeros around a max-pool do not move with a constant
+            if layer.kind == "maxpool" and layer.pad_with == "zero" and layer.padding not in (0, "valid"):
+                kinds[layer.name] = "zero-padded maxpool"
+
+        def only_batchnorms(name: str, seen: set) -> bool:
+            nexts = consumers.get(name, [])
+            if not nexts:
+                return False  # the logits
+            for n in nexts:
+                if kinds[n] == "batchnorm":
+                    continue
+                if kinds[n] not in ("add", "maxpool", "avgpool") or n in seen or not only_batchnorms(n, seen | {n}):
+                    return False
+            return True
+
+        return [
+            f"{layer.name}.bias"
+            for layer in self.layer_specs()
+            if layer.kind == "conv2d" and layer.use_bias and only_batchnorms(layer.name, {layer.name})
+        ]
+
+    def consumers(self) -> dict[str, list[str]]:
+        """{layer: the layers that read its output}: the network's graph, from the spec's sequences."""
+        out: dict[str, list[str]] = {}
+
+        def feed(src: str | None, dst: str) -> None:
+            if src is not None:
+                out.setdefault(src, []).append(dst)
+
+        def chain(src, layers):
+            for layer in layers:
+                feed(src, layer.name)
+                src = layer.name
+            return src
+
+        x = chain(None, self.stem)
+        for b in self.blocks:
+            y = chain(x, b.pre)
+            residual = chain(y, b.residual)
+            shortcut = chain(y if b.shortcut_from == "pre" else x, b.shortcut)
+            feed(residual, b.add.name)
+            feed(shortcut, b.add.name)
+            x = chain(b.add.name, b.post)
+        chain(x, (*self.head, self.avgpool, self.fc))
         return out
 
     def convolutions(self) -> list[ConvSpec]:
@@ -576,6 +628,14 @@ PYTORCH = Conventions(
 )
 
 
+#: keras.applications' ResNet50/101/152 (V1 and V2): explicit symmetric zero padding (PyTorch's
+#: rule), BatchNorm epsilon 1.001e-5 with Keras' momentum 0.99 and biased moving variance, a bias
+#: on every conv (the V2 blocks leave it off two of theirs), Keras' Glorot-uniform initialisers.
+KERAS_APPLICATIONS = Conventions(
+    "keras-applications", "torch", 1.001e-5, KERAS_BN_MOMENTUM, False, True, "glorot_uniform", "glorot_uniform", "zeros"
+)
+
+
 class Layers:
     """Layer specs under one set of conventions: what block and stem builders call."""
 
@@ -591,11 +651,14 @@ class Layers:
         stride: int = 1,
         padding: str | int | None = None,
         groups: int = 1,
+        bias: bool | None = None,
     ) -> ConvSpec:
+        """A convolution; ``bias`` None: as the conventions say (a block may fix it, as keras.applications' V2 does)."""
         c = self.c
         padding = c.pad(kernel) if padding is None else padding
+        use_bias = c.conv_bias if bias is None else bias
         return ConvSpec(
-            name, cin, cout, kernel, stride, padding, use_bias=c.conv_bias, kernel_init=c.conv_init, groups=groups
+            name, cin, cout, kernel, stride, padding, use_bias=use_bias, kernel_init=c.conv_init, groups=groups
         )
 
     def bn(self, name: str, channels: int) -> BatchNormSpec:
@@ -608,15 +671,45 @@ class Layers:
     def add(self, name: str) -> AddSpec:
         return AddSpec(name)
 
-    def maxpool(self, name: str, size: int, stride: int, padding: str | int | None = None) -> MaxPoolSpec:
-        return MaxPoolSpec(name, size, stride, self.c.pad(size) if padding is None else padding)
+    def maxpool(
+        self, name: str, size: int, stride: int, padding: str | int | None = None, pad_with: str = "-inf"
+    ) -> MaxPoolSpec:
+        return MaxPoolSpec(name, size, stride, self.c.pad(size) if padding is None else padding, pad_with)
+
+    def avgpool(
+        self, name: str, size: int, stride: int, padding: str | int = 0, ceil_mode: bool = False
+    ) -> AvgPoolSpec:
+        return AvgPoolSpec(name, size, stride, padding, ceil_mode)
 
     def dense(self, name: str, cin: int, units: int) -> DenseSpec:
         return DenseSpec(name, cin, units, kernel_init=self.c.dense_init, bias_init=self.c.dense_bias_init)
 
-    def projection(self, prefix: str, cin: int, cout: int, stride: int) -> tuple[LayerSpec, ...]:
-        """The 1x1 projection shortcut: ``<prefix>.shortcut.conv`` of stride ``stride`` and its BatchNorm."""
-        return (self.conv(f"{prefix}.shortcut.conv", cin, cout, 1, stride), self.bn(f"{prefix}.shortcut.bn", cout))
+    def projection(
+        self,
+        prefix: str,
+        cin: int,
+        cout: int,
+        stride: int,
+        kind: str = "conv",
+        norm: bool = True,
+        bias: bool | None = None,
+    ) -> tuple[LayerSpec, ...]:
+        """The projection shortcut: ``<prefix>.shortcut.conv`` (1x1, stride ``stride``) and its BatchNorm.
+
+        ``kind="avgpool"``: ResNet-D's, which averages first (``shortcut.pool``: 2x2, stride ``stride``,
+        ceil_mode, the pad left out of the count; none at stride 1) and projects at stride 1;
+        ``"avgpool-same"``: keras-hub's ResNet-vd, which pools 2x2 with TF's 'same' at every stride.
+        ``norm=False``: no BatchNorm (pre-activation networks)."""
+        if kind not in ("conv", "avgpool", "avgpool-same"):
+            raise ValueError(f"{prefix}: a projection is 'conv', 'avgpool' or 'avgpool-same', got {kind!r}")
+        pool: tuple[LayerSpec, ...] = ()
+        if kind == "avgpool" and stride > 1:
+            pool = (self.avgpool(f"{prefix}.shortcut.pool", 2, stride, 0, ceil_mode=True),)
+        elif kind == "avgpool-same":
+            pool = (self.avgpool(f"{prefix}.shortcut.pool", 2, stride, "same"),)
+        conv_stride = 1 if pool or kind != "conv" else stride
+        conv = self.conv(f"{prefix}.shortcut.conv", cin, cout, 1, conv_stride, bias=bias)
+        return (*pool, conv, *((self.bn(f"{prefix}.shortcut.bn", cout),) if norm else ()))
 
 
 # -- block and stem types ---------------------------------------------------------------------
@@ -625,8 +718,12 @@ class Layers:
 # A stem type is a function (layers, in_channels, filters) -> tuple of layer specs.
 
 
-def basic_block(f: Layers, prefix: str, cin: int, width: int, stride: int, project: bool) -> BlockSpec:
-    """The BasicBlock: conv3x3(stride)-BN-ReLU-conv3x3-BN, plus the shortcut, add, ReLU."""
+def basic_block(
+    f: Layers, prefix: str, cin: int, width: int, stride: int, project: bool, shortcut: str = "conv"
+) -> BlockSpec:
+    """The BasicBlock: conv3x3(stride)-BN-ReLU-conv3x3-BN, plus the shortcut, add, ReLU.
+
+    ``shortcut``: the projection's kind (:meth:`Layers.projection`; "avgpool" for ResNet-D)."""
     return BlockSpec(
         prefix,
         residual=(
@@ -637,8 +734,118 @@ def basic_block(f: Layers, prefix: str, cin: int, width: int, stride: int, proje
             f.bn(f"{prefix}.bn2", width),
         ),
         add=f.add(f"{prefix}.add"),
-        shortcut=f.projection(prefix, cin, width, stride) if project else (),
+        shortcut=f.projection(prefix, cin, width, stride, shortcut) if project else (),
         post=(f.relu(f"{prefix}.relu2"),),
+    )
+
+
+def bottleneck_width(width: int, groups: int = 1, width_per_group: int = 64) -> int:
+    """The inner (3x3) width of a bottleneck: ``int(width * width_per_group / 64) * groups`` (torchvision's
+    rule: ResNet50 64 -> 64, wide_resnet50_2 64 -> 128, resnext50_32x4d 64 -> 128)."""
+    return int(width * (width_per_group / 64.0)) * groups
+
+
+def bottleneck_block(
+    f: Layers,
+    prefix: str,
+    cin: int,
+    width: int,
+    stride: int,
+    project: bool,
+    stride_on: str = "3x3",
+    groups: int = 1,
+    width_per_group: int = 64,
+    expansion: int = 4,
+    shortcut: str = "conv",
+) -> BlockSpec:
+    """The bottleneck: conv1x1-BN-ReLU, conv3x3-BN-ReLU (grouped for ResNeXt), conv1x1-BN (``width *
+    expansion`` out), plus the shortcut, add, ReLU.
+
+    ``stride_on``: "3x3" (ResNet v1.5: torchvision, timm, keras-hub) or "1x1" (the original v1:
+    keras.applications); ``groups`` / ``width_per_group``: ResNeXt's cardinality and wide ResNets'
+    inner width (:func:`bottleneck_width`); ``shortcut``: the projection's kind."""
+    if stride_on not in ("3x3", "1x1"):
+        raise ValueError(f"{prefix}: stride_on must be '3x3' or '1x1', got {stride_on!r}")
+    inner, out = bottleneck_width(width, groups, width_per_group), width * expansion
+    s1, s2 = (stride, 1) if stride_on == "1x1" else (1, stride)
+    return BlockSpec(
+        prefix,
+        residual=(
+            f.conv(f"{prefix}.conv1", cin, inner, 1, s1),
+            f.bn(f"{prefix}.bn1", inner),
+            f.relu(f"{prefix}.relu1"),
+            f.conv(f"{prefix}.conv2", inner, inner, 3, s2, groups=groups),
+            f.bn(f"{prefix}.bn2", inner),
+            f.relu(f"{prefix}.relu2"),
+            f.conv(f"{prefix}.conv3", inner, out, 1),
+            f.bn(f"{prefix}.bn3", out),
+        ),
+        add=f.add(f"{prefix}.add"),
+        shortcut=f.projection(prefix, cin, out, stride, shortcut) if project else (),
+        post=(f.relu(f"{prefix}.relu3"),),
+    )
+
+
+def preact_basic_block(f: Layers, prefix: str, cin: int, width: int, stride: int, project: bool) -> BlockSpec:
+    """The pre-activation BasicBlock (kuangliu's ``PreActBlock``): BN-ReLU first; a projection (1x1 conv,
+    no BatchNorm) reads the pre-activated tensor, an identity the block's input; nothing after the add."""
+    return BlockSpec(
+        prefix,
+        pre=(f.bn(f"{prefix}.bn0", cin), f.relu(f"{prefix}.relu0")),
+        residual=(
+            f.conv(f"{prefix}.conv1", cin, width, 3, stride),
+            f.bn(f"{prefix}.bn1", width),
+            f.relu(f"{prefix}.relu1"),
+            f.conv(f"{prefix}.conv2", width, width, 3),
+        ),
+        add=f.add(f"{prefix}.add"),
+        shortcut=f.projection(prefix, cin, width, stride, norm=False) if project else (),
+        shortcut_from="pre" if project else "input",
+    )
+
+
+def preact_bottleneck_block(
+    f: Layers,
+    prefix: str,
+    cin: int,
+    width: int,
+    stride: int,
+    project: bool,
+    expansion: int = 4,
+    biases: str = "none",
+) -> BlockSpec:
+    """The pre-activation bottleneck (ResNet V2): BN-ReLU, then conv1x1-BN-ReLU, conv3x3(stride)-BN-ReLU,
+    conv1x1, added to the shortcut; nothing after the add.
+
+    A projection (1x1 conv of the block's stride, no BatchNorm) reads the pre-activated tensor; without
+    one, a strided block's shortcut is keras.applications' ``MaxPooling2D(1, stride)`` of its input, an
+    unstrided one the identity.  ``biases``: "none" (timm, keras-hub) or "keras-v2" (keras.applications:
+    the projection and the last 1x1 carry biases, the first two convolutions none)."""
+    if biases not in ("none", "keras-v2"):
+        raise ValueError(f"{prefix}: biases must be 'none' or 'keras-v2', got {biases!r}")
+    out = width * expansion
+    outer = None if biases == "none" else True  # None: the conventions' (no bias in PyTorch's)
+    if project:
+        shortcut = f.projection(prefix, cin, out, stride, norm=False, bias=outer)
+    elif stride > 1:
+        shortcut = (f.maxpool(f"{prefix}.shortcut.pool", 1, stride, 0),)
+    else:
+        shortcut = ()
+    return BlockSpec(
+        prefix,
+        pre=(f.bn(f"{prefix}.bn0", cin), f.relu(f"{prefix}.relu0")),
+        residual=(
+            f.conv(f"{prefix}.conv1", cin, width, 1, bias=False),
+            f.bn(f"{prefix}.bn1", width),
+            f.relu(f"{prefix}.relu1"),
+            f.conv(f"{prefix}.conv2", width, width, 3, stride, bias=False),
+            f.bn(f"{prefix}.bn2", width),
+            f.relu(f"{prefix}.relu2"),
+            f.conv(f"{prefix}.conv3", width, out, 1, bias=outer),
+        ),
+        add=f.add(f"{prefix}.add"),
+        shortcut=shortcut,
+        shortcut_from="pre" if project else "input",
     )
 
 
@@ -657,6 +864,41 @@ def cifar_stem(f: Layers, cin: int, filters: int) -> tuple[LayerSpec, ...]:
     return (f.conv("stem.conv", cin, filters, 3), f.bn("stem.bn", filters), f.relu("stem.relu"))
 
 
+def deep_stem(f: Layers, cin: int, filters: int) -> tuple[LayerSpec, ...]:
+    """ResNet-D's (timm's ``resnet*d``): three 3x3 convs (stride 2, then 1, 1; ``filters / 2``,
+    ``filters / 2``, ``filters``), each with BN and ReLU, then the 3x3 stride-2 max-pool."""
+    half = filters // 2
+    return (
+        f.conv("stem.conv1", cin, half, 3, 2),
+        f.bn("stem.bn1", half),
+        f.relu("stem.relu1"),
+        f.conv("stem.conv2", half, half, 3),
+        f.bn("stem.bn2", half),
+        f.relu("stem.relu2"),
+        f.conv("stem.conv3", half, filters, 3),
+        f.bn("stem.bn3", filters),
+        f.relu("stem.relu3"),
+        f.maxpool("stem.pool", 3, 2),
+    )
+
+
+def preact_stem(f: Layers, cin: int, filters: int) -> tuple[LayerSpec, ...]:
+    """A pre-activation network's ImageNet stem (timm's ``resnetv2``): the 7x7 stride-2 conv and the 3x3
+    stride-2 max-pool (padded with -inf: its input has no ReLU before it), no BatchNorm."""
+    return (f.conv("stem.conv", cin, filters, 7, 2), f.maxpool("stem.pool", 3, 2))
+
+
+def preact_keras_stem(f: Layers, cin: int, filters: int) -> tuple[LayerSpec, ...]:
+    """keras.applications' ResNet V2 stem: as :func:`preact_stem`, but the pool pads with zeros
+    (``ZeroPadding2D(1)`` then a 'valid' pool), which differs where the conv's output is negative."""
+    return (f.conv("stem.conv", cin, filters, 7, 2), f.maxpool("stem.pool", 3, 2, pad_with="zero"))
+
+
+def preact_cifar_stem(f: Layers, cin: int, filters: int) -> tuple[LayerSpec, ...]:
+    """kuangliu's PreActResNet stem: one 3x3 stride-1 conv, nothing after it (the first block normalises)."""
+    return (f.conv("stem.conv", cin, filters, 3),)
+
+
 def imagenet_stem(f: Layers, cin: int, filters: int) -> tuple[LayerSpec, ...]:
     """torchvision's: a 7x7 stride-2 conv, BN, ReLU, a 3x3 stride-2 max-pool (after the ReLU, so a
     padded value never wins)."""
@@ -669,9 +911,22 @@ def imagenet_stem(f: Layers, cin: int, filters: int) -> tuple[LayerSpec, ...]:
 
 
 #: block types by name: what ``ResNetConfig.block`` names
-BLOCKS: dict = {"basic": basic_block}
+BLOCKS: dict = {
+    "basic": basic_block,
+    "bottleneck": bottleneck_block,
+    "preact_basic": preact_basic_block,
+    "preact_bottleneck": preact_bottleneck_block,
+}
 #: stem types by name: what ``ResNetConfig.stem`` names
-STEMS: dict = {"seed": seed_stem, "cifar": cifar_stem, "imagenet": imagenet_stem}
+STEMS: dict = {
+    "seed": seed_stem,
+    "cifar": cifar_stem,
+    "imagenet": imagenet_stem,
+    "deep": deep_stem,
+    "preact": preact_stem,
+    "preact-keras": preact_keras_stem,
+    "preact-cifar": preact_cifar_stem,
+}
 
 
 def register_block(name: str, builder) -> None:
@@ -690,6 +945,9 @@ def register_stem(name: str, builder) -> None:
 # -- building specs ------------------------------------------------------------------
 
 
+PROJECTIONS = ("stride", "stride_or_width", "first")
+
+
 @dataclass(frozen=True)
 class ResNetConfig:
     """The few values that define a variant; :func:`build` expands them into a spec."""
@@ -703,11 +961,18 @@ class ResNetConfig:
     conventions: Conventions = KERAS
     # a name in STEMS: "seed" (the post's), "cifar" (3x3 stride 1, no pool), "imagenet" (torchvision's)
     stem: str = "seed"
-    # a name in BLOCKS
+    # a name in BLOCKS, and the keyword arguments its builder takes, as (name, value) pairs
     block: str = "basic"
+    block_options: tuple[tuple[str, object], ...] = ()
     # when a block gets a projection shortcut: "stride" (the seed: stride != 1; a width change at
-    # stride 1 is an error) or "stride_or_width"
+    # stride 1 is an error), "stride_or_width", or "first" (keras.applications' ResNet V2: every
+    # stage's first block, whatever its stride; a strided block without one has its block type's
+    # strided identity)
     projection: str = "stride"
+    # which block of a stage carries its stride: "first" (everyone) or "last" (keras.applications' V2)
+    stride_at: str = "first"
+    # a pre-activation network's final BatchNorm and ReLU before the pool (``head.bn``, ``head.relu``)
+    head_norm: bool = False
 
     def __post_init__(self):
         n = len(self.stage_blocks)
@@ -718,11 +983,13 @@ class ResNetConfig:
             )
         if min(self.stage_blocks) < 1 or min(self.stage_filters) < 1 or min(self.stage_strides) < 1:
             raise ValueError("every stage needs at least one block, one filter and a positive stride")
-        if self.stem not in STEMS or self.block not in BLOCKS or self.projection not in ("stride", "stride_or_width"):
+        if self.stem not in STEMS or self.block not in BLOCKS or self.projection not in PROJECTIONS:
             raise ValueError(
-                f"stem must be one of {', '.join(STEMS)}, block one of {', '.join(BLOCKS)} and projection 'stride' or "
-                f"'stride_or_width', got {self.stem!r}, {self.block!r}, {self.projection!r}"
+                f"stem must be one of {', '.join(STEMS)}, block one of {', '.join(BLOCKS)} and projection one of "
+                f"{', '.join(PROJECTIONS)}, got {self.stem!r}, {self.block!r}, {self.projection!r}"
             )
+        if self.stride_at not in ("first", "last"):
+            raise ValueError(f"stride_at must be 'first' or 'last', got {self.stride_at!r}")
         if self.num_classes < 1:
             raise ValueError(f"num_classes must be at least 1, got {self.num_classes}")
 
@@ -731,23 +998,29 @@ def build(name: str, config: ResNetConfig) -> ResNetSpec:
     """Expand ``config`` into a spec: the stem, then each stage's blocks, pooling and the dense head."""
     f = Layers(config.conventions)
     stem = STEMS[config.stem](f, config.input_shape[-1], config.stem_filters)
-    block_type = BLOCKS[config.block]
+    options = dict(config.block_options)
+
+    def block_type(prefix, cin, width, stride, project):
+        return BLOCKS[config.block](f, prefix, cin, width, stride, project, **options)
+
     blocks = []
     ch = config.stem_filters
     for stage, (n, width, stride) in enumerate(zip(config.stage_blocks, config.stage_filters, config.stage_strides), 1):
         for i in range(n):
-            s = stride if i == 0 else 1
+            s = stride if i == (0 if config.stride_at == "first" else n - 1) else 1
             prefix = f"layer{stage}.{i}"
-            block = block_type(f, prefix, ch, width, s, s != 1)
+            project = i == 0 if config.projection == "first" else s != 1
+            block = block_type(prefix, ch, width, s, project)
             if block.out_channels != ch and not block.has_projection:
                 if config.projection == "stride":
                     raise ValueError(
                         f"{prefix}: the seed's block has an identity shortcut at stride 1, so the channel count cannot "
                         f"change there ({ch} -> {block.out_channels}); give that stage a stride other than 1 or equal filters"
                     )
-                block = block_type(f, prefix, ch, width, s, True)
+                block = block_type(prefix, ch, width, s, True)
             blocks.append(block)
             ch = block.out_channels
+    head = (f.bn("head.bn", ch), f.relu("head.relu")) if config.head_norm else ()
     return ResNetSpec(
         name=name,
         input_shape=tuple(config.input_shape),
@@ -756,6 +1029,7 @@ def build(name: str, config: ResNetConfig) -> ResNetSpec:
         blocks=tuple(blocks),
         avgpool=GlobalAvgPoolSpec("avgpool"),
         fc=f.dense("fc", ch, config.num_classes),
+        head=head,
         stage_blocks=tuple(config.stage_blocks),
         conventions=config.conventions,
         block_type=config.block,
@@ -789,6 +1063,44 @@ SEED = dict(conventions=KERAS, stem="seed")
 CIFAR = dict(conventions=KERAS_CIFAR, stem="cifar", projection="stride_or_width")
 TORCH = dict(conventions=PYTORCH, stem="imagenet", projection="stride_or_width")
 TORCH_CIFAR = dict(conventions=PYTORCH, stem="cifar", projection="stride_or_width")
+_R50, _R101, _R152 = (3, 4, 6, 3), (3, 4, 23, 3), (3, 8, 36, 3)
+_BOTTLENECK_DEPTHS = {26: (2, 2, 2, 2), 50: _R50, 101: _R101, 152: _R152}
+_TINY_BOTTLENECK = dict(stage_blocks=(2, 1, 1, 1), stage_filters=(4, 8, 8, 16), stem_filters=8)
+
+
+def _bottleneck(base: dict, stem: str | None = None, **options) -> dict:
+    """A config's keywords for bottleneck blocks under ``base``'s conventions, with block ``options``."""
+    return {**base, **({"stem": stem} if stem else {}), "block": "bottleneck", "block_options": tuple(options.items())}
+
+
+#: torchvision's and timm's ResNet26/50/101/152 (v1.5: the stride on the 3x3)
+BOTTLENECK = _bottleneck(TORCH)
+#: timm's ResNet-D of BasicBlocks: the deep stem, the average-pool shortcut
+RESNET_D_BASIC = {**TORCH, "stem": "deep", "block_options": (("shortcut", "avgpool"),)}
+#: timm's resnetv2 (pre-activation bottlenecks, the stride on a stage's first block, a final BN-ReLU)
+PREACT_TORCH = {**TORCH, "stem": "preact", "block": "preact_bottleneck", "head_norm": True}
+#: kuangliu's PreActResNet (pre-activation BasicBlocks, a lone 3x3 stem conv, no final BatchNorm)
+PREACT_CIFAR_TORCH = {**TORCH_CIFAR, "stem": "preact-cifar", "block": "preact_basic"}
+#: keras.applications' ResNet50/101/152 (v1: the stride on the first 1x1, biases everywhere)
+KERAS_V1 = {
+    "conventions": KERAS_APPLICATIONS,
+    "stem": "imagenet",
+    "projection": "stride_or_width",
+    "block": "bottleneck",
+    "block_options": (("stride_on", "1x1"),),
+}
+#: keras.applications' ResNet50V2/101V2/152V2: pre-activation, the stride on a stage's last block
+#: (stages 1-3) over a 1x1 max-pool shortcut, projections where the width changes, a final BN-ReLU
+KERAS_V2 = {
+    "conventions": KERAS_APPLICATIONS,
+    "stem": "preact-keras",
+    "block": "preact_bottleneck",
+    "block_options": (("biases", "keras-v2"),),
+    "projection": "first",
+    "stride_at": "last",
+    "stage_strides": (2, 2, 2, 1),
+    "head_norm": True,
+}
 REGISTRY: dict[str, ResNetConfig] = {
     "resnet18": ResNetConfig(stage_blocks=_R18, **SEED),
     "resnet34": ResNetConfig(stage_blocks=_R34, **SEED),
@@ -802,6 +1114,28 @@ REGISTRY: dict[str, ResNetConfig] = {
     "resnet18-cifar-torch": ResNetConfig(stage_blocks=_R18, **TORCH_CIFAR),
     "resnet34-cifar-torch": ResNetConfig(stage_blocks=_R34, **TORCH_CIFAR),
     "tiny-cifar-torch": ResNetConfig(**_TINY_CIFAR, **TORCH_CIFAR),
+    # -- the wider family (issue: the ResNets people hold beyond 18/34) --
+    **{f"resnet{d}-torch": ResNetConfig(stage_blocks=b, **BOTTLENECK) for d, b in _BOTTLENECK_DEPTHS.items()},
+    "wide-resnet50-2-torch": ResNetConfig(stage_blocks=_R50, **_bottleneck(TORCH, width_per_group=128)),
+    "wide-resnet101-2-torch": ResNetConfig(stage_blocks=_R101, **_bottleneck(TORCH, width_per_group=128)),
+    "resnext50-32x4d-torch": ResNetConfig(stage_blocks=_R50, **_bottleneck(TORCH, groups=32, width_per_group=4)),
+    "resnext101-32x8d-torch": ResNetConfig(stage_blocks=_R101, **_bottleneck(TORCH, groups=32, width_per_group=8)),
+    "resnet18d-torch": ResNetConfig(stage_blocks=_R18, **RESNET_D_BASIC),
+    "resnet34d-torch": ResNetConfig(stage_blocks=_R34, **RESNET_D_BASIC),
+    "resnet50d-torch": ResNetConfig(stage_blocks=_R50, **_bottleneck(TORCH, stem="deep", shortcut="avgpool")),
+    "resnetv2-50-torch": ResNetConfig(stage_blocks=_R50, **PREACT_TORCH),
+    "preact-resnet18-cifar-torch": ResNetConfig(stage_blocks=_R18, **PREACT_CIFAR_TORCH),
+    **{f"resnet{d}-keras": ResNetConfig(stage_blocks=_BOTTLENECK_DEPTHS[d], **KERAS_V1) for d in (50, 101, 152)},
+    **{f"resnet{d}v2-keras": ResNetConfig(stage_blocks=_BOTTLENECK_DEPTHS[d], **KERAS_V2) for d in (50, 101, 152)},
+    # their tiny twins, for tests: every structural feature at toy widths (strided 1x1 shortcuts read >= 8 channels)
+    "tiny-bottleneck-torch": ResNetConfig(**_TINY_BOTTLENECK, **BOTTLENECK),
+    "tiny-resnext-torch": ResNetConfig(**_TINY_BOTTLENECK, **_bottleneck(TORCH, groups=2, width_per_group=32)),
+    "tiny-d-torch": ResNetConfig(**_TINY_BOTTLENECK, **_bottleneck(TORCH, stem="deep", shortcut="avgpool")),
+    "tiny-basic-d-torch": ResNetConfig(**_TINY, **RESNET_D_BASIC),
+    "tiny-preact-torch": ResNetConfig(**_TINY_BOTTLENECK, **PREACT_TORCH),
+    "tiny-preact-cifar-torch": ResNetConfig(**_TINY_CIFAR, **PREACT_CIFAR_TORCH),
+    "tiny-bottleneck-keras": ResNetConfig(**_TINY_BOTTLENECK, **KERAS_V1),
+    "tiny-preact-keras": ResNetConfig(**{**_TINY_BOTTLENECK, "stage_blocks": (2, 2, 2, 2)}, **KERAS_V2),
 }
 
 
@@ -844,7 +1178,7 @@ MIN_INPUT_SIZE = 32
 #: the size the ImageNet-stem variants are trained at (torchvision's, timm's, keras-hub's ResNets)
 IMAGENET_SIZE = 224
 #: the stem types made for ImageNet's 224x224 images
-IMAGENET_STEMS = {"imagenet"}
+IMAGENET_STEMS = {"imagenet", "deep", "preact", "preact-keras"}
 
 
 def native_size(spec: ResNetSpec) -> int:

@@ -70,10 +70,13 @@ def _forward(arch, weights, inputs, training, out, **extra):
     }
 
 
-#: every variant but the full-size PyTorch-convention ones, whose Keras runs are held to torchvision's,
-#: timm's, the CIFAR repos' and keras-hub's own models layer by layer instead (test_zoo*.py), a
-#: stronger check of the same code (their tiny twins are here)
-PARITY_ARCHS = [a for a in available() if not (a.endswith("-torch") and not a.startswith("tiny"))]
+#: the tiny variants (every block type, stem and convention at toy widths) and the post's and the
+#: modern recipe's full-size networks; the other full-size ones (torchvision's, timm's, the CIFAR
+#: repos', keras.applications') are held to their libraries' own models layer by layer instead
+#: (test_zoo*.py), a stronger check of the same code, and built in both frameworks by test_conformance
+PARITY_ARCHS = [
+    a for a in available() if a.startswith("tiny") or a in ("resnet18", "resnet34", "resnet18-cifar", "resnet34-cifar")
+]
 
 
 @pytest.fixture(scope="module", params=PARITY_ARCHS)

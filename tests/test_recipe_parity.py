@@ -40,6 +40,17 @@ CONFIGS = {  # name: (arch, dtype, optimiser steps, images per batch)
     # variance) under both recipes: the seed's on the ImageNet-stem twin, the modern on the CIFAR one
     "tiny-torch-float32": ("tiny-torch", "float32", 3, 16),
     "modern-tiny-cifar-torch-float64": ("tiny-cifar-torch", "float64", 5, 4),
+    # the wider family's block types, each under one recipe, in float64 (their gradients, like resnet18's,
+    # are not determined to 1e-4 in float32 across CPUs and thread counts).  The ImageNet-stem twins end
+    # at 1x1 from 32x32 images, so a BatchNorm there sees one value per image: with 4 to 16 images SGD's
+    # steps are ill-conditioned (tiny-bottleneck-keras: 4.0e-4 / 9.0e-5 / 2.4e-3 apart after 5 float64
+    # steps at batch 4 / 8 / 16, after 4 steps at 2e-7), with 32 they agree to 8.4e-7 (measured)
+    "tiny-bottleneck-torch-float64": ("tiny-bottleneck-torch", "float64", 3, 8),
+    "modern-tiny-bottleneck-keras-float64": ("tiny-bottleneck-keras", "float64", 5, 32),
+    "tiny-resnext-torch-float64": ("tiny-resnext-torch", "float64", 3, 8),
+    "modern-tiny-d-torch-float64": ("tiny-d-torch", "float64", 5, 32),
+    "tiny-preact-keras-float64": ("tiny-preact-keras", "float64", 3, 8),
+    "modern-tiny-preact-torch-float64": ("tiny-preact-torch", "float64", 5, 32),
 }
 # SGD_IN_FLOAT64: why the modern recipe's five SGD steps are held to 1e-4 in float64, not float32.
 # SGD does not damp a gradient that a ReLU kink flips (Adam's steps are ~lr x sign(g) whatever g is,
@@ -59,6 +70,7 @@ TRAINED = [
     "modern-tiny-cifar-float64",
     "tiny-torch-float32",
     "modern-tiny-cifar-torch-float64",
+    *(name for name in CONFIGS if name.endswith("float64") and "tiny-" in name and "cifar" not in name),
 ]
 # the modern recipe's schedule in the 5-step check: one step per "epoch", warm-up over 3, the peak
 # rate of batch 128 (0.1): steps 0, 1, 2 warm up (lr 0, 1/30, 2/30), step 3 starts the cosine
@@ -71,12 +83,11 @@ MODERN_STEPS = {
 }
 
 
-@pytest.fixture(scope="module")
-def run(request, tmp_path_factory):
-    arch, dtype, steps, batch = CONFIGS[request.param]
-    modern = request.param.startswith("modern")
+def _plan(name: str, d) -> tuple[list, list]:
+    """(Keras ops, PyTorch ops) of one configuration, its files in ``d``."""
+    arch, dtype, steps, batch = CONFIGS[name]
+    modern = name.startswith("modern")
     extra = MODERN_STEPS if modern else {}
-    d = tmp_path_factory.mktemp(request.param)
     rng = np.random.default_rng(21)
     np.save(d / "x.npy", rng.random((batch, 32, 32, 3), dtype=np.float32))
     np.save(d / "y.npy", rng.integers(0, 100, batch))
@@ -131,33 +142,68 @@ def run(request, tmp_path_factory):
         if modern and steps
         else []
     )
-    parity.run_worker("tf", [{"op": "init", "arch": arch, "seed": 4, "out": w}] + ops("tf") + naive, d)
-    parity.run_worker("torch", ops("torch"), d)
-    if steps:
+    return [{"op": "init", "arch": arch, "seed": 4, "out": w}] + ops("tf") + naive, ops("torch")
+
+
+def _group(name: str) -> str:
+    """The tiny configurations run together (the fast tier's), the full-size ones together."""
+    return "tiny" if CONFIGS[name][0].startswith("tiny") else "full"
+
+
+def _run_group(group: str, tmp_path_factory) -> dict:
+    """A group's configurations at once: one Keras process, then two PyTorch ones (a process costs ~5 s
+    to start and Keras ~10 s to trace a training step, more than most configurations take to run)."""
+    folders = {name: tmp_path_factory.mktemp(name) for name in CONFIGS if _group(name) == group}
+    tf_ops, torch_ops = [], []
+    for name, d in folders.items():
+        mine, theirs = _plan(name, d)
+        tf_ops += mine
+        torch_ops += theirs
+    root = tmp_path_factory.mktemp(f"recipe_parity_{group}")
+    parity.run_worker("tf", tf_ops, root)
+    parity.run_worker("torch", torch_ops, root)
+    probes = []
+    for name, d in folders.items():
+        arch, dtype, steps, _ = CONFIGS[name]
+        if not steps:
+            continue
         # Inference logits after the steps with the Keras values of the BatchNorm-fed
         # biases (whose Adam updates are float noise, see test_optimizer_parity).
-        spec = get_spec(arch)
         mine = W.load(d / "after_torch.safetensors").tensors
         ref = W.load(d / "after_tf.safetensors").tensors
-        for k in spec.batchnorm_fed_biases():
+        for k in get_spec(arch).batchnorm_fed_biases():
             mine[k] = ref[k]
         W.save(d / "after_torch_keras_biases.safetensors", mine, arch)
-        parity.run_worker(
-            "torch",
-            [
-                {
-                    "op": "forward",
-                    "arch": arch,
-                    "dtype": dtype,
-                    "weights": str(d / "after_torch_keras_biases.safetensors"),
-                    "inputs": str(d / "x.npy"),
-                    "training": False,
-                    "out": str(d / "probe_swapped.npz"),
-                }
-            ],
-            d,
+        probes.append(
+            {
+                "op": "forward",
+                "arch": arch,
+                "dtype": dtype,
+                "weights": str(d / "after_torch_keras_biases.safetensors"),
+                "inputs": str(d / "x.npy"),
+                "training": False,
+                "out": str(d / "probe_swapped.npz"),
+            }
         )
-    return arch, dtype, steps, d
+    parity.run_worker("torch", probes, root)
+    return {name: (*CONFIGS[name][:3], d) for name, d in folders.items()}
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    done: dict = {}
+
+    def get(name: str):
+        if _group(name) not in done:
+            done[_group(name)] = _run_group(_group(name), tmp_path_factory)
+        return done[_group(name)][name]
+
+    return get
+
+
+@pytest.fixture
+def run(request, runs):
+    return runs(request.param)
 
 
 def _npz(p):
@@ -221,12 +267,13 @@ def test_optimizer_parity(run):
     moved = [k for k in b if not np.array_equal(b[k], before[k])]
     assert len(moved) == len(b)  # every tensor, moving statistics included, was updated
     probe_a, probe_b = _npz(d / "probe_torch.npz"), _npz(d / "probe_tf.npz")
-    assert np.abs(probe_a["train"] - probe_b["train"]).max() <= WEIGHT_ATOL
+    # logits after the steps, to the weights' bound relative to their scale (a tiny twin's reach ~1e2-1e3)
+    assert np.abs(probe_a["train"] - probe_b["train"]).max() <= WEIGHT_ATOL * max(1.0, np.abs(probe_b["train"]).max())
     swapped = _npz(d / "probe_swapped.npz")["logits"]
     assert np.abs(swapped - probe_b["eval"]).max() <= WEIGHT_ATOL * max(1.0, np.abs(probe_b["eval"]).max())
 
 
-@pytest.mark.parametrize("run", ["modern-tiny-cifar-float64", "modern-tiny-cifar-torch-float64"], indirect=True)
+@pytest.mark.parametrize("run", [n for n in CONFIGS if n.startswith("modern") and CONFIGS[n][2]], indirect=True)
 def test_sgd_momentum_buffers_and_the_naive_keras_sgd(run, capsys):
     """Five SGD steps across the end of the warm-up: every momentum buffer within 1e-4 too.
     Keras' built-in SGD with its decoupled weight decay, given the same rates, is another

@@ -78,6 +78,28 @@ class UnbiasedBatchNormalization(layers.BatchNormalization):
         return outputs
 
 
+@keras.saving.register_keras_serializable(package="resnet_port")
+class NegInfPadding2D(layers.Layer):
+    """Symmetric padding with -inf, in front of a 'valid' max-pool whose input may be negative (PyTorch's
+    ``MaxPool2d(padding=p)`` where no ReLU precedes it: timm's pre-activation stem).  After a ReLU,
+    ``ZeroPadding2D`` is equal and used instead."""
+
+    def __init__(self, padding: int, **kwargs):
+        super().__init__(**kwargs)
+        self.padding = int(padding)
+
+    def call(self, x):
+        p = self.padding
+        return keras.ops.pad(x, ((0, 0), (p, p), (p, p), (0, 0)), constant_values=float("-inf"))
+
+    def compute_output_shape(self, shape):
+        grow = lambda n: None if n is None else n + 2 * self.padding  # noqa: E731
+        return (shape[0], grow(shape[1]), grow(shape[2]), shape[3])
+
+    def get_config(self):
+        return {**super().get_config(), "padding": self.padding}
+
+
 def _pad(s, x, padding):
     """PyTorch's symmetric padding in front of a 'valid' layer; the padding Keras is given."""
     if isinstance(padding, str):
@@ -126,8 +148,14 @@ def _dense(s: DenseSpec) -> layers.Dense:
     )
 
 
-def _pool(s, x):
+def _pool(s, x, after_relu: bool = False):
     if s.kind == "maxpool":
+        if not isinstance(s.padding, str) and s.padding and (s.pad_with == "zero" or not after_relu):
+            if s.pad_with == "zero":  # keras.applications' explicit zeros
+                x = layers.ZeroPadding2D(s.padding, name=f"{s.name}.pad")(x)
+            else:  # -inf, where a padded zero could win (no ReLU before)
+                x = NegInfPadding2D(s.padding, name=f"{s.name}.pad")(x)
+            return layers.MaxPooling2D(s.pool_size, strides=s.stride, padding="valid", name=s.name)(x)
         x, padding = _pad(s, x, s.padding)
         return layers.MaxPooling2D(s.pool_size, strides=s.stride, padding=padding, name=s.name)(x)
     # an average over the pixels inside the input only; TF's 'same' pads after and leaves the pad out of
@@ -150,7 +178,7 @@ def _pool(s, x):
 LAYERS = {
     "conv2d": lambda s, x, o: _conv(s, x),
     "batchnorm": lambda s, x, o: _bn(s, x, o["synchronized"], o["plain_batchnorm"]),
-    "maxpool": lambda s, x, o: _pool(s, x),
+    "maxpool": lambda s, x, o: _pool(s, x, o.get("after_relu", False)),
     "avgpool": lambda s, x, o: _pool(s, x),
     "relu": lambda s, x, o: layers.ReLU(name=s.name)(x),
     "global_avg_pool": lambda s, x, o: layers.GlobalAveragePooling2D(name=s.name)(x),
@@ -161,6 +189,7 @@ LAYERS = {
 def apply_layers(x, specs, **options):
     for s in specs:
         x = LAYERS[s.kind](s, x, options)
+        options["after_relu"] = s.kind == "relu"
     return x
 
 

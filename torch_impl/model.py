@@ -87,13 +87,17 @@ class SameConv2d(nn.Conv2d):
 
 
 class SameMaxPool2d(nn.Module):
-    """TF's 'same' max-pool (-inf after), or PyTorch's symmetric ``padding=p``."""
+    """TF's 'same' max-pool (-inf after), or PyTorch's symmetric ``padding=p`` (-inf), or ``p`` zeros first
+    (``pad_with="zero"``: keras.applications' ``ZeroPadding2D`` then a 'valid' pool)."""
 
-    def __init__(self, pool_size: int, stride: int, padding: str | int = "same"):
+    def __init__(self, pool_size: int, stride: int, padding: str | int = "same", pad_with: str = "-inf"):
         super().__init__()
-        self.pool_size, self.stride, self.padding = pool_size, stride, padding
+        self.pool_size, self.stride, self.padding, self.zeros = pool_size, stride, padding, pad_with == "zero"
 
     def forward(self, x):
+        if self.padding != "same" and self.zeros and self.padding not in (0, "valid"):
+            p = self.padding
+            return F.max_pool2d(F.pad(x, (p, p, p, p)), self.pool_size, self.stride)
         if self.padding != "same":
             return F.max_pool2d(x, self.pool_size, self.stride, 0 if self.padding == "valid" else self.padding)
         top, bottom = same_padding(x.shape[-2], self.pool_size, self.stride)
@@ -215,7 +219,7 @@ def _dense(s: DenseSpec) -> nn.Linear:
 MODULES = {
     "conv2d": SameConv2d,
     "batchnorm": KerasBatchNorm2d,
-    "maxpool": lambda s: SameMaxPool2d(s.pool_size, s.stride, s.padding),
+    "maxpool": lambda s: SameMaxPool2d(s.pool_size, s.stride, s.padding, s.pad_with),
     "avgpool": AvgPool,
     "relu": lambda s: nn.ReLU(),
     "add": lambda s: Add(),

@@ -14,8 +14,11 @@ VOCABULARY = None
 
 
 def holds_own_names(natives) -> bool:
-    """Whether layer names (``natives``) are this project's canonical ones (its stem is ``stem.conv``)."""
-    return any(n == "stem.conv" for n in natives)
+    """Whether layer names (``natives``) are this project's canonical ones: a ``stem.`` and ``layer1.0.``
+    (timm's resnetv2 has a ``stem.conv`` too, but ``stages.0.blocks.0``; torchvision ``layer1.0`` but
+    ``conv1``)."""
+    natives = list(natives)
+    return any(n.startswith("stem.") for n in natives) and any(n.startswith("layer1.0.") for n in natives)
 
 
 def defines(spec) -> bool:  # every registered variant is this project's
