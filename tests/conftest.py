@@ -83,7 +83,7 @@ TIERS = {
         "test_golden",
     ],
     "parity": ["test_parity", "test_recipe_parity", "test_parity_gaps", "test_conformance"],
-    "zoo": ["test_port", "test_zoo", "test_zoo_keras_hub"],
+    "zoo": ["test_port", "test_zoo", "test_zoo_keras_hub", "test_family"],
     "e2e": ["test_train_cli", "test_distributed", "test_trust", "test_export", "test_bench"],
 }
 _TIER_OF = {module: tier for tier, modules in TIERS.items() for module in modules}
