@@ -491,8 +491,10 @@ def main(argv=None) -> int:
             if not fw.installed():
                 raise ExportError(f"--format {fmt} needs {fw.install_hint()}")
             if fmt in NATIVE and not LIBRARIES[fmt].defines(spec):
+                holds = ", ".join(f"{n} ({m})" for n, m in LIBRARIES[fmt].MODELS.items())
                 raise ExportError(
-                    f"--format {fmt}: {fmt} defines torchvision's ResNet18/34 (resnet18-torch, resnet34-torch), not {spec.name}; port the weights to one of those, or choose from {', '.join(formats_for(spec))}"
+                    f"--format {fmt}: {fmt} has no network that is {spec.name} (it defines {holds}); the formats that hold "
+                    f"{spec.name}: {', '.join(formats_for(spec))}"
                 )
             if fmt in NEEDS and importlib.util.find_spec(NEEDS[fmt]) is None:
                 raise ExportError(f"--format {fmt} needs {fmt}: pip install {fmt}")

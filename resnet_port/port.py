@@ -88,9 +88,11 @@ def batches_tracked(tensors: dict, counts: dict[str, int]) -> dict[str, int]:
     return out
 
 
-def native_layers(tensors: dict, library: str) -> dict[str, str]:
-    """{canonical layer: the source's own name for it}, and each block's output (in the library's vocabulary)."""
+def native_layers(tensors: dict, library: str, spec=None) -> dict[str, str]:
+    """{canonical layer: the source's own name for it}, and each block's output (in the library's vocabulary):
+    the block's last layer in ``spec`` (a BasicBlock's ``relu2``, a bottleneck's ``relu3``)."""
     vocab = porting.vocabulary(library)
+    outputs = {b.name: b.layers()[-1].name for b in spec.blocks} if spec is not None else {}
     out = {}
     for key, (_, native) in tensors.items():
         layer, path = key.rsplit(".", 1)[0], native.rsplit("/", 1)[0].rsplit(":", 1)[-1]
@@ -98,7 +100,8 @@ def native_layers(tensors: dict, library: str) -> dict[str, str]:
         if (
             layer.endswith(".conv1") and layer.count(".") == 2
         ):  # layerS.B.conv1: the block is the first two parts of its path
-            out[f"{layer.rsplit('.', 1)[0]}.relu2"] = (
+            block = layer.rsplit(".", 1)[0]
+            out[outputs.get(block, f"{block}.relu2")] = (
                 vocab.separator.join(path.split(vocab.separator)[:2]) + vocab.block_output
             )
     return out
@@ -241,7 +244,7 @@ def check(
             if facts.get("structure") == "library":
                 op.update(
                     library=facts.get("library"),
-                    layers=native_layers(tensors or {}, facts["library"]),
+                    layers=native_layers(tensors or {}, facts["library"], spec),
                     source_class=source_class,
                 )
             src_ops.append(op)

@@ -317,6 +317,21 @@ def _names_for(role: tuple, kind: str, block_type: str = "basic") -> tuple[str, 
     return tuple(layer.name for layer in (b.residual if part == "left" else b.shortcut) if layer.kind == kind)
 
 
+def _block_types(groups: dict) -> dict[tuple, str]:
+    """{(stage, block): block type} from the convolutions of each block's residual branch: two are a
+    BasicBlock, three a bottleneck (1x1, 3x3, 1x1); more are no ResNet block this tool knows."""
+    out = {}
+    for (role, kind), members in groups.items():
+        if role[0] == "block" and role[3] == "left" and kind == "conv2d":
+            if len(members) not in (2, 3):
+                raise PortError(
+                    f"{members[0].native}: block {role[1]}.{role[2]} has {len(members)} convolutions in its residual branch; a ResNet's "
+                    "BasicBlock has 2 (ResNet18/34), its bottleneck 3 (ResNet26/50/101/152, wide ResNets, ResNeXt)"
+                )
+            out[role[1:3]] = "basic" if len(members) == 2 else "bottleneck"
+    return out
+
+
 def canonical_tensors(found: list[Found]) -> dict[str, tuple[np.ndarray, str]]:
     """``{canonical key: (array in the neutral layout, native path)}`` by the structural rule."""
     groups: dict[tuple, list[Found]] = {}
@@ -326,20 +341,16 @@ def canonical_tensors(found: list[Found]) -> dict[str, tuple[np.ndarray, str]]:
             layers[f.layer] = f
         elif f.role is not None:
             groups.setdefault((f.role, f.kind), []).append(f)
+    block_types = _block_types(groups)
     for (role, kind), members in groups.items():
-        names = _names_for(role, kind)
+        block_type = block_types.get(role[1:3], "basic") if role[0] == "block" else "basic"
+        names = _names_for(role, kind, block_type)
         members = sorted(members, key=lambda f: f.order)
         if len(members) > len(names):
             extra = members[len(names)]
-            if role[0] == "block" and role[3] == "left" and len(names) == 2:
-                raise PortError(
-                    f"{extra.native}: block {role[1]}.{role[2]} has {len(members)} {kind} layers in its residual branch: a bottleneck block "
-                    "(1x1, 3x3, 1x1: ResNet26/50/101/152, wide ResNets, ResNeXt); this tool ports ResNets of BasicBlocks so far "
-                    "(two 3x3 convolutions per block: ResNet18/34)"
-                )
             if role[0] == "stem" and kind == "conv2d":
                 raise PortError(
-                    f"{extra.native}: a deep stem ({len(members)} convolutions where ResNet18/34 have one 7x7 or 3x3: ResNet-D, such as timm's "
+                    f"{extra.native}: a deep stem ({len(members)} convolutions where ResNet18/34/50 have one 7x7 or 3x3: ResNet-D, such as timm's "
                     "resnet18d/34d/50d or keras-hub's ResNet-vd); this tool ports the single-convolution stem so far"
                 )
             raise PortError(
@@ -435,13 +446,17 @@ def first_mismatch(tensors: dict, spec: ResNetSpec) -> str | None:
 
 
 def conventions_of(spec: ResNetSpec) -> str:
-    """'pytorch' (symmetric padding, PyTorch's BatchNorm) or 'keras' (TF 'same', Keras' BatchNorm)."""
+    """'pytorch' (symmetric padding, PyTorch's BatchNorm), 'keras' (TF 'same', Keras' BatchNorm) or
+    'keras-applications' (symmetric zero padding, BatchNorm eps 1.001e-5 with Keras' momentum)."""
+    if spec.conventions.name == "keras-applications":
+        return "keras-applications"
     return "pytorch" if spec.conventions.padding == "torch" else "keras"
 
 
 CONVENTIONS = {
     "pytorch": "PyTorch's conventions (symmetric padding=p, BatchNorm eps 1e-5 / momentum 0.1)",
     "keras": "Keras' conventions (TF 'same' padding, BatchNorm eps 1e-3 / momentum 0.99)",
+    "keras-applications": "keras.applications' conventions (symmetric zero padding, BatchNorm eps 1.001e-5 / momentum 0.99)",
 }
 
 

@@ -32,8 +32,9 @@ SOURCES = {
     "kuangliu34.pth": ("kuangliu34", 100, "resnet34-cifar-torch", "kuangliu/pytorch-cifar", "ResNet34"),
     "weiaicunzai18.pth": ("weiaicunzai18", 100, "resnet18-cifar-torch", "weiaicunzai/pytorch-cifar100", "resnet18"),
     "weiaicunzai34.pth": ("weiaicunzai34", 100, "resnet34-cifar-torch", "weiaicunzai/pytorch-cifar100", "resnet34"),
+    "tv50.pth": ("torchvision50", 100, "resnet50-torch", "torchvision/timm", None),
 }
-BAD = {"tv50.pth": ("torchvision50", 100), "preact18.pth": ("preact18", 10)}
+BAD = {"preact18.pth": ("preact18", 10)}
 #: the sources also checked at 224x224 here (tv18 is, by the CLI below): one ResNet18 and one ResNet34
 AT_224 = ("tv34.pth", "timm18")
 PERTURBED = "layer3.0.conv1"
@@ -163,9 +164,7 @@ def test_what_is_not_a_resnet_of_these_is_refused_in_one_line(zoo, tmp_path):
     (tmp_path / "hub").mkdir()
     (tmp_path / "hub" / "config.json").write_text(json.dumps({"architecture": "resnet18", "num_classes": 100}))
     cases = [
-        ([d / "tv50.pth"], "a bottleneck block (1x1, 3x3, 1x1: ResNet26/50/101/152"),
-        ([tmp_path / "r26.pth"], "block 1.0 has 3 conv2d layers in its residual branch: a bottleneck block"),
-        ([tmp_path / "r18d.pth"], "conv1.3: a deep stem (3 convolutions where ResNet18/34 have one"),
+        ([tmp_path / "r18d.pth"], "conv1.3: a deep stem (3 convolutions where ResNet18/34/50 have one"),
         (
             [tmp_path / "nan.pth"],
             "tensor layer1.0.bn1.running_var (layer1.0.bn1.moving_variance) holds 1 non-finite value(s)",
@@ -196,12 +195,32 @@ def test_what_is_not_a_resnet_of_these_is_refused_in_one_line(zoo, tmp_path):
     assert not (tmp_path / "ran").exists()  # the pickled code never ran
 
 
+def test_timm_resnet26_bottlenecks_port_and_check_in_timm_at_both_sizes(tmp_path):
+    """timm's ResNet26 (v1.5 bottlenecks, torchvision's names), as timm writes it: recognised as
+    resnet26-torch, and --check runs it in timm (no torchvision function builds it) at 32x32 and
+    224x224, both modes, deciding in float64."""
+    code = (
+        "import sys, timm, torch\ntorch.save(timm.create_model('resnet26', num_classes=10).state_dict(), sys.argv[1])\n"
+    )
+    subprocess.run([sys.executable, "-c", code, tmp_path / "r26.pth"], check=True)
+    p = cli("resnet_port.port", tmp_path / "r26.pth", "--out", tmp_path / "w.safetensors", "--check")
+    assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
+    assert ": resnet26-torch@10, " in p.stdout and "as timm.models.resnet.ResNet" in p.stdout, p.stdout
+    rows = [line.split() for line in p.stdout.splitlines() if line.startswith(("inference", "training"))]
+    assert {(r[0], r[1]) for r in rows} == {(m, s) for m in ("inference", "training") for s in ("32x32", "224x224")}
+    assert all(r[-1] == "ok" for r in rows if r[2] == "float64") and "parity: PASS (in float64;" in p.stdout
+
+
 @pytest.mark.parametrize("library", [v.library for v in porting.VOCABULARIES])
 def test_each_vocabulary_places_the_names_it_writes(library):
     """The one placing rule and each library's name templates agree: every canonical layer of a ResNet34,
     written in the library's names (what export writes), is placed back on that very layer."""
     vocab = porting.vocabulary(library)
-    spec = get_spec("resnet34-torch")
+    for arch in ("resnet34-torch", "resnet50-torch"):
+        _places_back(vocab, get_spec(arch), library)
+
+
+def _places_back(vocab, spec, library):
     layers = [
         (vocab.native_name(layer.name), layer.kind, {("gamma" if layer.kind == "batchnorm" else "kernel"): np.zeros(1)})
         for layer in spec.parameter_layers()

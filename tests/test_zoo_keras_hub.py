@@ -165,13 +165,21 @@ def test_torchvision_to_keras_hub_and_keras_and_back_bit_exact(tmp_path):
 
 
 def test_native_formats_only_for_the_libraries_models(tmp_path):
-    """torchvision, timm and keras-hub define torchvision's ResNet18/34; other variants are refused in one line."""
+    """torchvision, timm and keras-hub define torchvision's ResNet18/34, torchvision and timm its bottleneck
+    ResNets, timm ResNet26 too; other variants are refused in one line that names the formats holding them."""
     assert export.formats_for(get_spec("resnet18-torch@1000"))[-3:] == ["torchvision", "timm", "keras-hub"]
+    assert export.formats_for(get_spec("resnet50-torch@1000"))[-2:] == ["torchvision", "timm"]
+    assert export.formats_for(get_spec("resnet26-torch"))[-1] == "timm"
+    assert "torchvision" not in export.formats_for(get_spec("resnet26-torch"))
     assert not set(export.NATIVE) & set(export.formats_for(get_spec("resnet18-cifar-torch")))
+    assert not set(export.NATIVE) & set(export.formats_for(get_spec("resnet50-keras")))
     parity.run_worker(
         "torch", [{"op": "init", "arch": "tiny-torch", "seed": 1, "out": str(tmp_path / "w.safetensors")}], tmp_path
     )
     p = cli("resnet_port.export", tmp_path / "w.safetensors", "--format", "torchvision", "--out", tmp_path / "e")
-    assert p.returncode == 2 and "defines torchvision's ResNet18/34" in p.stderr and not (tmp_path / "e").exists(), (
-        p.stderr
-    )
+    assert (
+        p.returncode == 2
+        and "torchvision has no network that is tiny-torch (it defines resnet18-torch (resnet18)" in p.stderr
+        and "the formats that hold tiny-torch: keras, torch, onnx-keras, onnx-torch" in p.stderr
+        and not (tmp_path / "e").exists()
+    ), p.stderr

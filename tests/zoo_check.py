@@ -57,7 +57,7 @@ def port_all(d, sources: dict[str, tuple], framework: str, other: str, more_port
                     "structure": info["structure"],
                     "library": info["library"],
                     "arch": spec.name,
-                    "layers": port.native_layers(tensors, info["library"]),
+                    "layers": port.native_layers(tensors, info["library"], spec),
                     "source_class": source_class,
                     "inputs": str(d / f"{size}.npy"),
                     "out": str(d / f"src_{name}_{size}.npz"),

@@ -177,12 +177,10 @@ def library_model(op: dict) -> torch.nn.Module:
         return user_class(op["source_class"], spec.num_classes)
     if op["kind"] == "hf-folder":
         return libraries.get("timm").model(spec, op["src"])
-    library = next(
-        (lib for lib in libraries.ALL if lib.VOCABULARY and lib.VOCABULARY.library == op.get("library")), None
-    )
-    if library is None or not library.defines(spec):
-        raise no_package_defines(op.get("library", "?"), spec, op["src"])
-    return library.model(spec, op["src"])
+    for library in libraries.ALL:  # torchvision's names are timm's too: the first that has the network
+        if library.VOCABULARY and library.VOCABULARY.library == op.get("library") and library.defines(spec):
+            return library.model(spec, op["src"])
+    raise no_package_defines(op.get("library", "?"), spec, op["src"])
 
 
 def user_class(ref: str, num_classes: int) -> torch.nn.Module:

@@ -33,7 +33,7 @@ VOCABULARY = Vocabulary(
     shortcut=("0",),
     head=("predictions",),
     stem=("conv1",),
-    left=("1", "2"),
+    left=("1", "2", "3"),
     stage_offset=1,
     block_output="_out",
     preactivation=("pre_activation", "post_bn"),
@@ -45,6 +45,8 @@ VOCABULARY = Vocabulary(
         ("bn1", "1_bn"),
         ("conv2", "2_conv"),
         ("bn2", "2_bn"),
+        ("conv3", "3_conv"),
+        ("bn3", "3_bn"),
         ("shortcut.conv", "0_conv"),
         ("shortcut.bn", "0_bn"),
         ("fc", "predictions"),
@@ -89,10 +91,14 @@ def package():
     return keras_hub
 
 
-def defines(spec) -> bool:
-    from . import torchvision
+#: the registered variants export writes as keras-hub's ResNetBackbone (basic blocks, the 7x7 stem)
+MODELS = {"resnet18-torch": "ResNet18", "resnet34-torch": "ResNet34"}
 
-    return torchvision.defines(spec)  # ResNetBackbone of basic blocks with the 7x7 stem, PyTorch's conventions
+
+def defines(spec) -> bool:
+    from resnet_port.spec import split_name
+
+    return split_name(spec.name)[0] in MODELS
 
 
 def _weights_layout(net, workdir: Path) -> dict[str, tuple]:

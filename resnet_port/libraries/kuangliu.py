@@ -28,6 +28,8 @@ VOCABULARY = Vocabulary(
         ("bn1", "bn1"),
         ("conv2", "conv2"),
         ("bn2", "bn2"),
+        ("conv3", "conv3"),
+        ("bn3", "bn3"),
         ("shortcut.conv", "shortcut.0"),
         ("shortcut.bn", "shortcut.1"),
         ("fc", "linear"),

@@ -19,7 +19,18 @@ FRAMEWORK = "torch"
 FILE = "timm"  # a folder
 PACKAGE = "timm"  # what export needs beyond the framework
 VOCABULARY = torchvision.VOCABULARY
-defines = torchvision.defines
+#: the registered variants timm builds under its names (its ResNets name their modules as torchvision's)
+MODELS = {**torchvision.MODELS, "resnet26-torch": "resnet26"}
+
+
+def depth(spec) -> str | None:
+    from resnet_port.spec import split_name
+
+    return MODELS.get(split_name(spec.name)[0])
+
+
+def defines(spec) -> bool:
+    return depth(spec) is not None
 
 
 def is_folder(config: dict) -> bool:
@@ -36,7 +47,7 @@ def model(spec, src=None):
         return timm.create_model(
             config["architecture"], pretrained=False, num_classes=config.get("num_classes", spec.num_classes)
         )
-    return timm.create_model(torchvision.depth(spec), pretrained=False, num_classes=spec.num_classes)
+    return timm.create_model(depth(spec), pretrained=False, num_classes=spec.num_classes)
 
 
 def write(state: dict, spec, out: str, weights_path: str) -> None:

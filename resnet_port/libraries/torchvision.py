@@ -31,6 +31,8 @@ VOCABULARY = Vocabulary(
         ("bn1", "bn1"),
         ("conv2", "conv2"),
         ("bn2", "bn2"),
+        ("conv3", "conv3"),
+        ("bn3", "bn3"),
         ("shortcut.conv", "downsample.0"),
         ("shortcut.bn", "downsample.1"),
         ("fc", "fc"),
@@ -38,17 +40,30 @@ VOCABULARY = Vocabulary(
 )
 
 
+#: the registered variants torchvision builds, and its function for each (at any class count)
+MODELS = {
+    "resnet18-torch": "resnet18",
+    "resnet34-torch": "resnet34",
+    "resnet50-torch": "resnet50",
+    "resnet101-torch": "resnet101",
+    "resnet152-torch": "resnet152",
+    "wide-resnet50-2-torch": "wide_resnet50_2",
+    "wide-resnet101-2-torch": "wide_resnet101_2",
+    "resnext50-32x4d-torch": "resnext50_32x4d",
+    "resnext101-32x8d-torch": "resnext101_32x8d",
+}
+
+
 def depth(spec) -> str | None:
-    """torchvision's (and timm's) name for a spec's depth: 'resnet18', 'resnet34', or None."""
-    return {(2, 2, 2, 2): "resnet18", (3, 4, 6, 3): "resnet34"}.get(tuple(spec.stage_blocks))
+    """torchvision's (and timm's) function for a spec ('resnet18', 'wide_resnet50_2', ...), or None."""
+    from resnet_port.spec import split_name
+
+    return MODELS.get(split_name(spec.name)[0])
 
 
 def defines(spec) -> bool:
-    """torchvision's resnet18/34 at any class count: the ImageNet stem, PyTorch's conventions, basic blocks."""
-    from resnet_port.spec import REGISTRY, split_name
-
-    base = split_name(spec.name)[0]
-    return base in ("resnet18-torch", "resnet34-torch") and REGISTRY[base].stem == "imagenet"
+    """torchvision's ResNets at any class count: ImageNet stem, PyTorch's conventions, v1.5 bottlenecks."""
+    return depth(spec) is not None
 
 
 def model(spec, src=None):

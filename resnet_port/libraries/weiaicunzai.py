@@ -30,6 +30,8 @@ VOCABULARY = Vocabulary(
         ("bn1", "residual_function.1"),
         ("conv2", "residual_function.3"),
         ("bn2", "residual_function.4"),
+        ("conv3", "residual_function.6"),
+        ("bn3", "residual_function.7"),
         ("shortcut.conv", "shortcut.0"),
         ("shortcut.bn", "shortcut.1"),
         ("fc", "fc"),
