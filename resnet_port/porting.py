@@ -96,11 +96,41 @@ def place_all(
         if best is None or len(missed) < len(best[1]):
             best = (vocab, missed)
     vocab, missed = best
+    other = other_family([native for native, _, _ in layers])
+    if other:
+        raise PortError(
+            f"{source} is {other}; this tool ports ResNets of basic and bottleneck blocks (ResNet18-152, wide, ResNeXt)"
+        )
     known = ", ".join(v.library for v in vocabularies)
     raise PortError(
         f"{source}: cannot place {missed[0][0]} ({missed[0][1]}) in a ResNet's stem, stages, blocks or head, in the names of any library "
         f"this tool reads ({known}); closest: {vocab.library}, which places all but {len(missed)} of {len(layers)} layers"
     )
+
+
+#: networks of the ResNet family's wider circle, known by the modules their blocks add
+OTHER_FAMILIES = (
+    (
+        re.compile(r"(^|[._])(se|se_module|squeeze|excite)([._]|$)"),
+        "a squeeze-and-excitation ResNet (SE-ResNet/SE-ResNeXt: an SE module in each block)",
+    ),
+    (
+        re.compile(r"(^|[._])(radix|rsoftmax)([._]|$)|conv2[._]fc1"),
+        "a ResNeSt (split-attention convolutions in each block)",
+    ),
+    (
+        re.compile(r"(^|[._])(attn|attention|qkv|self_attn)([._]|$)"),
+        "a ResNet with attention layers (BoTNet/HaloNet/LambdaNet-style blocks)",
+    ),
+)
+
+
+def other_family(natives: list[str]) -> str | None:
+    """What a network of the wider circle is, from its layers' names; None for none of them."""
+    for pattern, what in OTHER_FAMILIES:
+        if any(pattern.search(n) for n in natives):
+            return what
+    return None
 
 
 PREACTIVATION = (

@@ -6,6 +6,8 @@ torch makes weights, TF makes weights and runs every forward on both files,
 torch runs every forward (and the deliberately naive ports) on both files.
 """
 
+import shutil
+
 import numpy as np
 import pytest
 
@@ -79,17 +81,14 @@ PARITY_ARCHS = [
 ]
 
 
-@pytest.fixture(scope="module", params=PARITY_ARCHS)
-def run(request, tmp_path_factory):
-    """Three processes per architecture: PyTorch makes weights; Keras makes weights, runs every forward
-    on both files and round-trips PyTorch's; PyTorch runs every forward (and the naive ports) and
-    round-trips Keras' file and the Keras round trip of its own."""
-    arch = request.param
-    d = tmp_path_factory.mktemp(f"parity_{arch}")
+def _plan(arch: str, d) -> tuple[list, list, list]:
+    """Three stages per architecture: PyTorch makes weights; Keras makes weights, runs every forward on
+    both files and round-trips PyTorch's; PyTorch runs every forward (and the naive ports) and
+    round-trips Keras' file and the Keras round trip of its own.  (their ops, files in ``d``)"""
     x = np.random.default_rng(7).random((BATCH, *get_spec(arch).input_shape), dtype=np.float32)
     np.save(d / "x.npy", x)
     origins = ("tf", "torch")
-    parity.run_worker("torch", [{"op": "init", "arch": arch, "seed": 11, "out": str(d / "w_torch.safetensors")}], d)
+    init = [{"op": "init", "arch": arch, "seed": 11, "out": str(d / "w_torch.safetensors")}]
     tf_ops = [{"op": "init", "arch": arch, "seed": 5, "out": str(d / "w_tf.safetensors")}]
     torch_ops = []
     for origin in origins:
@@ -155,9 +154,45 @@ def run(request, tmp_path_factory):
             "out": str(d / "rt_keras_torch.safetensors"),
         }
     )
-    parity.run_worker("tf", tf_ops, d)
-    parity.run_worker("torch", torch_ops, d)
-    return arch, d
+    return init, tf_ops, torch_ops
+
+
+def _run_group(archs: list[str], tmp_path_factory) -> dict:
+    """The archs' three stages, each one process for them all: the tiny variants together (a process
+    start and Keras' tracing cost more than a tiny variant's checks), a full-size one alone (its layer
+    outputs take GBs of disk)."""
+    folders = {arch: tmp_path_factory.mktemp(f"parity_{arch}") for arch in archs}
+    stages = [[], [], []]
+    for arch, d in folders.items():
+        for stage, ops in zip(stages, _plan(arch, d)):
+            stage += ops
+    root = next(iter(folders.values()))
+    for framework, ops in zip(("torch", "tf", "torch"), stages):
+        parity.run_worker(framework, ops, root)
+    return folders
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    done: dict = {}
+
+    def get(arch: str):
+        if arch not in done:
+            group = [a for a in PARITY_ARCHS if a.startswith("tiny")] if arch.startswith("tiny") else [arch]
+            done.update(_run_group(group, tmp_path_factory))
+        return arch, done[arch]
+
+    return get
+
+
+@pytest.fixture(scope="module", params=PARITY_ARCHS)
+def run(request, runs):
+    """Module-scoped, so the tests run architecture by architecture: a full-size one's GBs of layer
+    outputs are removed before the next is computed."""
+    arch, d = runs(request.param)
+    yield arch, d
+    if not arch.startswith("tiny"):
+        shutil.rmtree(d, ignore_errors=True)
 
 
 def _load(path):

@@ -144,6 +144,8 @@ def test_what_is_not_a_resnet_of_these_is_refused_in_one_line(zoo, tmp_path):
         "import timm\ntorch.save(timm.create_model('resnet18d', num_classes=10).state_dict(), sys.argv[6])\n"
         "torch.save(timm.create_model('resnet26', num_classes=10).state_dict(), sys.argv[7])\n"
         "sd = torch.load(sys.argv[1]); sd['layer1.0.bn1.running_var'][3] = float('nan'); torch.save(sd, sys.argv[8])\n"
+        "for i, name in enumerate(('seresnet18', 'resnest14d', 'botnet26t_256')):\n"
+        "    torch.save(timm.create_model(name, num_classes=10).state_dict(), sys.argv[9 + i])\n"
     )
     subprocess.run(
         [
@@ -158,6 +160,9 @@ def test_what_is_not_a_resnet_of_these_is_refused_in_one_line(zoo, tmp_path):
             tmp_path / "r18d.pth",
             tmp_path / "r26.pth",
             tmp_path / "nan.pth",
+            tmp_path / "se.pth",
+            tmp_path / "resnest.pth",
+            tmp_path / "botnet.pth",
         ],
         check=True,
     )
@@ -170,6 +175,9 @@ def test_what_is_not_a_resnet_of_these_is_refused_in_one_line(zoo, tmp_path):
             "tensor layer1.0.bn1.running_var (layer1.0.bn1.moving_variance) holds 1 non-finite value(s)",
         ),
         ([d / "preact18.pth"], "is a pre-activation (v2) ResNet"),
+        ([tmp_path / "se.pth"], "is a squeeze-and-excitation ResNet (SE-ResNet"),
+        ([tmp_path / "resnest.pth"], "is a ResNeSt (split-attention convolutions"),
+        ([tmp_path / "botnet.pth"], "is a ResNet with attention layers"),
         ([d / "tv18.pth", "--arch", "resnet18"], "follows PyTorch's conventions"),
         (
             [d / "tv18.pth", "--arch", "resnet18-cifar-torch"],
@@ -254,3 +262,35 @@ def test_the_sources_input_convention_is_kept_and_written_into_every_export(zoo,
     assert prep["normalization"] == {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
     assert timm_cfg["mean"] == prep["normalization"]["mean"] and timm_cfg["std"] == prep["normalization"]["std"]
     assert oct((tmp_path / "out" / "timm" / "model.safetensors").stat().st_mode & 0o777) == "0o644"
+
+
+def test_a_torchvision_resnet50_exports_back_to_torchvision_and_timm(zoo, tmp_path):
+    """The ResNet50 port (v1.5 bottlenecks) written as torchvision's and timm's own files, each reloaded by
+    its library alone (load_state_dict(strict=True) / create_model) and run at 224x224 against the port."""
+    d, _ = zoo
+    p = cli(
+        "resnet_port.export",
+        d / "tv50.pth.safetensors",
+        "--format",
+        "torchvision,timm",
+        "--out",
+        tmp_path / "out",
+    )
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-2000:]
+    rows = [line for line in p.stdout.splitlines() if line.startswith(("torchvision", "timm"))]
+    assert len(rows) == 2 and all(" ok" in r for r in rows), p.stdout
+    assert "torchvision.models.resnet.ResNet" in p.stdout and "timm.models.resnet.ResNet" in p.stdout
+    assert "224x224" in p.stdout
+
+
+@pytest.mark.parametrize(
+    "name,arch", [("resnext50_32x4d", "resnext50-32x4d-torch"), ("wide_resnet50_2", "wide-resnet50-2-torch")]
+)
+def test_wide_and_resnext_files_are_recognised(tmp_path, name, arch):
+    """torchvision's grouped and wide bottleneck ResNets, as torchvision writes them: read and recognised
+    (the grouped 3x3's kernel is (3, 3, in/groups, out))."""
+    code = f"import sys, torch, torchvision\ntorch.save(torchvision.models.{name}(num_classes=10).state_dict(), sys.argv[1])\n"
+    subprocess.run([sys.executable, "-c", code, tmp_path / "m.pth"], check=True)
+    p = cli("resnet_port.port", tmp_path / "m.pth", "--out", tmp_path / "w.safetensors")
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert f": {arch}@10, " in p.stdout and W.load(tmp_path / "w.safetensors").arch == f"{arch}@10", p.stdout

@@ -126,6 +126,11 @@ def read_state_dict(path: Path) -> tuple[list[Found], dict]:
             tracked[name] = int(t.item()) if t.numel() == 1 else 0
         else:
             layers.setdefault(name, {})[param] = t.detach().float()
+    other = porting.other_family(list(layers))
+    if other:
+        raise PortError(
+            f"{path} is {other}; this tool ports ResNets of basic and bottleneck blocks (ResNet18-152, wide, ResNeXt)"
+        )
     found = []
     for name, p in layers.items():
         if "running_mean" in p:
