@@ -44,7 +44,7 @@ import numpy as np
 from . import augment, cli, data, frameworks, parity, porting, rundir
 from . import weights as W
 from .porting import PortError
-from .spec import IMAGENET_SIZE, MIN_INPUT_SIZE, REGISTRY, ResNetSpec, arch_type, split_name
+from .spec import IMAGENET_SIZE, IMAGENET_STEMS, MIN_INPUT_SIZE, REGISTRY, ResNetSpec, arch_type, split_name
 
 ATOL = parity.ATOL  # on every layer and the logits: parity.tolerance, the rule of every check here
 CHECK_BATCH = 16
@@ -185,11 +185,14 @@ def judge(port: dict, ref: dict, names: list[str], atol: float = ATOL):
 IMAGENET_BATCH = 4
 
 
-def check_batches(images: str | None, spec: ResNetSpec, normalization) -> list[tuple[np.ndarray, str]]:
+def check_batches(
+    images: str | None, spec: ResNetSpec, normalization, fixed_224: bool = False
+) -> list[tuple[np.ndarray, str]]:
     """The batches ``--check`` runs: ``--check-images`` (or the default batch), and for an ImageNet-stem
-    variant without ``--check-images`` fixed random images at 224x224 too."""
-    batches = [check_images(images, spec, normalization)]
-    if images is None and REGISTRY[split_name(spec.name)[0]].stem == "imagenet":
+    variant without ``--check-images`` fixed random images at 224x224 too (only those, ``fixed_224``,
+    for a source built for 224x224 alone: keras.applications' models)."""
+    batches = [] if fixed_224 and images is None else [check_images(images, spec, normalization)]
+    if images is None and REGISTRY[split_name(spec.name)[0]].stem in IMAGENET_STEMS:
         x = np.random.default_rng(1).random(
             (IMAGENET_BATCH, IMAGENET_SIZE, IMAGENET_SIZE, spec.input_shape[-1]), dtype=np.float32
         )
@@ -221,10 +224,12 @@ def check(
     """
     progress = progress or (lambda message: None)
     other = frameworks.other(source.framework)
-    batches = check_batches(images, spec, W.load(weights).normalization)
+    batches = check_batches(
+        images, spec, W.load(weights).normalization, fixed_224=facts.get("library") == "keras.applications"
+    )
     precisions = (
         ["float32", "float64"]
-        if porting.runs_in_float64(source.framework.key, facts["kind"], facts.get("structure"))
+        if porting.runs_in_float64(source.framework.key, facts["kind"], facts.get("structure"), facts.get("library"))
         else ["float32"]
     )
     src_ops, port_ops = [], []
@@ -412,9 +417,15 @@ def main(argv=None) -> int:
             print(
                 f"ported {source.path} ({porting.KINDS[facts['kind']][0]}{library}): {spec.name}, {len(tensors)} tensors, {n:,} values -> {out}"
             )
-            print(
-                f"input: {describe_input(norm)} (kept in {out.name}; export writes it into every file's preprocessing)"
-            )
+            if facts.get("library") == "keras.applications":  # a channel flip: no mean/std in RGB says it
+                print(
+                    "input: as keras.applications.resnet.preprocess_input ('caffe': BGR, 0-255, the ImageNet mean "
+                    f"(103.939, 116.779, 123.68) subtracted); not recorded in {out.name}, whose files take what the source took"
+                )
+            else:
+                print(
+                    f"input: {describe_input(norm)} (kept in {out.name}; export writes it into every file's preprocessing)"
+                )
     except (PortError, W.WeightsError, rundir.RunDirError, W.WriteError) as e:
         return cli.fail(str(e))
     except parity.WorkerError as e:

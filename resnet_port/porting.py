@@ -56,7 +56,7 @@ def place(native: str, vocab: Vocabulary) -> tuple[tuple, tuple] | None:
     """(role, order key) of a layer named ``native`` in ``vocab``'s library, or None where it has no place."""
     parts = native.split(vocab.separator)
     if (m := re.match(vocab.stage, parts[0])) and len(parts) >= 3 and (b := re.match(vocab.block, parts[1])):
-        stage, block, rest = int(m.group(1)) + vocab.stage_offset, int(b.group(1)), parts[2:]
+        stage, block, rest = int(m.group(1)) + vocab.stage_offset, int(b.group(1)) + vocab.block_offset, parts[2:]
         if rest[0] in vocab.shortcut and len(rest) > 1:
             return ("block", stage, block, "shortcut"), _natural(vocab.separator.join(rest[1:]))
         if (rest[0] in vocab.left and len(rest) > 1) if vocab.left else len(rest) == 1:
@@ -718,8 +718,12 @@ def keras_config_problems(config: dict, spec) -> list[str]:
     return problems
 
 
-def runs_in_float64(framework: str, kind: str, structure: str | None) -> bool:
-    """Whether ``port --check`` can run a source in float64: every PyTorch source (its tensors cast), and
-    the Keras models this project's code builds (a run, the post's model, tf_impl's files); not a
-    SavedModel (its serving graph is float32) nor keras-hub's models (built by keras-hub in float32)."""
-    return framework == frameworks.PYTORCH.key or (kind != "savedmodel" and structure != "library")
+def runs_in_float64(framework: str, kind: str, structure: str | None, library: str | None = None) -> bool:
+    """Whether ``port --check`` can run a source in float64: every PyTorch source (its tensors cast), the
+    Keras models this project's code builds (a run, the post's model, tf_impl's files) and
+    keras.applications' (its own function builds the model in float64, the file's weights loaded into
+    it); not a SavedModel (its serving graph is float32) nor keras-hub's models (built by keras-hub in
+    float32)."""
+    if framework == frameworks.PYTORCH.key or library == "keras.applications":
+        return True
+    return kind != "savedmodel" and structure != "library"

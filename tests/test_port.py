@@ -402,9 +402,11 @@ def test_a_keras_files_model_is_read_and_held_to_the_weights_architecture(tmp_pa
         assert not (tmp_path / f"{name}.safetensors").exists()
 
 
-def test_keras_applications_resnets_are_refused_saying_what_they_are(tmp_path):
-    """keras.applications' ResNet50 (bottleneck) and ResNet50V2 (pre-activation bottleneck), as Keras 3
-    writes them: one line each, saying which family, not "not any architecture here"."""
+def test_keras_applications_resnet50_ports_checked_in_keras_and_v2_is_refused(tmp_path):
+    """keras.applications' ResNet50 as Keras 3 writes it: recognised by its config's names as resnet50-keras
+    (v1 bottlenecks, the stride on the first 1x1, biases, BatchNorm eps 1.001e-5), and --check runs it as
+    keras.applications builds it (float64, its softmax off) against the port in PyTorch at 224x224, the
+    only size the file takes.  ResNet50V2 (pre-activation) is refused in one line that says so."""
     code = "import sys, keras\nkeras.applications.ResNet50(weights=None, classes=10).save(sys.argv[1])\nkeras.applications.ResNet50V2(weights=None, classes=10).save(sys.argv[2])\n"
     subprocess.run(
         [sys.executable, "-c", code, str(tmp_path / "r50.keras"), str(tmp_path / "r50v2.keras")],
@@ -413,10 +415,18 @@ def test_keras_applications_resnets_are_refused_saying_what_they_are(tmp_path):
         env=ENV,
         timeout=600,
     )
-    for name, says in (
-        ("r50", ": bottleneck blocks, as keras.applications' ResNet50/101/152"),
-        ("r50v2", ": pre-activation bottleneck blocks"),
-    ):
-        p = cli(tmp_path / f"{name}.keras", "--out", tmp_path / f"{name}.safetensors")
-        lines = p.stderr.strip().splitlines()
-        assert p.returncode == 2 and len(lines) == 1 and says in lines[0], p.stderr[-2000:]
+    p = cli(tmp_path / "r50.keras", "--out", tmp_path / "r50.safetensors", "--check")
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-2000:]
+    assert "(keras.applications)): resnet50-keras@10, 320 tensors" in p.stdout, p.stdout
+    rows = [line.split() for line in p.stdout.splitlines() if line.startswith(("inference", "training"))]
+    assert {(r[0], r[1], r[2]) for r in rows} == {
+        (m, "224x224", t) for m in ("inference", "training") for t in ("float32", "float64")
+    }, p.stdout
+    assert all(r[-1] == "ok" and float(r[3]) < 1e-5 for r in rows if r[2] == "float64"), p.stdout
+    assert "'caffe': BGR" in p.stdout
+    p = cli(tmp_path / "r50v2.keras", "--out", tmp_path / "r50v2.safetensors")
+    lines = p.stderr.strip().splitlines()
+    assert p.returncode == 2 and len(lines) == 1 and "is a pre-activation (v2) keras.applications ResNet" in lines[0], (
+        p.stderr[-2000:]
+    )
+    assert not (tmp_path / "r50v2.safetensors").exists()

@@ -45,7 +45,7 @@ from pathlib import Path
 import numpy as np
 
 from resnet_port import cli, frameworks, porting
-from resnet_port.libraries import keras_hub, post
+from resnet_port.libraries import keras_applications, keras_hub, post
 from resnet_port.libraries.post import HEAD_NAMES, STAGE_PATTERN, STEM_NAMES, block_part
 from resnet_port.porting import PARAMS, Found, PortError, kind_of
 
@@ -435,10 +435,10 @@ def op_read_source(op: dict) -> None:
     try:
         if kind == "savedmodel":
             found, structure = read_savedmodel(src), "post"
-        elif keras_hub.holds(src, kind):
-            with tempfile.TemporaryDirectory(prefix="resnet-port-keras-hub-") as tmp:
-                layers = keras_hub.read(keras_hub.load(src, kind, Path(tmp)), src.name)
-            found, vocab = porting.place_all(layers, str(src), [keras_hub.VOCABULARY])
+        elif library := next((lib for lib in (keras_hub, keras_applications) if lib.holds(src, kind)), None):
+            with tempfile.TemporaryDirectory(prefix="resnet-port-library-") as tmp:
+                layers = library.read(library.load(src, kind, Path(tmp)), src.name)
+            found, vocab = porting.place_all(layers, str(src), [library.VOCABULARY])
             kind = "keras-weights" if kind == "h5" else kind
             porting.write_found(
                 found,
@@ -465,15 +465,18 @@ def _source_model(op: dict, workdir: Path):
     spec = get_spec(op["arch"])
     src, kind = Path(op["src"]), op["kind"]
     if op.get("dtype", "float32") != "float32":
-        if not porting.runs_in_float64(frameworks.KERAS.key, op["kind"], op.get("structure")):
+        if not porting.runs_in_float64(frameworks.KERAS.key, op["kind"], op.get("structure"), op.get("library")):
             raise PortError(f"{src}: this source runs in float32 only")
         import keras
 
         keras.config.set_dtype_policy(op["dtype"])  # every layer built below computes and keeps variables in it
-    if op.get("structure") == "library":  # keras-hub's model, loaded by keras-hub
+    if op.get("structure") == "library":  # keras-hub's or keras.applications' model, loaded by its library
         import keras
 
-        model = keras_hub.load(src, kind, workdir)
+        if op.get("library") == keras_applications.NAME:
+            model = keras_applications.model(spec, src, workdir)
+        else:
+            model = keras_hub.load(src, kind, workdir)
         backbone = keras_hub.backbone(model)
         names = {c: n for c, n in op["layers"].items() if n in {l.name for l in backbone.layers}}
         probe = keras.Model(backbone.inputs, {c: backbone.get_layer(n).output for c, n in names.items()})

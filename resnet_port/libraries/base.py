@@ -38,6 +38,7 @@ class Vocabulary:
     stem: tuple[str, ...]
     left: tuple[str, ...] = ()
     stage_offset: int = 0
+    block_offset: int = 0  # added to the block's number (keras.applications counts blocks from 1)
     conventions: str = "pytorch"  # the padding and BatchNorm conventions its layers follow
     block_output: str = ""  # appended to a block's path: the layer whose output is the block's (a module's own, or keras-hub's ``_out``)
     preactivation: tuple[str, ...] = ()  # name parts only a pre-activation (v2) model of the library has
@@ -53,7 +54,9 @@ class Vocabulary:
         m = re.match(r"^layer(\d+)\.(\d+)\.(.+)$", layer)
         if not m or m.group(3) not in names:
             raise PortError(f"{self.library} has no name for {layer}")
-        block = names["block"].format(stage=int(m.group(1)) - self.stage_offset, block=int(m.group(2)))
+        block = names["block"].format(
+            stage=int(m.group(1)) - self.stage_offset, block=int(m.group(2)) - self.block_offset
+        )
         return f"{block}{self.separator}{names[m.group(3)]}"
 
 
@@ -63,3 +66,28 @@ def no_package_defines(library: str, spec, src) -> PortError:
         f"no installed package defines the class of {src} ({library}'s {spec.name}): give your own model class, "
         "--source-class FILE.py:NAME (a class or function that builds it; it is your code, run at your request)"
     )
+
+
+def keras_weighted_layers(layers, label: str) -> list[tuple[str, str, dict]]:
+    """(layer name, kind, params) of every Keras layer with weights: conv, BatchNorm, dense; any other
+    layer holding weights is no ResNet's."""
+    import numpy as np
+    from keras import layers as L
+
+    out = []
+    for layer in layers:
+        if isinstance(layer, L.Conv2D):
+            kind, names = "conv2d", ("kernel", "bias")
+        elif isinstance(layer, L.BatchNormalization):
+            kind, names = "batchnorm", ("gamma", "beta", "moving_mean", "moving_variance")
+        elif isinstance(layer, L.Dense):
+            kind, names = "dense", ("kernel", "bias")
+        elif layer.weights:
+            raise PortError(
+                f"{label}: layer {layer.name} ({type(layer).__name__}) holds weights but is no conv, BatchNorm or dense layer of a ResNet"
+            )
+        else:
+            continue
+        params = {n: np.asarray(getattr(layer, n)) for n in names if getattr(layer, n, None) is not None}
+        out.append((layer.name, kind, params))
+    return out

@@ -14,9 +14,7 @@ import re
 import zipfile
 from pathlib import Path
 
-import numpy as np
-
-from .base import PortError, Vocabulary
+from .base import PortError, Vocabulary, keras_weighted_layers
 
 NAME = "keras-hub"
 FRAMEWORK = "tf"
@@ -170,30 +168,12 @@ def backbone(net):
 
 def read(net, label: str) -> list[tuple[str, str, dict]]:
     """(layer name, kind, params) of every layer with weights: the backbone's and the classifier's head."""
-    from keras import layers as L
-
-    out = []
     body = backbone(net)
-    for layer in list(body.layers) + ([l for l in net.layers if l is not body] if net is not body else []):
-        if isinstance(layer, L.Conv2D):
-            kind, names = "conv2d", ("kernel", "bias")
-        elif isinstance(layer, L.BatchNormalization):
-            kind, names = "batchnorm", ("gamma", "beta", "moving_mean", "moving_variance")
-        elif isinstance(layer, L.Dense):
-            kind, names = "dense", ("kernel", "bias")
-        elif layer.weights:
-            raise PortError(
-                f"{label}: layer {layer.name} ({type(layer).__name__}) holds weights but is no conv, BatchNorm or dense layer of a ResNet"
-            )
-        else:
-            continue
-        params = {n: np.asarray(getattr(layer, n)) for n in names if getattr(layer, n, None) is not None}
-        out.append((layer.name, kind, params))
     if net is body:
         raise PortError(
             f"{label} is a keras-hub ResNetBackbone without a classification head; wrap it in keras_hub.models.ResNetImageClassifier(backbone, num_classes=N) (with its trained head) and save that"
         )
-    return out
+    return keras_weighted_layers(list(body.layers) + [l for l in net.layers if l is not body], label)
 
 
 def write(ours, spec, out: str) -> None:

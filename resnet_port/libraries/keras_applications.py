@@ -1,0 +1,108 @@
+"""keras.applications' ResNets (``keras.applications.ResNet50/101/152``, v1): ``.keras`` and
+``.weights.h5`` files as Keras writes them.
+
+Read: a ``.keras`` file is recognised by its config's layer names (``conv2_block1_1_conv``) and loaded
+by Keras (``safe_mode=True``: the config only, no code); a bare ``.weights.h5`` goes into the
+``ResNet50/101/152(weights=None, classes=N)`` whose weight layout it has.  Every layer is placed by
+:data:`VOCABULARY` (blocks ``conv{stage}_block{b}``, counted from 2 and 1; ``_0_`` the projection).
+``--check`` runs Keras' own model, its classifier's softmax taken off (the port computes logits).
+The V2 (pre-activation) models are recognised and refused in one line, as is writing them.
+"""
+
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+
+from .base import PortError, Vocabulary, keras_weighted_layers
+
+NAME = "keras.applications"
+FRAMEWORK = "tf"
+MODELS = {"resnet50-keras": "ResNet50", "resnet101-keras": "ResNet101", "resnet152-keras": "ResNet152"}
+VOCABULARY = Vocabulary(
+    NAME,
+    "_",
+    r"^conv(\d+)$",
+    r"^block(\d+)$",
+    shortcut=("0",),
+    head=("predictions",),
+    stem=("conv1",),
+    left=("1", "2", "3"),
+    stage_offset=-1,
+    block_offset=-1,
+    conventions="keras-applications",
+    block_output="_out",
+    preactivation=("preact", "post_bn"),
+    names=(
+        ("stem.conv", "conv1_conv"),
+        ("stem.bn", "conv1_bn"),
+        ("block", "conv{stage}_block{block}"),
+        ("conv1", "1_conv"),
+        ("bn1", "1_bn"),
+        ("conv2", "2_conv"),
+        ("bn2", "2_bn"),
+        ("conv3", "3_conv"),
+        ("bn3", "3_bn"),
+        ("shortcut.conv", "0_conv"),
+        ("shortcut.bn", "0_bn"),
+        ("fc", "predictions"),
+    ),
+)
+_MARKS = (b'"conv2_block1_1_conv"', b'"conv2_block1_preact_bn"')
+
+
+def defines(spec) -> bool:
+    from resnet_port.spec import split_name
+
+    return split_name(spec.name)[0] in MODELS
+
+
+def holds(path: Path, kind: str) -> bool:
+    """Whether a .keras file's config names keras.applications' ResNet layers."""
+    if kind != "keras":
+        return False
+    try:
+        with zipfile.ZipFile(path) as z:
+            config = z.read("config.json") if "config.json" in z.namelist() else b""
+    except (zipfile.BadZipFile, OSError):
+        return False
+    return any(mark in config for mark in _MARKS) and b'"keras_hub' not in config
+
+
+def load(path: Path, kind: str, workdir: Path | None = None):
+    """The model a .keras file holds, loaded by Keras alone (its config as data: ``safe_mode``)."""
+    import keras
+
+    try:
+        return keras.saving.load_model(path, compile=False, safe_mode=True)
+    except Exception as e:
+        from resnet_port import cli
+
+        raise PortError(f"{path}: Keras cannot load it as keras.applications' ResNet ({cli.reason(e)})") from None
+
+
+def read(net, label: str) -> list[tuple[str, str, dict]]:
+    return keras_weighted_layers(net.layers, label)
+
+
+def model(spec, src: Path, workdir: Path):
+    """The source as keras.applications runs it, for ``--check``: the library's own function builds the
+    network (in Keras' current dtype policy: float64 where the check asks), without the classifier's
+    softmax (the port computes logits), and the file's weights load into it."""
+    import keras
+
+    from resnet_port.spec import split_name
+
+    build = getattr(keras.applications, MODELS[split_name(spec.name)[0]])
+    net = build(weights=None, classes=spec.num_classes, classifier_activation=None)
+    with zipfile.ZipFile(src) as z:
+        z.extract("model.weights.h5", workdir)
+    try:
+        net.load_weights(Path(workdir) / "model.weights.h5")
+    except Exception as e:
+        from resnet_port import cli
+
+        raise PortError(
+            f"{src}: its weights do not load into keras.applications.{build.__name__} ({cli.reason(e)})"
+        ) from None
+    return net
