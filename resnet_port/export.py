@@ -219,16 +219,18 @@ def describe_size(spec: ResNetSpec, size: int | None) -> str:
 def preprocessing(spec: ResNetSpec, w: W.Weights, formats: list[str]) -> dict:
     """What every exported file takes and gives (written as preprocessing.json, and printed)."""
     norm = w.normalization
+    note = w.metadata.get("input")  # a source's own input convention that no mean/std says (keras.applications')
     sizes = {fmt: describe_size(spec, input_size(spec, fmt)) for fmt in formats}
+    layout = "NHWC for model.keras, keras-hub and model-keras.onnx, NCHW for model.pt2, model-torch.onnx, torchvision and timm"
     return {
         "arch": spec.name,
-        "input": "float32 images, RGB, in [0, 1] (uint8 pixels / 255); NHWC for model.keras, keras-hub and model-keras.onnx, NCHW for model.pt2, model-torch.onnx, torchvision and timm",
+        "input": f"{note}; {layout}" if note else f"float32 images, RGB, in [0, 1] (uint8 pixels / 255); {layout}",
         "input_size": sizes,
         "native_size": native_size(spec),
         "normalization": norm.to_dict() if norm else None,
         "then": f"(x - mean) / std per channel, mean {list(norm.mean)}, std {list(norm.std)}"
         if norm
-        else "nothing: the model takes pixels / 255",
+        else ("nothing more" if note else "nothing: the model takes pixels / 255"),
         "output": f"{spec.num_classes} logits (no softmax)",
     }
 

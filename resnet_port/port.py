@@ -131,6 +131,13 @@ def normalization_of(source: porting.Source, facts: dict | None = None) -> augme
     return IMAGENET_NORMALIZATION
 
 
+#: what keras.applications' ResNet50/101/152 take (``keras.applications.resnet.preprocess_input``)
+CAFFE_INPUT = (
+    "float32 images as keras.applications.resnet.preprocess_input makes them ('caffe': RGB pixels 0-255 turned "
+    "to BGR, the ImageNet mean (103.939, 116.779, 123.68) subtracted per channel, not scaled)"
+)
+
+
 def describe_input(norm: augment.Normalization | None) -> str:
     if norm is None:
         return "RGB pixels / 255, nothing else"
@@ -399,6 +406,8 @@ def main(argv=None) -> int:
             if facts.get("num_batches_tracked"):
                 extra["num_batches_tracked"] = json.dumps(batches_tracked(tensors, facts["num_batches_tracked"]))
             norm = normalization_of(source, facts)
+            if facts.get("library") == "keras.applications":  # a channel flip: no mean/std in RGB says it
+                extra["input"] = CAFFE_INPUT
             staged = W.save(
                 Path(tmp) / "port.safetensors",
                 {k: a for k, (a, _) in tensors.items()},
@@ -417,11 +426,8 @@ def main(argv=None) -> int:
             print(
                 f"ported {source.path} ({porting.KINDS[facts['kind']][0]}{library}): {spec.name}, {len(tensors)} tensors, {n:,} values -> {out}"
             )
-            if facts.get("library") == "keras.applications":  # a channel flip: no mean/std in RGB says it
-                print(
-                    "input: as keras.applications.resnet.preprocess_input ('caffe': BGR, 0-255, the ImageNet mean "
-                    f"(103.939, 116.779, 123.68) subtracted); not recorded in {out.name}, whose files take what the source took"
-                )
+            if "input" in extra:
+                print(f"input: {extra['input']} (kept in {out.name}; export writes it into every file's preprocessing)")
             else:
                 print(
                     f"input: {describe_input(norm)} (kept in {out.name}; export writes it into every file's preprocessing)"

@@ -423,7 +423,8 @@ def test_keras_applications_resnet50_ports_checked_in_keras_and_v2_is_refused(tm
         (m, "224x224", t) for m in ("inference", "training") for t in ("float32", "float64")
     }, p.stdout
     assert all(r[-1] == "ok" and float(r[3]) < 1e-5 for r in rows if r[2] == "float64"), p.stdout
-    assert "'caffe': BGR" in p.stdout
+    assert "input: float32 images as keras.applications.resnet.preprocess_input makes them ('caffe'" in p.stdout
+    assert "'caffe'" in W.load(tmp_path / "r50.safetensors").metadata["input"]  # export writes it
     p = cli(tmp_path / "r50v2.keras", "--out", tmp_path / "r50v2.safetensors")
     lines = p.stderr.strip().splitlines()
     assert p.returncode == 2 and len(lines) == 1 and "is a pre-activation (v2) keras.applications ResNet" in lines[0], (
