@@ -29,7 +29,7 @@ import numpy as np
 
 from . import frameworks, libraries, rundir
 from .libraries import PortError, Vocabulary
-from .spec import ResNetSpec, available, get_spec, split_name
+from .spec import ResNetSpec, available, get_spec, shortcut_pools, split_name
 
 #: source kinds: what the CLI says, the framework that runs the source
 KINDS = {
@@ -65,7 +65,7 @@ def place(native: str, vocab: Vocabulary) -> tuple[tuple, tuple] | None:
     if parts[0] in vocab.head and len(parts) == 1:
         return ("fc",), ()
     if parts[0] in vocab.stem and len(parts) <= 2:
-        return ("stem",), _natural(native)
+        return ("stem",), (vocab.stem.index(parts[0]), *_natural(vocab.separator.join(parts[1:])))
     return None
 
 
@@ -333,13 +333,13 @@ def _template(block_type: str, prefix: str):
     return BLOCKS[block_type](Layers(KERAS), prefix, 8, 8, 2, True)
 
 
-def _names_for(role: tuple, kind: str, block_type: str = "basic") -> tuple[str, ...]:
+def _names_for(role: tuple, kind: str, block_type: str = "basic", stem_type: str = "seed") -> tuple[str, ...]:
     """Canonical layer names of a part's layers of one kind, in order, as the spec's block and stem
     types name them (a role: ("stem",), ("fc",) or ("block", stage, block, "left" | "shortcut"))."""
     from .spec import KERAS, STEMS, Layers
 
     if role[0] == "stem":
-        return tuple(dict.fromkeys(layer.name for layer in STEMS["seed"](Layers(KERAS), 3, 8) if layer.kind == kind))
+        return tuple(dict.fromkeys(layer.name for layer in STEMS[stem_type](Layers(KERAS), 3, 8) if layer.kind == kind))
     if role[0] == "fc":
         return ("fc",) if kind == "dense" else ()
     _, stage, block, part = role
@@ -372,16 +372,18 @@ def canonical_tensors(found: list[Found]) -> dict[str, tuple[np.ndarray, str]]:
         elif f.role is not None:
             groups.setdefault((f.role, f.kind), []).append(f)
     block_types = _block_types(groups)
+    # a stem of three convolutions is ResNet-D's deep stem; one, the others' (their names are alike)
+    stem_type = "deep" if len(groups.get((("stem",), "conv2d"), ())) == 3 else "seed"
     for (role, kind), members in groups.items():
         block_type = block_types.get(role[1:3], "basic") if role[0] == "block" else "basic"
-        names = _names_for(role, kind, block_type)
+        names = _names_for(role, kind, block_type, stem_type)
         members = sorted(members, key=lambda f: f.order)
         if len(members) > len(names):
             extra = members[len(names)]
             if role[0] == "stem" and kind == "conv2d":
                 raise PortError(
-                    f"{extra.native}: a deep stem ({len(members)} convolutions where ResNet18/34/50 have one 7x7 or 3x3: ResNet-D, such as timm's "
-                    "resnet18d/34d/50d or keras-hub's ResNet-vd); this tool ports the single-convolution stem so far"
+                    f"{extra.native}: a stem of {len(members)} convolutions, where a ResNet has one (7x7 or 3x3) and ResNet-D's deep "
+                    "stem three (timm's resnet18d/34d/50d); this is not a ResNet this tool ports"
                 )
             raise PortError(
                 f"{extra.native}: a {kind} layer where a ResNet's {role[0]} has {len(names) or 'no'} such layer(s); this is not a ResNet this tool ports"
@@ -397,6 +399,17 @@ def canonical_tensors(found: list[Found]) -> dict[str, tuple[np.ndarray, str]]:
                 raise PortError(f"{f.native}/{p}: a {f.kind} variable this tool does not know")
             out[f"{name}.{p}"] = (np.asarray(a, dtype=np.float32), f"{f.native}/{p}")
     return out
+
+
+def _stem_order() -> dict[str, int]:
+    """Each stem layer name's place in its stem's execution order, over every stem type."""
+    from .spec import KERAS, STEMS, Layers
+
+    order: dict[str, int] = {}
+    for stem_type in STEMS:
+        for i, layer in enumerate(STEMS[stem_type](Layers(KERAS), 3, 8)):
+            order.setdefault(layer.name, i)
+    return order
 
 
 def _part_order() -> dict[str, int]:
@@ -418,7 +431,7 @@ def execution_key(key: str) -> tuple:
     layer, param = key.rsplit(".", 1)
     p = _PARAM_ORDER.get(param, 9)
     if layer.startswith("stem."):
-        return (0, 0, 0, 0 if layer == "stem.conv" else 1, p)
+        return (0, 0, 0, _stem_order().get(layer, 99), p)
     m = re.match(r"^layer(\d+)\.(\d+)\.(.+)$", layer)
     if m:
         return (1, int(m.group(1)), int(m.group(2)), _part_order().get(m.group(3), 99), p)
@@ -439,9 +452,13 @@ def describe(tensors: dict) -> str:
     classes = head_classes(tensors) or "?"
     biases = "yes" if any(k.endswith(".bias") and not k.startswith("fc.") for k in tensors) else "no"
     stem = tensors.get("stem.conv.kernel")
-    stem_text = (
-        f"{stem[0].shape[0]}x{stem[0].shape[1]} conv of {stem[0].shape[-1]} filters" if stem is not None else "no conv"
-    )
+    deep = [tensors[k][0] for k in ("stem.conv1.kernel", "stem.conv2.kernel", "stem.conv3.kernel") if k in tensors]
+    if stem is not None:
+        stem_text = f"{stem[0].shape[0]}x{stem[0].shape[1]} conv of {stem[0].shape[-1]} filters"
+    elif deep:
+        stem_text = f"deep: {len(deep)} convs of {[a.shape[-1] for a in deep]} filters"
+    else:
+        stem_text = "no conv"
     return (
         f"{len(blocks)} stages of {blocks} blocks, widths {[widths[s] for s in sorted(widths)]}, "
         f"stem {stem_text}, {classes} classes, conv biases: {biases}"
@@ -506,6 +523,15 @@ def matching_archs(tensors: dict, conventions: str | None = None) -> list[str]:
 
 
 def resolve_arch(tensors: dict, requested: str, source: str, facts: dict | None = None) -> ResNetSpec:
+    """The registered architecture the tensors form: the one asked for, checked, or the one recognised,
+    and the file's names held to what that architecture computes where the weights alone cannot tell
+    (:func:`check_shortcut_names`)."""
+    spec = _resolve_arch(tensors, requested, source, facts)
+    check_shortcut_names(tensors, spec, (facts or {}).get("library"), source)
+    return spec
+
+
+def _resolve_arch(tensors: dict, requested: str, source: str, facts: dict | None = None) -> ResNetSpec:
     """The registered architecture the tensors form: the one asked for, checked, or the one recognised.
 
     A source whose library fixes its conventions (``facts['conventions']``: a
@@ -553,6 +579,40 @@ def resolve_arch(tensors: dict, requested: str, source: str, facts: dict | None 
     family = f" of {CONVENTIONS[conventions]}" if conventions else ""
     names = ", ".join(s.name.split("@")[0] for s in candidates(tensors, conventions))
     raise PortError(f"{source} holds a ResNet of {describe(tensors)}, which is none of the variants{family}: {names}")
+
+
+def native_names(vocab: Vocabulary, spec: ResNetSpec) -> dict[str, str]:
+    """{canonical layer: the library's name for it} for every layer of ``spec`` with parameters."""
+    pooled = shortcut_pools(spec)
+    return {
+        layer.name: vocab.native_name(layer.name, pooled and ".shortcut." in layer.name)
+        for layer in spec.parameter_layers()
+    }
+
+
+def check_shortcut_names(tensors: dict, spec: ResNetSpec, library: str | None, source: str) -> None:
+    """Where a library names a projection by whether it pools first (timm: ``downsample.1`` after ResNet-D's
+    AvgPool2d, ``downsample.0`` without one), the file's names must say what ``spec`` computes: the
+    weights alone look the same."""
+    vocab = next((v for v in VOCABULARIES if v.library == library), None)
+    if vocab is None or not vocab.pooled_names:
+        return
+    pooled = shortcut_pools(spec)
+    names = native_names(vocab, spec)
+    for key, (_, native) in sorted(tensors.items(), key=lambda kv: execution_key(kv[0])):
+        layer = key.rsplit(".", 1)[0]
+        if ".shortcut." not in layer:
+            continue
+        want, got = names[layer], native.split("/")[0]
+        if want != got:
+            if pooled:
+                what, hint = "projects without pooling first", " (a deep stem with plain projections: timm's resnet*c)"
+            else:
+                what, hint = "average-pools before projecting (ResNet-D's shortcut)", ""
+            raise PortError(
+                f"{source}: {got} is where {vocab.library} puts a shortcut that {what}, but {spec.name} needs {want}: "
+                f"the same weights compute another function, so the file is none of the registered variants{hint}"
+            )
 
 
 # -- a .keras file's config, read as data ------------------------------------------------------------

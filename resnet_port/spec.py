@@ -1205,6 +1205,13 @@ def available() -> list[str]:
     return sorted(REGISTRY)
 
 
+def shortcut_pools(spec: "ResNetSpec") -> bool:
+    """Whether the variant's projections average-pool before their 1x1 (ResNet-D), at every stride: a
+    library's module names count the pool even where it is an identity (timm's ``downsample.1`` at stride 1)."""
+    config = REGISTRY.get(split_name(spec.name)[0])
+    return config is not None and str(dict(config.block_options).get("shortcut", "conv")).startswith("avgpool")
+
+
 def split_name(name: str) -> tuple[str, int | None]:
     """``'resnet18-torch@1000'`` -> ``('resnet18-torch', 1000)``; a plain name -> ``(name, None)``."""
     base, sep, classes = name.partition("@")

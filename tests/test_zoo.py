@@ -33,6 +33,7 @@ SOURCES = {
     "weiaicunzai18.pth": ("weiaicunzai18", 100, "resnet18-cifar-torch", "weiaicunzai/pytorch-cifar100", "resnet18"),
     "weiaicunzai34.pth": ("weiaicunzai34", 100, "resnet34-cifar-torch", "weiaicunzai/pytorch-cifar100", "resnet34"),
     "tv50.pth": ("torchvision50", 100, "resnet50-torch", "torchvision/timm", None),
+    "timm18d.pth": ("timm18d", 10, "resnet18d-torch@10", "torchvision/timm", None),
 }
 BAD = {"preact18.pth": ("preact18", 10)}
 #: the sources also checked at 224x224 here: timm's ResNet18 (torchvision's is, by the CLI below, and timm's
@@ -142,8 +143,10 @@ def test_what_is_not_a_resnet_of_these_is_refused_in_one_line(zoo, tmp_path):
         "sd['layer3.1.conv2.weight'] = sd['layer3.1.conv2.weight'][:, :128]; torch.save(sd, sys.argv[3])\n"
         "import os\nclass Boom:\n    def __reduce__(self):\n        return (os.system, ('touch ' + sys.argv[5],))\n"
         "torch.save({'conv1.weight': torch.zeros(1), 'x': Boom()}, sys.argv[4])\n"
-        "import timm\ntorch.save(timm.create_model('resnet18d', num_classes=10).state_dict(), sys.argv[6])\n"
-        "torch.save(timm.create_model('resnet26', num_classes=10).state_dict(), sys.argv[7])\n"
+        "import timm\nfrom timm.models.resnet import BasicBlock, ResNet\n"
+        "torch.save(ResNet(BasicBlock, [2, 2, 2, 2], stem_type='deep', stem_width=32, num_classes=10).state_dict(), sys.argv[6])\n"
+        "sd = timm.create_model('resnet18d', num_classes=10).state_dict(); sd['conv1.9.weight'] = sd['conv1.6.weight'][:, :64].clone()\n"
+        "torch.save(sd, sys.argv[7])\n"
         "sd = torch.load(sys.argv[1]); sd['layer1.0.bn1.running_var'][3] = float('nan'); torch.save(sd, sys.argv[8])\n"
         "for i, name in enumerate(('seresnet18', 'resnest14d', 'botnet26t_256')):\n"
         "    torch.save(timm.create_model(name, num_classes=10).state_dict(), sys.argv[9 + i])\n"
@@ -158,8 +161,8 @@ def test_what_is_not_a_resnet_of_these_is_refused_in_one_line(zoo, tmp_path):
             tmp_path / "shape.pth",
             tmp_path / "code.pth",
             tmp_path / "ran",
-            tmp_path / "r18d.pth",
-            tmp_path / "r26.pth",
+            tmp_path / "r18c.pth",
+            tmp_path / "stem4.pth",
             tmp_path / "nan.pth",
             tmp_path / "se.pth",
             tmp_path / "resnest.pth",
@@ -170,7 +173,15 @@ def test_what_is_not_a_resnet_of_these_is_refused_in_one_line(zoo, tmp_path):
     (tmp_path / "hub").mkdir()
     (tmp_path / "hub" / "config.json").write_text(json.dumps({"architecture": "resnet18", "num_classes": 100}))
     cases = [
-        ([tmp_path / "r18d.pth"], "conv1.3: a deep stem (3 convolutions where ResNet18/34/50 have one"),
+        # timm's deep stem with plain projections (resnet*c): ResNet-D's weights, another function
+        (
+            [tmp_path / "r18c.pth"],
+            "layer2.0.downsample.0 is where torchvision/timm puts a shortcut that projects without pooling first, but resnet18d-torch@10 needs layer2.0.downsample.1",
+        ),
+        (
+            [tmp_path / "stem4.pth"],
+            "conv1.3: a stem of 4 convolutions, where a ResNet has one (7x7 or 3x3) and ResNet-D's",
+        ),
         (
             [tmp_path / "nan.pth"],
             "tensor layer1.0.bn1.running_var (layer1.0.bn1.moving_variance) holds 1 non-finite value(s)",
@@ -225,22 +236,24 @@ def test_each_vocabulary_places_the_names_it_writes(library):
     """The one placing rule and each library's name templates agree: every canonical layer of a ResNet34,
     written in the library's names (what export writes), is placed back on that very layer."""
     vocab = porting.vocabulary(library)
-    for arch in ("resnet34-torch", "resnet50-torch"):
+    archs = ["resnet34-torch", "resnet50-torch"] + (
+        ["resnet18d-torch", "resnet50d-torch"] if vocab.pooled_names else []
+    )
+    for arch in archs:
         _places_back(vocab, get_spec(arch), library)
 
 
 def _places_back(vocab, spec, library):
+    names = porting.native_names(vocab, spec)
     layers = [
-        (vocab.native_name(layer.name), layer.kind, {("gamma" if layer.kind == "batchnorm" else "kernel"): np.zeros(1)})
+        (names[layer.name], layer.kind, {("gamma" if layer.kind == "batchnorm" else "kernel"): np.zeros(1)})
         for layer in spec.parameter_layers()
     ]
     found, placed_by = porting.place_all(layers, library, [vocab])
     back = {
         key.rsplit(".", 1)[0]: native.rsplit("/", 1)[0] for key, (_, native) in porting.canonical_tensors(found).items()
     }
-    assert placed_by is vocab and back == {
-        layer.name: vocab.native_name(layer.name) for layer in spec.parameter_layers()
-    }
+    assert placed_by is vocab and back == names
 
 
 def test_the_sources_input_convention_is_kept_and_written_into_every_export(zoo, tmp_path):

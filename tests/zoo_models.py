@@ -196,6 +196,8 @@ def build(kind: str, classes: int):
         "torchvision18": lambda: torchvision.models.resnet18(num_classes=classes),
         "torchvision34": lambda: torchvision.models.resnet34(num_classes=classes),
         "torchvision50": lambda: torchvision.models.resnet50(num_classes=classes),
+        # timm's ResNet-D (deep stem, average-pool shortcut) as a state_dict
+        "timm18d": lambda: __import__("timm").create_model("resnet18d", num_classes=classes),
     }[kind]()
 
 

@@ -341,8 +341,9 @@ def native_state_dict(weights_path: str, vocab) -> tuple[dict[str, torch.Tensor]
     ours = model.state_dict()
     counts = json.loads(neutral.read_metadata(Path(weights_path)).get("num_batches_tracked", "{}"))  # the header only
     out = {}
+    names = porting.native_names(vocab, spec)
     for layer in spec.parameter_layers():
-        native = vocab.native_name(layer.name)
+        native = names[layer.name]
         for key, t in ours.items():
             if key.rsplit(".", 1)[0] == layer.name:
                 out[f"{native}.{key.rsplit('.', 1)[1]}"] = t.detach().clone()

@@ -26,7 +26,9 @@ class Vocabulary:
     segment).  A first segment in ``head`` (alone) is the classifier; one in ``stem``,
     the stem.  Within a part, layers of one kind take the spec's names in natural order
     of the rest of their path (``conv1`` < ``conv2``, ``0`` < ``3``, ``1_conv`` <
-    ``2_conv``), so the order a file stores them in does not matter.
+    ``2_conv``), so the order a file stores them in does not matter; in the stem, the
+    order of ``stem``'s entries comes first (timm's deep stem: ``conv1.1``, ``conv1.4``,
+    then ``bn1``).
     """
 
     library: str  # who defines the model, as the CLI says it
@@ -45,10 +47,18 @@ class Vocabulary:
     # how the library names each canonical part, for writing its own files (``native_name``): the
     # block's path ({stage} and {block} in the library's numbering), then per-layer names
     names: tuple[tuple[str, str], ...] = ()
+    # the names a shortcut's layers take where the shortcut pools first (ResNet-D: ``downsample.1`` and
+    # ``.2`` after timm's parameter-free ``downsample.0`` AvgPool2d); none where the library has no such shortcut
+    pooled_names: tuple[tuple[str, str], ...] = ()
 
-    def native_name(self, layer: str) -> str:
-        """The library's name for the canonical ``layer`` (``layer2.0.shortcut.conv`` -> ``layer2.0.downsample.0``)."""
+    def native_name(self, layer: str, pooled: bool = False) -> str:
+        """The library's name for the canonical ``layer`` (``layer2.0.shortcut.conv`` -> ``layer2.0.downsample.0``);
+        ``pooled``: the block's shortcut pools before its convolution (ResNet-D)."""
         names = dict(self.names)
+        if pooled:
+            if not self.pooled_names:
+                raise PortError(f"{self.library} has no block whose shortcut pools before its convolution")
+            names.update(self.pooled_names)
         if layer in names:
             return names[layer]
         m = re.match(r"^layer(\d+)\.(\d+)\.(.+)$", layer)

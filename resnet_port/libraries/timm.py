@@ -20,7 +20,14 @@ FILE = "timm"  # a folder
 PACKAGE = "timm"  # what export needs beyond the framework
 VOCABULARY = torchvision.VOCABULARY
 #: the registered variants timm builds under its names (its ResNets name their modules as torchvision's)
-MODELS = {**torchvision.MODELS, "resnet26-torch": "resnet26"}
+MODELS = {
+    **torchvision.MODELS,
+    "resnet26-torch": "resnet26",
+    # ResNet-D: the deep stem and the average-pool shortcut
+    "resnet18d-torch": "resnet18d",
+    "resnet34d-torch": "resnet34d",
+    "resnet50d-torch": "resnet50d",
+}
 
 
 def depth(spec) -> str | None:

@@ -26,6 +26,13 @@ VOCABULARY = Vocabulary(
     names=(
         ("stem.conv", "conv1"),
         ("stem.bn", "bn1"),
+        # timm's deep stem (ResNet-D): one nn.Sequential, conv/BN/ReLU x2 then a conv; its last BatchNorm is bn1
+        ("stem.conv1", "conv1.0"),
+        ("stem.bn1", "conv1.1"),
+        ("stem.conv2", "conv1.3"),
+        ("stem.bn2", "conv1.4"),
+        ("stem.conv3", "conv1.6"),
+        ("stem.bn3", "bn1"),
         ("block", "layer{stage}.{block}"),
         ("conv1", "conv1"),
         ("bn1", "bn1"),
@@ -37,6 +44,7 @@ VOCABULARY = Vocabulary(
         ("shortcut.bn", "downsample.1"),
         ("fc", "fc"),
     ),
+    pooled_names=(("shortcut.conv", "downsample.1"), ("shortcut.bn", "downsample.2")),
 )
 
 
