@@ -1,30 +1,36 @@
-"""``python -m resnet_port.export WEIGHTS_OR_RUN_DIR --format keras|torch|onnx-keras|onnx-torch|torchvision|timm|keras-hub|all --out DIR``.
+"""``python -m resnet_port.export WEIGHTS_OR_RUN_DIR --format FORMAT --out DIR``.
 
-(Several formats joined by commas: ``--format keras,onnx-torch``.)
+(Several formats joined by commas: ``--format keras,onnx-torch``; ``all`` or no ``--format``: every
+format the weights' architecture has.)
 
 Writes the model in forms other tools open without this project, and proves
 each one right after writing it:
 
-============  ======================  ===================================================
-format        files                   opened with
-============  ======================  ===================================================
-keras         ``model.keras``         ``keras.models.load_model`` (standard layers only)
-torch         ``model.pt2``,          ``torch.export.load(...).module()``; the state_dict
-              ``state_dict.pt``       loads into ``torch_impl.model.build_model(arch)``
-onnx-keras    ``model-keras.onnx``    onnxruntime; Keras' own exporter (tf2onnx), NHWC input
-onnx-torch    ``model-torch.onnx``    onnxruntime; PyTorch's own exporter, NCHW input
-torchvision   ``torchvision.pth``     ``torchvision.models.resnet18(num_classes=N)
-                                      .load_state_dict(sd, strict=True)`` (resnet34 alike)
-timm          ``timm/`` (Hugging      ``timm.create_model("local-dir:timm/",
-              Face folder)            pretrained=True)``; the hub's layout, save_for_hf's files
-keras-hub     ``keras-hub.keras``,    ``keras.saving.load_model`` and
-              ``keras-hub-preset/``   ``keras_hub.models.ImageClassifier.from_preset``
-============  ======================  ===================================================
+==================  ==========================  ===================================================
+format              files                       opened with
+==================  ==========================  ===================================================
+keras               ``model.keras``             ``keras.models.load_model``
+torch               ``model.pt2``,              ``torch.export.load(...).module()``; the state_dict
+                    ``state_dict.pt``           loads into ``torch_impl.model.build_model(arch)``
+onnx-keras          ``model-keras.onnx``        onnxruntime; Keras' own exporter (tf2onnx), NHWC input
+onnx-torch          ``model-torch.onnx``        onnxruntime; PyTorch's own exporter, NCHW input
+pytorch-module      ``pytorch-module/``         plain PyTorch: ``model.py`` (imports torch only) and
+                                                ``state_dict.pth``; ``model.resnet().load_state_dict(...)``
+torchvision         ``torchvision.pth``         ``torchvision.models.resnet50(num_classes=N)
+                                                .load_state_dict(sd, strict=True)`` (and the others)
+timm                ``timm/`` (Hugging Face     ``timm.create_model("local-dir:timm/",
+                    folder)                     pretrained=True)``; save_for_hf's files
+keras-hub           ``keras-hub.keras``,        ``keras.saving.load_model`` and
+                    ``keras-hub-preset/``       ``keras_hub.models.ImageClassifier.from_preset``
+keras.applications  ``keras-applications        ``keras.applications.ResNet50(weights=None,
+                    .weights.h5``               classes=N).load_weights(path)`` (101, 152 alike)
+==================  ==========================  ===================================================
 
-The last three are the libraries' own models, so only the variants those
-libraries define have them: torchvision's ResNet18/34 (``resnet18-torch``,
-``resnet34-torch``, any class count).  ``all`` writes every format the weights'
-architecture has.
+The last four are the libraries' own models, so only the variants a library
+defines have its format (torchvision: ResNet18-152, wide, ResNeXt; timm: those,
+ResNet26 and ResNet-D; keras-hub: ResNet18/34; keras.applications: its v1
+ResNet50/101/152); asking for another is refused in one line that says why and
+names the formats that hold the network.
 
 Files take any image size (H, W >= 32) where the network's pads are constants:
 always the Keras and library files, and the ``torch``/ONNX files of the
@@ -67,9 +73,9 @@ from .spec import MIN_INPUT_SIZE, ResNetSpec, get_spec, native_size, same_paddin
 
 #: the libraries ``export`` writes native files for (resnet_port.libraries), by format name
 LIBRARIES = {lib.NAME: lib for lib in libraries.writers()}
-FORMATS = ("keras", "torch", "onnx-keras", "onnx-torch", *LIBRARIES)
-#: the libraries' own formats: only for the variants they define (torchvision's ResNet18/34)
-NATIVE = tuple(LIBRARIES)
+#: the libraries' own formats: only for the variants they define (torchvision's ResNet18-152, ...)
+NATIVE = tuple(name for name, lib in LIBRARIES.items() if not getattr(lib, "EVERY_VARIANT", False))
+FORMATS = ("keras", "torch", "onnx-keras", "onnx-torch", *(n for n in LIBRARIES if n not in NATIVE), *NATIVE)
 #: the framework that writes each format, and whose run of the weights file it is checked against
 FRAMEWORK_OF = {
     "keras": frameworks.KERAS,
@@ -199,6 +205,8 @@ ODD_SIZE = 45
 
 def input_size(spec: ResNetSpec, fmt: str) -> int | None:
     """The input size ``fmt``'s file of ``spec`` is fixed at, or None: any height and width >= 32."""
+    if getattr(LIBRARIES.get(fmt), "FIXED_SIZE", False):  # keras.applications' models take their native size only
+        return native_size(spec)
     return native_size(spec) if fmt in SIZED and size_dependent_padding(spec) else None
 
 
@@ -261,7 +269,7 @@ def export(weights: Path, w: W.Weights, formats: list[str], out: Path, progress=
             "onnx-torch": "model-torch.onnx",
             **{name: lib.FILE for name, lib in LIBRARIES.items()},
         }
-        names = {fmt: {"keras-hub": "keras-hub.keras", "timm": "timm/"}.get(fmt, files[fmt]) for fmt in formats}
+        names = {fmt: getattr(LIBRARIES.get(fmt), "SHOWN", files[fmt]) for fmt in formats}
 
         def write_op(fmt: str) -> dict:
             path = out / files[fmt]
@@ -297,7 +305,7 @@ def export(weights: Path, w: W.Weights, formats: list[str], out: Path, progress=
             for n in sizes:
                 with np.load(tmp / f"ref_{fw.key}_{n}.npz") as z:
                     reference[fw.key][n] = z["logits"]
-        meta = {"depth": libraries.get("torchvision").depth(spec), "classes": spec.num_classes}
+        meta = {"depth": libraries.get("torchvision").depth(spec), "classes": spec.num_classes, "arch": spec.name}
         outputs = {}
         for fmt in formats:
             fw, path, size, name = FRAMEWORK_OF[fmt], out / files[fmt], input_size(spec, fmt), names[fmt]
@@ -421,12 +429,12 @@ def state_dict_row(path: Path, spec: ResNetSpec, inputs: Path, tmp: Path, ref: n
 
 def table(rows: list[dict]) -> str:
     lines = [
-        f"{'format':<11} {'file':<40} {'input':>8} {'checked at':>10} {'max |diff|':>11} {'tolerance':>10} {'argmax':>7} {'batches':>7}  {'same padding':<28} status"
+        f"{'format':<18} {'file':<40} {'input':>8} {'checked at':>10} {'max |diff|':>11} {'tolerance':>10} {'argmax':>7} {'batches':>7}  {'same padding':<28} status"
     ]
     for r in rows:
         loaded = f" (loaded as {r['loaded_as']})" if r.get("loaded_as") else ""
         lines.append(
-            f"{r['format']:<11} {r['file']:<40} {r.get('size', '-'):>8} {r['sizes']:>10} {r['max_abs_diff']:>11.2e} {r['tolerance']:>10.2e} {r['argmax']:>7} {r['batches']:>7}  {r.get('same_padding', '-'):<28} {'ok' if r['ok'] else 'FAILED'}{loaded}"
+            f"{r['format']:<18} {r['file']:<40} {r.get('size', '-'):>8} {r['sizes']:>10} {r['max_abs_diff']:>11.2e} {r['tolerance']:>10.2e} {r['argmax']:>7} {r['batches']:>7}  {r.get('same_padding', '-'):<28} {'ok' if r['ok'] else 'FAILED'}{loaded}"
         )
     return "\n".join(lines)
 
@@ -494,8 +502,9 @@ def main(argv=None) -> int:
                 raise ExportError(f"--format {fmt} needs {fw.install_hint()}")
             if fmt in NATIVE and not LIBRARIES[fmt].defines(spec):
                 holds = ", ".join(f"{n} ({m})" for n, m in LIBRARIES[fmt].MODELS.items())
+                why = getattr(LIBRARIES[fmt], "why_not", lambda spec: "")(spec)
                 raise ExportError(
-                    f"--format {fmt}: {fmt} has no network that is {spec.name} (it defines {holds}); the formats that hold "
+                    f"--format {fmt}: {fmt} has no network that is {spec.name}{why} (it defines {holds}); the formats that hold "
                     f"{spec.name}: {', '.join(formats_for(spec))}"
                 )
             if fmt in NEEDS and importlib.util.find_spec(NEEDS[fmt]) is None:

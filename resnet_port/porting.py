@@ -91,7 +91,6 @@ def place_all(
                 orders.setdefault((role, kind), []).append((key, native))
             rank = {native: i for members in orders.values() for i, (_, native) in enumerate(sorted(members))}
             found = [Found(native, kind, params, role, rank[native]) for native, kind, params, (role, _) in placed]
-            refuse_preactivation(found, source)
             return found, vocab
         if best is None or len(missed) < len(best[1]):
             best = (vocab, missed)
@@ -134,20 +133,21 @@ def other_family(natives: list[str]) -> str | None:
 
 
 PREACTIVATION = (
-    "each block normalises before its convolutions, and its stem or shortcuts have no BatchNorm; this tool ports the "
-    "original (v1) ResNet, whose every convolution is followed by a BatchNorm"
+    "each block normalises before its convolutions, and its stem or shortcuts have no BatchNorm; of pre-activation "
+    "ResNets this tool reads kuangliu's PreActResNet18 so far (the spec and both frameworks build this library's: "
+    "its files are not read yet)"
 )
 
 
-def refuse_preactivation(found: list["Found"], source: str) -> None:
-    """A pre-activation (v2) ResNet: no BatchNorm in the stem or in a projection shortcut."""
+def is_preactivation(found: list["Found"]) -> bool:
+    """A pre-activation (v2) ResNet, from its placed layers: no BatchNorm after the stem's convolution or in a
+    projection shortcut (every conv of an original ResNet has its BatchNorm; a v2 block normalises first)."""
     shortcut_kinds: dict[tuple, set] = {}
     for f in found:
         if f.role and f.role[0] == "block" and f.role[3] == "shortcut":
             shortcut_kinds.setdefault(f.role, set()).add(f.kind)
     stem = {f.kind for f in found if f.role == ("stem",)}
-    if any(kinds == {"conv2d"} for kinds in shortcut_kinds.values()) or (stem and "batchnorm" not in stem):
-        raise PortError(f"{source} is a pre-activation (v2) ResNet ({PREACTIVATION})")
+    return any(kinds == {"conv2d"} for kinds in shortcut_kinds.values()) or bool(stem and "batchnorm" not in stem)
 
 
 #: the parameters of each kind of layer, in Keras' variable order
@@ -344,12 +344,15 @@ def _names_for(role: tuple, kind: str, block_type: str = "basic", stem_type: str
         return ("fc",) if kind == "dense" else ()
     _, stage, block, part = role
     b = _template(block_type, f"layer{stage}.{block}")
-    return tuple(layer.name for layer in (b.residual if part == "left" else b.shortcut) if layer.kind == kind)
+    return tuple(
+        layer.name for layer in ((*b.pre, *b.residual) if part == "left" else b.shortcut) if layer.kind == kind
+    )
 
 
-def _block_types(groups: dict) -> dict[tuple, str]:
+def _block_types(groups: dict, preactivation: bool = False) -> dict[tuple, str]:
     """{(stage, block): block type} from the convolutions of each block's residual branch: two are a
-    BasicBlock, three a bottleneck (1x1, 3x3, 1x1); more are no ResNet block this tool knows."""
+    BasicBlock, three a bottleneck (1x1, 3x3, 1x1); more are no ResNet block this tool knows.  Their
+    pre-activation forms (BN-ReLU first) in a pre-activation network."""
     out = {}
     for (role, kind), members in groups.items():
         if role[0] == "block" and role[3] == "left" and kind == "conv2d":
@@ -358,7 +361,7 @@ def _block_types(groups: dict) -> dict[tuple, str]:
                     f"{members[0].native}: block {role[1]}.{role[2]} has {len(members)} convolutions in its residual branch; a ResNet's "
                     "BasicBlock has 2 (ResNet18/34), its bottleneck 3 (ResNet26/50/101/152, wide ResNets, ResNeXt)"
                 )
-            out[role[1:3]] = "basic" if len(members) == 2 else "bottleneck"
+            out[role[1:3]] = ("preact_" if preactivation else "") + ("basic" if len(members) == 2 else "bottleneck")
     return out
 
 
@@ -371,9 +374,12 @@ def canonical_tensors(found: list[Found]) -> dict[str, tuple[np.ndarray, str]]:
             layers[f.layer] = f
         elif f.role is not None:
             groups.setdefault((f.role, f.kind), []).append(f)
-    block_types = _block_types(groups)
-    # a stem of three convolutions is ResNet-D's deep stem; one, the others' (their names are alike)
-    stem_type = "deep" if len(groups.get((("stem",), "conv2d"), ())) == 3 else "seed"
+    preactivation = is_preactivation(found)
+    block_types = _block_types(groups, preactivation)
+    # a stem of three convolutions is ResNet-D's deep stem; one, the others' (their names are alike); a
+    # pre-activation network's stem is a lone convolution
+    stem_convs = groups.get((("stem",), "conv2d"), ())
+    stem_type = "preact" if preactivation else "deep" if len(stem_convs) == 3 else "seed"
     for (role, kind), members in groups.items():
         block_type = block_types.get(role[1:3], "basic") if role[0] == "block" else "basic"
         names = _names_for(role, kind, block_type, stem_type)
@@ -451,6 +457,7 @@ def describe(tensors: dict) -> str:
     blocks = [len(stages[s]) for s in sorted(stages)]
     classes = head_classes(tensors) or "?"
     biases = "yes" if any(k.endswith(".bias") and not k.startswith("fc.") for k in tensors) else "no"
+    kind = "pre-activation " if any(re.match(r"^layer\d+\.\d+\.bn0\.", k) for k in tensors) else ""
     stem = tensors.get("stem.conv.kernel")
     deep = [tensors[k][0] for k in ("stem.conv1.kernel", "stem.conv2.kernel", "stem.conv3.kernel") if k in tensors]
     if stem is not None:
@@ -460,7 +467,7 @@ def describe(tensors: dict) -> str:
     else:
         stem_text = "no conv"
     return (
-        f"{len(blocks)} stages of {blocks} blocks, widths {[widths[s] for s in sorted(widths)]}, "
+        f"{len(blocks)} stages of {blocks} {kind}blocks, widths {[widths[s] for s in sorted(widths)]}, "
         f"stem {stem_text}, {classes} classes, conv biases: {biases}"
     )
 

@@ -1,6 +1,7 @@
 """python -m resnet_port.export: portable files, each reloaded without this project and compared with its source."""
 
 import os
+import re
 import subprocess
 import sys
 
@@ -26,9 +27,18 @@ if fmt == "keras":
     import keras
     model = keras.models.load_model(path)
     run = lambda x: model.predict(x, verbose=0)
-elif fmt == "torch":
+elif fmt in ("torch", "pytorch-module"):
     import torch
-    module = torch.export.load(path).module()
+    if fmt == "torch":
+        module = torch.export.load(path).module()
+    else:  # the folder's model.py, imported by path, and its state_dict, loaded strictly
+        import importlib.util, os
+        found = importlib.util.spec_from_file_location("model", os.path.join(path, "model.py"))
+        model = importlib.util.module_from_spec(found)
+        found.loader.exec_module(model)
+        module = model.resnet()
+        module.load_state_dict(torch.load(os.path.join(path, "state_dict.pth"), weights_only=True), strict=True)
+        module.eval()
     run = lambda x: module(torch.from_numpy(x).permute(0, 3, 1, 2).contiguous()).detach().numpy()
 else:
     import onnxruntime as ort
@@ -71,9 +81,10 @@ def test_every_format_written_reloaded_and_within_tolerance(exported, capsys):
     rows = [
         line
         for line in p.stdout.splitlines()
-        if line.split() and line.split()[0] in ("keras", "torch", "onnx-keras", "onnx-torch", "onnx")
+        if line.split() and line.split()[0] in ("keras", "torch", "onnx-keras", "onnx-torch", "onnx", "pytorch-module")
     ]
-    assert len(rows) == 6 and all(line.rstrip().endswith(" ok") for line in rows)
+    assert len(rows) == 7 and all(line.rstrip().endswith(" ok") or "ok (loaded as" in line for line in rows)
+    assert "ok (loaded as model.ResNet)" in p.stdout  # the plain PyTorch module, imported from its folder
     assert all("2 of 2 uneven 'same' convs" in line for line in rows if line.startswith("onnx-"))
     for name in (
         "model.keras",
@@ -82,8 +93,12 @@ def test_every_format_written_reloaded_and_within_tolerance(exported, capsys):
         "model-keras.onnx",
         "model-torch.onnx",
         "preprocessing.json",
+        "pytorch-module/model.py",
+        "pytorch-module/state_dict.pth",
     ):
         assert (d / "out" / name).is_file(), name
+    module_text = (d / "out" / "pytorch-module" / "model.py").read_text()
+    assert not re.search(r"^\s*(from|import)\s+(resnet_port|tf_impl|torch_impl)", module_text, re.M)
     assert not list((d / "out").glob("*.data"))  # each ONNX file is self-contained
 
 
@@ -115,6 +130,7 @@ def test_each_export_loads_without_this_project_and_matches(exported, tmp_path):
         ("torch", "model.pt2", "torch"),
         ("onnx-keras", "model-keras.onnx", "tf"),
         ("onnx-torch", "model-torch.onnx", "torch"),
+        ("pytorch-module", "pytorch-module", "torch"),
     ]:
         q = subprocess.run(
             [
@@ -371,6 +387,7 @@ def test_imagenet_variant_exports_size_free_at_any_class_count(tmp_path):
         ("torch", "model.pt2", "torch"),
         ("onnx-keras", "model-keras.onnx", "tf"),
         ("onnx-torch", "model-torch.onnx", "torch"),
+        ("pytorch-module", "pytorch-module", "torch"),
     ]:
         pairs = [str(tmp_path / f) for size in sizes for f in (f"x{size}.npy", f"{fmt}_{size}.npy")]
         q = subprocess.run(

@@ -67,6 +67,12 @@ def cli(*args, timeout=600):
     )
 
 
+def export_cli(*args):
+    return subprocess.run(
+        [sys.executable, "-m", "resnet_port.export", *map(str, args)], capture_output=True, text=True, env=PORT_ENV
+    )
+
+
 def cli_parallel(calls):
     """Several port commands, two at a time (both cores)."""
     from concurrent.futures import ThreadPoolExecutor
@@ -406,7 +412,10 @@ def test_keras_applications_resnet50_ports_checked_in_keras_and_v2_is_refused(tm
     """keras.applications' ResNet50 as Keras 3 writes it: recognised by its config's names as resnet50-keras
     (v1 bottlenecks, the stride on the first 1x1, biases, BatchNorm eps 1.001e-5), and --check runs it as
     keras.applications builds it (float64, its softmax off) against the port in PyTorch at 224x224, the
-    only size the file takes.  ResNet50V2 (pre-activation) is refused in one line that says so."""
+    only size the file takes.  ResNet50V2 (pre-activation) is refused in one line that says so.  Then the
+    way back and on into PyTorch: export writes the weights keras.applications.ResNet50(weights=None,
+    classes=10) loads, and a plain PyTorch module file with its state_dict (no PyTorch library has this
+    network), each reloaded without this project; torchvision's format is refused (its ResNet50 is v1.5)."""
     code = "import sys, keras\nkeras.applications.ResNet50(weights=None, classes=10).save(sys.argv[1])\nkeras.applications.ResNet50V2(weights=None, classes=10).save(sys.argv[2])\n"
     subprocess.run(
         [sys.executable, "-c", code, str(tmp_path / "r50.keras"), str(tmp_path / "r50v2.keras")],
@@ -431,3 +440,25 @@ def test_keras_applications_resnet50_ports_checked_in_keras_and_v2_is_refused(tm
         p.stderr[-2000:]
     )
     assert not (tmp_path / "r50v2.safetensors").exists()
+    p = export_cli(
+        tmp_path / "r50.safetensors",
+        "--format",
+        "keras.applications,pytorch-module",
+        "--out",
+        tmp_path / "e",
+    )
+    assert p.returncode == 0 and "export: PASS" in p.stdout, p.stdout[-3000:] + p.stderr[-2000:]
+    assert "224 only        224" in p.stdout and "ok (loaded as model.ResNet)" in p.stdout, p.stdout
+    assert (tmp_path / "e" / "keras-applications.weights.h5").is_file()
+    assert "'caffe'" in (tmp_path / "e" / "preprocessing.json").read_text()
+    p = export_cli(tmp_path / "r50.safetensors", "--format", "torchvision", "--out", tmp_path / "t")
+    lines = p.stderr.strip().splitlines()
+    assert (
+        p.returncode == 2
+        and len(lines) == 1
+        and "keras.applications' ResNet50, v1 (the stride on the first 1x1" in lines[0]
+    )
+    assert (
+        "the formats that hold resnet50-keras@10: keras, torch, onnx-keras, onnx-torch, pytorch-module, keras.applications"
+        in lines[0]
+    )

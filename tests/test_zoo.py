@@ -34,8 +34,9 @@ SOURCES = {
     "weiaicunzai34.pth": ("weiaicunzai34", 100, "resnet34-cifar-torch", "weiaicunzai/pytorch-cifar100", "resnet34"),
     "tv50.pth": ("torchvision50", 100, "resnet50-torch", "torchvision/timm", None),
     "timm18d.pth": ("timm18d", 10, "resnet18d-torch@10", "torchvision/timm", None),
+    "preact18.pth": ("preact18", 10, "preact-resnet18-cifar-torch@10", "kuangliu/pytorch-cifar", "PreActResNet18"),
 }
-BAD = {"preact18.pth": ("preact18", 10)}
+BAD: dict = {}
 #: the sources also checked at 224x224 here: timm's ResNet18 (torchvision's is, by the CLI below, and timm's
 #: ResNet26, the smallest bottleneck member); the deeper ones at 32x32, the same code at another size
 AT_224 = ("timm18",)
@@ -186,7 +187,6 @@ def test_what_is_not_a_resnet_of_these_is_refused_in_one_line(zoo, tmp_path):
             [tmp_path / "nan.pth"],
             "tensor layer1.0.bn1.running_var (layer1.0.bn1.moving_variance) holds 1 non-finite value(s)",
         ),
-        ([d / "preact18.pth"], "is a pre-activation (v2) ResNet"),
         ([tmp_path / "se.pth"], "is a squeeze-and-excitation ResNet (SE-ResNet"),
         ([tmp_path / "resnest.pth"], "is a ResNeSt (split-attention convolutions"),
         ([tmp_path / "botnet.pth"], "is a ResNet with attention layers"),

@@ -172,7 +172,8 @@ def test_native_formats_only_for_the_libraries_models(tmp_path):
     assert export.formats_for(get_spec("resnet26-torch"))[-1] == "timm"
     assert "torchvision" not in export.formats_for(get_spec("resnet26-torch"))
     assert not set(export.NATIVE) & set(export.formats_for(get_spec("resnet18-cifar-torch")))
-    assert not set(export.NATIVE) & set(export.formats_for(get_spec("resnet50-keras")))
+    assert set(export.NATIVE) & set(export.formats_for(get_spec("resnet50-keras"))) == {"keras.applications"}
+    assert "pytorch-module" in export.formats_for(get_spec("resnet50-keras"))  # plain PyTorch, for every variant
     parity.run_worker(
         "torch", [{"op": "init", "arch": "tiny-torch", "seed": 1, "out": str(tmp_path / "w.safetensors")}], tmp_path
     )

@@ -5,12 +5,12 @@ The module structure, and so the ``state_dict`` keys, follow the repos'
 ``bn1``, ``layerN.i.shortcut.{0,1}``, ``linear``, ``F.avg_pool2d(out, 4)``) and
 weiaicunzai/pytorch-cifar100's ``resnet18``/``resnet34`` (``conv1.{0,1}``,
 ``conv2_x``..``conv5_x``, ``residual_function.{0,1,3,4}``, ``shortcut.{0,1}``, ``fc``),
-plus a pre-activation ResNet18 (kuangliu's ``PreActResNet18``), which the port must refuse.
+plus a pre-activation ResNet18 (kuangliu's ``PreActResNet18``) and timm's ResNet18-D.
 This file is also what a user passes as ``--source-class tests/zoo_models.py:NAME``.
 
 ``python tests/zoo_models.py KIND OUT [--classes N] [--seed S]`` writes a state_dict of one of them
 (``KIND``: kuangliu18, kuangliu34, kuangliu18-net, weiaicunzai18, weiaicunzai34, preact18,
-torchvision18, torchvision34, torchvision50, timm18-hf, timm34-hf) with BatchNorm that looks
+torchvision18, torchvision34, torchvision50, timm18d, timm18-hf, timm34-hf) with BatchNorm that looks
 trained, in a process of its own.
 """
 

@@ -334,14 +334,15 @@ def op_export_onnx(op: dict) -> None:
 
 
 def native_state_dict(weights_path: str, vocab) -> tuple[dict[str, torch.Tensor], ResNetSpec]:
-    """(the neutral file's weights as a library's own state_dict: ``vocab``'s module names, PyTorch's layouts; the spec)."""
+    """(the neutral file's weights as a library's own state_dict: ``vocab``'s module names (None: the spec's),
+    PyTorch's layouts; the spec)."""
     from resnet_port import weights as neutral
 
     model, spec = _model_from(weights_path)
     ours = model.state_dict()
     counts = json.loads(neutral.read_metadata(Path(weights_path)).get("num_batches_tracked", "{}"))  # the header only
     out = {}
-    names = porting.native_names(vocab, spec)
+    names = porting.native_names(vocab, spec) if vocab else {l.name: l.name for l in spec.parameter_layers()}
     for layer in spec.parameter_layers():
         native = names[layer.name]
         for key, t in ours.items():

@@ -30,7 +30,17 @@ from types import ModuleType
 from .base import PortError, Vocabulary
 
 #: in the order the placing rule tries their vocabularies (the first that places every layer wins)
-MODULES = ("own", "post", "torchvision", "timm", "kuangliu", "weiaicunzai", "keras_hub", "keras_applications")
+MODULES = (
+    "own",
+    "post",
+    "torchvision",
+    "timm",
+    "kuangliu",
+    "weiaicunzai",
+    "keras_hub",
+    "keras_applications",
+    "pytorch_module",
+)
 
 ALL: tuple[ModuleType, ...] = tuple(importlib.import_module(f"{__name__}.{m}") for m in MODULES)
 

@@ -7,6 +7,10 @@ by Keras (``safe_mode=True``: the config only, no code); a bare ``.weights.h5`` 
 :data:`VOCABULARY` (blocks ``conv{stage}_block{b}``, counted from 2 and 1; ``_0_`` the projection).
 ``--check`` runs Keras' own model, its classifier's softmax taken off (the port computes logits).
 The V2 (pre-activation) models are recognised and refused in one line, as is writing them.
+
+Export writes ``keras-applications.weights.h5``, the weights of ``keras.applications.ResNet50(weights=None,
+classes=N)`` (101, 152 alike), reloaded by exactly that call, in a process where this project cannot be
+imported; only keras.applications' own (v1) networks have it: a torchvision ResNet50 (v1.5) is refused.
 """
 
 from __future__ import annotations
@@ -18,6 +22,8 @@ from .base import PortError, Vocabulary, keras_weighted_layers
 
 NAME = "keras.applications"
 FRAMEWORK = "tf"
+FILE = "keras-applications.weights.h5"  # what export writes
+FIXED_SIZE = True  # ResNet50(weights=None, classes=N) takes 224x224 images only (include_top)
 MODELS = {"resnet50-keras": "ResNet50", "resnet101-keras": "ResNet101", "resnet152-keras": "ResNet152"}
 VOCABULARY = Vocabulary(
     NAME,
@@ -55,6 +61,22 @@ def defines(spec) -> bool:
     from resnet_port.spec import split_name
 
     return split_name(spec.name)[0] in MODELS
+
+
+#: what keras.applications' bottleneck ResNets are, beside torchvision's and timm's of the same depth
+V1 = "v1 (the stride on the first 1x1, a bias on every convolution, BatchNorm epsilon 1.001e-5)"
+V1_5 = "v1.5 (the stride on the 3x3, no conv biases, BatchNorm epsilon 1e-5)"
+
+
+def why_not(spec) -> str:
+    """Why a network of keras.applications' depth is not its (for export's refusal), or ''."""
+    from resnet_port.spec import split_name
+
+    base = split_name(spec.name)[0]
+    twin = base.replace("-torch", "-keras")
+    if base.endswith("-torch") and twin in MODELS:
+        return f": {base} is {V1_5}, keras.applications' {MODELS[twin]} {V1}: the same shapes, another function"
+    return ""
 
 
 def holds(path: Path, kind: str) -> bool:
@@ -106,3 +128,27 @@ def model(spec, src: Path, workdir: Path):
             f"{src}: its weights do not load into keras.applications.{build.__name__} ({cli.reason(e)})"
         ) from None
     return net
+
+
+def write(ours, spec, out: str) -> None:
+    """The weights of ``ours`` (tf_impl's model of ``spec``) in keras.applications' own network, saved as
+    its ``.weights.h5`` (the layout ``model.load_weights`` reads)."""
+    import keras
+
+    from resnet_port.spec import split_name
+
+    net = getattr(keras.applications, MODELS[split_name(spec.name)[0]])(weights=None, classes=spec.num_classes)
+    for layer in spec.parameter_layers():
+        net.get_layer(VOCABULARY.native_name(layer.name)).set_weights(ours.get_layer(layer.name).get_weights())
+    net.save_weights(out)
+
+
+def reload(path: str, meta: dict) -> list[tuple[str, object]]:
+    """The file loaded into ``keras.applications.ResNetN(weights=None, classes=N)``, exactly as a user calls it;
+    its classifier's softmax is then taken off (``predictions`` computes logits), since the check compares logits."""
+    import keras
+
+    net = getattr(keras.applications, MODELS[meta["arch"].split("@")[0]])(weights=None, classes=meta["classes"])
+    net.load_weights(path)
+    net.get_layer("predictions").activation = keras.activations.linear
+    return [("", net)]

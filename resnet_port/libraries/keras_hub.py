@@ -19,6 +19,7 @@ from .base import PortError, Vocabulary, keras_weighted_layers
 NAME = "keras-hub"
 FRAMEWORK = "tf"
 FILE = "keras-hub"  # keras-hub.keras and keras-hub-preset/
+SHOWN = "keras-hub.keras"
 PACKAGE = "keras_hub"  # what export needs beyond the framework
 
 # ResNetBackbone's names (stack0_block1_2_conv: the block's 0th conv is its projection) and

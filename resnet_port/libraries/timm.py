@@ -17,6 +17,7 @@ from . import torchvision
 NAME = "timm"
 FRAMEWORK = "torch"
 FILE = "timm"  # a folder
+SHOWN = "timm/"
 PACKAGE = "timm"  # what export needs beyond the framework
 VOCABULARY = torchvision.VOCABULARY
 #: the registered variants timm builds under its names (its ResNets name their modules as torchvision's)
@@ -38,6 +39,9 @@ def depth(spec) -> str | None:
 
 def defines(spec) -> bool:
     return depth(spec) is not None
+
+
+why_not = torchvision.why_not
 
 
 def is_folder(config: dict) -> bool:

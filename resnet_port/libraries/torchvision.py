@@ -74,6 +74,21 @@ def defines(spec) -> bool:
     return depth(spec) is not None
 
 
+def why_not(spec) -> str:
+    """Why keras.applications' network of a torchvision depth is not torchvision's (for export's refusal), or ''."""
+    from resnet_port.spec import split_name
+
+    from . import keras_applications
+
+    base = split_name(spec.name)[0]
+    if base in keras_applications.MODELS:
+        return (
+            f": {base} is keras.applications' {keras_applications.MODELS[base]}, {keras_applications.V1}, "
+            f"this library's {keras_applications.V1_5}: the same shapes, another function"
+        )
+    return ""
+
+
 def model(spec, src=None):
     import torchvision
 
