@@ -57,8 +57,10 @@ def run(op: dict) -> dict:
     b, warmup, windows, steps = op["batch_size"], op["warmup"], op["windows"], op["steps"]
     recipe = parity.recipe_of(op)  # the recipe's objective, optimiser (schedule of a 100-step epoch), augmentation
     model = build_model(op["arch"])
+    optimizer = make_optimizer(recipe.optimizer, recipe.schedule(100))
+    optimizer.build(model.trainable_variables)  # before the first step, which would trace twice to make them
     model.compile(
-        optimizer=make_optimizer(recipe.optimizer, recipe.schedule(100)),
+        optimizer=optimizer,
         loss=make_loss(model, op["arch"], recipe.objective),
         metrics=["sparse_categorical_accuracy"],
     )
