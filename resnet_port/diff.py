@@ -19,11 +19,17 @@ import numpy as np
 
 from . import cli, frameworks, parity, rundir
 from . import weights as W
-from .porting import conventions_of
-from .spec import get_spec
+from .spec import bottleneck_stride, get_spec
 
 # the deliberately wrong PyTorch ports of torch_impl.naive (named here, since this module imports no framework)
-NAIVE_VARIANTS = ("symmetric-padding", "torch-bn-epsilon", "same-padding", "keras-bn-epsilon")
+NAIVE_VARIANTS = (
+    "symmetric-padding",
+    "torch-bn-epsilon",
+    "same-padding",
+    "keras-bn-epsilon",
+    "stride-on-1x1",
+    "stride-on-3x3",
+)
 #: the conventions each one is a wrong port of: the first two break a Keras-convention model, the last two a PyTorch-convention one
 NAIVE_CONVENTIONS = {
     "symmetric-padding": "keras",
@@ -31,6 +37,23 @@ NAIVE_CONVENTIONS = {
     "same-padding": "pytorch",
     "keras-bn-epsilon": "pytorch",
 }
+#: the bottleneck version each of the others is a wrong port of (where the network's blocks put the stride)
+NAIVE_STRIDE = {"stride-on-1x1": "3x3", "stride-on-3x3": "1x1"}
+
+
+def _padding_family(spec) -> str:
+    """ "keras" for a network with TF 'same' padding (and Keras' BatchNorm), else "pytorch" (symmetric padding=p)."""
+    return "keras" if spec.conventions.padding == "tf" else "pytorch"
+
+
+def naive_applicable(spec) -> list[str]:
+    """The naive variants that are wrong ports of ``spec`` (torch_impl.naive.applicable, without PyTorch)."""
+    return [
+        name
+        for name in NAIVE_VARIANTS
+        if (NAIVE_CONVENTIONS.get(name) == _padding_family(spec))
+        or (name in NAIVE_STRIDE and NAIVE_STRIDE[name] == bottleneck_stride(spec))
+    ]
 
 
 def forward_both(weights_path, arch, x: np.ndarray, training: bool, workdir, variant: str | None = None):
@@ -85,12 +108,14 @@ def main(argv=None) -> int:
         meta = W.read_metadata(Path(args.weights))
         spec = get_spec(meta["arch"])
         W.load(args.weights, spec)  # strict check before starting any framework
-        if args.naive and NAIVE_CONVENTIONS[args.naive] != conventions_of(spec):
-            fits = [n for n, c in NAIVE_CONVENTIONS.items() if c == conventions_of(spec)]
-            owner = {"keras": "Keras'", "pytorch": "PyTorch's"}
-            raise ValueError(
-                f"--naive {args.naive} is a wrong port of a model in {owner[NAIVE_CONVENTIONS[args.naive]]} conventions; {spec.name} follows {owner[conventions_of(spec)]}: choose {' or '.join(fits)}"
-            )
+        if args.naive and args.naive not in naive_applicable(spec):
+            fits = naive_applicable(spec)
+            if args.naive in NAIVE_CONVENTIONS:
+                owner = {"keras": "Keras'", "pytorch": "PyTorch's"}
+                why = f"a model in {owner[NAIVE_CONVENTIONS[args.naive]]} conventions; {spec.name} follows {owner[_padding_family(spec)]}"
+            else:
+                why = f"a network whose bottlenecks stride on the {NAIVE_STRIDE[args.naive]}; {spec.name} has none"
+            raise ValueError(f"--naive {args.naive} is a wrong port of {why}: choose {' or '.join(fits)}")
         if args.batch < 1:
             raise ValueError(f"--batch must be positive, got {args.batch}")
         if args.inputs:

@@ -59,11 +59,18 @@ def place(native: str, vocab: Vocabulary) -> tuple[tuple, tuple] | None:
         stage, block, rest = int(m.group(1)) + vocab.stage_offset, int(b.group(1)) + vocab.block_offset, parts[2:]
         if rest[0] in vocab.shortcut and len(rest) > 1:
             return ("block", stage, block, "shortcut"), _natural(vocab.separator.join(rest[1:]))
-        if (rest[0] in vocab.left and len(rest) > 1) if vocab.left else len(rest) == 1:
-            return ("block", stage, block, "left"), _natural(vocab.separator.join(rest))
+        if vocab.left and rest[0] in vocab.left and len(rest) > 1:
+            return ("block", stage, block, "left"), (
+                vocab.left.index(rest[0]),
+                *_natural(vocab.separator.join(rest[1:])),
+            )
+        if not vocab.left and len(rest) == 1:
+            return ("block", stage, block, "left"), _natural(rest[0])
         return None
     if parts[0] in vocab.head and len(parts) == 1:
         return ("fc",), ()
+    if native in vocab.head_norm:
+        return ("head",), ()
     if parts[0] in vocab.stem and len(parts) <= 2:
         return ("stem",), (vocab.stem.index(parts[0]), *_natural(vocab.separator.join(parts[1:])))
     return None
@@ -134,8 +141,8 @@ def other_family(natives: list[str]) -> str | None:
 
 PREACTIVATION = (
     "each block normalises before its convolutions, and its stem or shortcuts have no BatchNorm; of pre-activation "
-    "ResNets this tool reads kuangliu's PreActResNet18 so far (the spec and both frameworks build this library's: "
-    "its files are not read yet)"
+    "ResNets this tool reads kuangliu's PreActResNet18 and keras.applications' ResNet50V2/101V2/152V2 so far (the spec "
+    "and both frameworks build this library's too: its files are not read yet)"
 )
 
 
@@ -342,6 +349,8 @@ def _names_for(role: tuple, kind: str, block_type: str = "basic", stem_type: str
         return tuple(dict.fromkeys(layer.name for layer in STEMS[stem_type](Layers(KERAS), 3, 8) if layer.kind == kind))
     if role[0] == "fc":
         return ("fc",) if kind == "dense" else ()
+    if role[0] == "head":
+        return ("head.bn",) if kind == "batchnorm" else ()
     _, stage, block, part = role
     b = _template(block_type, f"layer{stage}.{block}")
     return tuple(
@@ -441,7 +450,7 @@ def execution_key(key: str) -> tuple:
     m = re.match(r"^layer(\d+)\.(\d+)\.(.+)$", layer)
     if m:
         return (1, int(m.group(1)), int(m.group(2)), _part_order().get(m.group(3), 99), p)
-    return (2, 0, 0, 0, p)
+    return (2, 0, 0, 0 if layer.startswith("head.") else 1, p)  # a pre-activation network's last BN, then fc
 
 
 def describe(tensors: dict) -> str:

@@ -1205,6 +1205,19 @@ def available() -> list[str]:
     return sorted(REGISTRY)
 
 
+def bottleneck_stride(spec: "ResNetSpec") -> str | None:
+    """Where the network's strided bottleneck blocks put the stride: "1x1" (v1: keras.applications),
+    "3x3" (v1.5: torchvision, timm, keras-hub), or None (no strided bottleneck)."""
+    for b in spec.blocks:
+        convs = {l.name.rsplit(".", 1)[1]: l for l in b.residual if l.kind == "conv2d"}
+        if "conv3" in convs:
+            if convs["conv1"].stride > 1:
+                return "1x1"
+            if convs["conv2"].stride > 1:
+                return "3x3"
+    return None
+
+
 def shortcut_pools(spec: "ResNetSpec") -> bool:
     """Whether the variant's projections average-pool before their 1x1 (ResNet-D), at every stride: a
     library's module names count the pool even where it is an identity (timm's ``downsample.1`` at stride 1)."""

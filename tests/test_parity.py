@@ -13,7 +13,7 @@ import pytest
 
 from resnet_port import diff, parity
 from resnet_port import weights as W
-from resnet_port.spec import available, get_spec, same_padding
+from resnet_port.spec import available, bottleneck_stride, get_spec, same_padding
 
 ATOL = 1e-4  # on logits and every intermediate output, float32
 BATCH = 8
@@ -50,10 +50,16 @@ def test_naive_variants_cover_both_conventions():
     from torch_impl.naive import applicable
 
     assert {v: c for v, c in diff.NAIVE_CONVENTIONS.items()} == {
-        v: ("keras" if v in applicable("tiny") else "pytorch") for v in diff.NAIVE_VARIANTS
+        v: ("keras" if v in applicable("tiny") else "pytorch")
+        for v in diff.NAIVE_VARIANTS
+        if v not in diff.NAIVE_STRIDE
     }
     assert applicable("tiny") == ["symmetric-padding", "torch-bn-epsilon"]
     assert applicable("tiny-cifar-torch") == applicable("resnet18-torch@1000") == ["same-padding", "keras-bn-epsilon"]
+    # a bottleneck network's version (the stride on the 3x3: v1.5, on the first 1x1: v1), the same weights either way
+    assert applicable("resnet50-torch")[-1] == "stride-on-1x1" and applicable("resnet50-keras")[-1] == "stride-on-3x3"
+    for arch in available():
+        assert applicable(arch) == diff.naive_applicable(get_spec(arch)), arch
 
 
 def test_naive_variants_named_alike_everywhere():
@@ -242,9 +248,16 @@ def test_parity_check_is_sensitive(run, mode):
     arch, d = run
     spec = get_spec(arch)
     tf_out = _load(d / f"tf_tf_{mode}.npz")
-    assert len(applicable(arch)) == 2
+    assert len(applicable(arch)) == 2 + (bottleneck_stride(spec) is not None)
     for naive in applicable(arch):
         bad = _load(d / f"naive_{naive}_{mode}.npz")
+        if naive.startswith("stride-on"):  # the first strided block's moved conv outputs another size: named
+            first_block = next(
+                b for b in spec.blocks if b.stride > 1 and f"{b.name}.conv3" in {l.name for l in b.residual}
+            )
+            with pytest.raises(ValueError, match=f"layer '{first_block.name}.conv1': output shapes differ"):
+                parity.compare_layers(bad, tf_out, [l.name for l in spec.layers()], ATOL)
+            continue
         logit_diff, _ = parity.diff_arrays(bad["logits"], tf_out["logits"])
         assert logit_diff > 10 * ATOL, f"{naive} changed the logits by only {logit_diff:.2e}"
         rows = parity.compare_layers(bad, tf_out, [l.name for l in spec.layers()], ATOL)

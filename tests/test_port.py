@@ -408,11 +408,11 @@ def test_a_keras_files_model_is_read_and_held_to_the_weights_architecture(tmp_pa
         assert not (tmp_path / f"{name}.safetensors").exists()
 
 
-def test_keras_applications_resnet50_ports_checked_in_keras_and_v2_is_refused(tmp_path):
+def test_keras_applications_resnet50_and_50v2_port_checked_in_keras_and_export_back_and_into_pytorch(tmp_path):
     """keras.applications' ResNet50 as Keras 3 writes it: recognised by its config's names as resnet50-keras
     (v1 bottlenecks, the stride on the first 1x1, biases, BatchNorm eps 1.001e-5), and --check runs it as
     keras.applications builds it (float64, its softmax off) against the port in PyTorch at 224x224, the
-    only size the file takes.  ResNet50V2 (pre-activation) is refused in one line that says so.  Then the
+    only size the file takes; ResNet50V2 (pre-activation, the stride on a stage's last block) likewise.  Then the
     way back and on into PyTorch: export writes the weights keras.applications.ResNet50(weights=None,
     classes=10) loads, and a plain PyTorch module file with its state_dict (no PyTorch library has this
     network), each reloaded without this project; torchvision's format is refused (its ResNet50 is v1.5)."""
@@ -434,12 +434,23 @@ def test_keras_applications_resnet50_ports_checked_in_keras_and_v2_is_refused(tm
     assert all(r[-1] == "ok" and float(r[3]) < 1e-5 for r in rows if r[2] == "float64"), p.stdout
     assert "input: float32 images as keras.applications.resnet.preprocess_input makes them ('caffe'" in p.stdout
     assert "'caffe'" in W.load(tmp_path / "r50.safetensors").metadata["input"]  # export writes it
-    p = cli(tmp_path / "r50v2.keras", "--out", tmp_path / "r50v2.safetensors")
-    lines = p.stderr.strip().splitlines()
-    assert p.returncode == 2 and len(lines) == 1 and "is a pre-activation (v2) keras.applications ResNet" in lines[0], (
-        p.stderr[-2000:]
+    # ResNet50V2: pre-activation blocks (preact_bn first), the stride on each stage's last block, post_bn;
+    # checked on one 224x224 image (the network is as large as ResNet50, the code the same at any batch)
+    np.save(tmp_path / "one.npy", np.random.default_rng(3).random((1, 224, 224, 3), dtype=np.float32))
+    p = cli(
+        tmp_path / "r50v2.keras",
+        "--out",
+        tmp_path / "r50v2.safetensors",
+        "--check",
+        "--check-images",
+        tmp_path / "one.npy",
     )
-    assert not (tmp_path / "r50v2.safetensors").exists()
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-2000:]
+    assert "(keras.applications)): resnet50v2-keras@10, " in p.stdout and "parity: PASS (in float64;" in p.stdout, (
+        p.stdout
+    )
+    rows = [line.split() for line in p.stdout.splitlines() if line.startswith(("inference", "training"))]
+    assert len(rows) == 4 and all(r[-1] == "ok" and float(r[3]) < 1e-5 for r in rows if r[2] == "float64"), p.stdout
     p = export_cli(
         tmp_path / "r50.safetensors",
         "--format",

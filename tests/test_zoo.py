@@ -239,6 +239,7 @@ def test_each_vocabulary_places_the_names_it_writes(library):
     archs = ["resnet34-torch", "resnet50-torch"] + (
         ["resnet18d-torch", "resnet50d-torch"] if vocab.pooled_names else []
     )
+    archs += ["resnet50v2-keras", "resnet101v2-keras"] if vocab.head_norm else []  # pre-activation, a final BN
     for arch in archs:
         _places_back(vocab, get_spec(arch), library)
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch.nn.functional as F
 
-from resnet_port.spec import ResNetSpec, get_spec
+from resnet_port.spec import ResNetSpec, bottleneck_stride, get_spec
 
 from .model import KerasBatchNorm2d, ResNet, SameConv2d, build_model
 
@@ -50,13 +50,33 @@ def _keras_bn_epsilon(model: ResNet) -> None:
             m.eps = 1e-3  # Keras' default, not PyTorch's 1e-5
 
 
+def _move_stride(model: ResNet, source: str, target: str) -> None:
+    """Every strided bottleneck block's stride moved from its ``source`` conv to its ``target``."""
+    for b in model.spec.blocks:
+        a = model.get_submodule(f"{b.name}.{source}")
+        if any(l.name == f"{b.name}.conv3" for l in b.residual) and a.stride[0] > 1:
+            target_conv = model.get_submodule(f"{b.name}.{target}")
+            a.stride, target_conv.stride = (1, 1), a.stride
+
+
+def _stride_on_1x1(model: ResNet) -> None:
+    """v1's bottleneck (the stride on the first 1x1) where v1.5's was meant: the same weights, another function."""
+    _move_stride(model, "conv2", "conv1")
+
+
+def _stride_on_3x3(model: ResNet) -> None:
+    """v1.5's bottleneck (the stride on the 3x3) where v1's (keras.applications') was meant."""
+    _move_stride(model, "conv1", "conv2")
+
+
 def _keras_conventions(spec: ResNetSpec) -> bool:
     return spec.conventions.padding == "tf"
 
 
 #: name -> (what it gets wrong, how to break a correct model, the specs it is a wrong port of):
 #: the first two are what a port of a Keras model that trusts PyTorch's defaults gets wrong,
-#: the last two what a port of a PyTorch model that trusts Keras' gets wrong
+#: the next two what a port of a PyTorch model that trusts Keras' gets wrong, the last two a
+#: bottleneck network ported as the other version
 VARIANTS = {
     "symmetric-padding": (
         "PyTorch's symmetric padding=k//2 for TF 'same' convolutions",
@@ -77,6 +97,17 @@ VARIANTS = {
         "Keras' BatchNorm epsilon 1e-3 instead of PyTorch's 1e-5",
         _keras_bn_epsilon,
         lambda spec: not _keras_conventions(spec),
+    ),
+    # a bottleneck network's version: v1 (keras.applications) and v1.5 (torchvision, timm) hold the same weights
+    "stride-on-1x1": (
+        "v1's bottleneck, the stride on the first 1x1, for v1.5's (on the 3x3)",
+        _stride_on_1x1,
+        lambda spec: bottleneck_stride(spec) == "3x3",
+    ),
+    "stride-on-3x3": (
+        "v1.5's bottleneck, the stride on the 3x3, for v1's (on the first 1x1)",
+        _stride_on_3x3,
+        lambda spec: bottleneck_stride(spec) == "1x1",
     ),
 }
 

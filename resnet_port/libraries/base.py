@@ -26,9 +26,11 @@ class Vocabulary:
     segment).  A first segment in ``head`` (alone) is the classifier; one in ``stem``,
     the stem.  Within a part, layers of one kind take the spec's names in natural order
     of the rest of their path (``conv1`` < ``conv2``, ``0`` < ``3``, ``1_conv`` <
-    ``2_conv``), so the order a file stores them in does not matter; in the stem, the
-    order of ``stem``'s entries comes first (timm's deep stem: ``conv1.1``, ``conv1.4``,
-    then ``bn1``).
+    ``2_conv``), so the order a file stores them in does not matter; in the stem and in a
+    ``left`` branch, the order of ``stem``'s / ``left``'s entries comes first (timm's deep
+    stem: ``conv1.1``, ``conv1.4``, then ``bn1``; keras.applications V2: ``preact_bn``
+    before ``1_bn``).  A name in ``head_norm`` is the final BatchNorm of a pre-activation
+    network.
     """
 
     library: str  # who defines the model, as the CLI says it
@@ -43,7 +45,8 @@ class Vocabulary:
     block_offset: int = 0  # added to the block's number (keras.applications counts blocks from 1)
     conventions: str = "pytorch"  # the padding and BatchNorm conventions its layers follow
     block_output: str = ""  # appended to a block's path: the layer whose output is the block's (a module's own, or keras-hub's ``_out``)
-    preactivation: tuple[str, ...] = ()  # name parts only a pre-activation (v2) model of the library has
+    preactivation: tuple[str, ...] = ()  # name parts of a pre-activation (v2) model of the library, not read yet
+    head_norm: tuple[str, ...] = ()  # the name of a pre-activation network's last BatchNorm, before the pooling
     # how the library names each canonical part, for writing its own files (``native_name``): the
     # block's path ({stage} and {block} in the library's numbering), then per-layer names
     names: tuple[tuple[str, str], ...] = ()

@@ -1,16 +1,16 @@
 """keras.applications' ResNets (``keras.applications.ResNet50/101/152``, v1): ``.keras`` and
-``.weights.h5`` files as Keras writes them.
+``.weights.h5`` files as Keras writes them, and the V2 (pre-activation) ``ResNet50V2/101V2/152V2``.
 
 Read: a ``.keras`` file is recognised by its config's layer names (``conv2_block1_1_conv``) and loaded
 by Keras (``safe_mode=True``: the config only, no code); a bare ``.weights.h5`` goes into the
 ``ResNet50/101/152(weights=None, classes=N)`` whose weight layout it has.  Every layer is placed by
 :data:`VOCABULARY` (blocks ``conv{stage}_block{b}``, counted from 2 and 1; ``_0_`` the projection).
 ``--check`` runs Keras' own model, its classifier's softmax taken off (the port computes logits).
-The V2 (pre-activation) models are recognised and refused in one line, as is writing them.
+The V2 models' blocks start with ``preact_bn`` and end in ``post_bn`` (:data:`VOCABULARY`).
 
 Export writes ``keras-applications.weights.h5``, the weights of ``keras.applications.ResNet50(weights=None,
 classes=N)`` (101, 152 alike), reloaded by exactly that call, in a process where this project cannot be
-imported; only keras.applications' own (v1) networks have it: a torchvision ResNet50 (v1.5) is refused.
+imported; only keras.applications' own networks have it: a torchvision ResNet50 (v1.5) is refused.
 """
 
 from __future__ import annotations
@@ -24,7 +24,14 @@ NAME = "keras.applications"
 FRAMEWORK = "tf"
 FILE = "keras-applications.weights.h5"  # what export writes
 FIXED_SIZE = True  # ResNet50(weights=None, classes=N) takes 224x224 images only (include_top)
-MODELS = {"resnet50-keras": "ResNet50", "resnet101-keras": "ResNet101", "resnet152-keras": "ResNet152"}
+MODELS = {
+    "resnet50-keras": "ResNet50",
+    "resnet101-keras": "ResNet101",
+    "resnet152-keras": "ResNet152",
+    "resnet50v2-keras": "ResNet50V2",
+    "resnet101v2-keras": "ResNet101V2",
+    "resnet152v2-keras": "ResNet152V2",
+}
 VOCABULARY = Vocabulary(
     NAME,
     "_",
@@ -33,16 +40,18 @@ VOCABULARY = Vocabulary(
     shortcut=("0",),
     head=("predictions",),
     stem=("conv1",),
-    left=("1", "2", "3"),
+    left=("preact", "1", "2", "3"),  # V2's pre-activation BatchNorm first
     stage_offset=-1,
     block_offset=-1,
     conventions="keras-applications",
     block_output="_out",
-    preactivation=("preact", "post_bn"),
+    head_norm=("post_bn",),
     names=(
         ("stem.conv", "conv1_conv"),
         ("stem.bn", "conv1_bn"),
+        ("head.bn", "post_bn"),
         ("block", "conv{stage}_block{block}"),
+        ("bn0", "preact_bn"),
         ("conv1", "1_conv"),
         ("bn1", "1_bn"),
         ("conv2", "2_conv"),
