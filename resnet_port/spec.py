@@ -1055,7 +1055,7 @@ def build(name: str, config: ResNetConfig) -> ResNetSpec:
 #:   (ImageNet stem, PyTorch conventions); ``@1000`` for the ImageNet head;
 #: * ``resnet18-cifar-torch`` / ``resnet34-cifar-torch``: the CIFAR ResNets of the published
 #:   PyTorch repos (kuangliu/pytorch-cifar, weiaicunzai/pytorch-cifar100): a 3x3 stride-1
-#:   ``padding=1`` stem, no pool, PyTorch conventions.
+#:   ``padding=1`` stem, no pool, PyTorch conventions (``resnet50-cifar-torch``: their ResNet50).
 _R18, _R34 = (2, 2, 2, 2), (3, 4, 6, 3)
 _TINY = dict(stage_blocks=(1, 1, 1, 1), stage_filters=(8, 16, 16, 32), stem_filters=8)
 _TINY_CIFAR = dict(stage_blocks=(2, 1, 1, 1), stage_filters=(8, 16, 16, 32), stem_filters=4)
@@ -1125,10 +1125,13 @@ REGISTRY: dict[str, ResNetConfig] = {
     "resnet50d-torch": ResNetConfig(stage_blocks=_R50, **_bottleneck(TORCH, stem="deep", shortcut="avgpool")),
     "resnetv2-50-torch": ResNetConfig(stage_blocks=_R50, **PREACT_TORCH),
     "preact-resnet18-cifar-torch": ResNetConfig(stage_blocks=_R18, **PREACT_CIFAR_TORCH),
+    # kuangliu's ResNet50 and weiaicunzai's resnet50: the CIFAR stem, v1.5 bottlenecks
+    "resnet50-cifar-torch": ResNetConfig(stage_blocks=_R50, **_bottleneck(TORCH_CIFAR)),
     **{f"resnet{d}-keras": ResNetConfig(stage_blocks=_BOTTLENECK_DEPTHS[d], **KERAS_V1) for d in (50, 101, 152)},
     **{f"resnet{d}v2-keras": ResNetConfig(stage_blocks=_BOTTLENECK_DEPTHS[d], **KERAS_V2) for d in (50, 101, 152)},
     # their tiny twins, for tests: every structural feature at toy widths (strided 1x1 shortcuts read >= 8 channels)
     "tiny-bottleneck-torch": ResNetConfig(**_TINY_BOTTLENECK, **BOTTLENECK),
+    "tiny-bottleneck-cifar-torch": ResNetConfig(**_TINY_BOTTLENECK, **_bottleneck(TORCH_CIFAR)),
     "tiny-resnext-torch": ResNetConfig(**_TINY_BOTTLENECK, **_bottleneck(TORCH, groups=2, width_per_group=32)),
     "tiny-d-torch": ResNetConfig(**_TINY_BOTTLENECK, **_bottleneck(TORCH, stem="deep", shortcut="avgpool")),
     "tiny-basic-d-torch": ResNetConfig(**_TINY, **RESNET_D_BASIC),

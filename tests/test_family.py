@@ -173,6 +173,23 @@ def test_timm_resnetv2_and_kuangliu_preact():
     assert [l.kind for l in kuang.blocks[2].shortcut] == ["conv2d"] and kuang.blocks[2].shortcut_from == "pre"
 
 
+@pytest.mark.parametrize("name", ["ResNet50", "resnet50"])
+def test_the_cifar_repos_resnet50_counts(name):
+    """kuangliu's ResNet50 and weiaicunzai's resnet50 (their classes written out in tests/zoo_models.py):
+    the CIFAR stem, v1.5 bottlenecks (the stride on the 3x3)."""
+    import torch
+    import zoo_models
+
+    with torch.device("meta"):
+        model = getattr(zoo_models, name)() if name == "resnet50" else zoo_models.ResNet50(100)
+    spec = get_spec("resnet50-cifar-torch")
+    c = spec.count_parameters()
+    trainable = sum(p.numel() for p in model.parameters())
+    buffers = sum(b.numel() for n, b in model.named_buffers() if n.endswith(("running_mean", "running_var")))
+    assert (trainable, buffers) == (c.trainable, c.non_trainable)
+    assert S.bottleneck_stride(spec) == "3x3"
+
+
 def test_every_member_has_a_tiny_twin_of_its_block_stem_and_conventions():
     """What the parity suites run on: a tiny variant of every (block, stem, conventions, options)."""
     kinds = lambda c: (c.block, c.stem, c.conventions.name, dict(c.block_options).get("stride_on"))  # noqa: E731

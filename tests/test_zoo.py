@@ -35,6 +35,7 @@ SOURCES = {
     "tv50.pth": ("torchvision50", 100, "resnet50-torch", "torchvision/timm", None),
     "timm18d.pth": ("timm18d", 10, "resnet18d-torch@10", "torchvision/timm", None),
     "preact18.pth": ("preact18", 10, "preact-resnet18-cifar-torch@10", "kuangliu/pytorch-cifar", "PreActResNet18"),
+    "kuangliu50.pth": ("kuangliu50", 100, "resnet50-cifar-torch", "kuangliu/pytorch-cifar", "ResNet50"),
 }
 BAD: dict = {}
 #: the sources also checked at 224x224 here: timm's ResNet18 (torchvision's is, by the CLI below, and timm's
@@ -229,6 +230,19 @@ def test_timm_resnet26_bottlenecks_port_and_check_in_timm_at_both_sizes(tmp_path
     rows = [line.split() for line in p.stdout.splitlines() if line.startswith(("inference", "training"))]
     assert {(r[0], r[1]) for r in rows} == {(m, s) for m in ("inference", "training") for s in ("32x32", "224x224")}
     assert all(r[-1] == "ok" for r in rows if r[2] == "float64") and "parity: PASS (in float64;" in p.stdout
+
+
+def test_weiaicunzais_resnet50_is_read_as_the_cifar_bottleneck_network(tmp_path):
+    """weiaicunzai's resnet50 (``residual_function.{0,1,3,4,6,7}``), as its class writes it: placed by the
+    repo's vocabulary on the same network as kuangliu's ResNet50 (whose port is run against its source above)."""
+    from torch_impl.port import read_state_dict
+
+    subprocess.run([sys.executable, str(ZOO), "weiaicunzai50", str(tmp_path / "w50.pth")], check=True)
+    found, facts = read_state_dict(tmp_path / "w50.pth")
+    tensors = porting.canonical_tensors(found)
+    spec = porting.resolve_arch(tensors, "auto", "w50.pth", facts)
+    assert (spec.name, facts["library"]) == ("resnet50-cifar-torch", "weiaicunzai/pytorch-cifar100")
+    assert tensors["layer1.0.conv3.kernel"][1] == "conv2_x.0.residual_function.6/kernel"
 
 
 @pytest.mark.parametrize("library", [v.library for v in porting.VOCABULARIES])

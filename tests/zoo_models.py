@@ -10,7 +10,8 @@ This file is also what a user passes as ``--source-class tests/zoo_models.py:NAM
 
 ``python tests/zoo_models.py KIND OUT [--classes N] [--seed S]`` writes a state_dict of one of them
 (``KIND``: kuangliu18, kuangliu34, kuangliu18-net, weiaicunzai18, weiaicunzai34, preact18,
-torchvision18, torchvision34, torchvision50, timm18d, timm18-hf, timm34-hf) with BatchNorm that looks
+kuangliu50, weiaicunzai50, torchvision18, torchvision34, torchvision50, timm18d, timm18-hf, timm34-hf)
+with BatchNorm that looks
 trained, in a process of its own.
 """
 
@@ -44,9 +45,35 @@ class KuangliuBasicBlock(nn.Module):
         return F.relu(out + self.shortcut(x))
 
 
-class KuangliuResNet(nn.Module):
-    def __init__(self, num_blocks, num_classes=10):
+class KuangliuBottleneck(nn.Module):
+    expansion = 4
+
+    def __init__(self, in_planes, planes, stride=1):
         super().__init__()
+        self.conv1 = nn.Conv2d(in_planes, planes, kernel_size=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.conv2 = nn.Conv2d(planes, planes, kernel_size=3, stride=stride, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.conv3 = nn.Conv2d(planes, self.expansion * planes, kernel_size=1, bias=False)
+        self.bn3 = nn.BatchNorm2d(self.expansion * planes)
+        self.shortcut = nn.Sequential()
+        if stride != 1 or in_planes != self.expansion * planes:
+            self.shortcut = nn.Sequential(
+                nn.Conv2d(in_planes, self.expansion * planes, kernel_size=1, stride=stride, bias=False),
+                nn.BatchNorm2d(self.expansion * planes),
+            )
+
+    def forward(self, x):
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = F.relu(self.bn2(self.conv2(out)))
+        out = self.bn3(self.conv3(out))
+        return F.relu(out + self.shortcut(x))
+
+
+class KuangliuResNet(nn.Module):
+    def __init__(self, num_blocks, num_classes=10, block=KuangliuBasicBlock):
+        super().__init__()
+        self.block = block
         self.in_planes = 64
         self.conv1 = nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=1, bias=False)
         self.bn1 = nn.BatchNorm2d(64)
@@ -54,13 +81,13 @@ class KuangliuResNet(nn.Module):
         self.layer2 = self._make_layer(128, num_blocks[1], 2)
         self.layer3 = self._make_layer(256, num_blocks[2], 2)
         self.layer4 = self._make_layer(512, num_blocks[3], 2)
-        self.linear = nn.Linear(512, num_classes)
+        self.linear = nn.Linear(512 * block.expansion, num_classes)
 
     def _make_layer(self, planes, n, stride):
         layers = []
         for s in [stride] + [1] * (n - 1):
-            layers.append(KuangliuBasicBlock(self.in_planes, planes, s))
-            self.in_planes = planes
+            layers.append(self.block(self.in_planes, planes, s))
+            self.in_planes = planes * self.block.expansion
         return nn.Sequential(*layers)
 
     def forward(self, x):
@@ -76,6 +103,10 @@ def ResNet18(num_classes=10):
 
 def ResNet34(num_classes=10):
     return KuangliuResNet([3, 4, 6, 3], num_classes)
+
+
+def ResNet50(num_classes=10):
+    return KuangliuResNet([3, 4, 6, 3], num_classes, KuangliuBottleneck)
 
 
 class WeiaicunzaiBasicBlock(nn.Module):
@@ -101,9 +132,36 @@ class WeiaicunzaiBasicBlock(nn.Module):
         return F.relu(self.residual_function(x) + self.shortcut(x))
 
 
-class WeiaicunzaiResNet(nn.Module):
-    def __init__(self, num_block, num_classes=100):
+class WeiaicunzaiBottleNeck(nn.Module):
+    expansion = 4
+
+    def __init__(self, in_channels, out_channels, stride=1):
         super().__init__()
+        self.residual_function = nn.Sequential(
+            nn.Conv2d(in_channels, out_channels, kernel_size=1, bias=False),
+            nn.BatchNorm2d(out_channels),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(out_channels, out_channels, stride=stride, kernel_size=3, padding=1, bias=False),
+            nn.BatchNorm2d(out_channels),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(out_channels, out_channels * 4, kernel_size=1, bias=False),
+            nn.BatchNorm2d(out_channels * 4),
+        )
+        self.shortcut = nn.Sequential()
+        if stride != 1 or in_channels != out_channels * 4:
+            self.shortcut = nn.Sequential(
+                nn.Conv2d(in_channels, out_channels * 4, stride=stride, kernel_size=1, bias=False),
+                nn.BatchNorm2d(out_channels * 4),
+            )
+
+    def forward(self, x):
+        return F.relu(self.residual_function(x) + self.shortcut(x))
+
+
+class WeiaicunzaiResNet(nn.Module):
+    def __init__(self, num_block, num_classes=100, block=WeiaicunzaiBasicBlock):
+        super().__init__()
+        self.block = block
         self.in_channels = 64
         self.conv1 = nn.Sequential(
             nn.Conv2d(3, 64, kernel_size=3, padding=1, bias=False), nn.BatchNorm2d(64), nn.ReLU(inplace=True)
@@ -113,13 +171,13 @@ class WeiaicunzaiResNet(nn.Module):
         self.conv4_x = self._make_layer(256, num_block[2], 2)
         self.conv5_x = self._make_layer(512, num_block[3], 2)
         self.avg_pool = nn.AdaptiveAvgPool2d((1, 1))
-        self.fc = nn.Linear(512, num_classes)
+        self.fc = nn.Linear(512 * block.expansion, num_classes)
 
     def _make_layer(self, out_channels, n, stride):
         layers = []
         for s in [stride] + [1] * (n - 1):
-            layers.append(WeiaicunzaiBasicBlock(self.in_channels, out_channels, s))
-            self.in_channels = out_channels
+            layers.append(self.block(self.in_channels, out_channels, s))
+            self.in_channels = out_channels * self.block.expansion
         return nn.Sequential(*layers)
 
     def forward(self, x):
@@ -133,6 +191,10 @@ def resnet18():
 
 def resnet34():
     return WeiaicunzaiResNet([3, 4, 6, 3])
+
+
+def resnet50():
+    return WeiaicunzaiResNet([3, 4, 6, 3], block=WeiaicunzaiBottleNeck)
 
 
 class PreActBlock(nn.Module):
@@ -192,6 +254,8 @@ def build(kind: str, classes: int):
         "kuangliu34": lambda: ResNet34(classes),
         "weiaicunzai18": resnet18,
         "weiaicunzai34": resnet34,
+        "kuangliu50": lambda: ResNet50(classes),
+        "weiaicunzai50": resnet50,
         "preact18": lambda: PreActResNet18(classes),
         "torchvision18": lambda: torchvision.models.resnet18(num_classes=classes),
         "torchvision34": lambda: torchvision.models.resnet34(num_classes=classes),
