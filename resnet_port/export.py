@@ -316,7 +316,7 @@ def export(weights: Path, w: W.Weights, formats: list[str], out: Path, progress=
             outputs[fmt] = res
             row = compare(fmt, name, f"its source, the weights in {fw.label}", res, ref)
             row["size"] = "any" if size is None else f"{size} only"
-            if fmt in NATIVE:
+            if fmt in LIBRARIES:
                 row["loaded_as"] = str(res["classes"])
             if fmt == "keras-hub":  # the preset folder, loaded by from_preset, too
                 preset = compare(

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 import tempfile
 from pathlib import Path
@@ -93,16 +94,20 @@ def native_layers(tensors: dict, library: str, spec=None) -> dict[str, str]:
     the block's last layer in ``spec`` (a BasicBlock's ``relu2``, a bottleneck's ``relu3``)."""
     vocab = porting.vocabulary(library)
     outputs = {b.name: b.layers()[-1].name for b in spec.blocks} if spec is not None else {}
+    # where the library's BatchNorm applies its ReLU too, its output is the spec's ReLU after that BatchNorm
+    order = [layer.name for layer in spec.layer_specs()] if spec is not None else []
+    after = {a: b for a, b in zip(order, order[1:])}
     out = {}
     for key, (_, native) in tensors.items():
         layer, path = key.rsplit(".", 1)[0], native.rsplit("/", 1)[0].rsplit(":", 1)[-1]
+        if vocab.fused_norm_act and spec is not None and spec.layer(layer).kind == "batchnorm":
+            layer = after[layer]
         out[layer] = path
-        if (
-            layer.endswith(".conv1") and layer.count(".") == 2
-        ):  # layerS.B.conv1: the block is the first two parts of its path
+        m = re.match(r"^layer(\d+)\.(\d+)\.conv1$", layer)
+        if m:  # the block's own output: its path in the library's names
             block = layer.rsplit(".", 1)[0]
             out[outputs.get(block, f"{block}.relu2")] = (
-                vocab.separator.join(path.split(vocab.separator)[:2]) + vocab.block_output
+                vocab.block_path(int(m.group(1)), int(m.group(2))) + vocab.block_output
             )
     return out
 
@@ -110,15 +115,28 @@ def native_layers(tensors: dict, library: str, spec=None) -> dict[str, str]:
 #: torchvision's ImageNet normalisation (its weights' transforms: Normalize(mean, std) after ToTensor), and
 #: timm's default for its ResNets (IMAGENET_DEFAULT_MEAN / _STD)
 IMAGENET_NORMALIZATION = augment.Normalization((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+#: timm's default for its ResNetV2 (IMAGENET_INCEPTION_MEAN / _STD), and keras.applications' ResNet V2 inputs
+#: (``preprocess_input``'s 'tf' mode: pixels / 127.5 - 1, which is (pixels / 255 - 0.5) / 0.5)
+INCEPTION_NORMALIZATION = augment.Normalization((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+#: each library's default, where its files carry none of their own
+LIBRARY_NORMALIZATION = {
+    "torchvision/timm": IMAGENET_NORMALIZATION,
+    "timm/resnetv2": INCEPTION_NORMALIZATION,
+}
 
 
-def normalization_of(source: porting.Source, facts: dict | None = None) -> augment.Normalization | None:
+def normalization_of(
+    source: porting.Source, facts: dict | None = None, spec: ResNetSpec | None = None
+) -> augment.Normalization | None:
     """The input normalisation the source's model expects after pixels / 255, where its library defines one:
     a run directory's (its recipe's), a timm Hugging Face folder's config (``pretrained_cfg`` mean/std, read
     as JSON), torchvision's and timm's ResNets' ImageNet mean/std.  None: the model takes pixels / 255."""
     if source.kind == "run":
         return augment.Normalization.from_dict(rundir.read_config(source.path).get("data", {}).get("normalization"))
-    if (facts or {}).get("library") != "torchvision/timm":
+    library = (facts or {}).get("library")
+    if library == "keras.applications" and spec is not None and spec.blocks[0].pre:  # V2: 'tf' mode
+        return INCEPTION_NORMALIZATION
+    if library not in LIBRARY_NORMALIZATION:
         return None
     if source.kind == "hf-folder":
         try:
@@ -128,7 +146,7 @@ def normalization_of(source: porting.Source, facts: dict | None = None) -> augme
                 return augment.Normalization(tuple(map(float, pre["mean"])), tuple(map(float, pre["std"])))
         except (OSError, ValueError, TypeError):
             pass
-    return IMAGENET_NORMALIZATION
+    return LIBRARY_NORMALIZATION[library]
 
 
 #: what keras.applications' ResNet50/101/152 take (``keras.applications.resnet.preprocess_input``)
@@ -405,8 +423,8 @@ def main(argv=None) -> int:
             extra = {"source": str(source.path)}
             if facts.get("num_batches_tracked"):
                 extra["num_batches_tracked"] = json.dumps(batches_tracked(tensors, facts["num_batches_tracked"]))
-            norm = normalization_of(source, facts)
-            if facts.get("library") == "keras.applications":  # a channel flip: no mean/std in RGB says it
+            norm = normalization_of(source, facts, spec)
+            if facts.get("library") == "keras.applications" and norm is None:  # v1's caffe mode: a channel flip
                 extra["input"] = CAFFE_INPUT
             staged = W.save(
                 Path(tmp) / "port.safetensors",

@@ -54,6 +54,7 @@ def _natural(text: str) -> tuple:
 
 def place(native: str, vocab: Vocabulary) -> tuple[tuple, tuple] | None:
     """(role, order key) of a layer named ``native`` in ``vocab``'s library, or None where it has no place."""
+    native = vocab.placed_name(native)
     parts = native.split(vocab.separator)
     if (m := re.match(vocab.stage, parts[0])) and len(parts) >= 3 and (b := re.match(vocab.block, parts[1])):
         stage, block, rest = int(m.group(1)) + vocab.stage_offset, int(b.group(1)) + vocab.block_offset, parts[2:]
@@ -141,8 +142,8 @@ def other_family(natives: list[str]) -> str | None:
 
 PREACTIVATION = (
     "each block normalises before its convolutions, and its stem or shortcuts have no BatchNorm; of pre-activation "
-    "ResNets this tool reads kuangliu's PreActResNet18 and keras.applications' ResNet50V2/101V2/152V2 so far (the spec "
-    "and both frameworks build this library's too: its files are not read yet)"
+    "ResNets this tool reads kuangliu's PreActResNet18, timm's resnetv2_50 and keras.applications' ResNet50V2/101V2/152V2 "
+    "so far (the spec and both frameworks build this library's too: its files are not read yet)"
 )
 
 
@@ -374,10 +375,19 @@ def _block_types(groups: dict, preactivation: bool = False) -> dict[tuple, str]:
     return out
 
 
+def _conv_head_as_dense(f: Found) -> Found:
+    """A classifier written as a 1x1 convolution (timm's resnetv2 head) is the dense layer it computes."""
+    if f.role == ("fc",) and f.kind == "conv2d" and np.shape(f.params.get("kernel"))[:2] == (1, 1):
+        kernel = np.asarray(f.params["kernel"])
+        return Found(f.native, "dense", {**f.params, "kernel": kernel.reshape(kernel.shape[2:])}, f.role, f.order)
+    return f
+
+
 def canonical_tensors(found: list[Found]) -> dict[str, tuple[np.ndarray, str]]:
     """``{canonical key: (array in the neutral layout, native path)}`` by the structural rule."""
     groups: dict[tuple, list[Found]] = {}
     layers: dict[str, Found] = {}
+    found = [_conv_head_as_dense(f) for f in found]
     for f in found:
         if f.layer is not None:
             layers[f.layer] = f

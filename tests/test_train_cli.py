@@ -361,19 +361,22 @@ def test_modern_recipe_end_to_end_and_cross_evaluated(modern_runs, small_data, t
 
 
 def test_seed_recipe_on_an_imagenet_stem_resnet(small_data, tmp_path):
-    """Both CLIs train the seed's recipe on torchvision's architecture (tiny-torch: 7x7/2 stem, 3x3/2 max-pool,
-    padding=1, PyTorch's BatchNorm), and compare cross-evaluates the two runs: the same predictions."""
+    """Both CLIs train the seed's recipe on a member of the wider family with PyTorch's conventions (the twin
+    of timm's ResNet50-D: a deep 3-conv stem, a 3x3/2 max-pool, bottleneck blocks, shortcuts that average-pool
+    with ceil_mode, padding=1, PyTorch's BatchNorm), and compare cross-evaluates the two runs: the same
+    predictions."""
+    arch = "tiny-d-torch"
     procs = parallel(
         *[
             lambda fw=fw: cli(
-                f"{fw}.train", *[a if a != "tiny" else "tiny-torch" for a in train_args(small_data, tmp_path / fw, 1)]
+                f"{fw}.train", *[a if a != "tiny" else arch for a in train_args(small_data, tmp_path / fw, 1)]
             )
             for fw in FRAMEWORKS
         ]
     )
     for fw, p in zip(FRAMEWORKS, procs):
-        assert p.returncode == 0, f"{fw}.train --arch tiny-torch failed:\n{p.stderr[-3000:]}"
-        assert json.loads((tmp_path / fw / "config.json").read_text())["recipe"]["arch"] == "tiny-torch"
+        assert p.returncode == 0, f"{fw}.train --arch {arch} failed:\n{p.stderr[-3000:]}"
+        assert json.loads((tmp_path / fw / "config.json").read_text())["recipe"]["arch"] == arch
     p = cli("resnet_port.compare", tmp_path / "tf_impl", tmp_path / "torch_impl", cwd=tmp_path / "tf_impl")
     assert p.returncode == 0, p.stderr[-2000:]
     rows = [line for line in p.stdout.splitlines() if line.startswith(("tf_impl", "torch_impl"))]

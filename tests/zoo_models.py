@@ -10,7 +10,7 @@ This file is also what a user passes as ``--source-class tests/zoo_models.py:NAM
 
 ``python tests/zoo_models.py KIND OUT [--classes N] [--seed S]`` writes a state_dict of one of them
 (``KIND``: kuangliu18, kuangliu34, kuangliu18-net, weiaicunzai18, weiaicunzai34, preact18,
-kuangliu50, weiaicunzai50, torchvision18, torchvision34, torchvision50, timm18d, timm18-hf, timm34-hf)
+kuangliu50, weiaicunzai50, torchvision18, torchvision34, torchvision50, timm18d, timmv2-50, timm18-hf, timm34-hf)
 with BatchNorm that looks
 trained, in a process of its own.
 """
@@ -262,6 +262,8 @@ def build(kind: str, classes: int):
         "torchvision50": lambda: torchvision.models.resnet50(num_classes=classes),
         # timm's ResNet-D (deep stem, average-pool shortcut) as a state_dict
         "timm18d": lambda: __import__("timm").create_model("resnet18d", num_classes=classes),
+        # timm's pre-activation ResNetV2 (its own module names, BatchNormAct2d, a 1x1-conv classifier)
+        "timmv2-50": lambda: __import__("timm").create_model("resnetv2_50", num_classes=classes),
     }[kind]()
 
 

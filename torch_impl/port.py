@@ -215,6 +215,15 @@ def _hooked_modules(model: torch.nn.Module, layers: dict[str, str]) -> dict[str,
     return {canonical: modules[native] for canonical, native in layers.items() if native in modules}
 
 
+def _nhwc(name: str, output: torch.Tensor) -> np.ndarray:
+    """A hooked module's output as the spec's layer gives it: NHWC, and a classifier written as a 1x1
+    convolution (timm's resnetv2 head) as the (N, classes) its flattening makes."""
+    output = output.detach()
+    if name == "fc" and output.dim() == 4:
+        return output.flatten(1).numpy().copy()
+    return (output.permute(0, 2, 3, 1) if output.dim() == 4 else output).numpy().copy()
+
+
 def op_run_source(op: dict) -> None:
     """``{src, kind, arch, inputs, out[, library, layers, source_class, dtype]}``: the source loaded as it is, in
     its own library (``load_state_dict(strict=True)``), every layer's output that it names, both modes, in
@@ -243,11 +252,7 @@ def op_run_source(op: dict) -> None:
             model.train(mode == "train")
             seen = {}
             handles = [
-                m.register_forward_hook(
-                    lambda _m, _a, o, n=n, seen=seen: seen.__setitem__(
-                        n, o.detach().permute(0, 2, 3, 1).numpy().copy() if o.dim() == 4 else o.detach().numpy().copy()
-                    )
-                )
+                m.register_forward_hook(lambda _m, _a, o, n=n, seen=seen: seen.__setitem__(n, _nhwc(n, o)))
                 for n, m in hooked.items()
             ]
             with torch.no_grad():
@@ -355,6 +360,11 @@ def native_state_dict(weights_path: str, vocab) -> tuple[dict[str, torch.Tensor]
 
 def op_export_native(op: dict) -> None:
     """``{weights, library, out}``: a PyTorch library's own files (torchvision's .pth, timm's folder)."""
+    from resnet_port import weights as neutral
+
     library = libraries.get(op["library"])
-    state, spec = native_state_dict(op["weights"], library.VOCABULARY)
+    vocab = library.VOCABULARY
+    if hasattr(library, "vocabulary_for"):  # a library whose networks name their modules in more than one way
+        vocab = library.vocabulary_for(get_spec(neutral.read_metadata(Path(op["weights"]))["arch"]))
+    state, spec = native_state_dict(op["weights"], vocab)
     library.write(state, spec, op["out"], op["weights"])

@@ -35,6 +35,7 @@ MODULES = (
     "post",
     "torchvision",
     "timm",
+    "timm_resnetv2",
     "kuangliu",
     "weiaicunzai",
     "keras_hub",

@@ -47,12 +47,27 @@ class Vocabulary:
     block_output: str = ""  # appended to a block's path: the layer whose output is the block's (a module's own, or keras-hub's ``_out``)
     preactivation: tuple[str, ...] = ()  # name parts of a pre-activation (v2) model of the library, not read yet
     head_norm: tuple[str, ...] = ()  # the name of a pre-activation network's last BatchNorm, before the pooling
+    # (regex, replacement) applied to a native name before it is split: a library whose block path is not
+    # two segments (timm's resnetv2: ``stages.0.blocks.1.conv1`` read as ``stages0.1.conv1``)
+    rewrite: tuple[tuple[str, str], ...] = ()
+    # its BatchNorm modules apply their ReLU too (timm's BatchNormAct2d): a hooked output is the ReLU's
+    fused_norm_act: bool = False
     # how the library names each canonical part, for writing its own files (``native_name``): the
     # block's path ({stage} and {block} in the library's numbering), then per-layer names
     names: tuple[tuple[str, str], ...] = ()
     # the names a shortcut's layers take where the shortcut pools first (ResNet-D: ``downsample.1`` and
     # ``.2`` after timm's parameter-free ``downsample.0`` AvgPool2d); none where the library has no such shortcut
     pooled_names: tuple[tuple[str, str], ...] = ()
+
+    def placed_name(self, native: str) -> str:
+        """``native`` as the placing rule reads it (after :attr:`rewrite`)."""
+        for pattern, replacement in self.rewrite:
+            native = re.sub(pattern, replacement, native)
+        return native
+
+    def block_path(self, stage: int, block: int) -> str:
+        """The library's name of block ``block`` of stage ``stage`` (the spec's numbering)."""
+        return dict(self.names)["block"].format(stage=stage - self.stage_offset, block=block - self.block_offset)
 
     def native_name(self, layer: str, pooled: bool = False) -> str:
         """The library's name for the canonical ``layer`` (``layer2.0.shortcut.conv`` -> ``layer2.0.downsample.0``);
@@ -67,10 +82,7 @@ class Vocabulary:
         m = re.match(r"^layer(\d+)\.(\d+)\.(.+)$", layer)
         if not m or m.group(3) not in names:
             raise PortError(f"{self.library} has no name for {layer}")
-        block = names["block"].format(
-            stage=int(m.group(1)) - self.stage_offset, block=int(m.group(2)) - self.block_offset
-        )
-        return f"{block}{self.separator}{names[m.group(3)]}"
+        return f"{self.block_path(int(m.group(1)), int(m.group(2)))}{self.separator}{names[m.group(3)]}"
 
 
 def no_package_defines(library: str, spec, src) -> PortError:

@@ -28,7 +28,15 @@ MODELS = {
     "resnet18d-torch": "resnet18d",
     "resnet34d-torch": "resnet34d",
     "resnet50d-torch": "resnet50d",
+    "resnetv2-50-torch": "resnetv2_50",  # named as timm_resnetv2's vocabulary says
 }
+
+
+def vocabulary_for(spec):
+    """The names timm gives ``spec``'s modules: its ResNet's (torchvision's) or its ResNetV2's."""
+    from . import timm_resnetv2
+
+    return timm_resnetv2.VOCABULARY if timm_resnetv2.defines(spec) else VOCABULARY
 
 
 def depth(spec) -> str | None:
@@ -68,6 +76,9 @@ def write(state: dict, spec, out: str, weights_path: str) -> None:
     from resnet_port import weights as neutral
 
     net = model(spec)
+    expected = net.state_dict()
+    if "head.fc.weight" in state and expected.get("head.fc.weight") is not None:  # ResNetV2's 1x1-conv classifier
+        state = {**state, "head.fc.weight": state["head.fc.weight"].reshape(expected["head.fc.weight"].shape)}
     net.load_state_dict(state, strict=True)
     norm = neutral.normalization_of(neutral.read_metadata(Path(weights_path)))
     channels = spec.input_shape[-1]
