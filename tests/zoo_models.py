@@ -288,7 +288,7 @@ def main(argv=None):
         plan = json.loads(open(args.out).read())
         return write_all(plan["files"], plan["folder"])
     torch.manual_seed(args.seed)
-    if args.kind.startswith("timm"):
+    if args.kind.endswith("-hf"):  # timm's Hugging Face folder (save_for_hf)
         import timm
         from timm.models._hub import save_for_hf
 
