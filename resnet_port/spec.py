@@ -1208,17 +1208,22 @@ def available() -> list[str]:
     return sorted(REGISTRY)
 
 
+def strided_bottlenecks(spec: "ResNetSpec") -> list[tuple[str, str, str]]:
+    """(first 1x1 conv, 3x3 conv, which carries the stride: "1x1" or "3x3") of every bottleneck block
+    (three convolutions in its residual branch) with a stride."""
+    out = []
+    for b in spec.blocks:
+        convs = [l for l in b.residual if l.kind == "conv2d"]
+        if len(convs) == 3 and b.stride > 1:
+            out.append((convs[0].name, convs[1].name, "1x1" if convs[0].stride > 1 else "3x3"))
+    return out
+
+
 def bottleneck_stride(spec: "ResNetSpec") -> str | None:
     """Where the network's strided bottleneck blocks put the stride: "1x1" (v1: keras.applications),
     "3x3" (v1.5: torchvision, timm, keras-hub), or None (no strided bottleneck)."""
-    for b in spec.blocks:
-        convs = {l.name.rsplit(".", 1)[1]: l for l in b.residual if l.kind == "conv2d"}
-        if "conv3" in convs:
-            if convs["conv1"].stride > 1:
-                return "1x1"
-            if convs["conv2"].stride > 1:
-                return "3x3"
-    return None
+    found = strided_bottlenecks(spec)
+    return found[0][2] if found else None
 
 
 def shortcut_pools(spec: "ResNetSpec") -> bool:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch.nn.functional as F
 
-from resnet_port.spec import ResNetSpec, bottleneck_stride, get_spec
+from resnet_port.spec import ResNetSpec, bottleneck_stride, get_spec, strided_bottlenecks
 
 from .model import KerasBatchNorm2d, ResNet, SameConv2d, build_model
 
@@ -50,23 +50,22 @@ def _keras_bn_epsilon(model: ResNet) -> None:
             m.eps = 1e-3  # Keras' default, not PyTorch's 1e-5
 
 
-def _move_stride(model: ResNet, source: str, target: str) -> None:
-    """Every strided bottleneck block's stride moved from its ``source`` conv to its ``target``."""
-    for b in model.spec.blocks:
-        a = model.get_submodule(f"{b.name}.{source}")
-        if any(l.name == f"{b.name}.conv3" for l in b.residual) and a.stride[0] > 1:
-            target_conv = model.get_submodule(f"{b.name}.{target}")
-            a.stride, target_conv.stride = (1, 1), a.stride
+def _move_stride(model: ResNet, to: str) -> None:
+    """Every strided bottleneck block's stride moved to its first 1x1 (``to="1x1"``) or its 3x3."""
+    for one, three, on in strided_bottlenecks(model.spec):
+        if on != to:
+            a, b = model.get_submodule(one), model.get_submodule(three)
+            a.stride, b.stride = (b.stride, (1, 1)) if to == "1x1" else ((1, 1), a.stride)
 
 
 def _stride_on_1x1(model: ResNet) -> None:
     """v1's bottleneck (the stride on the first 1x1) where v1.5's was meant: the same weights, another function."""
-    _move_stride(model, "conv2", "conv1")
+    _move_stride(model, "1x1")
 
 
 def _stride_on_3x3(model: ResNet) -> None:
     """v1.5's bottleneck (the stride on the 3x3) where v1's (keras.applications') was meant."""
-    _move_stride(model, "conv1", "conv2")
+    _move_stride(model, "3x3")
 
 
 def _keras_conventions(spec: ResNetSpec) -> bool:
