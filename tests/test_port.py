@@ -424,7 +424,11 @@ def test_keras_applications_resnet50_and_50v2_port_checked_in_keras_and_export_b
         env=ENV,
         timeout=600,
     )
-    p = cli(tmp_path / "r50.keras", "--out", tmp_path / "r50.safetensors", "--check")
+    # one 224x224 image: the network is ResNet50's whatever the batch (4 images by default)
+    np.save(tmp_path / "one.npy", np.random.default_rng(3).random((1, 224, 224, 3), dtype=np.float32))
+    p = cli(
+        tmp_path / "r50.keras", "--out", tmp_path / "r50.safetensors", "--check", "--check-images", tmp_path / "one.npy"
+    )
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-2000:]
     assert "(keras.applications)): resnet50-keras@10, 320 tensors" in p.stdout, p.stdout
     rows = [line.split() for line in p.stdout.splitlines() if line.startswith(("inference", "training"))]
@@ -434,9 +438,7 @@ def test_keras_applications_resnet50_and_50v2_port_checked_in_keras_and_export_b
     assert all(r[-1] == "ok" and float(r[3]) < 1e-5 for r in rows if r[2] == "float64"), p.stdout
     assert "input: float32 images as keras.applications.resnet.preprocess_input makes them ('caffe'" in p.stdout
     assert "'caffe'" in W.load(tmp_path / "r50.safetensors").metadata["input"]  # export writes it
-    # ResNet50V2: pre-activation blocks (preact_bn first), the stride on each stage's last block, post_bn;
-    # checked on one 224x224 image (the network is as large as ResNet50, the code the same at any batch)
-    np.save(tmp_path / "one.npy", np.random.default_rng(3).random((1, 224, 224, 3), dtype=np.float32))
+    # ResNet50V2: pre-activation blocks (preact_bn first), the stride on each stage's last block, post_bn
     p = cli(
         tmp_path / "r50v2.keras",
         "--out",
