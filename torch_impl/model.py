@@ -40,6 +40,8 @@ from resnet_port.spec import (
     same_padding,
 )
 
+from . import standalone
+
 
 def initialize(tensor: torch.Tensor, name: str, fan_in: int = 0) -> None:
     """PyTorch's function for an initialiser the spec names (``resnet_port.spec.INITIALISERS``).
@@ -106,7 +108,7 @@ class SameMaxPool2d(nn.Module):
         return F.max_pool2d(x, self.pool_size, self.stride)
 
 
-class KerasBatchNorm2d(nn.BatchNorm2d):
+class KerasBatchNorm2d(standalone.BatchNorm):
     """BatchNorm2d with Keras' numerics: epsilon, momentum and moving-variance update.
 
     PyTorch's fused kernel updates the running variance with the unbiased batch
@@ -115,28 +117,26 @@ class KerasBatchNorm2d(nn.BatchNorm2d):
     ``new = (1 - m) old + m u``; subtracting ``(new - (1 - m) old) / n`` leaves
     ``(1 - m) old + m v``, Keras' value, which is written to the buffer.  The fused
     kernel is kept (an O(channels) correction, no extra pass over the
-    activations), and the buffer autograd saved is never modified in place.
+    activations), and the buffer autograd saved is never modified in place.  That
+    correction is ``torch_impl.standalone.BatchNorm``'s, the class export's plain
+    PyTorch module file carries: the file runs the code the parity suite holds to Keras.
     """
 
     def __init__(self, s: BatchNormSpec):
-        super().__init__(s.channels, eps=s.epsilon, momentum=s.torch_momentum)
+        # unbiased_variance: PyTorch's own update, nothing to correct
+        super().__init__(s.channels, eps=s.epsilon, momentum=s.torch_momentum, biased_update=not s.unbiased_variance)
         initialize(self.weight, s.gamma_init)
         initialize(self.bias, s.beta_init)
-        self.unbiased = s.unbiased_variance  # PyTorch's own update: nothing to correct
         self.synchronized = False  # set by enable_sync_batchnorm under DistributedDataParallel
+
+    @property
+    def unbiased(self) -> bool:
+        return not self.biased_update
 
     def forward(self, x):
         if self.training and self.synchronized:
             return self._sync_forward(x)
-        if not self.training or self.unbiased:
-            return super().forward(x)
-        n = x.numel() // x.shape[1]
-        new_var = self.running_var.clone()
-        y = F.batch_norm(x, self.running_mean, new_var, self.weight, self.bias, True, self.momentum, self.eps)
-        with torch.no_grad():
-            self.running_var.copy_(new_var - (new_var - (1.0 - self.momentum) * self.running_var) / n)
-            self.num_batches_tracked.add_(1)
-        return y
+        return super().forward(x)
 
     def _sync_forward(self, x):
         """Batch statistics over every process's batch (synchronised BatchNorm).
