@@ -135,11 +135,20 @@ def main(argv=None) -> int:
                 tf_out, torch_out = forward_both(args.weights, spec.name, x, mode == "train", tmp, args.naive)
             except parity.WorkerError as e:
                 return cli.fail(str(e))
-            rows = parity.compare_layers(torch_out, tf_out, [layer.name for layer in spec.layers()], args.atol)
-            logit_abs, _ = parity.diff_arrays(torch_out["logits"], tf_out["logits"])
-            agree = float((torch_out["logits"].argmax(1) == tf_out["logits"].argmax(1)).mean())
+            names = [layer.name for layer in spec.layers()]
             title = "inference mode (moving statistics)" if mode == "eval" else "training mode (batch statistics)"
             print(f"\n== {title}: PyTorch vs Keras (reference) ==")
+            misshaped = next((n for n in names if torch_out[n].shape != tf_out[n].shape), None)
+            if misshaped:  # the two compute different networks (a stride moved): named, not compared
+                ok = False
+                print(
+                    f"{misshaped}: output {torch_out[misshaped].shape[1:]} in PyTorch, {tf_out[misshaped].shape[1:]} in Keras "
+                    f"-> FAIL (first divergent layer: {misshaped}; the networks differ in structure, not in numbers)"
+                )
+                continue
+            rows = parity.compare_layers(torch_out, tf_out, names, args.atol)
+            logit_abs, _ = parity.diff_arrays(torch_out["logits"], tf_out["logits"])
+            agree = float((torch_out["logits"].argmax(1) == tf_out["logits"].argmax(1)).mean())
             print(parity.format_table(rows, args.atol))
             first = parity.first_divergence(rows)
             good = first is None and logit_abs <= args.atol

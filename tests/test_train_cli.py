@@ -13,8 +13,9 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
-from resnet_port import report, rundir, synthetic
+from resnet_port import conformance, report, rundir, synthetic
 from resnet_port import weights as W
+from resnet_port.spec import get_spec
 
 FRAMEWORKS = ["tf_impl", "torch_impl"]
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
@@ -576,6 +577,16 @@ def test_diff_healthy_and_broken(runs, tmp_path):
     assert [line for line in p.stdout.splitlines() if "<-- first" in line][0].startswith("layer2.0.conv1 ")
     p = cli("resnet_port.diff", out / "tf_impl" / "config.json")
     assert p.returncode == 2 and "not a resnet-port weights file" in p.stderr
+    # a bottleneck network run as the other version (keras.applications' v1 weights with v1.5's stride): the
+    # first strided block's conv1 takes another size, named without a traceback
+    W.save(
+        tmp_path / "v1.safetensors",
+        conformance.fixed_tensors(get_spec("tiny-bottleneck-keras")),
+        "tiny-bottleneck-keras",
+    )
+    p = cli("resnet_port.diff", tmp_path / "v1.safetensors", "--batch", 2, "--naive", "stride-on-3x3", "--mode", "eval")
+    assert p.returncode == 1 and "Traceback" not in p.stderr, p.stderr[-2000:]
+    assert "FAIL (first divergent layer: layer2.0.conv1; the networks differ in structure" in p.stdout, p.stdout
 
 
 def test_diff_names_a_perturbed_layer(runs, tmp_path):
