@@ -176,18 +176,6 @@ def enable_sync_batchnorm(model: nn.Module) -> int:
     return n
 
 
-class Add(nn.Module):
-    def forward(self, a, b):
-        return a + b
-
-
-class GlobalAvgPool(nn.Module):
-    """(N, C, H, W) -> (N, C), as Keras' GlobalAveragePooling2D."""
-
-    def forward(self, x):
-        return x.mean(dim=(2, 3))
-
-
 class AvgPool(nn.Module):
     """An average pool over the pixels inside the input only (PyTorch's ``count_include_pad=False``);
     TF 'same' pads after, as a max-pool does; ``ceil_mode`` is PyTorch's."""
@@ -222,31 +210,17 @@ MODULES = {
     "maxpool": lambda s: SameMaxPool2d(s.pool_size, s.stride, s.padding, s.pad_with),
     "avgpool": AvgPool,
     "relu": lambda s: nn.ReLU(),
-    "add": lambda s: Add(),
-    "global_avg_pool": lambda s: GlobalAvgPool(),
+    "add": lambda s: standalone.Add(),
+    "global_avg_pool": lambda s: standalone.GlobalAvgPool(),  # (N, C, H, W) -> (N, C), as Keras' GlobalAveragePooling2D
     "dense": _dense,
 }
-
-
-def _place(root: nn.Module, name: str, module: nn.Module) -> None:
-    """Register ``module`` under its dotted canonical ``name``, creating the containers on the way
-    (a numbered part, as ``layer1.0``, lives in an ``nn.Sequential``), so that state_dict keys are
-    ``<canonical name>.<param>``."""
-    *path, last = name.split(".")
-    parent = root
-    for i, part in enumerate(path):
-        if not hasattr(parent, part):
-            nxt = path[i + 1] if i + 1 < len(path) else last
-            parent.add_module(part, nn.Sequential() if nxt.isdigit() else nn.Module())
-        parent = getattr(parent, part)
-    parent.add_module(last, module)
 
 
 def _sequence(root: nn.Module, layers) -> list[nn.Module]:
     out = []
     for s in layers:
         module = MODULES[s.kind](s)
-        _place(root, s.name, module)
+        standalone.place(root, s.name, module)
         out.append(module)
     return out
 

@@ -109,6 +109,21 @@ class Add(nn.Module):
         return a + b
 
 
+def place(root: nn.Module, name: str, module: nn.Module) -> nn.Module:
+    """Register ``module`` in ``root`` under its dotted ``name``, creating the containers on the way (a
+    numbered part, as ``layer1.0``, lives in an ``nn.Sequential``), so that state_dict keys are
+    ``<name>.<param>``; returns ``module``."""
+    *path, last = name.split(".")
+    parent = root
+    for i, part in enumerate(path):
+        if not hasattr(parent, part):
+            nxt = path[i + 1] if i + 1 < len(path) else last
+            parent.add_module(part, nn.Sequential() if nxt.isdigit() else nn.Module())
+        parent = getattr(parent, part)
+    parent.add_module(last, module)
+    return module
+
+
 LAYERS = {
     "conv": Conv,
     "bn": BatchNorm,
@@ -138,19 +153,10 @@ class ResNet(nn.Module):
         self._head = self._sequence(architecture["head"])
 
     def _sequence(self, layers) -> list[nn.Module]:
-        """Each layer, registered under its dotted name (``layer1.0`` in an ``nn.Sequential``)."""
+        """Each layer, registered under its dotted name."""
         out = []
         for name, kind, settings in layers:
-            module = LAYERS[kind](**settings)
-            *path, last = name.split(".")
-            parent = self
-            for i, part in enumerate(path):
-                if not hasattr(parent, part):
-                    nxt = path[i + 1] if i + 1 < len(path) else last
-                    parent.add_module(part, nn.Sequential() if nxt.isdigit() else nn.Module())
-                parent = getattr(parent, part)
-            parent.add_module(last, module)
-            out.append(module)
+            out.append(place(self, name, LAYERS[kind](**settings)))
         return out
 
     @staticmethod
