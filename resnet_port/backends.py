@@ -79,8 +79,13 @@ class Backend(Protocol):
         schedule,
         batches: Iterable[tuple[np.ndarray, np.ndarray]],
         naive: str | None = None,
+        eager: bool = False,
     ) -> Optimizer:
-        """The recipe's optimiser steps through the training CLI's own step; returns the optimiser."""
+        """The recipe's optimiser steps through the training CLI's own step; returns the optimiser.
+
+        ``eager``: run that step without compiling it into a graph, where a framework does (Keras traces
+        its train step first: ~4 s for a tiny ResNet on a CPU against ~1 s for one eager step), for a
+        step or two; the same operations, not necessarily the same rounding."""
 
     def momentum_buffers(self, optimizer: Optimizer, model: Model, spec: ResNetSpec) -> dict[str, np.ndarray]:
         """SGD's momentum buffers in PyTorch's convention, canonical keys."""
@@ -115,6 +120,23 @@ OPERATIONS = tuple(
     for name in vars(Backend)
     if not name.startswith("_") and callable(getattr(Backend, name, None)) or name in ("key", "trainer")
 )
+
+
+def signature_differences(backend) -> list[str]:
+    """The operations whose parameters (names, order, defaults) are not the contract's."""
+    import inspect
+
+    out = []
+    for name in OPERATIONS:
+        want, got = getattr(Backend, name, None), getattr(backend, name, None)
+        if not (inspect.isfunction(want) and callable(got)):
+            continue
+        w = [(p.name, p.default) for p in list(inspect.signature(want).parameters.values())[1:]]
+        g = [(p.name, p.default) for p in inspect.signature(got).parameters.values()]
+        if w != g:
+            show = lambda ps: ", ".join(n if d is inspect.Parameter.empty else f"{n}={d!r}" for n, d in ps)  # noqa: E731
+            out.append(f"{name}({show(g)}), the contract says {name}({show(w)})")
+    return out
 
 
 def get(name: str | frameworks.Framework) -> Backend:

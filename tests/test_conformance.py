@@ -83,6 +83,26 @@ def test_a_backend_missing_an_operation_is_named():
     assert conformance.check(Partial(), "tiny") and "does not offer" in conformance.check(Partial(), "tiny")[0]
 
 
+def test_an_operation_with_another_signature_is_named():
+    """Same-named operations with other parameters (``from_numpy(model, tensors, spec)`` in one backend,
+    ``(model, spec, tensors)`` in the other) are what the contract is for: conformance names them."""
+    from resnet_port import conformance
+
+    class Swapped:
+        framework = None
+
+    for op in backends.OPERATIONS:  # the contract's own functions, then two swapped
+        setattr(Swapped, op, vars(backends.Backend)[op])
+    Swapped.from_numpy = lambda self, model, tensors, spec, source="weights": None
+    Swapped.train_steps = lambda self, model, spec, recipe, schedule, batches, naive=None: None
+    got = backends.signature_differences(Swapped())
+    assert len(got) == 2 and got[0].startswith("from_numpy(model, tensors, spec, source='weights'), the contract")
+    assert "train_steps(model, spec, recipe, schedule, batches, naive=None), the contract says" in got[1]
+    assert "eager=False" in got[1]
+    for k in backends.all_keys():
+        assert backends.signature_differences(backends.get(k)) == []
+
+
 def test_triple_block_needs_no_framework_code():
     for package in ("tf_impl", "torch_impl"):
         for path in (ROOT / package).glob("*.py"):

@@ -95,8 +95,9 @@ class KerasBackend:
         out.update({f"grad/{k}": g.numpy() for k, g in zip(keys, grads)})
         return out
 
-    def train_steps(self, model, spec, recipe, schedule, batches, naive: str | None = None):
-        """Keras' own train step (what model.fit runs), through ``train_on_batch``."""
+    def train_steps(self, model, spec, recipe, schedule, batches, naive: str | None = None, eager: bool = False):
+        """Keras' own train step (what model.fit runs), through ``train_on_batch``; traced into a graph, as
+        ``fit`` runs it, unless ``eager``."""
         from .objective import make_loss, make_optimizer
 
         objective = recipe.objective
@@ -109,7 +110,7 @@ class KerasBackend:
         # its variables made before the first step: else Keras traces the step twice (the first trace creates
         # them), which doubles the start of every training here (measured: 8.2 s -> 3.8 s on a tiny ResNet)
         optimizer.build(model.trainable_variables)
-        model.compile(optimizer=optimizer, loss=make_loss(model, spec, objective))
+        model.compile(optimizer=optimizer, loss=make_loss(model, spec, objective), run_eagerly=bool(eager))
         for x, y in batches:
             model.train_on_batch(self._cast(model, x), y)
         return optimizer

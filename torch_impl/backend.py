@@ -83,7 +83,8 @@ class TorchBackend:
         out.update({f"grad/{k}": g for k, g in weights.gradients_to_numpy(model).items()})
         return out
 
-    def train_steps(self, model, spec, recipe, schedule, batches, naive: str | None = None):
+    def train_steps(self, model, spec, recipe, schedule, batches, naive: str | None = None, eager: bool = False):
+        # PyTorch runs eagerly either way: ``eager`` changes nothing here
         from .engine import train_step
         from .objective import l2_parameters, make_optimizer
 
