@@ -180,6 +180,11 @@ class KerasBackend(lifecycle.Backend):
                 metrics=["sparse_categorical_accuracy"],
             )
             self.optimizer.build(self.model.trainable_variables)
+            if strategy is None:  # a strategy builds them itself (Keras' _maybe_symbolic_build)
+                shape = tuple(d or 32 for d in self.model.input_shape[1:])
+                compat.build_before_fit(
+                    self.model, np.zeros((1, *shape), self.model.compute_dtype), np.zeros((1,), np.int64)
+                )
         if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
             compat.patch_fit_for_multiworker(self.model, strategy)
         # inference as one compiled function (no tf.distribute collective: every process evaluates alone)
