@@ -87,8 +87,6 @@ def place_all(
     """
     best = None
     for vocab in vocabularies:
-        if vocab.preactivation and any(mark in native for native, _, _ in layers for mark in vocab.preactivation):
-            raise PortError(f"{source} is a pre-activation (v2) {vocab.library} ResNet ({PREACTIVATION})")
         placed, missed = [], []
         for native, kind, params in layers:
             where = place(native, vocab)
@@ -138,13 +136,6 @@ def other_family(natives: list[str]) -> str | None:
         if any(pattern.search(n) for n in natives):
             return what
     return None
-
-
-PREACTIVATION = (
-    "each block normalises before its convolutions, and its stem or shortcuts have no BatchNorm; of pre-activation "
-    "ResNets this tool reads kuangliu's PreActResNet18, timm's resnetv2_50 and keras.applications' ResNet50V2/101V2/152V2 "
-    "so far (the spec and both frameworks build this library's too: its files are not read yet)"
-)
 
 
 def is_preactivation(found: list["Found"]) -> bool:
@@ -806,10 +797,10 @@ def keras_config_problems(config: dict, spec) -> list[str]:
 
 def runs_in_float64(framework: str, kind: str, structure: str | None, library: str | None = None) -> bool:
     """Whether ``port --check`` can run a source in float64: every PyTorch source (its tensors cast), the
-    Keras models this project's code builds (a run, the post's model, tf_impl's files) and
+    Keras models this project's code builds (a run, the post's model, tf_impl's files),
     keras.applications' (its own function builds the model in float64, the file's weights loaded into
-    it); not a SavedModel (its serving graph is float32) nor keras-hub's models (built by keras-hub in
-    float32)."""
-    if framework == frameworks.PYTORCH.key or library == "keras.applications":
+    it) and keras-hub's (rebuilt from its config by keras-hub's classes in float64, the weights copied);
+    not a SavedModel (its serving graph is float32)."""
+    if framework == frameworks.PYTORCH.key or library in ("keras.applications", "keras-hub"):
         return True
     return kind != "savedmodel" and structure != "library"

@@ -1,4 +1,5 @@
-"""keras-hub's ResNet18/34 in and out, and the two directions through the libraries' own formats.
+"""keras-hub's ResNets (18/34, the v1.5 bottleneck ResNet26, the pre-activation ResNet50 V2) in and out, and the
+two directions through the libraries' own formats.
 
 keras-hub writes its models itself (tests/zoo_keras.py, in a process of its own); the port reads
 them with keras-hub, runs them in PyTorch and holds that to keras-hub's own run.  Then the journeys
@@ -26,6 +27,8 @@ SOURCES = {
     "kh18.weights.h5": ("resnet18-torch", False),
     "kh18-preset": ("resnet18-torch", False),
     "kh34.keras": ("resnet34-torch@10", False),
+    "kh26.keras": ("resnet26-torch", False),  # bottleneck blocks: the smallest
+    "kh50v2.keras": ("resnetv2-50-torch@10", False),  # pre-activation: timm's resnetv2_50
 }
 
 
@@ -57,6 +60,8 @@ def hub(tmp_path_factory):
         for a in (
             ["18", str(d / "kh18")],
             ["34", str(d / "kh34"), "--classes", "10"],
+            ["26", str(d / "kh26")],
+            ["50v2", str(d / "kh50v2"), "--classes", "10"],
             ["18", str(d / "khpre"), "--preactivation"],
         )
     )
@@ -90,14 +95,27 @@ def test_the_three_keras_hub_files_hold_the_same_model(hub):
     )
 
 
-def test_a_preactivation_keras_hub_resnet_is_refused(hub, tmp_path):
+def test_a_keras_hub_network_no_variant_is_refused_naming_it(hub, tmp_path):
+    """keras-hub builds pre-activation BasicBlocks after its 7x7 stem; no library this tool reads has that network
+    (kuangliu's PreActResNet18 has the CIFAR stem): refused in one line that says what the file holds."""
     d, _ = hub
     p = cli("resnet_port.port", d / "khpre.keras", "--out", tmp_path / "w.safetensors")
     lines = [line for line in p.stderr.splitlines() if line.startswith("error: ")]
-    assert p.returncode == 2 and len(lines) == 1 and "pre-activation (v2) keras-hub ResNet" in lines[0], p.stderr[
-        -2000:
-    ]
+    assert p.returncode == 2 and len(lines) == 1, p.stderr[-2000:]
+    assert "[2, 2, 2, 2] pre-activation blocks" in lines[0] and "stem 7x7 conv" in lines[0], lines[0]
+    assert "none of the variants" in lines[0]
     assert not (tmp_path / "w.safetensors").exists()
+
+
+def test_keras_hub_resnet50_v2_to_timm_and_back_to_keras_hub(hub, tmp_path):
+    """keras-hub's pre-activation ResNet is timm's resnetv2_50: the port exports to timm's folder and to keras-hub
+    again, each reloaded by its library alone and held to the neutral file's logits."""
+    d, _ = hub
+    p = cli("resnet_port.export", d / "kh50v2.keras.safetensors", "--format", "timm,keras-hub", "--out", tmp_path / "e")
+    assert p.returncode == 0 and "export: PASS" in p.stdout, p.stdout + p.stderr[-2000:]
+    assert "loaded as timm.models.resnetv2.ResNetV2" in p.stdout
+    assert p.stdout.count("loaded as keras_hub.ResNetImageClassifier") == 2  # the .keras file and the preset
+    assert json.loads((tmp_path / "e" / "timm" / "config.json").read_text())["architecture"] == "resnetv2_50"
 
 
 def test_keras_hub_to_torchvision_and_timm(hub, tmp_path):
@@ -165,12 +183,15 @@ def test_torchvision_to_keras_hub_and_keras_and_back_bit_exact(tmp_path):
 
 
 def test_native_formats_only_for_the_libraries_models(tmp_path):
-    """torchvision, timm and keras-hub define torchvision's ResNet18/34, torchvision and timm its bottleneck
-    ResNets, timm ResNet26 too; other variants are refused in one line that names the formats holding them."""
+    """torchvision, timm and keras-hub define torchvision's ResNet18/34/50/101/152, timm and keras-hub ResNet26 and
+    timm's resnetv2_50 too; other variants are refused in one line that names the formats holding them."""
     assert export.formats_for(get_spec("resnet18-torch@1000"))[-3:] == ["torchvision", "timm", "keras-hub"]
-    assert export.formats_for(get_spec("resnet50-torch@1000"))[-2:] == ["torchvision", "timm"]
-    assert export.formats_for(get_spec("resnet26-torch"))[-1] == "timm"
+    assert export.formats_for(get_spec("resnet50-torch@1000"))[-3:] == ["torchvision", "timm", "keras-hub"]
+    assert export.formats_for(get_spec("resnet26-torch"))[-2:] == ["timm", "keras-hub"]
+    assert export.formats_for(get_spec("resnetv2-50-torch"))[-2:] == ["timm", "keras-hub"]
     assert "torchvision" not in export.formats_for(get_spec("resnet26-torch"))
+    for arch in ("wide-resnet50-2-torch", "resnext50-32x4d-torch", "resnet50d-torch", "resnet50-keras", "tiny-torch"):
+        assert "keras-hub" not in export.formats_for(get_spec(arch)), arch
     assert not set(export.NATIVE) & set(export.formats_for(get_spec("resnet18-cifar-torch")))
     assert set(export.NATIVE) & set(export.formats_for(get_spec("resnet50-keras"))) == {"keras.applications"}
     assert "pytorch-module" in export.formats_for(get_spec("resnet50-keras"))  # plain PyTorch, for every variant

@@ -29,9 +29,9 @@ def port_all(d, sources: dict[str, tuple], framework: str, other: str, more_port
     returns {file: (the variant it was recognised as, the reader's facts)}.  ``more_ports()``, called
     once the neutral files are written, gives more ``forward`` ops for the port's process.
 
-    PyTorch sources and their ports run in float64, as ``port --check`` decides (float32 rounding alone
-    moved a ResNet34's layer4 by 7.8e-4 at 224x224 with one thread); keras-hub's run as saved, float32."""
-    dtype = "float64" if framework == "torch" else "float32"
+    Sources and their ports run in float64, as ``port --check`` decides (float32 rounding alone moved a ResNet34's
+    layer4 by 7.8e-4 at 224x224 with one thread): PyTorch's cast, keras-hub's rebuilt in float64 by keras-hub."""
+    dtype = "float64"
     write_batches(d)
     parity.run_worker(
         framework,

@@ -1,8 +1,9 @@
-"""keras-hub's ResNet18/34, written by keras-hub itself for the tests (random weights that look trained).
+"""keras-hub's ResNets, written by keras-hub itself for the tests (random weights that look trained).
 
-``python tests/zoo_keras.py DEPTH OUT_STEM [--classes N] [--preactivation]`` builds
+``python tests/zoo_keras.py NET OUT_STEM [--classes N] [--preactivation]`` builds
 ``ResNetImageClassifier(ResNetBackbone(...), num_classes=N)`` configured as keras-hub's timm
-converter configures torchvision's resnet18/34 (measured against each library), gives every BatchNorm
+converter configures torchvision's resnet18/34/50 (NET 18, 34, 50) and timm's resnet26 (26), or as its
+ResNet50 V2 preset (50v2: pre-activation bottlenecks), gives every BatchNorm
 statistics and affine parameters away from their initial values, and saves
 ``OUT_STEM.keras``, ``OUT_STEM.weights.h5`` and the preset folder ``OUT_STEM-preset/``, plus
 its logits on a probe batch (``OUT_STEM-probe.npz``: ``x``, ``logits``).  Runs in a process of its
@@ -18,18 +19,28 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np
 
+#: NET: (stem filters, stack filters, blocks per stack, block type, pre-activation)
+NETS = {
+    "18": (64, [64, 128, 256, 512], [2, 2, 2, 2], "basic_block", False),
+    "34": (64, [64, 128, 256, 512], [3, 4, 6, 3], "basic_block", False),
+    "50": (64, [64, 128, 256, 512], [3, 4, 6, 3], "bottleneck_block", False),
+    "26": (64, [64, 128, 256, 512], [2, 2, 2, 2], "bottleneck_block", False),
+    "50v2": (64, [64, 128, 256, 512], [3, 4, 6, 3], "bottleneck_block", True),
+}
 
-def build(depth: int, classes: int, preactivation: bool = False):
+
+def build(net: str, classes: int, preactivation: bool = False):
     import keras_hub
 
+    stem, filters, blocks, block_type, preact = NETS[net]
     backbone = keras_hub.models.ResNetBackbone(
-        input_conv_filters=[64],
+        input_conv_filters=[stem],
         input_conv_kernel_sizes=[7],
-        stackwise_num_filters=[64, 128, 256, 512],
-        stackwise_num_blocks={18: [2, 2, 2, 2], 34: [3, 4, 6, 3]}[depth],
+        stackwise_num_filters=filters,
+        stackwise_num_blocks=blocks,
         stackwise_num_strides=[1, 2, 2, 2],
-        block_type="basic_block",
-        use_pre_activation=preactivation,
+        block_type=block_type,
+        use_pre_activation=preact or preactivation,
     )
     return keras_hub.models.ResNetImageClassifier(backbone=backbone, num_classes=classes)
 
@@ -51,16 +62,17 @@ def look_trained(model, seed: int = 1) -> None:
 
 def main(argv=None):
     ap = argparse.ArgumentParser()
-    ap.add_argument("depth", type=int, choices=(18, 34))
+    ap.add_argument("net", choices=list(NETS))
     ap.add_argument("out")
     ap.add_argument("--classes", type=int, default=100)
     ap.add_argument("--preactivation", action="store_true")
     args = ap.parse_args(argv)
     import keras
 
-    keras.utils.set_random_seed(args.depth)
-    model = build(args.depth, args.classes, args.preactivation)
-    look_trained(model, args.depth)
+    seed = 7 + list(NETS).index(args.net)
+    keras.utils.set_random_seed(seed)
+    model = build(args.net, args.classes, args.preactivation)
+    look_trained(model, seed)
     model.save(f"{args.out}.keras")
     model.save_weights(f"{args.out}.weights.h5")
     model.save_to_preset(f"{args.out}-preset")

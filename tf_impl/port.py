@@ -476,7 +476,7 @@ def _source_model(op: dict, workdir: Path):
         if op.get("library") == keras_applications.NAME:
             model = keras_applications.model(spec, src, workdir)
         else:
-            model = keras_hub.load(src, kind, workdir)
+            model = keras_hub.load(src, kind, workdir, op.get("dtype", "float32"))
         backbone = keras_hub.backbone(model)
         names = {c: n for c, n in op["layers"].items() if n in {l.name for l in backbone.layers}}
         probe = keras.Model(backbone.inputs, {c: backbone.get_layer(n).output for c, n in names.items()})

@@ -45,7 +45,6 @@ class Vocabulary:
     block_offset: int = 0  # added to the block's number (keras.applications counts blocks from 1)
     conventions: str = "pytorch"  # the padding and BatchNorm conventions its layers follow
     block_output: str = ""  # appended to a block's path: the layer whose output is the block's (a module's own, or keras-hub's ``_out``)
-    preactivation: tuple[str, ...] = ()  # name parts of a pre-activation (v2) model of the library, not read yet
     head_norm: tuple[str, ...] = ()  # the name of a pre-activation network's last BatchNorm, before the pooling
     # (regex, replacement) applied to a native name before it is split: a library whose block path is not
     # two segments (timm's resnetv2: ``stages.0.blocks.1.conv1`` read as ``stages0.1.conv1``)

@@ -1,11 +1,15 @@
 """keras-hub's ResNets (``ResNetBackbone`` + ``ResNetImageClassifier``): ``.keras``, ``.weights.h5`` and
 preset folders in, ``keras-hub.keras`` and ``keras-hub-preset/`` out.
 
-Read: keras-hub loads the file (a bare ``.weights.h5`` goes into the ResNet18/34 whose weight layout it
+keras-hub's ``ResNetBackbone`` builds BasicBlocks (ResNet18/34), v1.5 bottlenecks (ResNet26-152) and
+pre-activation bottlenecks (its ResNet50 V2, which is timm's resnetv2_50), after a 7x7 stem; :func:`arguments`
+says which registered variants it builds, by building the spec of its configuration and comparing.
+
+Read: keras-hub loads the file (a bare ``.weights.h5`` goes into the preset network whose weight layout it
 has), every layer with weights is listed (:func:`read`) and placed by :data:`VOCABULARY`.  ``--check``
-runs keras-hub's model itself.  Export builds ``ResNetImageClassifier`` of the spec's widths and depths,
-sets its layers from ``tf_impl``'s model, saves both forms, and reloads them with
-``keras.saving.load_model`` and ``ImageClassifier.from_preset``.
+runs keras-hub's model itself, rebuilt in float64 by keras-hub's classes (:func:`in_dtype`).  Export builds
+``ResNetImageClassifier`` of the spec's widths and depths, sets its layers from ``tf_impl``'s model, saves
+both forms, and reloads them with ``keras.saving.load_model`` and ``ImageClassifier.from_preset``.
 """
 
 from __future__ import annotations
@@ -32,14 +36,16 @@ VOCABULARY = Vocabulary(
     shortcut=("0",),
     head=("predictions",),
     stem=("conv1",),
-    left=("1", "2", "3"),
+    left=("pre", "1", "2", "3"),  # a pre-activation block's BatchNorm (pre_activation_bn) first
     stage_offset=1,
     block_output="_out",
-    preactivation=("pre_activation", "post_bn"),
+    head_norm=("post_bn",),
     names=(
         ("stem.conv", "conv1_conv"),
         ("stem.bn", "conv1_bn"),
+        ("head.bn", "post_bn"),
         ("block", "stack{stage}_block{block}"),
+        ("bn0", "pre_activation_bn"),
         ("conv1", "1_conv"),
         ("bn1", "1_bn"),
         ("conv2", "2_conv"),
@@ -90,14 +96,68 @@ def package():
     return keras_hub
 
 
-#: the registered variants export writes as keras-hub's ResNetBackbone (basic blocks, the 7x7 stem)
-MODELS = {"resnet18-torch": "ResNet18", "resnet34-torch": "ResNet34"}
+#: keras-hub's ResNetBackbone(block_type, use_pre_activation) in the spec's terms: the config keywords of the
+#: network it builds (read from keras_hub/src/models/resnet/resnet_backbone.py and checked by the tests against
+#: keras-hub's own runs): its BasicBlock and v1.5 bottleneck under PyTorch's conventions (ZeroPadding2D then
+#: 'valid' before every strided conv, BatchNorm 1e-5 / 0.9), and its pre-activation bottleneck, which is timm's
+#: resnetv2 (a lone stem conv, a -inf padded max-pool, a projection without BatchNorm, a final BN-ReLU)
+BACKBONES = {
+    ("basic_block", False): "TORCH",
+    ("bottleneck_block", False): "BOTTLENECK",
+    ("bottleneck_block", True): "PREACT_TORCH",
+}
+#: its ImageNet presets' names for the registered variants (the others are the same backbone at other sizes)
+MODELS = {
+    "resnet18-torch": "ResNet18",
+    "resnet34-torch": "ResNet34",
+    "resnet50-torch": "ResNet50",
+    "resnet101-torch": "ResNet101",
+    "resnet152-torch": "ResNet152",
+    "resnetv2-50-torch": "ResNet50 V2",
+}
+
+
+def arguments(spec) -> dict | None:
+    """ResNetBackbone's arguments whose network is ``spec``'s, layer for layer, or None where keras-hub
+    has no such network (another stem, block, width rule or convention)."""
+    import dataclasses
+
+    from resnet_port import spec as S
+
+    config = S.REGISTRY.get(S.split_name(spec.name)[0])
+    if config is None or config.stage_filters[0] != 64:  # ResNetBackbone refuses another first stack width
+        return None
+    for (block_type, preact), base in BACKBONES.items():
+        stages = {k: getattr(config, k) for k in ("stage_blocks", "stage_filters", "stage_strides", "stem_filters")}
+        candidate = dataclasses.replace(
+            S.ResNetConfig(**stages, **getattr(S, base)), num_classes=spec.num_classes, input_shape=spec.input_shape
+        )
+        if S.build(spec.name, candidate) == spec:
+            return dict(
+                input_conv_filters=[config.stem_filters],
+                input_conv_kernel_sizes=[spec.layer("stem.conv").kernel_size],
+                stackwise_num_filters=list(config.stage_filters),
+                stackwise_num_blocks=list(config.stage_blocks),
+                stackwise_num_strides=list(config.stage_strides),
+                block_type=block_type,
+                use_pre_activation=preact,
+            )
+    return None
 
 
 def defines(spec) -> bool:
-    from resnet_port.spec import split_name
+    """Whether keras-hub's ResNetBackbone builds ``spec``'s network (at any widths, depths and class count)."""
+    return arguments(spec) is not None
 
-    return split_name(spec.name)[0] in MODELS
+
+def why_not(spec) -> str:
+    """What keras-hub lacks for ``spec`` (export's refusal)."""
+    from resnet_port import spec as S
+
+    config = S.REGISTRY.get(S.split_name(spec.name)[0])
+    if config is not None and config.stage_filters[0] != 64:
+        return f": ResNetBackbone takes 64 filters in its first stack only, {spec.name} has {config.stage_filters[0]}"
+    return ""
 
 
 def _weights_layout(net, workdir: Path) -> dict[str, tuple]:
@@ -113,21 +173,40 @@ def _weights_layout(net, workdir: Path) -> dict[str, tuple]:
     return out
 
 
-def _backbone_of(blocks, stem_filters=64, stem_kernel=7, filters=(64, 128, 256, 512), strides=(1, 2, 2, 2)):
-    keras_hub = package()
-    return keras_hub.models.ResNetBackbone(
-        input_conv_filters=[stem_filters],
-        input_conv_kernel_sizes=[stem_kernel],
-        stackwise_num_filters=list(filters),
-        stackwise_num_blocks=list(blocks),
-        stackwise_num_strides=list(strides),
-        block_type="basic_block",
-        use_pre_activation=False,
-    )
+def _backbone(spec):
+    return package().models.ResNetBackbone(**arguments(spec))
 
 
-def load(path: Path, kind: str, workdir: Path):
-    """The keras-hub model a file or preset folder holds, loaded by keras-hub."""
+def _with_dtype(config, dtype: str):
+    """A Keras config with every layer's dtype policy set to ``dtype``."""
+    if isinstance(config, dict):
+        if config.get("class_name") == "DTypePolicy":
+            return {**config, "config": {**config.get("config", {}), "name": dtype}}
+        return {k: _with_dtype(v, dtype) for k, v in config.items()}
+    if isinstance(config, list):
+        return [_with_dtype(v, dtype) for v in config]
+    return config
+
+
+def in_dtype(net, dtype: str):
+    """``net`` rebuilt by keras-hub's own classes from its config, every layer computing and holding its
+    variables in ``dtype`` (``--check``'s float64), the weights copied; ``net`` itself where it already does."""
+    import numpy as np
+
+    if net.dtype_policy.name == dtype:
+        return net
+    copy = type(net).from_config(_with_dtype(net.get_config(), dtype))
+    copy.set_weights([np.asarray(w).astype(dtype) for w in net.get_weights()])
+    return copy
+
+
+def load(path: Path, kind: str, workdir: Path, dtype: str | None = None):
+    """The keras-hub model a file or preset folder holds, loaded by keras-hub (in ``dtype``, where given)."""
+    net = _load(path, kind, workdir)
+    return in_dtype(net, dtype) if dtype else net
+
+
+def _load(path: Path, kind: str, workdir: Path):
     import keras
 
     keras_hub = package()
@@ -143,15 +222,22 @@ def load(path: Path, kind: str, workdir: Path):
         from resnet_port import cli
 
         raise PortError(f"{path}: keras-hub cannot load it ({cli.reason(e)})") from None
-    # a bare .weights.h5: the keras-hub ResNet18/34 (as its timm converter builds them) whose layout it has
+    # a bare .weights.h5: the keras-hub ImageNet ResNet (as its presets and timm converter build them) whose
+    # layout it has; only those with its number of convolution kernels are built
     import h5py
+
+    from resnet_port.spec import get_spec
 
     with h5py.File(path, "r") as h5:
         layout = {}
         h5.visititems(lambda n, item: layout.__setitem__(n, item.shape) if isinstance(item, h5py.Dataset) else None)
     heads = {shape[-1] for name, shape in layout.items() if len(shape) == 2}
-    for blocks in ([2, 2, 2, 2], [3, 4, 6, 3]):
-        backbone = _backbone_of(blocks)
+    kernels = sum(len(shape) == 4 for shape in layout.values())
+    for arch in MODELS:
+        spec = get_spec(arch)
+        if len(spec.convolutions()) != kernels:
+            continue
+        backbone = _backbone(spec)
         for net in [keras_hub.models.ResNetImageClassifier(backbone=backbone, num_classes=n) for n in heads] + [
             backbone
         ]:
@@ -159,7 +245,9 @@ def load(path: Path, kind: str, workdir: Path):
                 net.load_weights(path)
                 return net
     raise PortError(
-        f"{path}: a keras-hub weights file, but not of a keras-hub ResNet18/34 (ResNetBackbone of basic blocks, 64-512 filters, 7x7 stem) with or without a classifier head"
+        f"{path}: a keras-hub weights file, but not of keras-hub's {', '.join(MODELS.values())} (ResNetBackbone "
+        "with a 7x7 stem of 64 filters, 64-512 wide stages) with or without a classifier head; save the model "
+        "(.keras) or its preset folder instead, which say its configuration"
     )
 
 
@@ -181,14 +269,7 @@ def write(ours, spec, out: str) -> None:
     """keras-hub's ResNetImageClassifier of ``spec`` with the weights of ``ours`` (tf_impl's model of it):
     ``OUT.keras`` and the preset folder ``OUT-preset/``."""
     keras_hub = package()
-    starts = [b for b in spec.blocks if b.name.endswith(".0")]
-    body = _backbone_of(
-        spec.stage_blocks,
-        spec.layer("stem.conv").filters,
-        spec.layer("stem.conv").kernel_size,
-        [b.out_channels for b in starts],
-        [b.stride for b in starts],
-    )
+    body = _backbone(spec)
     net = keras_hub.models.ResNetImageClassifier(backbone=body, num_classes=spec.num_classes)
     for layer in spec.parameter_layers():
         name = VOCABULARY.native_name(layer.name)
