@@ -74,8 +74,13 @@ def run_worker(
     workdir.mkdir(parents=True, exist_ok=True)
     job = workdir / f"job_{framework}_{os.getpid()}_{len(list(workdir.glob('job_*')))}.json"
     job.write_text(json.dumps({"ops": ops}, indent=1))
+    from . import forkserver
+
+    # a fresh process, or one forked from a server that has the framework imported (RESNET_PORT_FORKSERVER,
+    # the test suite's): the same job, the same isolation, without the import; a custom module runs fresh
+    start = forkserver.run if module is None else subprocess.run
     try:
-        proc = subprocess.run(
+        proc = start(
             [sys.executable, "-m", module or fw.worker, str(job)],
             capture_output=True,
             text=True,

@@ -28,6 +28,52 @@ except ImportError:  # the torch extra is not installed: torch tests fail on imp
 import numpy as np
 import pytest
 
+# -- fork servers -------------------------------------------------------------------------------
+# Every worker process and framework CLI the tests start would import its framework afresh (~5 s of CPU
+# for TensorFlow, ~4 s for torch, a few hundred times).  Each test process starts one fork server per
+# framework (resnet_port.forkserver): the jobs are forked from it, each as a fresh `python -m` with the
+# caller's environment, and fall back to a fresh process whenever the environment differs.
+# RESNET_PORT_FORKSERVER=0 turns them off.
+_SERVERS: list = []
+
+
+def pytest_configure(config):
+    import subprocess
+    import sys
+    import tempfile
+
+    from resnet_port import forkserver
+
+    if os.environ.get(forkserver.VARIABLE) == "0":
+        os.environ.pop(forkserver.VARIABLE)
+        return
+    distributed = getattr(config.option, "numprocesses", None) and not os.environ.get("PYTEST_XDIST_WORKER")
+    if distributed or os.environ.get(forkserver.VARIABLE):  # the test processes start their own
+        return
+    folder = tempfile.mkdtemp(prefix="rp-fork-")
+    for framework in forkserver.PRELOAD:
+        _SERVERS.append(
+            subprocess.Popen(
+                [sys.executable, "-m", "resnet_port.forkserver", folder, framework],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=open(os.path.join(folder, f"{framework}.log"), "w"),
+                start_new_session=True,
+                env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")},
+            )
+        )
+    os.environ[forkserver.VARIABLE] = folder
+    _SERVERS.append(folder)
+
+
+def pytest_unconfigure(config):
+    for server in _SERVERS:
+        if isinstance(server, str):
+            shutil.rmtree(server, ignore_errors=True)
+        else:
+            server.kill()
+            server.wait()
+
 
 @pytest.fixture(scope="session")
 def rng():
@@ -81,6 +127,7 @@ TIERS = {
         "test_lifecycle",
         "test_checkpoint_write",
         "test_golden",
+        "test_forkserver",
     ],
     "parity": ["test_parity", "test_recipe_parity", "test_parity_gaps", "test_conformance"],
     "zoo": ["test_port", "test_zoo", "test_zoo_keras_hub", "test_family"],

@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
-from resnet_port import conformance, report, rundir, synthetic
+from resnet_port import conformance, forkserver, report, rundir, synthetic
 from resnet_port import weights as W
 from resnet_port.spec import get_spec
 
@@ -22,7 +22,8 @@ ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
 
 
 def cli(module, *args, cwd=None, env=None, timeout=600):
-    return subprocess.run(
+    """``python -m module args`` (forked from the test process's framework server where one applies)."""
+    return forkserver.run(
         [sys.executable, "-m", module, *map(str, args)],
         capture_output=True,
         text=True,

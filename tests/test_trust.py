@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from resnet_port import rundir, synthetic
+from resnet_port import forkserver, rundir, synthetic
 from resnet_port import weights as W
 
 FRAMEWORKS = ["tf_impl", "torch_impl"]
@@ -26,7 +26,8 @@ ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
 
 
 def cli(module, *args, env=None, timeout=600):
-    return subprocess.run(
+    """``python -m module args`` (forked from the test process's framework server where one applies)."""
+    return forkserver.run(
         [sys.executable, "-m", module, *map(str, args)], capture_output=True, text=True, env=env or ENV, timeout=timeout
     )
 

@@ -1,0 +1,291 @@
+"""Start framework processes by forking one that has imported the framework already.
+
+A fresh ``python -m tf_impl.worker`` spends ~5 s of CPU importing TensorFlow and Keras before its first
+line of work, a PyTorch one ~4 s (torch and torch._dynamo); the test suite starts a few hundred of them.
+A *fork server* imports a framework once (nothing else: no operation has run, one thread) and then, per
+request, forks a process that runs ``python -m MODULE ARGS`` exactly as a fresh interpreter would: its own
+pid, the caller's environment, working directory, umask, argv, stdout and stderr (passed as file
+descriptors), exit code (negative for a signal), crash isolation; each job starts from the server's
+pristine state, so no job sees another's.
+
+It is opt-in: ``RESNET_PORT_FORKSERVER=DIR`` names a folder holding one server per framework
+(``DIR/tf.sock``, ``DIR/torch.sock``), started with ``python -m resnet_port.forkserver DIR FRAMEWORK``.
+:func:`run` uses it for a module of that framework when the caller's environment agrees with the server's
+on everything read at import time (``TF_*``, ``OMP_*``, ``PYTHONPATH``, ...); otherwise, and whenever no
+server answers, it starts a fresh process, as ``subprocess.run`` would.  The tests start the servers
+(tests/conftest.py); a user never needs them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+VARIABLE = "RESNET_PORT_FORKSERVER"
+#: what each server imports before it forks (a job imports the rest itself)
+PRELOAD = {
+    "tf": ("tensorflow", "keras", "tf_impl.model", "tf_impl.backend", "tf_impl.weights"),
+    "torch": ("torch", "torch._dynamo", "torch_impl.model", "torch_impl.backend", "torch_impl.weights"),
+}
+#: the module packages each framework's server runs
+PACKAGES = {"tf": "tf_impl", "torch": "torch_impl"}
+#: environment variables read when a framework is imported or its runtime starts: a job whose values differ
+#: from the server's gets a fresh process
+_IMPORT_TIME = ("TF_", "KERAS_", "OMP_", "MKL_", "KMP_", "CUDA", "PYTHON", "LD_", "TORCH", "XLA_")
+
+
+def _import_time_env(env) -> dict:
+    return {k: v for k, v in env.items() if k.startswith(_IMPORT_TIME)}
+
+
+def framework_of(module: str) -> str | None:
+    """The framework whose server runs ``module`` (``tf_impl.train`` -> 'tf'), or None."""
+    top = module.split(".")[0]
+    return next((key for key, package in PACKAGES.items() if package == top), None)
+
+
+# -- client ----------------------------------------------------------------------------------------------
+
+
+def _server(framework: str, env: dict) -> Path | None:
+    """The socket of a server that can run a job of ``framework`` with ``env``, or None."""
+    folder = env.get(VARIABLE)
+    if not folder or framework not in PACKAGES:
+        return None
+    sock, state = Path(folder) / f"{framework}.sock", Path(folder) / f"{framework}.json"
+    starting = Path(folder) / f"{framework}.starting"
+    deadline = time.monotonic() + 120  # a server still importing its framework
+    while not state.exists():
+        try:
+            os.kill(int(starting.read_text()), 0)  # still alive
+        except (OSError, ValueError):
+            return None
+        if time.monotonic() > deadline:
+            return None
+        time.sleep(0.2)
+    try:
+        info = json.loads(state.read_text())
+    except (OSError, ValueError):
+        return None
+    if info.get("env") != _import_time_env(env) or info.get("executable") != sys.executable:
+        return None
+    return sock
+
+
+def run(
+    cmd: list[str],
+    *,
+    env=None,
+    cwd=None,
+    timeout=None,
+    capture_output=False,
+    text=False,
+    check=False,
+    framework: str | None = None,
+):
+    """``subprocess.run(cmd, ...)`` for ``[sys.executable, "-m", MODULE, *ARGS]``, forked from the server of
+    the module's framework (``framework``, for a module outside tf_impl and torch_impl) where one agrees with
+    ``env`` (see the module's docstring), else a fresh process."""
+    env = dict(os.environ if env is None else env)
+    if not (len(cmd) >= 3 and cmd[0] == sys.executable and cmd[1] == "-m"):
+        framework = None
+    elif framework is None:
+        framework = framework_of(cmd[2])
+    sock = _server(framework, env) if framework else None
+    if sock is not None:
+        try:
+            return _forked(sock, cmd, env, cwd, timeout, capture_output, text, check)
+        except _NotStarted:
+            pass  # no server answered before the job started: a fresh process
+    return subprocess.run(cmd, env=env, cwd=cwd, timeout=timeout, capture_output=capture_output, text=text, check=check)
+
+
+class _NotStarted(Exception):
+    pass
+
+
+class ForkServerError(RuntimeError):
+    """The server went away while its job ran: the job's outcome is unknown."""
+
+
+def _readline(conn) -> str:
+    data = b""
+    while not data.endswith(b"\n"):
+        chunk = conn.recv(1)
+        if not chunk:
+            raise ForkServerError("the fork server closed the connection before the job's exit status")
+        data += chunk
+    return data.decode().strip()
+
+
+def _forked(sock: Path, cmd, env, cwd, timeout, capture_output, text, check):
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        fds = [out.fileno(), err.fileno()] if capture_output else [sys.stdout.fileno(), sys.stderr.fileno()]
+        request = {
+            "module": cmd[2],
+            "args": list(map(str, cmd[3:])),
+            "env": env,
+            "cwd": str(cwd or os.getcwd()),
+            "umask": _umask(),
+        }
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
+            try:
+                conn.connect(str(sock))
+                socket.send_fds(conn, [json.dumps(request).encode() + b"\n"], fds)
+                pid = int(_readline(conn))
+            except (OSError, ForkServerError, ValueError):
+                raise _NotStarted from None
+            conn.settimeout(timeout)
+            try:
+                code = int(_readline(conn))
+            except socket.timeout:
+                os.kill(pid, 9)
+                conn.settimeout(None)
+                _readline(conn)
+                raise subprocess.TimeoutExpired(cmd, timeout) from None
+        stdout = stderr = None
+        if capture_output:
+            out.seek(0)
+            err.seek(0)
+            stdout, stderr = out.read(), err.read()
+            if text:
+                stdout, stderr = stdout.decode(errors="replace"), stderr.decode(errors="replace")
+    done = subprocess.CompletedProcess(cmd, code, stdout, stderr)
+    if check:
+        done.check_returncode()
+    return done
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+# -- server ----------------------------------------------------------------------------------------------
+
+
+def serve(folder: Path, framework: str) -> None:
+    import importlib
+    import signal
+
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{framework}.starting").write_text(str(os.getpid()))
+    env = _import_time_env(os.environ)  # as started: importing a framework may change its own (LD_LIBRARY_PATH)
+    before = dict(os.environ)
+    for module in PRELOAD[framework]:
+        importlib.import_module(module)
+    # what the imports set in their own environment (TensorFlow: LD_LIBRARY_PATH), given to every job as a
+    # fresh process would have it after the same imports
+    added = {k: v for k, v in os.environ.items() if before.get(k) != v}
+    if os.path.isdir("/proc/self/task") and len(os.listdir("/proc/self/task")) != 1:
+        sys.exit(f"forkserver: importing {framework} started threads; forking it would not be safe")
+    sock = folder / f"{framework}.sock"
+    sock.unlink(missing_ok=True)
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(str(sock))
+    server.listen(64)
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # handlers exit on their own: reaped at once
+    state = {"env": env, "executable": sys.executable, "pid": os.getpid()}
+    (folder / f"{framework}.json.tmp").write_text(json.dumps(state))
+    os.replace(folder / f"{framework}.json.tmp", folder / f"{framework}.json")
+    while True:
+        conn, _ = server.accept()
+        if os.fork() == 0:  # the request's handler: it forks the job and reports its exit status
+            server.close()
+            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+            code = _handle(conn, added)
+            if code is None:  # the handler
+                os._exit(0)
+            sys.exit(code)  # the job: a normal interpreter exit (atexit handlers, flushed streams)
+        conn.close()
+
+
+def _handle(conn, added: dict) -> int | None:
+    """In the handler: None once the job is done and reported; in the job: its exit code."""
+    import traceback
+
+    message, fds, _, _ = socket.recv_fds(conn, 1 << 16, 2)
+    while not message.endswith(b"\n"):
+        more = conn.recv(1 << 16)
+        if not more:
+            return None
+        message += more
+    request = json.loads(message.decode())
+    request["env"] = {**request["env"], **added}
+    pid = os.fork()
+    if pid == 0:
+        conn.close()
+        return _job(request, fds)
+    for fd in fds:
+        os.close(fd)
+    try:
+        conn.sendall(f"{pid}\n".encode())
+        _, status = os.waitpid(pid, 0)
+        conn.sendall(f"{os.waitstatus_to_exitcode(status)}\n".encode())
+    except OSError:
+        traceback.print_exc()
+    return None
+
+
+def _job(request: dict, fds: list[int]) -> int:
+    """Become ``python -m MODULE ARGS`` with the caller's environment, folder, umask and streams."""
+    import random
+    import runpy
+
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)
+    os.dup2(fds[0], 1)
+    os.dup2(fds[1], 2)
+    for fd in (devnull, *fds):
+        os.close(fd)
+    os.environ.clear()
+    os.environ.update(request["env"])
+    os.chdir(request["cwd"])
+    os.umask(request["umask"])
+    random.seed()  # a fresh process draws its own seeds
+    if "numpy" in sys.modules:
+        sys.modules["numpy"].random.seed()
+    sys.argv = [request["module"], *request["args"]]
+    sys.path[0] = os.getcwd()  # as `python -m` puts the working folder first
+    try:
+        runpy.run_module(request["module"], run_name="__main__", alter_sys=True)
+    except SystemExit as e:
+        code = e.code
+        if code is None or isinstance(code, int):
+            return code or 0
+        print(code, file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:  # as the interpreter ends on one: the traceback, then killed by SIGINT
+        import signal
+        import traceback
+
+        traceback.print_exc()
+        sys.stderr.flush()
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGINT)
+        return 130
+    except BaseException:
+        import traceback
+
+        traceback.print_exc()
+        return 1
+    return 0
+
+
+def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 2 or argv[1] not in PRELOAD:
+        sys.exit(f"usage: python -m resnet_port.forkserver FOLDER {{{','.join(PRELOAD)}}}")
+    serve(Path(argv[0]), argv[1])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,111 @@
+"""The fork server (resnet_port.forkserver) runs a job as a fresh ``python -m`` would, or leaves it to one.
+
+One server (PyTorch's, the cheaper to start) in a folder of this test's own; the jobs are small modules
+written here, run from their folder as ``python -m NAME``.
+"""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from resnet_port import forkserver
+
+JOB = """
+import os, sys, json
+state = sys.modules.setdefault("job_state", type(sys)("job_state"))
+seen = getattr(state, "seen", 0)
+state.seen = seen + 1
+print(json.dumps({"argv": sys.argv[1:], "cwd": os.getcwd(), "env": os.environ.get("JOB_VALUE"), "ppid": os.getppid(),
+                  "seen": seen, "torch": "torch" in sys.modules, "umask": os.umask(0o22)}))
+print("to stderr", file=sys.stderr)
+what = sys.argv[1] if len(sys.argv) > 1 else ""
+if what == "exit": sys.exit(int(sys.argv[2]))
+if what == "message": sys.exit("bad input: say what")
+if what == "raise": raise ValueError("boom")
+if what == "segv": os.kill(os.getpid(), 11)
+if what == "sleep": import time; time.sleep(60)
+"""
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("fork")
+    # one OpenMP thread: with more, importing torch starts a thread, and the server refuses to fork
+    env = {**{k: v for k, v in os.environ.items() if k != forkserver.VARIABLE}, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "resnet_port.forkserver", str(folder), "torch"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 120
+    while not (folder / "torch.json").exists():
+        assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read() if proc.poll() else "slow"
+        time.sleep(0.1)
+    (folder / "jobs").mkdir()
+    (folder / "jobs" / "job_module.py").write_text(JOB)
+    yield {**env, forkserver.VARIABLE: str(folder)}, folder / "jobs"
+    proc.kill()
+    proc.wait()
+
+
+def run(server, *args, env=None, **kw):
+    base, jobs = server
+    return forkserver.run(
+        [sys.executable, "-m", "job_module", *args],
+        env={**base, **(env or {})},
+        cwd=jobs,
+        capture_output=True,
+        text=True,
+        framework="torch",
+        **kw,
+    )
+
+
+def facts(p) -> dict:
+    import json
+
+    return json.loads(p.stdout.splitlines()[0])
+
+
+def test_a_forked_job_is_a_fresh_python_dash_m(server):
+    base, jobs = server
+    p = run(server, "a", "b", env={"JOB_VALUE": "given"})
+    f = facts(p)
+    assert p.returncode == 0 and p.stderr == "to stderr\n"
+    assert f["argv"] == ["a", "b"] and f["cwd"] == str(jobs) and f["env"] == "given"
+    assert f["torch"] and f["ppid"] != os.getpid()  # forked from the server, which had torch imported
+    mask = os.umask(0o027)  # another umask than the server's: the job gets the caller's
+    try:
+        assert facts(run(server))["umask"] == 0o027
+    finally:
+        os.umask(mask)
+    assert facts(run(server))["seen"] == 0  # no job sees another's state
+
+
+def test_exit_codes_messages_tracebacks_and_signals_are_a_processs(server):
+    assert run(server, "exit", "3").returncode == 3
+    p = run(server, "message")
+    assert p.returncode == 1 and p.stderr.endswith("bad input: say what\n")
+    p = run(server, "raise")
+    assert p.returncode == 1 and "Traceback" in p.stderr and p.stderr.rstrip().endswith("ValueError: boom")
+    assert run(server, "segv").returncode == -signal.SIGSEGV  # a crash is reported as one, never as a pass
+
+
+def test_a_job_past_its_timeout_is_killed(server):
+    start = time.monotonic()
+    with pytest.raises(subprocess.TimeoutExpired):
+        run(server, "sleep", timeout=2)
+    assert time.monotonic() - start < 30
+
+
+def test_an_environment_the_server_was_not_started_with_gets_a_fresh_process(server):
+    f = facts(run(server, env={"OMP_NUM_THREADS": "7"}))
+    assert f["ppid"] == os.getpid() and not f["torch"]  # a fresh interpreter, started by this process
+    f = facts(run(server, env={forkserver.VARIABLE: "/nonexistent"}))  # no server there
+    assert f["ppid"] == os.getpid()
