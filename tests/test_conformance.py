@@ -86,7 +86,6 @@ def test_a_backend_missing_an_operation_is_named():
 def test_an_operation_with_another_signature_is_named():
     """Same-named operations with other parameters (``from_numpy(model, tensors, spec)`` in one backend,
     ``(model, spec, tensors)`` in the other) are what the contract is for: conformance names them."""
-    from resnet_port import conformance
 
     class Swapped:
         framework = None
