@@ -63,6 +63,7 @@ def hub(tmp_path_factory):
             ["26", str(d / "kh26")],
             ["50v2", str(d / "kh50v2"), "--classes", "10"],
             ["18", str(d / "khpre"), "--preactivation"],
+            ["18vd", str(d / "khvd"), "--classes", "10"],
         )
     )
     subprocess.run([sys.executable, "-c", make], check=True, env=parity.worker_env())
@@ -96,14 +97,21 @@ def test_the_three_keras_hub_files_hold_the_same_model(hub):
 
 
 def test_a_keras_hub_network_no_variant_is_refused_naming_it(hub, tmp_path):
-    """keras-hub builds pre-activation BasicBlocks after its 7x7 stem; no library this tool reads has that network
-    (kuangliu's PreActResNet18 has the CIFAR stem): refused in one line that says what the file holds."""
+    """keras-hub builds pre-activation BasicBlocks after its 7x7 stem and its own ResNet-vd; no library this tool
+    reads has those networks (kuangliu's PreActResNet18 has the CIFAR stem, timm's ResNet-D no first projection and
+    another pooling): refused in one line that says what the file holds."""
     d, _ = hub
     p = cli("resnet_port.port", d / "khpre.keras", "--out", tmp_path / "w.safetensors")
     lines = [line for line in p.stderr.splitlines() if line.startswith("error: ")]
     assert p.returncode == 2 and len(lines) == 1, p.stderr[-2000:]
     assert "[2, 2, 2, 2] pre-activation blocks" in lines[0] and "stem 7x7 conv" in lines[0], lines[0]
     assert "none of the variants" in lines[0]
+    assert not (tmp_path / "w.safetensors").exists()
+    # its ResNet-vd is not timm's ResNet-D: said in one line
+    p = cli("resnet_port.port", d / "khvd.keras", "--out", tmp_path / "w.safetensors")
+    lines = [line for line in p.stderr.splitlines() if line.startswith("error: ")]
+    assert p.returncode == 2 and len(lines) == 1, p.stderr[-2000:]
+    assert "keras-hub's ResNet-vd (basic_block_vd" in lines[0] and "not timm's ResNet-D" in lines[0], lines[0]
     assert not (tmp_path / "w.safetensors").exists()
 
 

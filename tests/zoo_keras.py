@@ -3,7 +3,7 @@
 ``python tests/zoo_keras.py NET OUT_STEM [--classes N] [--preactivation]`` builds
 ``ResNetImageClassifier(ResNetBackbone(...), num_classes=N)`` configured as keras-hub's timm
 converter configures torchvision's resnet18/34/50 (NET 18, 34, 50) and timm's resnet26 (26), or as its
-ResNet50 V2 preset (50v2: pre-activation bottlenecks), gives every BatchNorm
+ResNet50 V2 preset (50v2: pre-activation bottlenecks) and its ResNet18-vd (18vd), gives every BatchNorm
 statistics and affine parameters away from their initial values, and saves
 ``OUT_STEM.keras``, ``OUT_STEM.weights.h5`` and the preset folder ``OUT_STEM-preset/``, plus
 its logits on a probe batch (``OUT_STEM-probe.npz``: ``x``, ``logits``).  Runs in a process of its
@@ -21,11 +21,12 @@ import numpy as np
 
 #: NET: (stem filters, stack filters, blocks per stack, block type, pre-activation)
 NETS = {
-    "18": (64, [64, 128, 256, 512], [2, 2, 2, 2], "basic_block", False),
-    "34": (64, [64, 128, 256, 512], [3, 4, 6, 3], "basic_block", False),
-    "50": (64, [64, 128, 256, 512], [3, 4, 6, 3], "bottleneck_block", False),
-    "26": (64, [64, 128, 256, 512], [2, 2, 2, 2], "bottleneck_block", False),
-    "50v2": (64, [64, 128, 256, 512], [3, 4, 6, 3], "bottleneck_block", True),
+    "18": ([64], [64, 128, 256, 512], [2, 2, 2, 2], "basic_block", False),
+    "34": ([64], [64, 128, 256, 512], [3, 4, 6, 3], "basic_block", False),
+    "50": ([64], [64, 128, 256, 512], [3, 4, 6, 3], "bottleneck_block", False),
+    "26": ([64], [64, 128, 256, 512], [2, 2, 2, 2], "bottleneck_block", False),
+    "50v2": ([64], [64, 128, 256, 512], [3, 4, 6, 3], "bottleneck_block", True),
+    "18vd": ([32, 32, 64], [64, 128, 256, 512], [2, 2, 2, 2], "basic_block_vd", False),  # its ResNet-vd
 }
 
 
@@ -34,8 +35,8 @@ def build(net: str, classes: int, preactivation: bool = False):
 
     stem, filters, blocks, block_type, preact = NETS[net]
     backbone = keras_hub.models.ResNetBackbone(
-        input_conv_filters=[stem],
-        input_conv_kernel_sizes=[7],
+        input_conv_filters=stem,
+        input_conv_kernel_sizes=[7] if len(stem) == 1 else [3] * len(stem),
         stackwise_num_filters=filters,
         stackwise_num_blocks=blocks,
         stackwise_num_strides=[1, 2, 2, 2],

@@ -258,6 +258,12 @@ def backbone(net):
 def read(net, label: str) -> list[tuple[str, str, dict]]:
     """(layer name, kind, params) of every layer with weights: the backbone's and the classifier's head."""
     body = backbone(net)
+    if str(getattr(body, "block_type", "")).endswith("_vd"):
+        raise PortError(
+            f"{label} is keras-hub's ResNet-vd ({body.block_type}: a deep stem, a projection on the first block, "
+            "shortcuts average-pooled with padding 'same'), which is not timm's ResNet-D (resnet18d/34d/50d) nor "
+            "any network this tool has a variant of"
+        )
     if net is body:
         raise PortError(
             f"{label} is a keras-hub ResNetBackbone without a classification head; wrap it in keras_hub.models.ResNetImageClassifier(backbone, num_classes=N) (with its trained head) and save that"
