@@ -28,8 +28,8 @@ keras.applications  ``keras-applications        ``keras.applications.ResNet50(we
 
 The last four are the libraries' own models, so only the variants a library
 defines have its format (torchvision: ResNet18-152, wide, ResNeXt; timm: those,
-ResNet26 and ResNet-D; keras-hub: ResNet18/34; keras.applications: its v1
-ResNet50/101/152); asking for another is refused in one line that says why and
+ResNet26, ResNet-D and resnetv2_50; keras-hub: ResNet18-152 and its ResNet50 V2;
+keras.applications: its ResNet50/101/152 and V2); asking for another is refused in one line that says why and
 names the formats that hold the network.
 
 Files take any image size (H, W >= 32) where the network's pads are constants:
@@ -52,11 +52,16 @@ export leaves nothing.
 
 Inputs, for every format: float32 images, pixels / 255 (``preprocessing.json``
 says so, with the per-channel normalisation when the weights carry one).
+
+Each format is one module: this project's in :mod:`resnet_port.formats` (how the worker writes it, how
+it reloads, its own verdicts), the libraries' in :mod:`resnet_port.libraries`; this module writes,
+reloads and compares them all by the one tolerance rule (``parity.tolerance``).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib.util
 import json
 import os
@@ -68,22 +73,19 @@ from pathlib import Path
 import numpy as np
 
 from . import cli, frameworks, libraries, parity, rundir
+from . import formats as format_modules
 from . import weights as W
-from .spec import MIN_INPUT_SIZE, ResNetSpec, get_spec, native_size, same_padding, size_dependent_padding
+from .spec import MIN_INPUT_SIZE, ResNetSpec, get_spec, native_size, size_dependent_padding
 
+#: this project's formats (resnet_port.formats), by name: for every variant
+OWN = {fmt.NAME: fmt for fmt in format_modules.ALL}
 #: the libraries ``export`` writes native files for (resnet_port.libraries), by format name
 LIBRARIES = {lib.NAME: lib for lib in libraries.writers()}
 #: the libraries' own formats: only for the variants they define (torchvision's ResNet18-152, ...)
 NATIVE = tuple(name for name, lib in LIBRARIES.items() if not getattr(lib, "EVERY_VARIANT", False))
-FORMATS = ("keras", "torch", "onnx-keras", "onnx-torch", *(n for n in LIBRARIES if n not in NATIVE), *NATIVE)
+FORMATS = (*OWN, *(n for n in LIBRARIES if n not in NATIVE), *NATIVE)
 #: the framework that writes each format, and whose run of the weights file it is checked against
-FRAMEWORK_OF = {
-    "keras": frameworks.KERAS,
-    "torch": frameworks.PYTORCH,
-    "onnx-keras": frameworks.KERAS,
-    "onnx-torch": frameworks.PYTORCH,
-    **{name: frameworks.get(lib.FRAMEWORK) for name, lib in LIBRARIES.items()},
-}
+FRAMEWORK_OF = {name: frameworks.get(module.FRAMEWORK) for name, module in {**OWN, **LIBRARIES}.items()}
 #: the packages a format needs beyond its framework
 NEEDS = {name: lib.PACKAGE for name, lib in LIBRARIES.items() if getattr(lib, "PACKAGE", None)}
 
@@ -123,81 +125,9 @@ def run_clean(fmt: str, path: Path, inputs: dict[int, Path], out: Path, meta: di
         return dict(z)
 
 
-def asymmetric_same_convs(spec: ResNetSpec) -> list[str]:
-    """The spec's convolutions whose TF 'same' padding is uneven at the spec's input size (one more after)."""
-    shape, inputs = spec.input_shape, {}
-    for layer in spec.layers():
-        inputs[layer.name] = shape
-        shape = layer.output_shape
-    return [
-        c.name
-        for c in spec.convolutions()
-        if c.padding == "same" and len(set(same_padding(inputs[c.name][0], c.kernel_size, c.stride))) > 1
-    ]
-
-
-def onnx_asymmetric_convs(path: Path) -> int:
-    """How many Conv nodes of an ONNX graph pad unevenly: by their own ``pads``, by SAME_UPPER on an
-    input that needs an odd total, or through a Pad node right before them."""
-    import onnx
-    from onnx import numpy_helper, shape_inference
-
-    model = shape_inference.infer_shapes(onnx.load(str(path)))
-    g = model.graph
-    producers = {o: n for n in g.node for o in n.output}
-    consts = {i.name: numpy_helper.to_array(i) for i in g.initializer}
-    for n in g.node:
-        if n.op_type == "Constant" and n.attribute:
-            consts[n.output[0]] = numpy_helper.to_array(n.attribute[0].t)
-    shapes = {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim] for v in [*g.value_info, *g.input]}
-    count = 0
-    for n in g.node:
-        if n.op_type != "Conv":
-            continue
-        attrs = {a.name: onnx.helper.get_attribute_value(a) for a in n.attribute}
-        kernel = list(attrs.get("kernel_shape", []))
-        strides = list(attrs.get("strides", [1] * max(len(kernel), 2)))
-        pads = list(attrs.get("pads", []))
-        auto = attrs.get("auto_pad", b"NOTSET")
-        auto = auto.decode() if isinstance(auto, bytes) else auto
-        uneven = bool(pads) and pads[: len(pads) // 2] != pads[len(pads) // 2 :]
-        if auto in ("SAME_UPPER", "SAME_LOWER") and kernel:
-            dims = shapes.get(n.input[0], [])[2:]
-            uneven |= any(d and max((-(-d // s) - 1) * s + k - d, 0) % 2 for d, s, k in zip(dims, strides, kernel))
-        src = producers.get(n.input[0])
-        if src is not None and src.op_type == "Pad" and len(src.input) > 1 and src.input[1] in consts:
-            p = [int(v) for v in consts[src.input[1]].ravel()]
-            uneven |= p[: len(p) // 2] != p[len(p) // 2 :]
-        count += uneven
-    return count
-
-
-def runtime_pads(path: Path) -> list[str]:
-    """The Pad nodes whose amounts are computed at run time (Shape/Gather/Slice chains, not constants):
-    with the input size fixed they are constants, and converters such as onnx2tf fail on the computed ones."""
-    import onnx
-
-    g = onnx.load(str(path)).graph
-    consts = {i.name for i in g.initializer} | {o for n in g.node if n.op_type == "Constant" for o in n.output}
-    return [
-        n.name or n.output[0] for n in g.node if n.op_type == "Pad" and len(n.input) > 1 and n.input[1] not in consts
-    ]
-
-
-def same_padding_check(path: Path, spec: ResNetSpec) -> tuple[str, bool]:
-    """(what the ONNX graph's uneven 'same' pads are, whether there are exactly as many as the spec has
-    and every pad is a constant): an exporter that made TF's one-sided pads symmetric computes another
-    network; one that computes pads at run time is one converters cannot read."""
-    expected = len(asymmetric_same_convs(spec))
-    found = onnx_asymmetric_convs(path)
-    computed = runtime_pads(path)
-    text = f"{found} of {expected} uneven 'same' convs" + (f", {len(computed)} run-time pads" if computed else "")
-    return text, found == expected and not computed
-
-
 #: the formats whose files fix their input size when the network's pads depend on it (see
 #: spec.size_dependent_padding); Keras, torchvision, timm and keras-hub files take any size
-SIZED = ("torch", "onnx-keras", "onnx-torch")
+SIZED = tuple(name for name, fmt in OWN.items() if fmt.SIZED)
 #: a second size for the check of files that take any size, when the native size is 32: odd, so
 #: every stride-2 layer meets an odd input
 ODD_SIZE = 45
@@ -262,23 +192,16 @@ def export(weights: Path, w: W.Weights, formats: list[str], out: Path, progress=
                 x = ((x - np.float32(norm.mean)) / np.float32(norm.std)).astype(np.float32)
             inputs[size] = tmp / f"x{size}.npy"
             np.save(inputs[size], x)
-        files = {
-            "keras": "model.keras",
-            "torch": "model.pt2",
-            "onnx-keras": "model-keras.onnx",
-            "onnx-torch": "model-torch.onnx",
-            **{name: lib.FILE for name, lib in LIBRARIES.items()},
-        }
+        files = {name: module.FILE for name, module in {**OWN, **LIBRARIES}.items()}
         names = {fmt: getattr(LIBRARIES.get(fmt), "SHOWN", files[fmt]) for fmt in formats}
 
         def write_op(fmt: str) -> dict:
             path = out / files[fmt]
-            op = {
-                "keras": {"op": "export_keras", "out": str(path)},
-                "torch": {"op": "export_torch", "program": str(path), "state_dict": str(out / "state_dict.pt")},
-                "onnx-keras": {"op": "export_onnx", "out": str(path)},
-                "onnx-torch": {"op": "export_onnx", "out": str(path)},
-            }.get(fmt) or {"op": "export_native", "library": fmt, "out": str(path)}
+            op = (
+                OWN[fmt].write_op(path, out)
+                if fmt in OWN
+                else {"op": "export_native", "library": fmt, "out": str(path)}
+            )
             return {**op, "weights": str(weights), "size": input_size(spec, fmt)}
 
         # one process per framework: the reference outputs, then every file that framework writes
@@ -329,37 +252,13 @@ def export(weights: Path, w: W.Weights, formats: list[str], out: Path, progress=
                 preset.update(loaded_as=row["loaded_as"], size=row["size"])
                 rows.append(row)
                 row = preset
-            if fmt.startswith("onnx"):
-                row["same_padding"], padding_ok = same_padding_check(path, spec)
-                row["ok"] &= padding_ok
-                shape = [str(d) for d in res["input_shape"]]
-                dynamic = [i for i, d in enumerate(shape) if not d.isdigit()]
-                hw = (1, 2) if fmt == "onnx-keras" else (2, 3)
-                row["ok"] &= 0 in dynamic and (
-                    size is not None or set(hw) <= set(dynamic)
-                )  # named (dynamic) dimensions
-                row["batch_dim"] = shape[0]
-            if fmt == "keras":
-                row["ok"] &= list(res["classes"]) == ["keras"]  # standard Keras layers only
+            if hasattr(OWN.get(fmt), "check"):  # the format's own verdicts (ONNX: its pads, dynamic dimensions)
+                OWN[fmt].check(row, res, path, spec, size)
             rows.append(row)
-        if "torch" in formats:
-            rows.append(
-                state_dict_row(
-                    out / "state_dict.pt", spec, inputs[sizes[0]], tmp, reference[frameworks.PYTORCH.key][sizes[0]]
-                )
-            )
-        if "onnx-keras" in formats and "onnx-torch" in formats:
-            common = {k: v for k, v in outputs["onnx-keras"].items() if k in outputs["onnx-torch"] and "/" in k}
-            rows.append(
-                compare(
-                    "onnx",
-                    "model-keras.onnx vs model-torch.onnx",
-                    "each other",
-                    common,
-                    {n: None for n in sizes},
-                    other=outputs["onnx-torch"],
-                )
-            )
+        ctx = _Context(out, spec, inputs, sizes, tmp, reference, outputs)
+        for module in format_modules.ALL:  # further checks once every file ran (torch: its state_dict)
+            if module.NAME in formats and hasattr(module, "extra_rows"):
+                rows += module.extra_rows(ctx)
     ok = all(r["ok"] for r in rows)
     return rows, ok
 
@@ -396,35 +295,22 @@ def compare(fmt: str, name: str, against: str, res: dict, ref: dict, other: dict
     }
 
 
-def state_dict_row(path: Path, spec: ResNetSpec, inputs: Path, tmp: Path, ref: np.ndarray) -> dict:
-    """The state_dict, loaded with load_state_dict(strict=True) into torch_impl's model."""
-    code = (
-        "import sys, numpy as np, torch\n"
-        "from torch_impl.model import build_model\n"
-        "m = build_model(sys.argv[1]); m.load_state_dict(torch.load(sys.argv[2], weights_only=True), strict=True); m.eval()\n"
-        "x = torch.from_numpy(np.load(sys.argv[3])).permute(0, 3, 1, 2)\n"
-        "with torch.no_grad(): np.save(sys.argv[4], m(x).numpy())\n"
-    )
-    proc = subprocess.run(
-        [sys.executable, "-c", code, spec.name, str(path), str(inputs), str(tmp / "sd.npy")],
-        capture_output=True,
-        text=True,
-        env=parity.worker_env(),
-    )
-    if proc.returncode != 0:
-        raise ExportError(
-            f"{path.name} does not load into torch_impl.model.build_model({spec.name!r}): {(proc.stderr.strip().splitlines() or ['(no message)'])[-1]}"
-        )
-    size = int(np.load(inputs, mmap_mode="r").shape[1])
-    row = compare(
-        "torch",
-        path.name + " (torch_impl.model)",
-        "its source, the weights in PyTorch",
-        {f"{size}/{max(BATCHES)}": np.load(tmp / "sd.npy")},
-        {size: ref},
-    )
-    row["size"] = "any"
-    return row
+@dataclasses.dataclass
+class _Context:
+    """What a format's ``extra_rows`` gets: the export folder, the spec, the images run (``{size: .npy}``) and
+    sizes, a scratch folder, the reference logits (``{framework key: {size: logits}}``) and every reloaded
+    file's outputs (``{format: {"SIZE/N": logits}}``)."""
+
+    out: Path
+    spec: ResNetSpec
+    inputs: dict
+    sizes: list
+    tmp: Path
+    reference: dict
+    outputs: dict
+    largest_batch: int = max(BATCHES)
+    error = ExportError
+    compare = staticmethod(compare)
 
 
 def table(rows: list[dict]) -> str:

@@ -5,7 +5,8 @@ runs it in a fresh process): this project's packages are dropped from the proces
 blocked before the library is imported, so the file must load on its own, as it would on a
 machine without resnet-port.  ``INPUTS`` is JSON ``{size: images.npy}``; the logits of every
 size at every batch size in ``BATCHES`` (comma-separated) are written to ``OUT`` (.npz) under
-``"SIZE/N"``, with what loaded the file (``classes``) and, for ONNX, the input's shape.
+``"SIZE/N"``, with what loaded the file (``classes``) and, for ONNX, the input's shape.  How each format is
+loaded is its module's ``reload`` (:mod:`resnet_port.formats`, :mod:`resnet_port.libraries`).
 """
 
 import importlib.abc
@@ -29,7 +30,8 @@ def _isolate() -> None:
 
 
 def main(argv: list[str], library=None) -> None:
-    """``library``: the library module whose format ``FORMAT`` is (imported before the project was blocked)."""
+    """``library``: the format's module, of :mod:`resnet_port.formats` or :mod:`resnet_port.libraries` (imported
+    before the project was blocked)."""
     import numpy as np
 
     fmt, path, inputs, out, meta, batches = argv
@@ -53,45 +55,27 @@ def main(argv: list[str], library=None) -> None:
         each(run)
         res["classes"] = np.array(f"{type(module).__module__}.{type(module).__qualname__}")
 
-    if library is not None and library.FRAMEWORK == "torch":
+    if getattr(library, "reload", None) is None:
+        raise SystemExit(f"no format or library {fmt!r}")
+    if hasattr(library, "SIZED"):  # one of this project's formats (resnet_port.formats): (run, facts)
+        run, facts = library.reload(path, meta)
+        each(run)
+        res.update(facts)
+    elif library.FRAMEWORK == "torch":
         run_torch(library.reload(path, meta))
-    elif library is not None:
+    else:
         for prefix, model in library.reload(path, meta):
             each(lambda x, model=model: np.asarray(model(x, training=False)), prefix)
         res["classes"] = np.array(type(model).__module__.split(".")[0] + "." + type(model).__name__)
-    elif fmt == "keras":
-        import keras
-
-        model = keras.models.load_model(path)
-        each(lambda x: np.asarray(model(x, training=False)))
-        res["classes"] = np.array(sorted({type(layer).__module__.split(".")[0] for layer in model.layers}))
-    elif fmt == "torch":
-        import torch
-
-        module = torch.export.load(path).module()
-
-        def run(x):
-            with torch.no_grad():
-                return module(torch.from_numpy(x).permute(0, 3, 1, 2).contiguous()).numpy()
-
-        each(run)
-    else:
-        import onnxruntime as ort
-
-        sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
-        inp = sess.get_inputs()[0]
-        nchw = fmt == "onnx-torch"
-        res["input_shape"] = np.array([str(d) for d in inp.shape])
-        each(lambda x: sess.run(None, {inp.name: np.ascontiguousarray(x.transpose(0, 3, 1, 2) if nchw else x)})[0])
     np.savez(out, **res)
 
 
 if __name__ == "__main__":
-    from resnet_port import libraries  # the format's library module, then nothing more of this project
+    from resnet_port import formats, libraries  # the format's module, then nothing more of this project
 
     try:
         _library = libraries.get(sys.argv[1])
     except KeyError:
-        _library = None
+        _library = formats.get(sys.argv[1])
     _isolate()
     main(sys.argv[1:], _library)

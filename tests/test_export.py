@@ -10,6 +10,7 @@ import pytest
 
 from resnet_port import export, parity
 from resnet_port import weights as W
+from resnet_port.formats import onnx_graph
 from resnet_port.spec import get_spec
 
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
@@ -154,7 +155,7 @@ def test_each_export_loads_without_this_project_and_matches(exported, tmp_path):
 def test_same_padding_check_catches_symmetric_padding(tmp_path):
     """An ONNX file of the naive port (PyTorch's symmetric padding) fails the padding count."""
     spec = get_spec("tiny")
-    assert export.asymmetric_same_convs(spec) == [
+    assert onnx_graph.asymmetric_same_convs(spec) == [
         "layer2.0.conv1",
         "layer4.0.conv1",
     ]  # inputs 30 and 8: even; 15 is odd
@@ -164,7 +165,7 @@ def test_same_padding_check_catches_symmetric_padding(tmp_path):
         "torch.onnx.export(m, (torch.zeros(1, 3, 32, 32),), sys.argv[1], dynamo=True, external_data=False)\n"
     )
     subprocess.run([sys.executable, "-c", code, str(tmp_path / "naive.onnx")], check=True, capture_output=True, env=ENV)
-    assert export.onnx_asymmetric_convs(tmp_path / "naive.onnx") == 0
+    assert onnx_graph.onnx_asymmetric_convs(tmp_path / "naive.onnx") == 0
 
 
 def test_bad_input(tmp_path, exported):
@@ -213,7 +214,7 @@ def test_the_modern_recipes_model_exports_with_its_normalisation(tmp_path):
         timeout=900,
     )
     assert p.returncode == 0 and "export: PASS" in p.stdout, p.stdout[-3000:] + p.stderr[-3000:]
-    assert export.asymmetric_same_convs(get_spec("tiny-cifar")) == [
+    assert onnx_graph.asymmetric_same_convs(get_spec("tiny-cifar")) == [
         "layer2.0.conv1",
         "layer3.0.conv1",
         "layer4.0.conv1",
@@ -312,7 +313,7 @@ def test_the_uneven_same_padding_check_can_fail(tmp_path):
     """The count export holds each ONNX graph to: a graph with fewer (or more) one-sided pads than the
     spec's 'same' convs fails the check, whichever way the pads are written."""
     spec = get_spec("tiny")
-    want = len(export.asymmetric_same_convs(spec))
+    want = len(onnx_graph.asymmetric_same_convs(spec))
     assert want == 2
     cases = {
         "two explicit": ([("pads", [0, 0, 1, 1]), ("pads", [0, 0, 1, 1])], 2),
@@ -327,8 +328,8 @@ def test_the_uneven_same_padding_check_can_fail(tmp_path):
     for name, (convs, uneven) in cases.items():
         path = tmp_path / f"{name.split()[0]}.onnx"
         _onnx_conv_graph(path, convs)
-        assert export.onnx_asymmetric_convs(path) == uneven, name
-        text, ok = export.same_padding_check(path, spec)
+        assert onnx_graph.onnx_asymmetric_convs(path) == uneven, name
+        text, ok = onnx_graph.same_padding_check(path, spec)
         assert ok is (uneven == want) and text.startswith(f"{uneven} of {want} "), (name, text)
 
 
@@ -449,7 +450,7 @@ def test_an_onnx_file_with_the_wrong_padding_fails_its_row_and_the_exit_code(tmp
     parity.run_worker(
         "tf", [{"op": "init", "arch": "tiny", "seed": 9, "out": str(tmp_path / "w.safetensors")}], tmp_path / "jobs"
     )
-    monkeypatch.setattr(export, "onnx_asymmetric_convs", lambda path: 0)
+    monkeypatch.setattr(onnx_graph, "onnx_asymmetric_convs", lambda path: 0)
     code = export.main(
         [str(tmp_path / "w.safetensors"), "--format", "onnx-torch", "--out", str(tmp_path / "out"), "--quiet"]
     )
