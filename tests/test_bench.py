@@ -38,7 +38,9 @@ def test_flops_from_spec_match_an_independent_count():
     assert 3.0e9 < flops_per_image("resnet18")["train"] < 3.2e9
 
 
-def test_bench_end_to_end_tiny(tmp_path):
+def test_bench_end_to_end_on_a_family_member(tmp_path):
+    """bench and its --cli part on tiny-d-torch: ResNet-D's twin (deep stem, bottlenecks, average-pooled
+    shortcuts), whose FLOPs the spec counts from its layers like any other variant's."""
     out = tmp_path / "bench.json"
     p = subprocess.run(
         [
@@ -46,7 +48,7 @@ def test_bench_end_to_end_tiny(tmp_path):
             "-m",
             "resnet_port.bench",
             "--arch",
-            "tiny",
+            "tiny-d-torch",
             "--batch-size",
             "8",
             "--warmup",
@@ -71,13 +73,14 @@ def test_bench_end_to_end_tiny(tmp_path):
     )
     assert p.returncode == 0, p.stderr[-3000:]
     report = json.loads(out.read_text())
-    assert report["arch"] == "tiny" and report["batch_size"] == 8 and report["precision"] == "fp32"
+    assert report["arch"] == "tiny-d-torch" and report["batch_size"] == 8 and report["precision"] == "fp32"
     for fw in ("tf", "torch"):
         r = report["results"][fw]
         for key in ("train_aug", "train", "inference", "augment", "matmul_gflops", "peak_memory_mb"):
             assert isinstance(r[key], (int, float)) and r[key] > 0, (fw, key, r.get(key))
             assert r[f"{key}_rounds"] == [r[key]]  # one round (run_rounds is tested below)
-    assert report["ceiling_gflops"] > 0 and report["flops_per_image"]["train"] == 3 * get_spec("tiny").forward_flops()
+    flops = get_spec("tiny-d-torch").forward_flops()
+    assert report["ceiling_gflops"] > 0 and report["flops_per_image"]["train"] == 3 * flops
     for key in ("train_aug", "train", "inference", "augment"):
         row = report["rows"][key]
         assert row["keras"] > 0 and row["pytorch"] > 0 and row["ratio"] > 0

@@ -411,12 +411,13 @@ def test_multiworker_equals_one_device_and_resumes(data, keras_runs, tmp_path, c
 
 def test_modern_recipe_scales_out_exactly(data, tmp_path, capsys):
     """The modern recipe (SGD, normalisation, crop and Cutout draws cut into per-process chunks) through
-    torchrun and MirroredStrategy with --sync-bn: no code path of its own, and 2 == 1 in float64."""
+    torchrun and MirroredStrategy with --sync-bn: no code path of its own, and 2 == 1 in float64; on the
+    CIFAR ResNet50's twin (bottleneck blocks, a projection at stride 1), a member of the wider family."""
     modern = [
         "--recipe",
         "modern",
         "--arch",
-        "tiny-cifar-torch",
+        "tiny-bottleneck-cifar-torch",
         "--float64",
         "--lr",
         "10",
