@@ -117,6 +117,17 @@ MODELS = {
 }
 
 
+#: the only width ResNetBackbone takes for its first stack (it raises on any other)
+FIRST_STACK = 64
+
+
+def _config(spec):
+    """The registered config of ``spec``'s variant, or None (a spec built outside the registry)."""
+    from resnet_port import spec as S
+
+    return S.REGISTRY.get(S.split_name(spec.name)[0])
+
+
 def arguments(spec) -> dict | None:
     """ResNetBackbone's arguments whose network is ``spec``'s, layer for layer, or None where keras-hub
     has no such network (another stem, block, width rule or convention)."""
@@ -124,11 +135,11 @@ def arguments(spec) -> dict | None:
 
     from resnet_port import spec as S
 
-    config = S.REGISTRY.get(S.split_name(spec.name)[0])
-    if config is None or config.stage_filters[0] != 64:  # ResNetBackbone refuses another first stack width
+    config = _config(spec)
+    if config is None or config.stage_filters[0] != FIRST_STACK:
         return None
+    stages = {k: getattr(config, k) for k in ("stage_blocks", "stage_filters", "stage_strides", "stem_filters")}
     for (block_type, preact), base in BACKBONES.items():
-        stages = {k: getattr(config, k) for k in ("stage_blocks", "stage_filters", "stage_strides", "stem_filters")}
         candidate = dataclasses.replace(
             S.ResNetConfig(**stages, **getattr(S, base)), num_classes=spec.num_classes, input_shape=spec.input_shape
         )
@@ -152,11 +163,12 @@ def defines(spec) -> bool:
 
 def why_not(spec) -> str:
     """What keras-hub lacks for ``spec`` (export's refusal)."""
-    from resnet_port import spec as S
-
-    config = S.REGISTRY.get(S.split_name(spec.name)[0])
-    if config is not None and config.stage_filters[0] != 64:
-        return f": ResNetBackbone takes 64 filters in its first stack only, {spec.name} has {config.stage_filters[0]}"
+    config = _config(spec)
+    if config is not None and config.stage_filters[0] != FIRST_STACK:
+        return (
+            f": ResNetBackbone takes {FIRST_STACK} filters in its first stack only, {spec.name} has "
+            f"{config.stage_filters[0]}"
+        )
     return ""
 
 
