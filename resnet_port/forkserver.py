@@ -12,7 +12,10 @@ It is opt-in: ``RESNET_PORT_FORKSERVER=DIR`` names a folder holding one server p
 (``DIR/tf.sock``, ``DIR/torch.sock``), started with ``python -m resnet_port.forkserver DIR FRAMEWORK``.
 :func:`run` uses it for a module of that framework when the caller's environment agrees with the server's
 on everything read at import time (``TF_*``, ``OMP_*``, ``PYTHONPATH``, ...); otherwise, and whenever no
-server answers, it starts a fresh process, as ``subprocess.run`` would.  The tests start the servers
+server answers, it starts a fresh process, as ``subprocess.run`` would.  One difference is bridged: a
+``PYTHONPATH`` with folders put before the server's, where none of them holds a module the server has
+imported (nor a ``sitecustomize``, which an interpreter runs at start-up): the job puts them on its
+``sys.path`` where the interpreter would have, and imports what it needs from there, as a fresh one does.  The tests start the servers
 (tests/conftest.py); a user never needs them.
 """
 
@@ -54,8 +57,9 @@ def framework_of(module: str) -> str | None:
 # -- client ----------------------------------------------------------------------------------------------
 
 
-def _server(framework: str, env: dict) -> Path | None:
-    """The socket of a server that can run a job of ``framework`` with ``env``, or None."""
+def _server(framework: str, env: dict) -> tuple[Path, list[str]] | None:
+    """The socket of a server that can run a job of ``framework`` with ``env`` and the folders the job puts on
+    its path first (:func:`extra_path`), or None."""
     folder = env.get(VARIABLE)
     if not folder or framework not in PACKAGES:
         return None
@@ -74,9 +78,39 @@ def _server(framework: str, env: dict) -> Path | None:
         info = json.loads(state.read_text())
     except (OSError, ValueError):
         return None
-    if info.get("env") != _import_time_env(env) or info.get("executable") != sys.executable:
+    if info.get("executable") != sys.executable:
         return None
-    return sock
+    ours, theirs = _import_time_env(env), info.get("env", {})
+    if {k: v for k, v in ours.items() if k != "PYTHONPATH"} != {k: v for k, v in theirs.items() if k != "PYTHONPATH"}:
+        return None
+    extra = extra_path(ours.get("PYTHONPATH", ""), theirs.get("PYTHONPATH", ""), set(info.get("modules", ())))
+    return None if extra is None else (sock, extra)
+
+
+#: modules an interpreter imports from sys.path as it starts (site.py): a folder holding one changes what
+#: a fresh process runs before its first line
+_AT_START = {"sitecustomize", "usercustomize"}
+
+
+def extra_path(wanted: str, server: str, imported: set[str]) -> list[str] | None:
+    """The folders ``wanted`` (a PYTHONPATH) puts before ``server``'s, where a job forked from a server that
+    imported ``imported`` (top-level names) runs as a fresh process with ``wanted`` would; else None."""
+    if wanted == server:
+        return []
+    ours, theirs = wanted.split(os.pathsep), server.split(os.pathsep) if server else []
+    if len(ours) <= len(theirs) or (theirs and ours[-len(theirs) :] != theirs):
+        return None
+    extra = ours[: len(ours) - len(theirs)]
+    for folder in extra:
+        if not os.path.isabs(folder):  # relative to the job's folder: left to a fresh interpreter
+            return None
+        try:
+            names = {entry.split(".", 1)[0] for entry in os.listdir(folder)}
+        except OSError:  # not a folder (a fresh interpreter finds nothing there either)
+            continue
+        if names & (imported | _AT_START):
+            return None
+    return extra
 
 
 def run(
@@ -98,10 +132,11 @@ def run(
         framework = None
     elif framework is None:
         framework = framework_of(cmd[2])
-    sock = _server(framework, env) if framework else None
-    if sock is not None:
+    found = _server(framework, env) if framework else None
+    if found is not None:
+        sock, extra = found
         try:
-            return _forked(sock, cmd, env, cwd, timeout, capture_output, text, check)
+            return _forked(sock, cmd, env, cwd, timeout, capture_output, text, check, extra)
         except _NotStarted:
             pass  # no server answered before the job started: a fresh process
     return subprocess.run(cmd, env=env, cwd=cwd, timeout=timeout, capture_output=capture_output, text=text, check=check)
@@ -125,7 +160,7 @@ def _readline(conn) -> str:
     return data.decode().strip()
 
 
-def _forked(sock: Path, cmd, env, cwd, timeout, capture_output, text, check):
+def _forked(sock: Path, cmd, env, cwd, timeout, capture_output, text, check, extra_path=()):
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         fds = [out.fileno(), err.fileno()] if capture_output else [sys.stdout.fileno(), sys.stderr.fileno()]
         request = {
@@ -134,6 +169,7 @@ def _forked(sock: Path, cmd, env, cwd, timeout, capture_output, text, check):
             "env": env,
             "cwd": str(cwd or os.getcwd()),
             "umask": _umask(),
+            "path": list(extra_path),
         }
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
             try:
@@ -206,7 +242,8 @@ def serve(folder: Path, framework: str) -> None:
     server.bind(str(sock))
     server.listen(64)
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # handlers exit on their own: reaped at once
-    state = {"env": env, "executable": sys.executable, "pid": os.getpid()}
+    modules = sorted({name.split(".", 1)[0] for name in sys.modules})
+    state = {"env": env, "executable": sys.executable, "pid": os.getpid(), "modules": modules}
     (folder / f"{framework}.json.tmp").write_text(json.dumps(state))
     os.replace(folder / f"{framework}.json.tmp", folder / f"{framework}.json")
     while True:
@@ -268,6 +305,7 @@ def _job(request: dict, fds: list[int]) -> int:
         sys.modules["numpy"].random.seed()
     sys.argv = [request["module"], *request["args"]]
     sys.path[0] = os.getcwd()  # as `python -m` puts the working folder first
+    sys.path[1:1] = request.get("path", [])  # then PYTHONPATH's folders the server's lacks
     try:
         runpy.run_module(request["module"], run_name="__main__", alter_sys=True)
     except SystemExit as e:

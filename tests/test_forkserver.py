@@ -19,7 +19,12 @@ import os, sys, json
 state = sys.modules.setdefault("job_state", type(sys)("job_state"))
 seen = getattr(state, "seen", 0)
 state.seen = seen + 1
-print(json.dumps({"argv": sys.argv[1:], "cwd": os.getcwd(), "env": os.environ.get("JOB_VALUE"), "ppid": os.getppid(),
+try:
+    import job_helper
+    helper = job_helper.VALUE
+except ImportError:
+    helper = None
+print(json.dumps({"helper": helper, "argv": sys.argv[1:], "cwd": os.getcwd(), "env": os.environ.get("JOB_VALUE"), "ppid": os.getppid(),
                   "seen": seen, "torch": "torch" in sys.modules, "umask": os.umask(0o22)}))
 print("to stderr", file=sys.stderr)
 what = sys.argv[1] if len(sys.argv) > 1 else ""
@@ -108,4 +113,22 @@ def test_an_environment_the_server_was_not_started_with_gets_a_fresh_process(ser
     f = facts(run(server, env={"OMP_NUM_THREADS": "7"}))
     assert f["ppid"] == os.getpid() and not f["torch"]  # a fresh interpreter, started by this process
     f = facts(run(server, env={forkserver.VARIABLE: "/nonexistent"}))  # no server there
+    assert f["ppid"] == os.getpid()
+
+
+def test_a_pythonpath_with_folders_before_the_servers_is_forked_unless_they_change_what_it_imported(server, tmp_path):
+    """Folders put before the server's PYTHONPATH (as tests do to block or add a module): the job is forked and
+    imports from them as a fresh interpreter would; a folder holding a module the server imported, or a
+    sitecustomize (which a fresh interpreter runs as it starts), gets a fresh process."""
+    base, _ = server
+    path = lambda *folders: os.pathsep.join([*map(str, folders), *filter(None, [base.get("PYTHONPATH")])])
+    for name, module in (("extra", "job_helper.py"), ("shadow", "torch.py"), ("startup", "sitecustomize.py")):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / module).write_text("VALUE = 'from the folder'\n")
+    f = facts(run(server, env={"PYTHONPATH": path(tmp_path / "extra")}))
+    assert f["ppid"] != os.getpid() and f["torch"] and f["helper"] == "from the folder"  # forked, and found it
+    for name in ("shadow", "startup"):
+        f = facts(run(server, env={"PYTHONPATH": path(tmp_path / "extra", tmp_path / name)}))
+        assert f["ppid"] == os.getpid() and f["helper"] == "from the folder", name  # a fresh interpreter
+    f = facts(run(server, env={"PYTHONPATH": "relative"}))
     assert f["ppid"] == os.getpid()
