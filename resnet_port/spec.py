@@ -1077,6 +1077,12 @@ def _bottleneck(base: dict, stem: str | None = None, **options) -> dict:
 BOTTLENECK = _bottleneck(TORCH)
 #: timm's ResNet-D of BasicBlocks: the deep stem, the average-pool shortcut
 RESNET_D_BASIC = {**TORCH, "stem": "deep", "block_options": (("shortcut", "avgpool"),)}
+#: timm's ResNet-D of bottlenecks (resnet26d/50d), which is also keras-hub's ResNet-vd of bottlenecks
+#: (``bottleneck_block_vd``: its average pool pads 'same', the same function at a 2x2 window and stride 2)
+RESNET_D_BOTTLENECK = _bottleneck(TORCH, stem="deep", shortcut="avgpool")
+#: keras-hub's ResNet-vd of BasicBlocks (``basic_block_vd``, PaddleClas' ResNet18_vd/34_vd): timm's ResNet-D
+#: but for a projection on every stage's first block, stage 1's too (64 -> 64 at stride 1)
+RESNET_VD_BASIC = {**RESNET_D_BASIC, "projection": "first"}
 #: timm's resnetv2 (pre-activation bottlenecks, the stride on a stage's first block, a final BN-ReLU)
 PREACT_TORCH = {**TORCH, "stem": "preact", "block": "preact_bottleneck", "head_norm": True}
 #: kuangliu's PreActResNet (pre-activation BasicBlocks, a lone 3x3 stem conv, no final BatchNorm)
@@ -1122,7 +1128,9 @@ REGISTRY: dict[str, ResNetConfig] = {
     "resnext101-32x8d-torch": ResNetConfig(stage_blocks=_R101, **_bottleneck(TORCH, groups=32, width_per_group=8)),
     "resnet18d-torch": ResNetConfig(stage_blocks=_R18, **RESNET_D_BASIC),
     "resnet34d-torch": ResNetConfig(stage_blocks=_R34, **RESNET_D_BASIC),
-    "resnet50d-torch": ResNetConfig(stage_blocks=_R50, **_bottleneck(TORCH, stem="deep", shortcut="avgpool")),
+    "resnet50d-torch": ResNetConfig(stage_blocks=_R50, **RESNET_D_BOTTLENECK),
+    "resnet18vd-torch": ResNetConfig(stage_blocks=_R18, **RESNET_VD_BASIC),
+    "resnet34vd-torch": ResNetConfig(stage_blocks=_R34, **RESNET_VD_BASIC),
     "resnetv2-50-torch": ResNetConfig(stage_blocks=_R50, **PREACT_TORCH),
     "preact-resnet18-cifar-torch": ResNetConfig(stage_blocks=_R18, **PREACT_CIFAR_TORCH),
     # kuangliu's ResNet50 and weiaicunzai's resnet50: the CIFAR stem, v1.5 bottlenecks
@@ -1133,8 +1141,9 @@ REGISTRY: dict[str, ResNetConfig] = {
     "tiny-bottleneck-torch": ResNetConfig(**_TINY_BOTTLENECK, **BOTTLENECK),
     "tiny-bottleneck-cifar-torch": ResNetConfig(**_TINY_BOTTLENECK, **_bottleneck(TORCH_CIFAR)),
     "tiny-resnext-torch": ResNetConfig(**_TINY_BOTTLENECK, **_bottleneck(TORCH, groups=2, width_per_group=32)),
-    "tiny-d-torch": ResNetConfig(**_TINY_BOTTLENECK, **_bottleneck(TORCH, stem="deep", shortcut="avgpool")),
+    "tiny-d-torch": ResNetConfig(**_TINY_BOTTLENECK, **RESNET_D_BOTTLENECK),
     "tiny-basic-d-torch": ResNetConfig(**_TINY, **RESNET_D_BASIC),
+    "tiny-basic-vd-torch": ResNetConfig(**_TINY, **RESNET_VD_BASIC),
     "tiny-preact-torch": ResNetConfig(**_TINY_BOTTLENECK, **PREACT_TORCH),
     "tiny-preact-cifar-torch": ResNetConfig(**_TINY_CIFAR, **PREACT_CIFAR_TORCH),
     "tiny-bottleneck-keras": ResNetConfig(**_TINY_BOTTLENECK, **KERAS_V1),

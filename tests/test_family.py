@@ -191,8 +191,8 @@ def test_the_cifar_repos_resnet50_counts(name):
 
 
 def test_every_member_has_a_tiny_twin_of_its_block_stem_and_conventions():
-    """What the parity suites run on: a tiny variant of every (block, stem, conventions, options)."""
-    kinds = lambda c: (c.block, c.stem, c.conventions.name, dict(c.block_options).get("stride_on"))  # noqa: E731
+    """What the parity suites run on: a tiny variant of every (block, stem, conventions, options, projection rule)."""
+    kinds = lambda c: (c.block, c.stem, c.conventions.name, dict(c.block_options).get("stride_on"), c.projection)  # noqa: E731
     tiny = {kinds(S.REGISTRY[a]) for a in S.available() if a.startswith("tiny")}
     for name in S.available():
         assert kinds(S.REGISTRY[name]) in tiny, name

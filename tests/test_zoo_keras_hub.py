@@ -1,5 +1,5 @@
-"""keras-hub's ResNets (18/34, the v1.5 bottleneck ResNet26, the pre-activation ResNet50 V2) in and out, and the
-two directions through the libraries' own formats.
+"""keras-hub's ResNets (18/34, the v1.5 bottleneck ResNet26, the pre-activation ResNet50 V2, ResNet_vd 18 and 50) in
+and out, and the two directions through the libraries' own formats.
 
 keras-hub writes its models itself (tests/zoo_keras.py, in a process of its own); the port reads
 them with keras-hub, runs them in PyTorch and holds that to keras-hub's own run.  Then the journeys
@@ -29,6 +29,8 @@ SOURCES = {
     "kh34.keras": ("resnet34-torch@10", False),
     "kh26.keras": ("resnet26-torch", False),  # bottleneck blocks: the smallest
     "kh50v2.keras": ("resnetv2-50-torch@10", False),  # pre-activation: timm's resnetv2_50
+    "khvd.keras": ("resnet18vd-torch@10", False),  # ResNet_vd of BasicBlocks: its own network
+    "khvd50.keras": ("resnet50d-torch@10", False),  # ResNet_vd of bottlenecks: timm's resnet50d
 }
 
 
@@ -64,6 +66,7 @@ def hub(tmp_path_factory):
             ["50v2", str(d / "kh50v2"), "--classes", "10"],
             ["18", str(d / "khpre"), "--preactivation"],
             ["18vd", str(d / "khvd"), "--classes", "10"],
+            ["50vd", str(d / "khvd50"), "--classes", "10"],
         )
     )
     subprocess.run([sys.executable, "-c", make], check=True, env=parity.worker_env())
@@ -97,9 +100,8 @@ def test_the_three_keras_hub_files_hold_the_same_model(hub):
 
 
 def test_a_keras_hub_network_no_variant_is_refused_naming_it(hub, tmp_path):
-    """keras-hub builds pre-activation BasicBlocks after its 7x7 stem and its own ResNet-vd; no library this tool
-    reads has those networks (kuangliu's PreActResNet18 has the CIFAR stem, timm's ResNet-D no first projection and
-    another pooling): refused in one line that says what the file holds."""
+    """keras-hub builds pre-activation BasicBlocks after its 7x7 stem; no library this tool reads has that network
+    (kuangliu's PreActResNet18 has the CIFAR stem): refused in one line that says what the file holds."""
     d, _ = hub
     p = cli("resnet_port.port", d / "khpre.keras", "--out", tmp_path / "w.safetensors")
     lines = [line for line in p.stderr.splitlines() if line.startswith("error: ")]
@@ -107,12 +109,22 @@ def test_a_keras_hub_network_no_variant_is_refused_naming_it(hub, tmp_path):
     assert "[2, 2, 2, 2] pre-activation blocks" in lines[0] and "stem 7x7 conv" in lines[0], lines[0]
     assert "none of the variants" in lines[0]
     assert not (tmp_path / "w.safetensors").exists()
-    # its ResNet-vd is not timm's ResNet-D: said in one line
-    p = cli("resnet_port.port", d / "khvd.keras", "--out", tmp_path / "w.safetensors")
-    lines = [line for line in p.stderr.splitlines() if line.startswith("error: ")]
-    assert p.returncode == 2 and len(lines) == 1, p.stderr[-2000:]
-    assert "keras-hub's ResNet-vd (basic_block_vd" in lines[0] and "not timm's ResNet-D" in lines[0], lines[0]
-    assert not (tmp_path / "w.safetensors").exists()
+
+
+def test_keras_hub_resnet_vd_18_to_plain_pytorch_and_back_to_keras_hub(hub, tmp_path):
+    """keras-hub's ResNet_vd 18 (a projection on stage 1's first block too) is no PyTorch library's network: the
+    port exports to a plain PyTorch module file and to keras-hub again, each reloaded without this project and
+    held to the neutral file's logits; torchvision and timm are refused, naming the formats that hold it."""
+    d, _ = hub
+    src = d / "khvd.keras.safetensors"
+    p = cli("resnet_port.export", src, "--format", "pytorch-module,keras-hub", "--out", tmp_path / "e")
+    assert p.returncode == 0 and "export: PASS" in p.stdout, p.stdout + p.stderr[-2000:]
+    assert "ok (loaded as model.ResNet)" in p.stdout
+    assert p.stdout.count("loaded as keras_hub.ResNetImageClassifier") == 2  # the .keras file and the preset
+    p = cli("resnet_port.export", src, "--format", "timm", "--out", tmp_path / "t")
+    lines = p.stderr.strip().splitlines()
+    assert p.returncode == 2 and len(lines) == 1 and "timm has no network that is resnet18vd-torch@10" in lines[0]
+    assert "pytorch-module" in lines[0] and "keras-hub" in lines[0], lines[0]
 
 
 def test_keras_hub_resnet50_v2_to_timm_and_back_to_keras_hub(hub, tmp_path):
@@ -198,7 +210,11 @@ def test_native_formats_only_for_the_libraries_models(tmp_path):
     assert export.formats_for(get_spec("resnet26-torch"))[-2:] == ["timm", "keras-hub"]
     assert export.formats_for(get_spec("resnetv2-50-torch"))[-2:] == ["timm", "keras-hub"]
     assert "torchvision" not in export.formats_for(get_spec("resnet26-torch"))
-    for arch in ("wide-resnet50-2-torch", "resnext50-32x4d-torch", "resnet50d-torch", "resnet50-keras", "tiny-torch"):
+    assert export.formats_for(get_spec("resnet50d-torch"))[-2:] == ["timm", "keras-hub"]  # keras-hub's ResNet_vd 50
+    assert export.formats_for(get_spec("resnet18vd-torch"))[-1] == "keras-hub"
+    for arch in ("resnet18vd-torch", "resnet18d-torch"):  # one is keras-hub's ResNet_vd, the other timm's
+        assert ("timm" in export.formats_for(get_spec(arch))) == (arch == "resnet18d-torch"), arch
+    for arch in ("wide-resnet50-2-torch", "resnext50-32x4d-torch", "resnet18d-torch", "resnet50-keras", "tiny-torch"):
         assert "keras-hub" not in export.formats_for(get_spec(arch)), arch
     assert not set(export.NATIVE) & set(export.formats_for(get_spec("resnet18-cifar-torch")))
     assert set(export.NATIVE) & set(export.formats_for(get_spec("resnet50-keras"))) == {"keras.applications"}

@@ -3,7 +3,7 @@
 ``python tests/zoo_keras.py NET OUT_STEM [--classes N] [--preactivation]`` builds
 ``ResNetImageClassifier(ResNetBackbone(...), num_classes=N)`` configured as keras-hub's timm
 converter configures torchvision's resnet18/34/50 (NET 18, 34, 50) and timm's resnet26 (26), or as its
-ResNet50 V2 preset (50v2: pre-activation bottlenecks) and its ResNet18-vd (18vd), gives every BatchNorm
+ResNet50 V2 preset (50v2: pre-activation bottlenecks) and its ResNet_vd 18 and 50 (18vd, 50vd), gives every BatchNorm
 statistics and affine parameters away from their initial values, and saves
 ``OUT_STEM.keras``, ``OUT_STEM.weights.h5`` and the preset folder ``OUT_STEM-preset/``, plus
 its logits on a probe batch (``OUT_STEM-probe.npz``: ``x``, ``logits``).  Runs in a process of its
@@ -27,6 +27,7 @@ NETS = {
     "26": ([64], [64, 128, 256, 512], [2, 2, 2, 2], "bottleneck_block", False),
     "50v2": ([64], [64, 128, 256, 512], [3, 4, 6, 3], "bottleneck_block", True),
     "18vd": ([32, 32, 64], [64, 128, 256, 512], [2, 2, 2, 2], "basic_block_vd", False),  # its ResNet-vd
+    "50vd": ([32, 32, 64], [64, 128, 256, 512], [3, 4, 6, 3], "bottleneck_block_vd", False),
 }
 
 

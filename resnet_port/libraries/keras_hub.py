@@ -2,8 +2,10 @@
 preset folders in, ``keras-hub.keras`` and ``keras-hub-preset/`` out.
 
 keras-hub's ``ResNetBackbone`` builds BasicBlocks (ResNet18/34), v1.5 bottlenecks (ResNet26-152) and
-pre-activation bottlenecks (its ResNet50 V2, which is timm's resnetv2_50), after a 7x7 stem; :func:`arguments`
-says which registered variants it builds, by building the spec of its configuration and comparing.
+pre-activation bottlenecks (its ResNet50 V2, which is timm's resnetv2_50) after a 7x7 stem, and its ResNet-vd
+(PaddleClas' ResNet_vd) after a deep stem: of bottlenecks that is timm's ResNet-D (resnet50d), of BasicBlocks a
+network of its own (a projection on stage 1's first block too); :func:`arguments` says which registered
+variants it builds, by building the spec of its configuration and comparing.
 
 Read: keras-hub loads the file (a bare ``.weights.h5`` goes into the preset network whose weight layout it
 has), every layer with weights is listed (:func:`read`) and placed by :data:`VOCABULARY`.  ``--check``
@@ -35,7 +37,7 @@ VOCABULARY = Vocabulary(
     r"^block(\d+)$",
     shortcut=("0",),
     head=("predictions",),
-    stem=("conv1",),
+    stem=("conv1", "conv2", "conv3"),  # conv2/conv3: ResNet-vd's deep stem
     left=("pre", "1", "2", "3"),  # a pre-activation block's BatchNorm (pre_activation_bn) first
     stage_offset=1,
     block_output="_out",
@@ -43,6 +45,13 @@ VOCABULARY = Vocabulary(
     names=(
         ("stem.conv", "conv1_conv"),
         ("stem.bn", "conv1_bn"),
+        # ResNet-vd's deep stem
+        ("stem.conv1", "conv1_conv"),
+        ("stem.bn1", "conv1_bn"),
+        ("stem.conv2", "conv2_conv"),
+        ("stem.bn2", "conv2_bn"),
+        ("stem.conv3", "conv3_conv"),
+        ("stem.bn3", "conv3_bn"),
         ("head.bn", "post_bn"),
         ("block", "stack{stage}_block{block}"),
         ("bn0", "pre_activation_bn"),
@@ -105,6 +114,8 @@ BACKBONES = {
     ("basic_block", False): "TORCH",
     ("bottleneck_block", False): "BOTTLENECK",
     ("bottleneck_block", True): "PREACT_TORCH",
+    ("basic_block_vd", False): "RESNET_VD_BASIC",
+    ("bottleneck_block_vd", False): "RESNET_D_BOTTLENECK",
 }
 #: its ImageNet presets' names for the registered variants (the others are the same backbone at other sizes)
 MODELS = {
@@ -114,6 +125,9 @@ MODELS = {
     "resnet101-torch": "ResNet101",
     "resnet152-torch": "ResNet152",
     "resnetv2-50-torch": "ResNet50 V2",
+    "resnet18vd-torch": "ResNet_vd 18",
+    "resnet34vd-torch": "ResNet_vd 34",
+    "resnet50d-torch": "ResNet_vd 50",
 }
 
 
@@ -144,9 +158,10 @@ def arguments(spec) -> dict | None:
             S.ResNetConfig(**stages, **getattr(S, base)), num_classes=spec.num_classes, input_shape=spec.input_shape
         )
         if S.build(spec.name, candidate) == spec:
+            stem = [layer for layer in spec.stem if layer.kind == "conv2d"]
             return dict(
-                input_conv_filters=[config.stem_filters],
-                input_conv_kernel_sizes=[spec.layer("stem.conv").kernel_size],
+                input_conv_filters=[layer.filters for layer in stem],
+                input_conv_kernel_sizes=[layer.kernel_size for layer in stem],
                 stackwise_num_filters=list(config.stage_filters),
                 stackwise_num_blocks=list(config.stage_blocks),
                 stackwise_num_strides=list(config.stage_strides),
@@ -258,7 +273,7 @@ def _load(path: Path, kind: str, workdir: Path):
                 return net
     raise PortError(
         f"{path}: a keras-hub weights file, but not of keras-hub's {', '.join(MODELS.values())} (ResNetBackbone "
-        "with a 7x7 stem of 64 filters, 64-512 wide stages) with or without a classifier head; save the model "
+        "of 64-512 wide stages) with or without a classifier head; save the model "
         "(.keras) or its preset folder instead, which say its configuration"
     )
 
@@ -270,12 +285,6 @@ def backbone(net):
 def read(net, label: str) -> list[tuple[str, str, dict]]:
     """(layer name, kind, params) of every layer with weights: the backbone's and the classifier's head."""
     body = backbone(net)
-    if str(getattr(body, "block_type", "")).endswith("_vd"):
-        raise PortError(
-            f"{label} is keras-hub's ResNet-vd ({body.block_type}: a deep stem, a projection on the first block, "
-            "shortcuts average-pooled with padding 'same'), which is not timm's ResNet-D (resnet18d/34d/50d) nor "
-            "any network this tool has a variant of"
-        )
     if net is body:
         raise PortError(
             f"{label} is a keras-hub ResNetBackbone without a classification head; wrap it in keras_hub.models.ResNetImageClassifier(backbone, num_classes=N) (with its trained head) and save that"
