@@ -65,14 +65,13 @@ import dataclasses
 import importlib.util
 import json
 import os
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
 
-from . import cli, frameworks, libraries, parity, rundir
+from . import cli, forkserver, frameworks, libraries, parity, rundir
 from . import formats as format_modules
 from . import weights as W
 from .spec import MIN_INPUT_SIZE, ResNetSpec, get_spec, native_size, size_dependent_padding
@@ -111,12 +110,14 @@ def run_clean(fmt: str, path: Path, inputs: dict[int, Path], out: Path, meta: di
     ``{size: images .npy}`` of ``inputs`` at every batch size; ``{"SIZE/N": logits, ...}``."""
     files = json.dumps({str(k): str(v) for k, v in inputs.items()})
     args = [fmt, str(path), files, str(out), json.dumps(meta or {}), ",".join(map(str, BATCHES))]
-    proc = subprocess.run(
+    module = {**OWN, **LIBRARIES}.get(fmt)
+    proc = forkserver.run(  # a fresh process, or one forked from a server that imported the framework alone
         [sys.executable, "-m", "resnet_port.reload", *args],
         capture_output=True,
         text=True,
         env=parity.worker_env(),
         timeout=900,
+        framework=getattr(module, "RELOADED_BY", getattr(module, "FRAMEWORK", None)),
     )
     if proc.returncode != 0:
         last = (proc.stderr.strip().splitlines() or ["(no message)"])[-1]

@@ -3,7 +3,7 @@
 A fresh ``python -m tf_impl.worker`` spends ~5 s of CPU importing TensorFlow and Keras before its first
 line of work, a PyTorch one ~4 s (torch and torch._dynamo); the test suite starts a few hundred of them.
 A *fork server* imports a framework once (nothing else: no operation has run, one thread) and then, per
-request, forks a process that runs ``python -m MODULE ARGS`` exactly as a fresh interpreter would: its own
+request, forks a process that runs ``python -m MODULE ARGS`` (or ``python -c CODE ARGS``) exactly as a fresh interpreter would: its own
 pid, the caller's environment, working directory, umask, argv, stdout and stderr (passed as file
 descriptors), exit code (negative for a signal), crash isolation; each job starts from the server's
 pristine state, so no job sees another's.
@@ -32,10 +32,12 @@ import time
 from pathlib import Path
 
 VARIABLE = "RESNET_PORT_FORKSERVER"
-#: what each server imports before it forks (a job imports the rest itself)
+#: what each server imports before it forks: the framework alone, none of this project's modules (a job imports
+#: them itself, ~0.2 s), so that a job that must run without this project (``resnet_port.reload``, which drops
+#: the package ``python -m`` imported) finds nothing of it registered with the framework
 PRELOAD = {
-    "tf": ("tensorflow", "keras", "tf_impl.model", "tf_impl.backend", "tf_impl.weights"),
-    "torch": ("torch", "torch._dynamo", "torch_impl.model", "torch_impl.backend", "torch_impl.weights"),
+    "tf": ("tensorflow", "keras"),
+    "torch": ("torch", "torch._dynamo"),
 }
 #: the module packages each framework's server runs
 PACKAGES = {"tf": "tf_impl", "torch": "torch_impl"}
@@ -44,8 +46,12 @@ PACKAGES = {"tf": "tf_impl", "torch": "torch_impl"}
 _IMPORT_TIME = ("TF_", "KERAS_", "OMP_", "MKL_", "KMP_", "CUDA", "PYTHON", "LD_", "TORCH", "XLA_")
 
 
+#: ... but for these, read when a job asks for them (TF_CONFIG: by a distribution strategy, as it starts)
+_RUN_TIME = {"TF_CONFIG"}
+
+
 def _import_time_env(env) -> dict:
-    return {k: v for k, v in env.items() if k.startswith(_IMPORT_TIME)}
+    return {k: v for k, v in env.items() if k.startswith(_IMPORT_TIME) and k not in _RUN_TIME}
 
 
 def framework_of(module: str) -> str | None:
@@ -124,13 +130,14 @@ def run(
     check=False,
     framework: str | None = None,
 ):
-    """``subprocess.run(cmd, ...)`` for ``[sys.executable, "-m", MODULE, *ARGS]``, forked from the server of
-    the module's framework (``framework``, for a module outside tf_impl and torch_impl) where one agrees with
-    ``env`` (see the module's docstring), else a fresh process."""
+    """``subprocess.run(cmd, ...)`` for ``[sys.executable, "-m", MODULE, *ARGS]`` or ``[sys.executable, "-c", CODE,
+    *ARGS]``, forked from the server of the module's framework (``framework``, for a module outside tf_impl and
+    torch_impl, and for code) where one agrees with ``env`` (see the module's docstring), else a fresh process."""
     env = dict(os.environ if env is None else env)
-    if not (len(cmd) >= 3 and cmd[0] == sys.executable and cmd[1] == "-m"):
+    kind = cmd[1] if len(cmd) >= 3 and cmd[0] == sys.executable else None
+    if kind not in ("-m", "-c"):
         framework = None
-    elif framework is None:
+    elif framework is None and kind == "-m":
         framework = framework_of(cmd[2])
     found = _server(framework, env) if framework else None
     if found is not None:
@@ -164,7 +171,7 @@ def _forked(sock: Path, cmd, env, cwd, timeout, capture_output, text, check, ext
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         fds = [out.fileno(), err.fileno()] if capture_output else [sys.stdout.fileno(), sys.stderr.fileno()]
         request = {
-            "module": cmd[2],
+            ("module" if cmd[1] == "-m" else "code"): cmd[2],
             "args": list(map(str, cmd[3:])),
             "env": env,
             "cwd": str(cwd or os.getcwd()),
@@ -303,11 +310,23 @@ def _job(request: dict, fds: list[int]) -> int:
     random.seed()  # a fresh process draws its own seeds
     if "numpy" in sys.modules:
         sys.modules["numpy"].random.seed()
-    sys.argv = [request["module"], *request["args"]]
-    sys.path[0] = os.getcwd()  # as `python -m` puts the working folder first
+    # what the server imported to serve (this module, its package) is not the job's: a fresh interpreter has none of it
+    for name in [m for m in sys.modules if m.split(".")[0] == "resnet_port"]:
+        del sys.modules[name]
+    code = request.get("code")
+    sys.argv = ["-c" if code is not None else request["module"], *request["args"]]
+    sys.path[0] = "" if code is not None else os.getcwd()  # as `python -c` / `python -m` put the working folder first
     sys.path[1:1] = request.get("path", [])  # then PYTHONPATH's folders the server's lacks
     try:
-        runpy.run_module(request["module"], run_name="__main__", alter_sys=True)
+        if code is not None:  # as `python -c CODE`: run in a fresh __main__
+            import types
+
+            main = types.ModuleType("__main__")
+            main.__builtins__ = __builtins__
+            sys.modules["__main__"] = main
+            exec(compile(code, "<string>", "exec"), main.__dict__)
+        else:
+            runpy.run_module(request["module"], run_name="__main__", alter_sys=True)
     except SystemExit as e:
         code = e.code
         if code is None or isinstance(code, int):

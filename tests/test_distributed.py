@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from resnet_port import rundir, synthetic
+from resnet_port import forkserver, rundir, synthetic
 from resnet_port import weights as W
 from resnet_port.spec import get_spec
 
@@ -68,22 +68,18 @@ def three_steps(data, out):
 
 
 def run_all(cmds, parallel=2):
-    """Run the commands, ``parallel`` at a time; each must succeed."""
-    pending, running = list(cmds.items()), []
-    while pending or running:
-        while pending and len(running) < parallel:
-            name, cmd = pending.pop(0)
-            running.append(
-                (
-                    name,
-                    subprocess.Popen(
-                        [str(c) for c in cmd], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV
-                    ),
-                )
-            )
-        name, proc = running.pop(0)
-        out, err = proc.communicate(timeout=600)
-        assert proc.returncode == 0, f"{name}: {err[-3000:]}"
+    """Run the commands, ``parallel`` at a time; each must succeed.  A framework's CLI is forked from the test
+    process's fork server (resnet_port.forkserver: a fresh ``python -m`` without the framework's import);
+    torchrun starts as a process of its own, and its ranks as torchrun starts them."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def run(item):
+        name, cmd = item
+        return name, forkserver.run([str(c) for c in cmd], capture_output=True, text=True, env=ENV, timeout=600)
+
+    with ThreadPoolExecutor(parallel) as pool:
+        for name, proc in pool.map(run, cmds.items()):
+            assert proc.returncode == 0, f"{name}: {proc.stderr[-3000:]}"
 
 
 def checkpoint_weights(run_dir) -> dict[str, np.ndarray]:
@@ -360,24 +356,16 @@ def multiworker(data, out, *extra, epochs=1):
     cluster = {"worker": [f"localhost:{p}" for p in ports]}
     args = keras_cmd(data, out, "--float64", "--strategy", "multiworker", "--sync-bn", *extra)
     args[args.index("--epochs") + 1] = epochs
-    procs = [
-        subprocess.Popen(
-            [str(a) for a in args],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env={**ENV, "TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}})},
-        )
-        for i in range(2)
-    ]
-    try:
-        results = [p.communicate(timeout=600) for p in procs]
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-    for i, (p, (_, err)) in enumerate(zip(procs, results)):
-        assert p.returncode == 0, f"worker {i}: {err[-3000:]}"
+    from concurrent.futures import ThreadPoolExecutor
+
+    def worker(i):
+        env = {**ENV, "TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}})}
+        return forkserver.run([str(a) for a in args], capture_output=True, text=True, env=env, timeout=600)
+
+    with ThreadPoolExecutor(2) as pool:
+        results = list(pool.map(worker, range(2)))
+    for i, p in enumerate(results):
+        assert p.returncode == 0, f"worker {i}: {p.stderr[-3000:]}"
 
 
 def test_multiworker_equals_one_device_and_resumes(data, keras_runs, tmp_path, capsys):

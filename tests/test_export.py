@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-from resnet_port import export, parity
+from resnet_port import export, forkserver, parity
 from resnet_port import weights as W
 from resnet_port.formats import onnx_graph
 from resnet_port.spec import get_spec
@@ -133,7 +133,7 @@ def test_each_export_loads_without_this_project_and_matches(exported, tmp_path):
         ("onnx-torch", "model-torch.onnx", "torch"),
         ("pytorch-module", "pytorch-module", "torch"),
     ]:
-        q = subprocess.run(
+        q = forkserver.run(
             [
                 sys.executable,
                 "-c",
@@ -147,6 +147,7 @@ def test_each_export_loads_without_this_project_and_matches(exported, tmp_path):
             text=True,
             env=ENV,
             timeout=600,
+            framework=RUNS_IN.get(fmt),
         )
         assert q.returncode == 0, (fmt, q.stderr[-2000:])
         assert np.abs(np.load(tmp_path / f"{fmt}.npy") - ref[fw]).max() <= parity.tolerance(ref[fw]), fmt
@@ -164,7 +165,13 @@ def test_same_padding_check_catches_symmetric_padding(tmp_path):
         "m = naive.build('tiny', 'symmetric-padding').eval()\n"
         "torch.onnx.export(m, (torch.zeros(1, 3, 32, 32),), sys.argv[1], dynamo=True, external_data=False)\n"
     )
-    subprocess.run([sys.executable, "-c", code, str(tmp_path / "naive.onnx")], check=True, capture_output=True, env=ENV)
+    forkserver.run(
+        [sys.executable, "-c", code, str(tmp_path / "naive.onnx")],
+        check=True,
+        capture_output=True,
+        env=ENV,
+        framework="torch",
+    )
     assert onnx_graph.onnx_asymmetric_convs(tmp_path / "naive.onnx") == 0
 
 
@@ -225,6 +232,10 @@ def test_the_modern_recipes_model_exports_with_its_normalisation(tmp_path):
     assert json.loads((tmp_path / "out" / "preprocessing.json").read_text())["normalization"] == norm.to_dict()
 
 
+#: the framework whose fork server (resnet_port.forkserver, which has imported the framework alone) runs
+#: BLOCKED_RUN for a format; ONNX files run in a fresh process (onnxruntime)
+RUNS_IN = {"keras": "tf", "torch": "torch", "pytorch-module": "torch"}
+
 SAVE_OWN = r"""
 import sys
 from resnet_port import weights as neutral
@@ -244,7 +255,7 @@ def test_every_file_export_and_keras_write_of_the_model_ports_back_bit_exact(exp
     the same tensors, bit for bit."""
     d, p = exported
     assert p.returncode == 0, p.stderr[-3000:]
-    subprocess.run(
+    forkserver.run(
         [
             sys.executable,
             "-c",
@@ -255,6 +266,7 @@ def test_every_file_export_and_keras_write_of_the_model_ports_back_bit_exact(exp
         ],
         check=True,
         env=ENV,
+        framework="tf",
     )
     source = W.load(d / "w.safetensors").tensors
     for path in (
@@ -391,12 +403,13 @@ def test_imagenet_variant_exports_size_free_at_any_class_count(tmp_path):
         ("pytorch-module", "pytorch-module", "torch"),
     ]:
         pairs = [str(tmp_path / f) for size in sizes for f in (f"x{size}.npy", f"{fmt}_{size}.npy")]
-        q = subprocess.run(
+        q = forkserver.run(
             [sys.executable, "-c", BLOCKED_RUN, fmt, str(tmp_path / "out" / name), *pairs],
             capture_output=True,
             text=True,
             env=ENV,
             timeout=600,
+            framework=RUNS_IN.get(fmt),
         )
         assert q.returncode == 0, (fmt, q.stderr[-2000:])
         for size in sizes:

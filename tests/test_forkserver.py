@@ -4,6 +4,7 @@ One server (PyTorch's, the cheaper to start) in a folder of this test's own; the
 written here, run from their folder as ``python -m NAME``.
 """
 
+import json
 import os
 import signal
 import subprocess
@@ -132,3 +133,26 @@ def test_a_pythonpath_with_folders_before_the_servers_is_forked_unless_they_chan
         assert f["ppid"] == os.getpid() and f["helper"] == "from the folder", name  # a fresh interpreter
     f = facts(run(server, env={"PYTHONPATH": "relative"}))
     assert f["ppid"] == os.getpid()
+
+
+def test_python_dash_c_code_runs_as_a_fresh_interpreter_runs_it(server):
+    """``python -c CODE ARGS``: argv, the working folder first on the path, a fresh __main__, and nothing of the
+    server's own package (this project's) imported, as in a fresh interpreter."""
+    base, jobs = server
+    code = (
+        "import json, os, sys\n"
+        "print(json.dumps({'argv': sys.argv, 'path0': sys.path[0], 'ppid': os.getppid(), 'main': sorted(k for k in "
+        "globals() if not k.startswith('__')), 'project': sorted(m for m in sys.modules if m.startswith('resnet_port'))}))\n"
+        "sys.exit(int(sys.argv[2]))\n"
+    )
+    p = forkserver.run(
+        [sys.executable, "-c", code, "a", "4"], env=base, cwd=jobs, capture_output=True, text=True, framework="torch"
+    )
+    f = json.loads(p.stdout)
+    assert p.returncode == 4 and f["ppid"] != os.getpid()  # forked, and its exit code is the code's
+    assert f["argv"] == ["-c", "a", "4"] and f["path0"] == "" and f["main"] == ["json", "os", "sys"]
+    assert f["project"] == []
+    p = forkserver.run(
+        [sys.executable, "-c", "raise ValueError('x')"], env=base, capture_output=True, text=True, framework="torch"
+    )
+    assert p.returncode == 1 and 'File "<string>", line 1' in p.stderr and p.stderr.rstrip().endswith("ValueError: x")

@@ -10,13 +10,12 @@ written after it are bit-identical.
 
 import dataclasses
 import json
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from resnet_port import frameworks
+from resnet_port import forkserver, frameworks
 from resnet_port.spec import get_spec
 
 GOLDEN = Path(__file__).parent / "fixtures" / "golden"
@@ -58,8 +57,13 @@ def test_weights_files_bit_identical(fw, tmp_path):
         "    assert all((got[k] == v).all() for k, v in fixed_tensors(spec).items()), name\n"
     )
     root = Path(__file__).parent.parent
-    p = subprocess.run(
-        [sys.executable, "-c", code, str(tmp_path), *TINY], cwd=root, capture_output=True, text=True, timeout=600
+    p = forkserver.run(
+        [sys.executable, "-c", code, str(tmp_path), *TINY],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        framework=fw,
     )
     assert p.returncode == 0, p.stderr[-3000:]
     for name in TINY:

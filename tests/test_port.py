@@ -15,7 +15,7 @@ import sys
 import numpy as np
 import pytest
 
-from resnet_port import parity, synthetic
+from resnet_port import forkserver, parity, synthetic
 from resnet_port import weights as W
 
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
@@ -200,7 +200,12 @@ def own(tmp_path_factory):
         "import sys, torch\nfrom torch_impl import weights\nfrom torch_impl.model import build_model\n"
         "m = build_model('tiny'); weights.load_into(m, sys.argv[1]); torch.save(m.state_dict(), sys.argv[2])\n"
     )
-    subprocess.run([sys.executable, "-c", code, str(d / "init.safetensors"), str(d / "model.pt")], check=True, env=ENV)
+    forkserver.run(
+        [sys.executable, "-c", code, str(d / "init.safetensors"), str(d / "model.pt")],
+        check=True,
+        env=ENV,
+        framework="torch",
+    )
     synthetic.write(d / "data", n_train=96, n_test=20, num_classes=10)
     runs = {
         name: subprocess.Popen(
@@ -266,7 +271,7 @@ def test_bad_inputs_one_line_exit_2_nothing_written(post, own, tmp_path):
     (tmp_path / "not_a_savedmodel" / "notes.txt").write_text("hello")
     shutil.copy(own / "model.pt", tmp_path / "incomplete.pt")
     code = "import sys, torch\nsd = torch.load(sys.argv[1]); del sd['layer3.0.bn2.running_var']; torch.save(sd, sys.argv[1])\n"
-    subprocess.run([sys.executable, "-c", code, str(tmp_path / "incomplete.pt")], check=True)
+    forkserver.run([sys.executable, "-c", code, str(tmp_path / "incomplete.pt")], check=True, framework="torch")
     (tmp_path / "exists.safetensors").write_bytes(b"precious")
     cases = [
         (
@@ -315,7 +320,7 @@ def test_an_unregistered_resnet_is_named_not_guessed(tmp_path):
         "spec = build('mine', ResNetConfig(stage_blocks=(1, 2, 1, 1), stage_filters=(8, 16, 16, 32), stem_filters=8))\n"
         "torch.save(build_model(spec).state_dict(), sys.argv[1])\n"
     )
-    subprocess.run([sys.executable, "-c", code, str(tmp_path / "mine.pt")], check=True)
+    forkserver.run([sys.executable, "-c", code, str(tmp_path / "mine.pt")], check=True, framework="torch")
     p = cli(tmp_path / "mine.pt", "--out", tmp_path / "w.safetensors")
     assert p.returncode == 2 and not (tmp_path / "w.safetensors").exists()
     assert (
@@ -332,11 +337,12 @@ def test_port_needs_no_tf_keras(post, without_tf_keras):
     )
     assert probe.returncode != 0 and "blocked by the test" in probe.stderr
     naive = "import tensorflow as tf, sys\ntry:\n    tf.saved_model.load(sys.argv[1])\nexcept AttributeError as e:\n    print(e)\n"
-    q = subprocess.run(
+    q = forkserver.run(
         [sys.executable, "-c", naive, str(post / "k2tiny/saved_model/my_model")],
         capture_output=True,
         text=True,
         env=without_tf_keras,
+        framework="tf",
     )
     assert "add_slot" in q.stdout, q.stdout + q.stderr[-1000:]
 
@@ -417,12 +423,13 @@ def test_keras_applications_resnet50_and_50v2_port_checked_in_keras_and_export_b
     classes=10) loads, and a plain PyTorch module file with its state_dict (no PyTorch library has this
     network), each reloaded without this project; torchvision's format is refused (its ResNet50 is v1.5)."""
     code = "import sys, keras\nkeras.applications.ResNet50(weights=None, classes=10).save(sys.argv[1])\nkeras.applications.ResNet50V2(weights=None, classes=10).save(sys.argv[2])\n"
-    subprocess.run(
+    forkserver.run(
         [sys.executable, "-c", code, str(tmp_path / "r50.keras"), str(tmp_path / "r50v2.keras")],
         check=True,
         capture_output=True,
         env=ENV,
         timeout=600,
+        framework="tf",
     )
     # one 224x224 image: the network is ResNet50's whatever the batch (4 images by default)
     np.save(tmp_path / "one.npy", np.random.default_rng(3).random((1, 224, 224, 3), dtype=np.float32))

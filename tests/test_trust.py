@@ -130,8 +130,10 @@ def test_resume_never_runs_code_from_a_checkpoint(runs, data, tmp_path, fw):
     run = copy_run(runs, fw, tmp_path)
     marker = tmp_path / "PWNED"
     ckpt = run / rundir.CHECKPOINTS[fw]
-    subprocess.run(
-        [sys.executable, "-c", MALICIOUS, "torch" if fw == "torch_impl" else "npz", str(ckpt), str(marker)], check=True
+    forkserver.run(
+        [sys.executable, "-c", MALICIOUS, "torch" if fw == "torch_impl" else "npz", str(ckpt), str(marker)],
+        check=True,
+        framework="torch",
     )
     p = cli(f"{fw}.train", *train_args(data, run, 3), "--resume")
     line = one_error_line(p)
@@ -150,7 +152,7 @@ def test_port_refuses_a_pickled_pth_holding_code(tmp_path):
         "class P:\n    def __reduce__(self):\n        return (os.system, ('touch ' + sys.argv[2],))\n"
         "torch.save({'conv1.weight': torch.zeros(1), 'evil': P()}, sys.argv[1])\n"
     )
-    subprocess.run([sys.executable, "-c", code, str(tmp_path / "evil.pth"), str(marker)], check=True)
+    forkserver.run([sys.executable, "-c", code, str(tmp_path / "evil.pth"), str(marker)], check=True, framework="torch")
     line = one_error_line(cli("resnet_port.port", tmp_path / "evil.pth", "--out", tmp_path / "w.safetensors"))
     assert "refusing to load" in line and "nothing was run" in line
     assert not marker.exists() and not (tmp_path / "w.safetensors").exists()
@@ -238,7 +240,7 @@ def test_non_finite_or_negative_variance_state_dicts_are_refused_by_port(tmp_pat
         "c = {k: v.clone() for k, v in build_model('tiny').state_dict().items()}; c['fc.bias'][1] = float('inf'); torch.save(c, sys.argv[3])\n"
     )
     paths = [tmp_path / f"{n}.pt" for n in ("nan", "negvar", "inf")]
-    subprocess.run([sys.executable, "-c", code, *map(str, paths)], check=True, env=ENV)
+    forkserver.run([sys.executable, "-c", code, *map(str, paths)], check=True, env=ENV, framework="torch")
     for path, names in zip(
         paths,
         (
@@ -435,7 +437,9 @@ def test_one_line_errors(runs, data, tmp_path):
 def test_an_architecture_mismatch_is_one_short_line(runs, tmp_path):
     """resnet34 weights against resnet18: a few names and the counts, and what the file is."""
     code = "import sys\nfrom torch_impl.model import build_model\nfrom torch_impl import weights\nweights.export(build_model('resnet34'), sys.argv[1])\n"
-    subprocess.run([sys.executable, "-c", code, str(tmp_path / "r34.safetensors")], check=True, env=ENV)
+    forkserver.run(
+        [sys.executable, "-c", code, str(tmp_path / "r34.safetensors")], check=True, env=ENV, framework="torch"
+    )
     from resnet_port.spec import get_spec
 
     with pytest.raises(W.WeightsError) as e:

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import zoo_check
 
-from resnet_port import parity, port, porting
+from resnet_port import forkserver, parity, port, porting
 from resnet_port import weights as W
 from resnet_port.spec import get_spec
 
@@ -154,7 +154,7 @@ def test_what_is_not_a_resnet_of_these_is_refused_in_one_line(zoo, tmp_path):
         "for i, name in enumerate(('seresnet18', 'resnest14d', 'botnet26t_256')):\n"
         "    torch.save(timm.create_model(name, num_classes=10).state_dict(), sys.argv[9 + i])\n"
     )
-    subprocess.run(
+    forkserver.run(
         [
             sys.executable,
             "-c",
@@ -172,6 +172,7 @@ def test_what_is_not_a_resnet_of_these_is_refused_in_one_line(zoo, tmp_path):
             tmp_path / "botnet.pth",
         ],
         check=True,
+        framework="torch",
     )
     (tmp_path / "hub").mkdir()
     (tmp_path / "hub" / "config.json").write_text(json.dumps({"architecture": "resnet18", "num_classes": 100}))
@@ -224,7 +225,7 @@ def test_timm_resnet26_bottlenecks_port_and_check_in_timm_at_both_sizes(tmp_path
     code = (
         "import sys, timm, torch\ntorch.save(timm.create_model('resnet26', num_classes=10).state_dict(), sys.argv[1])\n"
     )
-    subprocess.run([sys.executable, "-c", code, tmp_path / "r26.pth"], check=True)
+    forkserver.run([sys.executable, "-c", code, tmp_path / "r26.pth"], check=True, framework="torch")
     p = cli("resnet_port.port", tmp_path / "r26.pth", "--out", tmp_path / "w.safetensors", "--check")
     assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
     assert ": resnet26-torch@10, " in p.stdout and "as timm.models.resnet.ResNet" in p.stdout, p.stdout
@@ -319,7 +320,7 @@ def test_wide_and_resnext_files_are_recognised(tmp_path, name, arch):
     """torchvision's grouped bottleneck ResNet, as torchvision writes it: read and recognised (the grouped
     3x3's kernel is (3, 3, in/groups, out)); a wide one differs from ResNet50 by its widths only."""
     code = f"import sys, torch, torchvision\ntorch.save(torchvision.models.{name}(num_classes=10).state_dict(), sys.argv[1])\n"
-    subprocess.run([sys.executable, "-c", code, tmp_path / "m.pth"], check=True)
+    forkserver.run([sys.executable, "-c", code, tmp_path / "m.pth"], check=True, framework="torch")
     p = cli("resnet_port.port", tmp_path / "m.pth", "--out", tmp_path / "w.safetensors")
     assert p.returncode == 0, p.stderr[-2000:]
     assert f": {arch}@10, " in p.stdout and W.load(tmp_path / "w.safetensors").arch == f"{arch}@10", p.stdout

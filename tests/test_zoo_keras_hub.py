@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import zoo_check
 
-from resnet_port import export, parity
+from resnet_port import export, forkserver, parity
 from resnet_port import weights as W
 from resnet_port.spec import get_spec
 
@@ -40,8 +40,9 @@ def cli(*args):
     )
 
 
-def clean(code: str, *args) -> subprocess.CompletedProcess:
-    """``code`` in a fresh process where resnet_port, tf_impl and torch_impl cannot be imported."""
+def clean(code: str, *args, framework: str = "torch") -> subprocess.CompletedProcess:
+    """``code`` in a fresh process where resnet_port, tf_impl and torch_impl cannot be imported (forked from the
+    ``framework``'s fork server, which has imported the framework alone)."""
     blocker = (
         "import sys, importlib.abc\n"
         "class B(importlib.abc.MetaPathFinder):\n"
@@ -49,8 +50,12 @@ def clean(code: str, *args) -> subprocess.CompletedProcess:
         "        if name.split('.')[0] in ('resnet_port', 'tf_impl', 'torch_impl'): raise ImportError(name + ' is blocked')\n"
         "sys.meta_path.insert(0, B())\n"
     )
-    return subprocess.run(
-        [sys.executable, "-c", blocker + code, *map(str, args)], capture_output=True, text=True, env=parity.worker_env()
+    return forkserver.run(
+        [sys.executable, "-c", blocker + code, *map(str, args)],
+        capture_output=True,
+        text=True,
+        env=parity.worker_env(),
+        framework=framework,
     )
 
 
@@ -69,7 +74,7 @@ def hub(tmp_path_factory):
             ["50vd", str(d / "khvd50"), "--classes", "10"],
         )
     )
-    subprocess.run([sys.executable, "-c", make], check=True, env=parity.worker_env())
+    forkserver.run([sys.executable, "-c", make], check=True, env=parity.worker_env(), framework="tf")
     facts = zoo_check.port_all(
         d,
         {name: (("x32", "x224") if at_224 else ("x32",), None) for name, (_, at_224) in SOURCES.items()},

@@ -8,6 +8,7 @@ NAME = "onnx-keras"
 FRAMEWORK = "tf"
 FILE = "model-keras.onnx"
 SIZED = True
+RELOADED_BY = None  # onnxruntime, in a process of its own (not a framework's fork server)
 
 
 def write_op(path, out) -> dict:

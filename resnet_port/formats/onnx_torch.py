@@ -9,6 +9,7 @@ NAME = "onnx-torch"
 FRAMEWORK = "torch"
 FILE = "model-torch.onnx"
 SIZED = True
+RELOADED_BY = None  # onnxruntime, in a process of its own (not a framework's fork server)
 
 
 def write_op(path, out) -> dict:
