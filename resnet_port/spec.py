@@ -697,16 +697,14 @@ class Layers:
         """The projection shortcut: ``<prefix>.shortcut.conv`` (1x1, stride ``stride``) and its BatchNorm.
 
         ``kind="avgpool"``: ResNet-D's, which averages first (``shortcut.pool``: 2x2, stride ``stride``,
-        ceil_mode, the pad left out of the count; none at stride 1) and projects at stride 1;
-        ``"avgpool-same"``: keras-hub's ResNet-vd, which pools 2x2 with TF's 'same' at every stride.
-        ``norm=False``: no BatchNorm (pre-activation networks)."""
-        if kind not in ("conv", "avgpool", "avgpool-same"):
-            raise ValueError(f"{prefix}: a projection is 'conv', 'avgpool' or 'avgpool-same', got {kind!r}")
+        ceil_mode, the pad left out of the count; none at stride 1) and projects at stride 1 (keras-hub's
+        ResNet-vd pools with TF's 'same' instead: at a 2x2 window and stride 2 the same function, the pad after
+        and left out of the count); ``norm=False``: no BatchNorm (pre-activation networks)."""
+        if kind not in ("conv", "avgpool"):
+            raise ValueError(f"{prefix}: a projection is 'conv' or 'avgpool', got {kind!r}")
         pool: tuple[LayerSpec, ...] = ()
         if kind == "avgpool" and stride > 1:
             pool = (self.avgpool(f"{prefix}.shortcut.pool", 2, stride, 0, ceil_mode=True),)
-        elif kind == "avgpool-same":
-            pool = (self.avgpool(f"{prefix}.shortcut.pool", 2, stride, "same"),)
         conv_stride = 1 if pool or kind != "conv" else stride
         conv = self.conv(f"{prefix}.shortcut.conv", cin, cout, 1, conv_stride, bias=bias)
         return (*pool, conv, *((self.bn(f"{prefix}.shortcut.bn", cout),) if norm else ()))
