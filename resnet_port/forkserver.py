@@ -157,19 +157,15 @@ class ForkServerError(RuntimeError):
     """The server went away while its job ran: the job's outcome is unknown."""
 
 
-def _readline(conn) -> str:
-    data = b""
-    while not data.endswith(b"\n"):
-        chunk = conn.recv(1)
-        if not chunk:
-            raise ForkServerError("the fork server closed the connection before the job's exit status")
-        data += chunk
-    return data.decode().strip()
+class Job:
+    """A job forked by a server, as :func:`start` gives it: ``subprocess.Popen``'s ``args``, ``pid``, ``returncode``,
+    ``poll``, ``wait``, ``communicate``, ``send_signal`` and ``kill``; its output captured (``capture_output``,
+    read by ``communicate``) or on this process's streams."""
 
-
-def _forked(sock: Path, cmd, env, cwd, timeout, capture_output, text, check, extra_path=()):
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        fds = [out.fileno(), err.fileno()] if capture_output else [sys.stdout.fileno(), sys.stderr.fileno()]
+    def __init__(self, sock: Path, cmd, env, cwd, capture_output, text, extra_path=(), sigint_default=False):
+        self.args, self.text, self.returncode, self._buf = cmd, text, None, b""
+        self._files = [tempfile.TemporaryFile(), tempfile.TemporaryFile()] if capture_output else []
+        fds = [f.fileno() for f in self._files] or [sys.stdout.fileno(), sys.stderr.fileno()]
         request = {
             ("module" if cmd[1] == "-m" else "code"): cmd[2],
             "args": list(map(str, cmd[3:])),
@@ -177,33 +173,110 @@ def _forked(sock: Path, cmd, env, cwd, timeout, capture_output, text, check, ext
             "cwd": str(cwd or os.getcwd()),
             "umask": _umask(),
             "path": list(extra_path),
+            "sigint_default": sigint_default,
         }
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
+        self._conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            self._conn.connect(str(sock))
+            socket.send_fds(self._conn, [json.dumps(request).encode() + b"\n"], fds)
+            self.pid = int(self._line(None))
+        except (OSError, ForkServerError, ValueError):
+            self._close()
+            raise _NotStarted from None
+
+    def _line(self, timeout) -> str:
+        self._conn.settimeout(timeout)
+        while not self._buf.endswith(b"\n"):
+            chunk = self._conn.recv(1)
+            if not chunk:
+                raise ForkServerError("the fork server closed the connection before the job's exit status")
+            self._buf += chunk
+        line, self._buf = self._buf.decode().strip(), b""
+        return line
+
+    def wait(self, timeout=None) -> int:
+        if self.returncode is None:
             try:
-                conn.connect(str(sock))
-                socket.send_fds(conn, [json.dumps(request).encode() + b"\n"], fds)
-                pid = int(_readline(conn))
-            except (OSError, ForkServerError, ValueError):
-                raise _NotStarted from None
-            conn.settimeout(timeout)
-            try:
-                code = int(_readline(conn))
-            except socket.timeout:
-                os.kill(pid, 9)
-                conn.settimeout(None)
-                _readline(conn)
-                raise subprocess.TimeoutExpired(cmd, timeout) from None
-        stdout = stderr = None
-        if capture_output:
-            out.seek(0)
-            err.seek(0)
-            stdout, stderr = out.read(), err.read()
-            if text:
-                stdout, stderr = stdout.decode(errors="replace"), stderr.decode(errors="replace")
-    done = subprocess.CompletedProcess(cmd, code, stdout, stderr)
+                self.returncode = int(self._line(timeout))
+            except (TimeoutError, BlockingIOError):
+                raise subprocess.TimeoutExpired(self.args, timeout) from None
+            self._conn.close()
+        return self.returncode
+
+    def poll(self) -> int | None:
+        try:
+            return self.wait(0.0)
+        except subprocess.TimeoutExpired:
+            return None
+
+    def send_signal(self, sig: int) -> None:
+        if self.returncode is None:
+            os.kill(self.pid, sig)
+
+    def kill(self) -> None:
+        self.send_signal(9)
+
+    def communicate(self, timeout=None):
+        """(stdout, stderr) once the job has ended (None for a stream not captured)."""
+        self.wait(timeout)
+        out = []
+        for f in self._files:
+            f.seek(0)
+            data = f.read()
+            out.append(data.decode(errors="replace") if self.text else data)
+        self._close()
+        return tuple(out) if out else (None, None)
+
+    def _close(self) -> None:
+        for f in self._files:
+            f.close()
+        self._files = []
+        self._conn.close()
+
+
+def _forked(sock: Path, cmd, env, cwd, timeout, capture_output, text, check, extra_path=()):
+    job = Job(sock, cmd, env, cwd, capture_output, text, extra_path)
+    try:
+        job.wait(timeout)
+    except subprocess.TimeoutExpired:
+        job.kill()
+        job.communicate()
+        raise
+    stdout, stderr = job.communicate()
+    done = subprocess.CompletedProcess(cmd, job.returncode, stdout, stderr)
     if check:
         done.check_returncode()
     return done
+
+
+def start(
+    cmd: list[str], *, env=None, cwd=None, capture_output=False, text=False, framework=None, sigint_default=False
+):
+    """``subprocess.Popen(cmd, ...)``, the job forked as :func:`run` forks it: a :class:`Job`, or a ``Popen`` where
+    no server takes it.  ``sigint_default``: SIGINT interrupts the job (KeyboardInterrupt) even where this process
+    was started with it ignored, as a terminal's Ctrl-C would."""
+    import signal
+
+    env = dict(os.environ if env is None else env)
+    kind = cmd[1] if len(cmd) >= 3 and cmd[0] == sys.executable else None
+    if kind == "-m" and framework is None:
+        framework = framework_of(cmd[2])
+    found = _server(framework, env) if framework and kind in ("-m", "-c") else None
+    if found is not None:
+        try:
+            return Job(found[0], cmd, env, cwd, capture_output, text, found[1], sigint_default)
+        except _NotStarted:
+            pass
+    pipe = subprocess.PIPE if capture_output else None
+    return subprocess.Popen(
+        [str(c) for c in cmd],
+        env=env,
+        cwd=cwd,
+        stdout=pipe,
+        stderr=pipe,
+        text=text,
+        preexec_fn=(lambda: signal.signal(signal.SIGINT, signal.SIG_DFL)) if sigint_default else None,
+    )
 
 
 def _umask() -> int:
@@ -317,6 +390,10 @@ def _job(request: dict, fds: list[int]) -> int:
     sys.argv = ["-c" if code is not None else request["module"], *request["args"]]
     sys.path[0] = "" if code is not None else os.getcwd()  # as `python -c` / `python -m` put the working folder first
     sys.path[1:1] = request.get("path", [])  # then PYTHONPATH's folders the server's lacks
+    if request.get("sigint_default"):  # as an interpreter started with SIGINT's default action sets it
+        import signal
+
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         if code is not None:  # as `python -c CODE`: run in a fresh __main__
             import types

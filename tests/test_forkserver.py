@@ -156,3 +156,38 @@ def test_python_dash_c_code_runs_as_a_fresh_interpreter_runs_it(server):
         [sys.executable, "-c", "raise ValueError('x')"], env=base, capture_output=True, text=True, framework="torch"
     )
     assert p.returncode == 1 and 'File "<string>", line 1' in p.stderr and p.stderr.rstrip().endswith("ValueError: x")
+
+
+def test_a_started_job_is_a_popen_that_signals_reach(server):
+    """forkserver.start: poll, send_signal, kill, communicate, as subprocess.Popen; SIGINT interrupts the job
+    (KeyboardInterrupt, then killed by SIGINT, as an interpreter ends) when asked for, whatever this process ignores."""
+    base, jobs = server
+
+    def start(*args):
+        return forkserver.start(
+            [sys.executable, "-m", "job_module", *args],
+            env=base,
+            cwd=jobs,
+            capture_output=True,
+            text=True,
+            framework="torch",
+            sigint_default=True,
+        )
+
+    job = start("sleep")
+    assert isinstance(job, forkserver.Job) and job.poll() is None
+    with pytest.raises(subprocess.TimeoutExpired):
+        job.wait(0.2)
+    time.sleep(0.5)
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # this process ignores it; the job does not
+    try:
+        job.send_signal(signal.SIGINT)
+        out, err = job.communicate(timeout=30)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert job.returncode == -signal.SIGINT and "KeyboardInterrupt" in err and json.loads(out.splitlines()[0])
+    job = start("sleep")
+    job.kill()
+    assert job.wait(30) == -signal.SIGKILL and job.poll() == -signal.SIGKILL
+    job = start("exit", "5")
+    assert job.communicate(timeout=30)[1] == "to stderr\n" and job.returncode == 5

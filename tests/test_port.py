@@ -208,7 +208,7 @@ def own(tmp_path_factory):
     )
     synthetic.write(d / "data", n_train=96, n_test=20, num_classes=10)
     runs = {
-        name: subprocess.Popen(
+        name: forkserver.start(
             [
                 sys.executable,
                 "-m",
@@ -227,8 +227,7 @@ def own(tmp_path_factory):
                 str(d / name),
                 "--quiet",
             ],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
+            capture_output=True,
             text=True,
             env=ENV,
         )
@@ -239,7 +238,8 @@ def own(tmp_path_factory):
         )
     }
     for p in runs.values():
-        assert p.wait(timeout=600) == 0, p.stderr.read()[-2000:]
+        _, err = p.communicate(timeout=600)
+        assert p.returncode == 0, err[-2000:]
     return d
 
 

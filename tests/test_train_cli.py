@@ -5,7 +5,6 @@ import os
 import re
 import shutil
 import signal
-import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -242,14 +241,14 @@ def test_interrupted_run_resumes(long_epoch_data, uninterrupted, tmp_path, fw, h
         args += ["--recipe", "modern", "--arch", "tiny-cifar-torch"]  # the modern default's twin (PyTorch conventions)
     reference = uninterrupted(fw, recipe, [a if a != out else "OUT" for a in args])
     # SIGINT as a terminal's Ctrl-C delivers it, even where the suite itself was started with SIGINT
-    # ignored (a background job of a shell without job control), which the child would inherit
-    proc = subprocess.Popen(
+    # ignored (a background job of a shell without job control), which the child would inherit; the run is
+    # forked from the test's fork server (resnet_port.forkserver.start: a Popen without the framework's import)
+    proc = forkserver.start(
         [sys.executable, "-m", f"{fw}.train", *map(str, args)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
+        capture_output=True,
         text=True,
         env=ENV,
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        sigint_default=True,
     )
     metrics = out / rundir.METRICS
     try:

@@ -10,7 +10,6 @@ import json
 import os
 import shutil
 import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -516,13 +515,12 @@ def test_a_second_ctrl_c_exits_130_in_one_line(data, tmp_path, fw):
         out,
         "--quiet",
     ]
-    proc = subprocess.Popen(
+    proc = forkserver.start(
         [sys.executable, "-m", f"{fw}.train", *map(str, args)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
+        capture_output=True,
         text=True,
         env=ENV,
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        sigint_default=True,
     )
     try:
         end = time.time() + 300
