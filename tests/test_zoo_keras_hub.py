@@ -29,7 +29,7 @@ SOURCES = {
     "kh34.keras": ("resnet34-torch@10", False),
     "kh26.keras": ("resnet26-torch", False),  # bottleneck blocks: the smallest
     "kh50v2.keras": ("resnetv2-50-torch@10", False),  # pre-activation: timm's resnetv2_50
-    "khvd.keras": ("resnet18vd-torch@10", False),  # ResNet_vd of BasicBlocks: its own network
+    "khvd.keras": ("resnet18vd-torch@10", True),  # ResNet_vd of BasicBlocks: its own network; the deep stem at 224
     "khvd50.keras": ("resnet50d-torch@10", False),  # ResNet_vd of bottlenecks: timm's resnet50d
 }
 
