@@ -7,8 +7,7 @@ STAMP := $(VENV)/.installed
 # Arguments for `make train`, e.g. make train TRAIN_ARGS="--arch resnet34 --epochs 5"
 TRAIN_ARGS ?=
 PYTEST_ARGS ?=
-# Test processes (pytest-xdist, whole files per process, the longest first: tests/conftest.py's FILE_SECONDS);
-# 0 runs the suite in this process.
+# Test processes (pytest-xdist, whole files per process); 0 runs the suite in this process.
 TEST_JOBS ?= 2
 
 .PHONY: venv test test-fast lint train clean
@@ -27,7 +26,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet --no-deps "tf-keras==$$($(PY) -c 'import importlib.metadata as m; print(".".join(m.version("tensorflow-cpu").split(".")[:2]))').*"
 	touch $(STAMP)
 
-PYTEST := $(PY) -m pytest $(if $(filter 0,$(TEST_JOBS)),,-n $(TEST_JOBS) --dist loadfile --no-loadscope-reorder) --durations=25
+PYTEST := $(PY) -m pytest $(if $(filter 0,$(TEST_JOBS)),,-n $(TEST_JOBS) --dist loadfile) --durations=25
 
 # the whole suite (every tier), after the linter and the formatter's check
 test: lint

@@ -137,31 +137,7 @@ _TIER_OF = {module: tier for tier, modules in TIERS.items() for module in module
 _FAST_PARITY = {"test_parity", "test_recipe_parity"}  # their tiny variants are in the fast tier
 
 
-# -- order ---------------------------------------------------------------------------------------
-# `make test` hands whole files to two processes (--dist loadfile), in this order (--no-loadscope-reorder):
-# the longest first, so that neither process is left running one long file while the other has finished.
-# Seconds per file, measured (a `make test` run's junit report, both processes; a file not listed runs last).
-FILE_SECONDS = {
-    "test_port": 580,
-    "test_train_cli": 454,
-    "test_zoo": 366,
-    "test_distributed": 325,
-    "test_zoo_keras_hub": 245,
-    "test_parity": 219,
-    "test_conformance": 215,
-    "test_export": 199,
-    "test_recipe_parity": 192,
-    "test_trust": 166,
-    "test_bench": 79,
-    "test_models": 51,
-    "test_family": 15,
-    "test_forkserver": 14,
-    "test_golden": 11,
-}
-
-
 def pytest_collection_modifyitems(config, items):
-    items.sort(key=lambda item: -FILE_SECONDS.get(item.path.stem, 0))  # stable: a file's tests stay in order
     for item in items:
         module = item.path.stem
         tier = _TIER_OF.get(module)
