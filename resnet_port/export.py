@@ -83,8 +83,10 @@ LIBRARIES = {lib.NAME: lib for lib in libraries.writers()}
 #: the libraries' own formats: only for the variants they define (torchvision's ResNet18-152, ...)
 NATIVE = tuple(name for name, lib in LIBRARIES.items() if not getattr(lib, "EVERY_VARIANT", False))
 FORMATS = (*OWN, *(n for n in LIBRARIES if n not in NATIVE), *NATIVE)
+#: every format's module, by name
+MODULES = {**OWN, **LIBRARIES}
 #: the framework that writes each format, and whose run of the weights file it is checked against
-FRAMEWORK_OF = {name: frameworks.get(module.FRAMEWORK) for name, module in {**OWN, **LIBRARIES}.items()}
+FRAMEWORK_OF = {name: frameworks.get(module.FRAMEWORK) for name, module in MODULES.items()}
 #: the packages a format needs beyond its framework
 NEEDS = {name: lib.PACKAGE for name, lib in LIBRARIES.items() if getattr(lib, "PACKAGE", None)}
 
@@ -110,7 +112,7 @@ def run_clean(fmt: str, path: Path, inputs: dict[int, Path], out: Path, meta: di
     ``{size: images .npy}`` of ``inputs`` at every batch size; ``{"SIZE/N": logits, ...}``."""
     files = json.dumps({str(k): str(v) for k, v in inputs.items()})
     args = [fmt, str(path), files, str(out), json.dumps(meta or {}), ",".join(map(str, BATCHES))]
-    module = {**OWN, **LIBRARIES}.get(fmt)
+    module = MODULES.get(fmt)
     proc = forkserver.run(  # a fresh process, or one forked from a server that imported the framework alone
         [sys.executable, "-m", "resnet_port.reload", *args],
         capture_output=True,
@@ -193,7 +195,7 @@ def export(weights: Path, w: W.Weights, formats: list[str], out: Path, progress=
                 x = ((x - np.float32(norm.mean)) / np.float32(norm.std)).astype(np.float32)
             inputs[size] = tmp / f"x{size}.npy"
             np.save(inputs[size], x)
-        files = {name: module.FILE for name, module in {**OWN, **LIBRARIES}.items()}
+        files = {name: module.FILE for name, module in MODULES.items()}
         names = {fmt: getattr(LIBRARIES.get(fmt), "SHOWN", files[fmt]) for fmt in formats}
 
         def write_op(fmt: str) -> dict:

@@ -134,19 +134,22 @@ def run(
     *ARGS]``, forked from the server of the module's framework (``framework``, for a module outside tf_impl and
     torch_impl, and for code) where one agrees with ``env`` (see the module's docstring), else a fresh process."""
     env = dict(os.environ if env is None else env)
-    kind = cmd[1] if len(cmd) >= 3 and cmd[0] == sys.executable else None
-    if kind not in ("-m", "-c"):
-        framework = None
-    elif framework is None and kind == "-m":
-        framework = framework_of(cmd[2])
-    found = _server(framework, env) if framework else None
+    found = _find(cmd, env, framework)
     if found is not None:
-        sock, extra = found
         try:
-            return _forked(sock, cmd, env, cwd, timeout, capture_output, text, check, extra)
+            return _forked(found[0], cmd, env, cwd, timeout, capture_output, text, check, found[1])
         except _NotStarted:
             pass  # no server answered before the job started: a fresh process
     return subprocess.run(cmd, env=env, cwd=cwd, timeout=timeout, capture_output=capture_output, text=text, check=check)
+
+
+def _find(cmd, env: dict, framework: str | None) -> tuple[Path, list[str]] | None:
+    """The server that can fork ``cmd`` (``python -m MODULE`` of a framework's package or ``framework``, or
+    ``python -c CODE`` with ``framework`` named) with ``env``, and the folders its job puts on its path first."""
+    kind = cmd[1] if len(cmd) >= 3 and cmd[0] == sys.executable else None
+    if kind == "-m" and framework is None:
+        framework = framework_of(cmd[2])
+    return _server(framework, env) if framework and kind in ("-m", "-c") else None
 
 
 class _NotStarted(Exception):
@@ -258,10 +261,7 @@ def start(
     import signal
 
     env = dict(os.environ if env is None else env)
-    kind = cmd[1] if len(cmd) >= 3 and cmd[0] == sys.executable else None
-    if kind == "-m" and framework is None:
-        framework = framework_of(cmd[2])
-    found = _server(framework, env) if framework and kind in ("-m", "-c") else None
+    found = _find(cmd, env, framework)
     if found is not None:
         try:
             return Job(found[0], cmd, env, cwd, capture_output, text, found[1], sigint_default)
