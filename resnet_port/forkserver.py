@@ -74,8 +74,9 @@ def _server(framework: str, env: dict) -> tuple[Path, list[str]] | None:
     deadline = time.monotonic() + 120  # a server still importing its framework
     while not state.exists():
         try:
-            os.kill(int(starting.read_text()), 0)  # still alive
-        except (OSError, ValueError):
+            if not _alive(int(starting.read_text())):
+                return None
+        except (OSError, ValueError):  # no .starting: the server refused or failed to start
             return None
         if time.monotonic() > deadline:
             return None
@@ -91,6 +92,15 @@ def _server(framework: str, env: dict) -> tuple[Path, list[str]] | None:
         return None
     extra = extra_path(ours.get("PYTHONPATH", ""), theirs.get("PYTHONPATH", ""), set(info.get("modules", ())))
     return None if extra is None else (sock, extra)
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` runs: it exists and is not a zombie (a server that exited, not yet reaped by its parent)."""
+    os.kill(pid, 0)  # OSError when there is no such process
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):  # no /proc: the signal said it exists
+        return True
 
 
 #: modules an interpreter imports from sys.path as it starts (site.py): a folder holding one changes what
@@ -165,10 +175,24 @@ class Job:
     ``poll``, ``wait``, ``communicate``, ``send_signal`` and ``kill``; its output captured (``capture_output``,
     read by ``communicate``) or on this process's streams."""
 
-    def __init__(self, sock: Path, cmd, env, cwd, capture_output, text, extra_path=(), sigint_default=False):
+    def __init__(
+        self, sock: Path, cmd, env, cwd, capture_output, text, extra_path=(), sigint_default=False, streams=(None, None)
+    ):
         self.args, self.text, self.returncode, self._buf = cmd, text, None, b""
         self._files = [tempfile.TemporaryFile(), tempfile.TemporaryFile()] if capture_output else []
-        fds = [f.fileno() for f in self._files] or [sys.stdout.fileno(), sys.stderr.fileno()]
+        null = None
+        if self._files:
+            fds = [f.fileno() for f in self._files]
+        else:  # each stream: this process's, os.devnull (subprocess.DEVNULL) or an open file
+            null = open(os.devnull, "wb") if subprocess.DEVNULL in streams else None
+            fds = [
+                default.fileno()
+                if stream is None
+                else null.fileno()
+                if stream == subprocess.DEVNULL
+                else stream.fileno()
+                for stream, default in zip(streams, (sys.stdout, sys.stderr))
+            ]
         request = {
             ("module" if cmd[1] == "-m" else "code"): cmd[2],
             "args": list(map(str, cmd[3:])),
@@ -186,6 +210,9 @@ class Job:
         except (OSError, ForkServerError, ValueError):
             self._close()
             raise _NotStarted from None
+        finally:
+            if null is not None:
+                null.close()  # the job holds its own copy
 
     def _line(self, timeout) -> str:
         self._conn.settimeout(timeout)
@@ -253,18 +280,28 @@ def _forked(sock: Path, cmd, env, cwd, timeout, capture_output, text, check, ext
 
 
 def start(
-    cmd: list[str], *, env=None, cwd=None, capture_output=False, text=False, framework=None, sigint_default=False
+    cmd: list[str],
+    *,
+    env=None,
+    cwd=None,
+    capture_output=False,
+    text=False,
+    framework=None,
+    sigint_default=False,
+    stdout=None,
+    stderr=None,
 ):
     """``subprocess.Popen(cmd, ...)``, the job forked as :func:`run` forks it: a :class:`Job`, or a ``Popen`` where
     no server takes it.  ``sigint_default``: SIGINT interrupts the job (KeyboardInterrupt) even where this process
-    was started with it ignored, as a terminal's Ctrl-C would."""
+    was started with it ignored, as a terminal's Ctrl-C would.  Without ``capture_output``, ``stdout`` and ``stderr``
+    are None (this process's), ``subprocess.DEVNULL`` or an open file, as for ``Popen``."""
     import signal
 
     env = dict(os.environ if env is None else env)
     found = _find(cmd, env, framework)
     if found is not None:
         try:
-            return Job(found[0], cmd, env, cwd, capture_output, text, found[1], sigint_default)
+            return Job(found[0], cmd, env, cwd, capture_output, text, found[1], sigint_default, (stdout, stderr))
         except _NotStarted:
             pass
     pipe = subprocess.PIPE if capture_output else None
@@ -272,8 +309,8 @@ def start(
         [str(c) for c in cmd],
         env=env,
         cwd=cwd,
-        stdout=pipe,
-        stderr=pipe,
+        stdout=pipe or stdout,
+        stderr=pipe or stderr,
         text=text,
         preexec_fn=(lambda: signal.signal(signal.SIGINT, signal.SIG_DFL)) if sigint_default else None,
     )
@@ -306,16 +343,21 @@ def serve(folder: Path, framework: str) -> None:
     import signal
 
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / f"{framework}.starting").write_text(str(os.getpid()))
+    starting = folder / f"{framework}.starting"
+    starting.write_text(str(os.getpid()))
     env = _import_time_env(os.environ)  # as started: importing a framework may change its own (LD_LIBRARY_PATH)
     before = dict(os.environ)
-    for module in PRELOAD[framework]:
-        importlib.import_module(module)
+    try:
+        for module in PRELOAD[framework]:
+            importlib.import_module(module)
+        if os.path.isdir("/proc/self/task") and len(os.listdir("/proc/self/task")) != 1:
+            sys.exit(f"forkserver: importing {framework} started threads; forking it would not be safe")
+    except BaseException:
+        starting.unlink(missing_ok=True)  # no server will come: clients stop waiting for one and start jobs fresh
+        raise
     # what the imports set in their own environment (TensorFlow: LD_LIBRARY_PATH), given to every job as a
     # fresh process would have it after the same imports
     added = {k: v for k, v in os.environ.items() if before.get(k) != v}
-    if os.path.isdir("/proc/self/task") and len(os.listdir("/proc/self/task")) != 1:
-        sys.exit(f"forkserver: importing {framework} started threads; forking it would not be safe")
     sock = folder / f"{framework}.sock"
     sock.unlink(missing_ok=True)
     server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)

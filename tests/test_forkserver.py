@@ -191,3 +191,32 @@ def test_a_started_job_is_a_popen_that_signals_reach(server):
     assert job.wait(30) == -signal.SIGKILL and job.poll() == -signal.SIGKILL
     job = start("exit", "5")
     assert job.communicate(timeout=30)[1] == "to stderr\n" and job.returncode == 5
+
+
+def test_a_server_that_refused_or_died_starting_is_not_waited_for(tmp_path, monkeypatch):
+    """A server that will never answer (it refused to fork a framework that started threads, or died importing it)
+    leaves its jobs to fresh processes at once, whether it removed its ``.starting`` mark or died without doing
+    so and is still a zombie its parent has not reaped; a server still importing is waited for."""
+    env = {**{k: v for k, v in os.environ.items() if k not in (forkserver.VARIABLE, "OMP_NUM_THREADS")}}
+    refused = subprocess.run(  # importing torch with its default threads: the server refuses, one line
+        [sys.executable, "-m", "resnet_port.forkserver", str(tmp_path / "a"), "torch"],
+        env={**env, "OMP_NUM_THREADS": "4"},
+        capture_output=True,
+        text=True,
+    )
+    assert refused.returncode == 1 and "started threads; forking it would not be safe" in refused.stderr
+    assert not (tmp_path / "a" / "torch.starting").exists()
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])  # exits, and stays a zombie: not waited for here
+    while open(f"/proc/{dead.pid}/stat").read().rsplit(")", 1)[1].split()[0] != "Z":
+        time.sleep(0.01)
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "torch.starting").write_text(str(dead.pid))
+    waits = []
+    monkeypatch.setattr(forkserver.time, "sleep", waits.append)
+    for folder in ("a", "b"):
+        assert forkserver._server("torch", {**env, forkserver.VARIABLE: str(tmp_path / folder)}) is None
+    assert waits == []
+    (tmp_path / "b" / "torch.starting").write_text(str(os.getpid()))  # alive, importing: waited for (0.2 s a look)
+    monkeypatch.setattr(forkserver.time, "monotonic", iter([0.0, 0.0, 200.0]).__next__)
+    assert forkserver._server("torch", {**env, forkserver.VARIABLE: str(tmp_path / "b")}) is None and waits == [0.2]
+    dead.wait()
