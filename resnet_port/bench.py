@@ -43,7 +43,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from . import cli, parity, rundir
+from . import cli, forkserver, parity, rundir
 from . import frameworks as F
 from .recipe import RECIPES
 from .spec import available, get_spec
@@ -205,7 +205,8 @@ def time_cli(
     marks: list[float] = []
     with open(log, "w") as err:
         start = time.perf_counter()
-        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err, env=parity.worker_env())
+        # as a user starts it (forked where a fork server runs: the tests'; the epochs timed are after its start)
+        proc = forkserver.start(cmd, stdout=subprocess.DEVNULL, stderr=err, env=parity.worker_env())
         while True:
             done = proc.poll() is not None
             lines = len(metrics.read_text().splitlines()) if metrics.exists() else 0
