@@ -1,8 +1,15 @@
-"""Scaling out on the frameworks' own engines, on CPU: torchrun (gloo) for PyTorch, MirroredStrategy for Keras."""
+"""Scaling out on the frameworks' own engines, on CPU: torchrun (gloo) for PyTorch, MirroredStrategy for Keras.
+
+torchrun itself (its launcher, rendezvous and process handling) runs in the refusal and kill tests; the runs
+compared number against number start the ranks torchrun would start, with the environment it gives each
+(``ranks``), forked from the test process's fork server: the same training code, without a launcher and two
+fresh interpreters per run (~10 s of CPU each).
+"""
 
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -45,6 +52,37 @@ def torchrun(n, *args):
     return subprocess.run(torch_cmd(n, *args), capture_output=True, text=True, env=ENV, timeout=600)
 
 
+def ranks(n, *args):
+    """``torch_impl.train ARGS`` as ``n`` ranks on this machine, each with the environment torchrun gives a rank
+    (RANK, LOCAL_RANK, WORLD_SIZE, LOCAL_WORLD_SIZE, MASTER_ADDR, MASTER_PORT), for :func:`run_all`."""
+    return ("ranks", n, [sys.executable, "-m", "torch_impl.train", *map(str, args)])
+
+
+def run_ranks(n, cmd, timeout=600) -> subprocess.CompletedProcess:
+    """Run :func:`ranks`' command: every rank started (forked where a fork server runs), and, as torchrun does, the
+    others stopped as soon as one fails.  The exit code is the first failure's, the output every rank's."""
+    with socket.socket() as s:  # a free port for rank 0's store
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    world = {"WORLD_SIZE": str(n), "LOCAL_WORLD_SIZE": str(n), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
+    jobs = [
+        forkserver.start(
+            cmd, capture_output=True, text=True, env={**ENV, **world, "RANK": str(r), "LOCAL_RANK": str(r)}
+        )
+        for r in range(n)
+    ]
+    end, failed = time.time() + timeout, None
+    while failed is None and any(j.poll() is None for j in jobs) and time.time() < end:
+        failed = next((j for j in jobs if j.poll() not in (None, 0)), None)
+        time.sleep(0.05)
+    for j in jobs:
+        if j.poll() is None:
+            j.kill()
+    outs = [j.communicate() for j in jobs]
+    code = failed.returncode if failed else next((j.returncode for j in jobs if j.returncode), 0)
+    return subprocess.CompletedProcess(cmd, code, "".join(o for o, _ in outs), "".join(e for _, e in outs))
+
+
 def three_steps(data, out):
     # 48 training images, global batch 16: three optimiser steps
     return [
@@ -68,13 +106,15 @@ def three_steps(data, out):
 
 
 def run_all(cmds, parallel=2):
-    """Run the commands, ``parallel`` at a time; each must succeed.  A framework's CLI is forked from the test
-    process's fork server (resnet_port.forkserver: a fresh ``python -m`` without the framework's import);
-    torchrun starts as a process of its own, and its ranks as torchrun starts them."""
+    """Run the commands (or :func:`ranks`), ``parallel`` at a time; each must succeed.  A framework's CLI is forked
+    from the test process's fork server (resnet_port.forkserver: a fresh ``python -m`` without the framework's
+    import)."""
     from concurrent.futures import ThreadPoolExecutor
 
     def run(item):
         name, cmd = item
+        if cmd[0] == "ranks":
+            return name, run_ranks(cmd[1], cmd[2])
         return name, forkserver.run([str(c) for c in cmd], capture_output=True, text=True, env=ENV, timeout=600)
 
     with ThreadPoolExecutor(parallel) as pool:
@@ -108,18 +148,18 @@ BN_FED = set(get_spec("tiny").batchnorm_fed_biases())  # the same names in both 
 
 @pytest.fixture(scope="module")
 def runs(data, tmp_path_factory):
-    """3 steps of global batch 16: one process and two (torchrun, gloo), in float64 and float32."""
+    """3 steps of global batch 16: one process and two (torchrun's ranks, gloo), in float64 and float32."""
     out = tmp_path_factory.mktemp("ddp_runs")
     f64 = ["--float64"]
     run_all(
         {
             "single64": torch_cmd(1, *three_steps(data, out / "single64"), *f64),
-            "sync64": torch_cmd(2, *three_steps(data, out / "sync64"), *f64, "--sync-bn"),
-            "local64": torch_cmd(2, *three_steps(data, out / "local64"), *f64),
+            "sync64": ranks(2, *three_steps(data, out / "sync64"), *f64, "--sync-bn"),
+            "local64": ranks(2, *three_steps(data, out / "local64"), *f64),
             "single32": torch_cmd(1, *three_steps(data, out / "single32")),
-            "sync32": torch_cmd(2, *three_steps(data, out / "sync32"), "--sync-bn"),
+            "sync32": ranks(2, *three_steps(data, out / "sync32"), "--sync-bn"),
         },
-        parallel=1,  # torchrun's processes already take both cores
+        parallel=1,  # two ranks already take both cores
     )
     return out
 
@@ -277,7 +317,7 @@ def test_two_process_run_resumes_after_kill(tmp_path):
     # the kill landed inside epoch 2: epoch 1 is recorded, epoch 2 and the end of the run are not
     assert [m["epoch"] for m in rundir.read_metrics(out)] == [1]
     assert not (out / rundir.RESULTS).exists() and not (out / rundir.WEIGHTS).exists()
-    p = torchrun(2, *args, "--resume")
+    p = run_ranks(2, ranks(2, *args, "--resume")[2])
     assert p.returncode == 0, p.stderr[-3000:]
     assert [m["epoch"] for m in rundir.read_metrics(out)] == [1, 2]
     assert rundir.read_results(out)["epochs"] == 2
@@ -413,7 +453,7 @@ def test_modern_recipe_scales_out_exactly(data, tmp_path, capsys):
     run_all(
         {
             "torch1": torch_cmd(1, *three_steps(data, tmp_path / "torch1"), *modern),
-            "torch2": torch_cmd(2, *three_steps(data, tmp_path / "torch2"), *modern, "--sync-bn"),
+            "torch2": ranks(2, *three_steps(data, tmp_path / "torch2"), *modern, "--sync-bn"),
             "keras1": keras_cmd(data, tmp_path / "keras1", *modern),
             "keras2": keras_cmd(data, tmp_path / "keras2", *modern, *MIRRORED, "--sync-bn"),
         },
