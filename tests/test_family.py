@@ -196,3 +196,18 @@ def test_every_member_has_a_tiny_twin_of_its_block_stem_and_conventions():
     tiny = {kinds(S.REGISTRY[a]) for a in S.available() if a.startswith("tiny")}
     for name in S.available():
         assert kinds(S.REGISTRY[name]) in tiny, name
+
+
+def test_a_deeper_source_is_named_at_its_first_variable_out_of_place():
+    """A ResNet34's tensors held to resnet18 (a user's ``--arch resnet18`` on a ResNet34 file): the message names
+    the first variable, in execution order, where the two part, with its native name and both shapes."""
+    import numpy as np
+
+    from resnet_port import porting
+
+    tensors = {k: (np.zeros(s, np.float32), f"native/{k}") for k, s in get_spec("resnet34").parameters().items()}
+    assert porting.first_mismatch(tensors, get_spec("resnet18")) == (
+        "variable #31 in execution order is the source's layer1.2.conv1.kernel (3, 3, 64, 64) "
+        "[native/layer1.2.conv1.kernel] where resnet18 has layer2.0.conv1.kernel (3, 3, 64, 128)"
+    )
+    assert porting.first_mismatch(tensors, get_spec("resnet34")) is None
