@@ -10,14 +10,13 @@
 
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from resnet_port import backends, parity
+from resnet_port import backends, forkserver, parity
 from resnet_port import weights as W
 from resnet_port.spec import available
 
@@ -62,7 +61,8 @@ def conformance(tmp_path_factory):
             *available(),
             TRIPLE,
         ]
-        p = subprocess.run(cmd, cwd=ROOT, env=_plugin_env(), capture_output=True, text=True, timeout=900)
+        # forked from the backend's fork server (the plugins' folder goes first on the job's path)
+        p = forkserver.run(cmd, cwd=ROOT, env=_plugin_env(), capture_output=True, text=True, timeout=900, framework=key)
         assert path.exists(), f"the {key} conformance run wrote nothing (exit {p.returncode}): {p.stderr[-3000:]}"
         out[key] = json.loads(path.read_text())
     return out
