@@ -191,3 +191,16 @@ def test_triple_block_trains_alike_in_both_frameworks(tmp_path, triple_registere
         )
     # float64 steps, stored in the float32 neutral file: one float32 rounding (~1.2e-7 at 1) apart at most
     assert worst <= 1e-6 and moved > 100 * worst, (worst, moved)
+
+
+def test_shallow_builds_are_the_same_networks_without_random_initial_values():
+    """``--shallow`` builds with zeros for every random initialiser: every variant's parameters, layers and count are
+    the spec's, and nothing random is left to draw."""
+    from resnet_port.conformance import without_random_init
+    from resnet_port.spec import INITIALISERS, get_spec
+
+    for arch in available():
+        spec, cheap = get_spec(arch), without_random_init(get_spec(arch))
+        assert cheap.parameters() == spec.parameters() and cheap.count_parameters() == spec.count_parameters()
+        assert [(x.name, x.output_shape) for x in cheap.layers()] == [(x.name, x.output_shape) for x in spec.layers()]
+        assert not any(f"'{name}'" in repr(cheap) for name in set(INITIALISERS) - {"zeros", "ones"}), arch
