@@ -56,7 +56,7 @@ def zoo(tmp_path_factory):
     d = tmp_path_factory.mktemp("zoo")
     plan = {"folder": str(d), "files": {name: (kind, classes) for name, (kind, classes, *_) in SOURCES.items()} | BAD}
     (d / "plan.json").write_text(json.dumps(plan))
-    subprocess.run([sys.executable, str(ZOO), "plan", str(d / "plan.json")], check=True, env=parity.worker_env())
+    zoo_check.zoo_models("plan", d / "plan.json")
     sources = {
         name: (("x32", "x224") if name in AT_224 else ("x32",), f"{ZOO}:{cls}" if cls else None)
         for name, (*_, cls) in SOURCES.items()
@@ -239,7 +239,7 @@ def test_weiaicunzais_resnet50_is_read_as_the_cifar_bottleneck_network(tmp_path)
     repo's vocabulary on the same network as kuangliu's ResNet50 (whose port is run against its source above)."""
     from torch_impl.port import read_state_dict
 
-    subprocess.run([sys.executable, str(ZOO), "weiaicunzai50", str(tmp_path / "w50.pth")], check=True)
+    zoo_check.zoo_models("weiaicunzai50", tmp_path / "w50.pth")
     found, facts = read_state_dict(tmp_path / "w50.pth")
     tensors = porting.canonical_tensors(found)
     spec = porting.resolve_arch(tensors, "auto", "w50.pth", facts)

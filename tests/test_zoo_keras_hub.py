@@ -173,11 +173,7 @@ def test_torchvision_to_keras_hub_and_keras_and_back_bit_exact(tmp_path):
     """A torchvision resnet18 -> neutral (port) -> keras-hub and Keras (export, each reloaded by Keras /
     keras-hub alone) and torchvision again, whose state_dict is the source's bit for bit (BatchNorm's
     num_batches_tracked counters too: the neutral file carries them in its metadata)."""
-    subprocess.run(
-        [sys.executable, str(HERE / "zoo_models.py"), "torchvision18", str(tmp_path / "tv.pth")],
-        check=True,
-        env=parity.worker_env(),
-    )
+    zoo_check.zoo_models("torchvision18", tmp_path / "tv.pth")
     p = cli("resnet_port.port", tmp_path / "tv.pth", "--out", tmp_path / "w.safetensors")
     assert p.returncode == 0, p.stderr[-2000:]
     p = cli(

@@ -9,13 +9,27 @@ on batches saved as ``x32.npy`` / ``x224.npy``.  No framework is imported here.
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import numpy as np
 
-from resnet_port import parity, port, porting
+from resnet_port import forkserver, parity, port, porting
 from resnet_port import weights as W
 from resnet_port.spec import get_spec
 
 MODES = ("eval", "train")
+ZOO_MODELS = Path(__file__).with_name("zoo_models.py")
+
+
+def zoo_models(*args) -> None:
+    """``python tests/zoo_models.py ARGS``: the libraries write their files.  Forked from the PyTorch fork server
+    (``runpy`` runs the script as a fresh interpreter would), a fresh process where none runs; it must succeed."""
+    script = str(ZOO_MODELS)
+    code = f"import runpy, sys\nsys.argv[0] = {script!r}\nrunpy.run_path({script!r}, run_name='__main__')\n"
+    forkserver.run(
+        [sys.executable, "-c", code, *map(str, args)], check=True, env=parity.worker_env(), framework="torch"
+    )
 
 
 def write_batches(d) -> None:
