@@ -471,3 +471,26 @@ def test_an_onnx_file_with_the_wrong_padding_fails_its_row_and_the_exit_code(tmp
     row = [line for line in out.splitlines() if "model-torch.onnx" in line]
     assert code == 1 and row and "FAIL" in row[0] and "0 of 2 uneven 'same' convs" in out, out
     assert not (tmp_path / "out").exists()
+
+
+def test_a_pre_activation_stems_keras_file_holds_keras_layers_only(tmp_path):
+    """timm's pre-activation stem max-pools a convolution's output (no ReLU between), which Keras pads with -inf
+    (tf_impl's NegInfPadding2D).  The exported .keras file builds that padding from Keras' own layers: it loads
+    where this project cannot be imported (export's own reload; the format's row checks the layers' classes) and
+    gives the project's logits at 224x224 and 32x32."""
+    parity.run_worker(
+        "torch",
+        [{"op": "init", "arch": "tiny-preact-torch", "seed": 5, "out": str(tmp_path / "w.safetensors")}],
+        tmp_path,
+    )
+    p = subprocess.run(
+        [sys.executable, "-m", "resnet_port.export", str(tmp_path / "w.safetensors"), "--format", "keras"]
+        + ["--out", str(tmp_path / "out")],
+        capture_output=True,
+        text=True,
+        env=ENV,
+        timeout=600,
+    )
+    assert p.returncode == 0 and "export: PASS" in p.stdout, p.stdout[-3000:] + p.stderr[-3000:]
+    row = next(line.split() for line in p.stdout.splitlines() if line.startswith("keras "))
+    assert row[3] == "224,32" and row[-1] == "ok" and float(row[4]) <= 1e-6, row

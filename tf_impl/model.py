@@ -11,9 +11,10 @@ PyTorch's conventions, for the variants that follow them, each in one place here
 
 * symmetric ``padding=p``: ``ZeroPadding2D(p)`` then a 'valid' conv, as keras-hub
   builds torchvision's ResNets; at stride 1 with ``p = k // 2`` that is TF 'same'
-  exactly, which is used instead (one layer, no copy).  A max-pool pads zeros too:
-  the spec puts such a pool only after a ReLU, whose outputs are >= 0, so a padded
-  zero never wins where PyTorch's -inf would not;
+  exactly, which is used instead (one layer, no copy).  A max-pool after a ReLU pads
+  zeros too (its inputs are >= 0, so a padded zero never wins where PyTorch's -inf
+  would not); where no ReLU precedes one (timm's pre-activation stem) it pads -inf:
+  :class:`NegInfPadding2D`, or Keras' own layers in a plain build (``_lowest_padding``);
 * the unbiased moving variance: :class:`UnbiasedBatchNormalization` (Keras'
   layer, plus PyTorch's ``n / (n - 1)`` in the moving update; equal in inference).
   It is registered with Keras, so a ``.keras`` file of such a model reloads where
@@ -24,6 +25,7 @@ PyTorch's conventions, for the variants that follow them, each in one place here
 from __future__ import annotations
 
 import keras
+import numpy as np
 from keras import layers
 
 from resnet_port.spec import (
@@ -148,11 +150,26 @@ def _dense(s: DenseSpec) -> layers.Dense:
     )
 
 
-def _pool(s, x, after_relu: bool = False):
+def _lowest_padding(s, x):
+    """Symmetric padding with the lowest float32 in Keras' own layers (for files that must load without
+    ``tf_impl``): the input zero-padded, plus ones zero-padded and mapped to 0 inside and to the lowest float32
+    outside.  In front of a 'valid' max-pool it equals -inf padding for any finite input: ``x + 0`` is ``x``,
+    and a padded value wins no window, since every window holding one holds an input value too."""
+    low = float(np.finfo(np.float32).max)
+    ones = layers.Rescaling(0.0, offset=1.0, name=f"{s.name}.pad_ones")(x)
+    fill = layers.Rescaling(low, offset=-low, name=f"{s.name}.pad_fill")(
+        layers.ZeroPadding2D(s.padding, name=f"{s.name}.pad_mask")(ones)
+    )
+    return layers.Add(name=f"{s.name}.pad_add")([layers.ZeroPadding2D(s.padding, name=f"{s.name}.pad")(x), fill])
+
+
+def _pool(s, x, after_relu: bool = False, plain: bool = False):
     if s.kind == "maxpool":
         if not isinstance(s.padding, str) and s.padding and (s.pad_with == "zero" or not after_relu):
             if s.pad_with == "zero":  # keras.applications' explicit zeros
                 x = layers.ZeroPadding2D(s.padding, name=f"{s.name}.pad")(x)
+            elif plain:  # -inf, where a padded zero could win (no ReLU before), in Keras' own layers
+                x = _lowest_padding(s, x)
             else:  # -inf, where a padded zero could win (no ReLU before)
                 x = NegInfPadding2D(s.padding, name=f"{s.name}.pad")(x)
             return layers.MaxPooling2D(s.pool_size, strides=s.stride, padding="valid", name=s.name)(x)
@@ -178,7 +195,7 @@ def _pool(s, x, after_relu: bool = False):
 LAYERS = {
     "conv2d": lambda s, x, o: _conv(s, x),
     "batchnorm": lambda s, x, o: _bn(s, x, o["synchronized"], o["plain_batchnorm"]),
-    "maxpool": lambda s, x, o: _pool(s, x, o.get("after_relu", False)),
+    "maxpool": lambda s, x, o: _pool(s, x, o.get("after_relu", False), o["plain_batchnorm"]),
     "avgpool": lambda s, x, o: _pool(s, x),
     "relu": lambda s, x, o: layers.ReLU(name=s.name)(x),
     "global_avg_pool": lambda s, x, o: layers.GlobalAveragePooling2D(name=s.name)(x),
@@ -213,8 +230,9 @@ def build_model(
     ``input_shape`` defaults to the spec's; ``(None, None, 3)`` builds a model that
     accepts any image size.  ``synchronized`` makes BatchNorm use the statistics of
     the global batch under a tf.distribute strategy.  ``plain_batchnorm`` builds
-    Keras' own BatchNormalization even where the spec asks for PyTorch's moving
-    update (equal in inference; for files that must reload without ``tf_impl``).
+    Keras' own layers only, for files that must reload without ``tf_impl``: Keras'
+    BatchNormalization even where the spec asks for PyTorch's moving update (equal
+    in inference), and a max-pool's -inf padding from standard layers (``_lowest_padding``).
     """
     spec = get_spec(arch)
     options = dict(synchronized=synchronized, plain_batchnorm=plain_batchnorm)
