@@ -3,7 +3,8 @@
 A fresh ``python -m tf_impl.worker`` spends ~5 s of CPU importing TensorFlow and Keras before its first
 line of work, a PyTorch one ~4 s (torch and torch._dynamo); the test suite starts a few hundred of them.
 A *fork server* imports a framework once (nothing else: no operation has run, one thread) and then, per
-request, forks a process that runs ``python -m MODULE ARGS`` (or ``python -c CODE ARGS``) exactly as a fresh interpreter would: its own
+request, forks a process that runs ``python -m MODULE ARGS`` (or ``python -c CODE ARGS``, or ``python SCRIPT.py ARGS``) exactly as
+a fresh interpreter would: its own
 pid, the caller's environment, working directory, umask, argv, stdout and stderr (passed as file
 descriptors), exit code (negative for a signal), crash isolation; each job starts from the server's
 pristine state, so no job sees another's.
@@ -63,9 +64,10 @@ def framework_of(module: str) -> str | None:
 # -- client ----------------------------------------------------------------------------------------------
 
 
-def _server(framework: str, env: dict) -> tuple[Path, list[str]] | None:
+def _server(framework: str, env: dict, first: str | None = None) -> tuple[Path, list[str]] | None:
     """The socket of a server that can run a job of ``framework`` with ``env`` and the folders the job puts on
-    its path first (:func:`extra_path`), or None."""
+    its path first (:func:`extra_path`), or None.  ``first``: a folder the job puts before everything (a script's),
+    held to the same rule."""
     folder = env.get(VARIABLE)
     if not folder or framework not in PACKAGES:
         return None
@@ -90,7 +92,13 @@ def _server(framework: str, env: dict) -> tuple[Path, list[str]] | None:
     ours, theirs = _import_time_env(env), info.get("env", {})
     if {k: v for k, v in ours.items() if k != "PYTHONPATH"} != {k: v for k, v in theirs.items() if k != "PYTHONPATH"}:
         return None
-    extra = extra_path(ours.get("PYTHONPATH", ""), theirs.get("PYTHONPATH", ""), set(info.get("modules", ())))
+    imported, server_path = set(info.get("modules", ())), theirs.get("PYTHONPATH", "")
+    extra = extra_path(ours.get("PYTHONPATH", ""), server_path, imported)
+    if (
+        first is not None
+        and extra_path(os.pathsep.join(filter(None, [first, server_path])), server_path, imported) is None
+    ):
+        return None
     return None if extra is None else (sock, extra)
 
 
@@ -140,9 +148,10 @@ def run(
     check=False,
     framework: str | None = None,
 ):
-    """``subprocess.run(cmd, ...)`` for ``[sys.executable, "-m", MODULE, *ARGS]`` or ``[sys.executable, "-c", CODE,
-    *ARGS]``, forked from the server of the module's framework (``framework``, for a module outside tf_impl and
-    torch_impl, and for code) where one agrees with ``env`` (see the module's docstring), else a fresh process."""
+    """``subprocess.run(cmd, ...)`` for ``[sys.executable, "-m", MODULE, *ARGS]``, ``[sys.executable, "-c", CODE,
+    *ARGS]`` or ``[sys.executable, SCRIPT.py, *ARGS]``, forked from the server of the module's framework
+    (``framework``, for a module outside tf_impl and torch_impl, for code and for a script) where one agrees with
+    ``env`` (see the module's docstring), else a fresh process."""
     env = dict(os.environ if env is None else env)
     found = _find(cmd, env, framework)
     if found is not None:
@@ -153,13 +162,35 @@ def run(
     return subprocess.run(cmd, env=env, cwd=cwd, timeout=timeout, capture_output=capture_output, text=text, check=check)
 
 
+def _what(cmd) -> tuple[str, str, list[str]] | None:
+    """``("module", MODULE, ARGS)``, ``("code", CODE, ARGS)`` or ``("script", PATH, ARGS)`` for a command this
+    interpreter runs as ``-m``, ``-c`` or a ``.py`` file; None for any other command."""
+    if len(cmd) < 2 or cmd[0] != sys.executable:
+        return None
+    if cmd[1] in ("-m", "-c") and len(cmd) >= 3:
+        return ("module" if cmd[1] == "-m" else "code"), str(cmd[2]), [str(a) for a in cmd[3:]]
+    if str(cmd[1]).endswith(".py") and os.path.isfile(cmd[1]):
+        return "script", str(cmd[1]), [str(a) for a in cmd[2:]]
+    return None
+
+
 def _find(cmd, env: dict, framework: str | None) -> tuple[Path, list[str]] | None:
     """The server that can fork ``cmd`` (``python -m MODULE`` of a framework's package or ``framework``, or
-    ``python -c CODE`` with ``framework`` named) with ``env``, and the folders its job puts on its path first."""
-    kind = cmd[1] if len(cmd) >= 3 and cmd[0] == sys.executable else None
-    if kind == "-m" and framework is None:
-        framework = framework_of(cmd[2])
-    return _server(framework, env) if framework and kind in ("-m", "-c") else None
+    ``python -c CODE`` or ``python SCRIPT.py`` with ``framework`` named) with ``env``, and the folders its job puts
+    on its path first."""
+    what = _what(cmd)
+    if what is None:
+        return None
+    if what[0] == "module" and framework is None:
+        framework = framework_of(what[1])
+    if not framework:
+        return None
+    # a script's folder comes first on its path, as the interpreter puts it
+    return _server(framework, env, _script_folder(what[1]) if what[0] == "script" else None)
+
+
+def _script_folder(script: str) -> str:
+    return os.path.dirname(os.path.realpath(script))
 
 
 class _NotStarted(Exception):
@@ -193,9 +224,10 @@ class Job:
                 else stream.fileno()
                 for stream, default in zip(streams, (sys.stdout, sys.stderr))
             ]
+        kind, what, args = _what(cmd)
         request = {
-            ("module" if cmd[1] == "-m" else "code"): cmd[2],
-            "args": list(map(str, cmd[3:])),
+            kind: what,
+            "args": args,
             "env": env,
             "cwd": str(cwd or os.getcwd()),
             "umask": _umask(),
@@ -408,7 +440,8 @@ def _handle(conn, added: dict) -> int | None:
 
 
 def _job(request: dict, fds: list[int]) -> int:
-    """Become ``python -m MODULE ARGS`` with the caller's environment, folder, umask and streams."""
+    """Become ``python -m MODULE ARGS`` (``-c CODE``, ``SCRIPT.py``) with the caller's environment, folder, umask
+    and streams."""
     import random
     import runpy
 
@@ -428,9 +461,10 @@ def _job(request: dict, fds: list[int]) -> int:
     # what the server imported to serve (this module, its package) is not the job's: a fresh interpreter has none of it
     for name in [m for m in sys.modules if m.split(".")[0] == "resnet_port"]:
         del sys.modules[name]
-    code = request.get("code")
-    sys.argv = ["-c" if code is not None else request["module"], *request["args"]]
-    sys.path[0] = "" if code is not None else os.getcwd()  # as `python -c` / `python -m` put the working folder first
+    code, script = request.get("code"), request.get("script")
+    sys.argv = ["-c" if code is not None else script or request["module"], *request["args"]]
+    # as `python -c` / `python -m` put the working folder first, and `python SCRIPT.py` the script's folder
+    sys.path[0] = "" if code is not None else _script_folder(script) if script else os.getcwd()
     sys.path[1:1] = request.get("path", [])  # then PYTHONPATH's folders the server's lacks
     if request.get("sigint_default"):  # as an interpreter started with SIGINT's default action sets it
         import signal
@@ -444,6 +478,8 @@ def _job(request: dict, fds: list[int]) -> int:
             main.__builtins__ = __builtins__
             sys.modules["__main__"] = main
             exec(compile(code, "<string>", "exec"), main.__dict__)
+        elif script is not None:  # as `python SCRIPT.py`
+            runpy.run_path(script, run_name="__main__")
         else:
             runpy.run_module(request["module"], run_name="__main__", alter_sys=True)
     except SystemExit as e:

@@ -158,6 +158,28 @@ def test_python_dash_c_code_runs_as_a_fresh_interpreter_runs_it(server):
     assert p.returncode == 1 and 'File "<string>", line 1' in p.stderr and p.stderr.rstrip().endswith("ValueError: x")
 
 
+def test_a_script_runs_as_python_script_py_runs_it(server, tmp_path):
+    """``python SCRIPT.py ARGS``: argv[0] the script, its folder first on the path (a module beside it imports), a
+    fresh __main__; a folder holding a module the server imported (here ``torch``) gets a fresh process."""
+    base, _ = server
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "beside.py").write_text("VALUE = 'beside'\n")
+    script = tmp_path / "mine" / "job.py"
+    script.write_text(
+        "import json, os, sys\nimport beside\n"
+        "print(json.dumps({'argv': sys.argv, 'path0': sys.path[0], 'ppid': os.getppid(), 'beside': beside.VALUE, "
+        "'name': __name__, 'file': __file__}))\nsys.exit(int(sys.argv[1]))\n"
+    )
+    p = forkserver.run([sys.executable, str(script), "3"], env=base, capture_output=True, text=True, framework="torch")
+    f = json.loads(p.stdout)
+    assert p.returncode == 3 and f["ppid"] != os.getpid(), p.stderr  # forked
+    assert f["argv"] == [str(script), "3"] and f["path0"] == str(tmp_path / "mine") and f["beside"] == "beside"
+    assert f["name"] == "__main__" and f["file"] == str(script)
+    (tmp_path / "mine" / "torch.py").write_text("")  # would shadow the server's torch in a fresh interpreter
+    p = forkserver.run([sys.executable, str(script), "0"], env=base, capture_output=True, text=True, framework="torch")
+    assert p.returncode == 0 and json.loads(p.stdout)["ppid"] == os.getpid(), p.stderr  # a fresh process
+
+
 def test_a_started_job_is_a_popen_that_signals_reach(server):
     """forkserver.start: poll, send_signal, kill, communicate, as subprocess.Popen; SIGINT interrupts the job
     (KeyboardInterrupt, then killed by SIGINT, as an interpreter ends) when asked for, whatever this process ignores."""

@@ -91,14 +91,13 @@ def post(tmp_path_factory):
             if legacy
             else {k: v for k, v in ENV.items() if k != "TF_USE_LEGACY_KERAS"}
         )
-        # the script as a fresh `python post_model.py` runs it; forked from the Keras fork server where its
-        # environment allows (Keras 3), a process of its own for Keras 2 (TF_USE_LEGACY_KERAS is read at import)
-        run = f"import runpy, sys\nsys.argv[0] = {script!r}\nrunpy.run_path({script!r}, run_name='__main__')\n"
+        # forked from the Keras fork server where its environment allows (Keras 3), a process of its own for
+        # Keras 2 (TF_USE_LEGACY_KERAS is read at import)
         procs.append(
             (
                 name,
                 forkserver.start(
-                    [sys.executable, "-c", run, str(root / name), *args],
+                    [sys.executable, script, str(root / name), *args],
                     capture_output=True,
                     text=True,
                     env=env,

@@ -23,12 +23,10 @@ ZOO_MODELS = Path(__file__).with_name("zoo_models.py")
 
 
 def zoo_models(*args) -> None:
-    """``python tests/zoo_models.py ARGS``: the libraries write their files.  Forked from the PyTorch fork server
-    (``runpy`` runs the script as a fresh interpreter would), a fresh process where none runs; it must succeed."""
-    script = str(ZOO_MODELS)
-    code = f"import runpy, sys\nsys.argv[0] = {script!r}\nrunpy.run_path({script!r}, run_name='__main__')\n"
+    """``python tests/zoo_models.py ARGS``: the libraries write their files.  Forked from the PyTorch fork server,
+    a fresh process where none runs; it must succeed."""
     forkserver.run(
-        [sys.executable, "-c", code, *map(str, args)], check=True, env=parity.worker_env(), framework="torch"
+        [sys.executable, str(ZOO_MODELS), *map(str, args)], check=True, env=parity.worker_env(), framework="torch"
     )
 
 
