@@ -53,14 +53,16 @@ def torchrun(n, *args):
 
 
 def ranks(n, *args):
+    """:func:`run_ranks` ``(n, *args)``, for :func:`run_all`."""
+    return ("ranks", n, args)
+
+
+def run_ranks(n, *args, timeout=600) -> subprocess.CompletedProcess:
     """``torch_impl.train ARGS`` as ``n`` ranks on this machine, each with the environment torchrun gives a rank
-    (RANK, LOCAL_RANK, WORLD_SIZE, LOCAL_WORLD_SIZE, MASTER_ADDR, MASTER_PORT), for :func:`run_all`."""
-    return ("ranks", n, [sys.executable, "-m", "torch_impl.train", *map(str, args)])
-
-
-def run_ranks(n, cmd, timeout=600) -> subprocess.CompletedProcess:
-    """Run :func:`ranks`' command: every rank started (forked where a fork server runs), and, as torchrun does, the
-    others stopped as soon as one fails.  The exit code is the first failure's, the output every rank's."""
+    (RANK, LOCAL_RANK, WORLD_SIZE, LOCAL_WORLD_SIZE, MASTER_ADDR, MASTER_PORT): every rank started (forked where a
+    fork server runs), and, as torchrun does, the others stopped as soon as one fails.  The exit code is the first
+    failure's, the output every rank's."""
+    cmd = [sys.executable, "-m", "torch_impl.train", *map(str, args)]
     with socket.socket() as s:  # a free port for rank 0's store
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -114,7 +116,7 @@ def run_all(cmds, parallel=2):
     def run(item):
         name, cmd = item
         if cmd[0] == "ranks":
-            return name, run_ranks(cmd[1], cmd[2])
+            return name, run_ranks(cmd[1], *cmd[2])
         return name, forkserver.run([str(c) for c in cmd], capture_output=True, text=True, env=ENV, timeout=600)
 
     with ThreadPoolExecutor(parallel) as pool:
@@ -317,7 +319,7 @@ def test_two_process_run_resumes_after_kill(tmp_path):
     # the kill landed inside epoch 2: epoch 1 is recorded, epoch 2 and the end of the run are not
     assert [m["epoch"] for m in rundir.read_metrics(out)] == [1]
     assert not (out / rundir.RESULTS).exists() and not (out / rundir.WEIGHTS).exists()
-    p = run_ranks(2, ranks(2, *args, "--resume")[2])
+    p = run_ranks(2, *args, "--resume")
     assert p.returncode == 0, p.stderr[-3000:]
     assert [m["epoch"] for m in rundir.read_metrics(out)] == [1, 2]
     assert rundir.read_results(out)["epochs"] == 2

@@ -11,7 +11,6 @@ BatchNorm that looks trained.  The port is what ``python -m resnet_port.port`` d
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -21,7 +20,7 @@ from resnet_port import forkserver, parity, port, porting
 from resnet_port import weights as W
 from resnet_port.spec import get_spec
 
-ZOO = Path(__file__).with_name("zoo_models.py")
+ZOO = zoo_check.ZOO_MODELS
 #: file: (kind for zoo_models.py, classes, the variant it must be, its library, --source-class)
 SOURCES = {
     "tv18.pth": ("torchvision18", 100, "resnet18-torch", "torchvision/timm", None),
