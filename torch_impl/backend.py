@@ -11,7 +11,7 @@ from resnet_port import frameworks
 from resnet_port import weights as neutral
 
 from . import weights
-from .model import LayerRecorder, build_model
+from .model import LayerRecorder, as_numpy_dtype, build_model
 
 
 def _nchw(a: np.ndarray, dtype) -> torch.Tensor:
@@ -53,7 +53,7 @@ class TorchBackend:
         model.train(bool(training))
         with torch.no_grad(), LayerRecorder(model) as rec:
             logits = model(_nchw(images, self._dtype(model)))
-        return {**rec.outputs, "logits": logits.float().numpy()}
+        return {**rec.outputs, "logits": as_numpy_dtype(logits).numpy()}
 
     def calibrate_batchnorm(self, model, spec, images) -> None:
         bns = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]

@@ -276,8 +276,14 @@ def build_model(arch: str | ResNetSpec, **kwargs) -> ResNet:
     return ResNet(arch, **kwargs)
 
 
+def as_numpy_dtype(t):
+    """``t`` in a precision numpy holds: half precisions lifted to float32, float32 and float64 as they are."""
+    return t.float() if t.dtype in (torch.float16, torch.bfloat16) else t
+
+
 class LayerRecorder:
-    """Records every spec layer's output (as NHWC numpy) through forward hooks.
+    """Records every spec layer's output (as NHWC numpy) through forward hooks, in the model's precision
+    (float16 / bfloat16 as float32; float64 kept: the float64 checks compare at ~1e-12).
 
     Usage: ``with LayerRecorder(model) as rec: model(x)``; then ``rec.outputs``.
     """
@@ -297,7 +303,7 @@ class LayerRecorder:
 
     def _hook(self, name):
         def hook(module, args, out):
-            t = out.detach().float()
+            t = as_numpy_dtype(out.detach())
             if t.dim() == 4:
                 t = t.permute(0, 2, 3, 1)
             self.outputs[name] = t.cpu().numpy().copy()
