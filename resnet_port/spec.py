@@ -1081,8 +1081,12 @@ RESNET_D_BOTTLENECK = _bottleneck(TORCH, stem="deep", shortcut="avgpool")
 #: keras-hub's ResNet-vd of BasicBlocks (``basic_block_vd``, PaddleClas' ResNet18_vd/34_vd): timm's ResNet-D
 #: but for a projection on every stage's first block, stage 1's too (64 -> 64 at stride 1)
 RESNET_VD_BASIC = {**RESNET_D_BASIC, "projection": "first"}
-#: timm's resnetv2 (pre-activation bottlenecks, the stride on a stage's first block, a final BN-ReLU)
+#: timm's resnetv2 (pre-activation bottlenecks, the stride on a stage's first block, a final BN-ReLU), which is
+#: keras-hub's ResNet V2 (``use_pre_activation=True``)
 PREACT_TORCH = {**TORCH, "stem": "preact", "block": "preact_bottleneck", "head_norm": True}
+#: the same of BasicBlocks: timm's resnetv2_18/34 (``PreActBasic``), keras-hub's pre-activation ``basic_block``
+#: (stage 1's first block has no projection: its width and size do not change)
+PREACT_BASIC_TORCH = {**PREACT_TORCH, "block": "preact_basic"}
 #: kuangliu's PreActResNet (pre-activation BasicBlocks, a lone 3x3 stem conv, no final BatchNorm)
 PREACT_CIFAR_TORCH = {**TORCH_CIFAR, "stem": "preact-cifar", "block": "preact_basic"}
 #: keras.applications' ResNet50/101/152 (v1: the stride on the first 1x1, biases everywhere)
@@ -1129,7 +1133,9 @@ REGISTRY: dict[str, ResNetConfig] = {
     "resnet50d-torch": ResNetConfig(stage_blocks=_R50, **RESNET_D_BOTTLENECK),
     "resnet18vd-torch": ResNetConfig(stage_blocks=_R18, **RESNET_VD_BASIC),
     "resnet34vd-torch": ResNetConfig(stage_blocks=_R34, **RESNET_VD_BASIC),
-    "resnetv2-50-torch": ResNetConfig(stage_blocks=_R50, **PREACT_TORCH),
+    "resnetv2-18-torch": ResNetConfig(stage_blocks=_R18, **PREACT_BASIC_TORCH),
+    "resnetv2-34-torch": ResNetConfig(stage_blocks=_R34, **PREACT_BASIC_TORCH),
+    **{f"resnetv2-{d}-torch": ResNetConfig(stage_blocks=_BOTTLENECK_DEPTHS[d], **PREACT_TORCH) for d in (50, 101, 152)},
     "preact-resnet18-cifar-torch": ResNetConfig(stage_blocks=_R18, **PREACT_CIFAR_TORCH),
     # kuangliu's ResNet50 and weiaicunzai's resnet50: the CIFAR stem, v1.5 bottlenecks
     "resnet50-cifar-torch": ResNetConfig(stage_blocks=_R50, **_bottleneck(TORCH_CIFAR)),
@@ -1143,6 +1149,7 @@ REGISTRY: dict[str, ResNetConfig] = {
     "tiny-basic-d-torch": ResNetConfig(**_TINY, **RESNET_D_BASIC),
     "tiny-basic-vd-torch": ResNetConfig(**_TINY, **RESNET_VD_BASIC),
     "tiny-preact-torch": ResNetConfig(**_TINY_BOTTLENECK, **PREACT_TORCH),
+    "tiny-preact-basic-torch": ResNetConfig(**_TINY, **PREACT_BASIC_TORCH),
     "tiny-preact-cifar-torch": ResNetConfig(**_TINY_CIFAR, **PREACT_CIFAR_TORCH),
     "tiny-bottleneck-keras": ResNetConfig(**_TINY_BOTTLENECK, **KERAS_V1),
     "tiny-preact-keras": ResNetConfig(**{**_TINY_BOTTLENECK, "stage_blocks": (2, 2, 2, 2)}, **KERAS_V2),

@@ -24,7 +24,11 @@ TORCH_LIBRARY = {
     "resnet18d-torch": ("timm", "resnet18d"),
     "resnet34d-torch": ("timm", "resnet34d"),
     "resnet50d-torch": ("timm", "resnet50d"),
+    "resnetv2-18-torch": ("timm", "resnetv2_18"),
+    "resnetv2-34-torch": ("timm", "resnetv2_34"),
     "resnetv2-50-torch": ("timm", "resnetv2_50"),
+    "resnetv2-101-torch": ("timm", "resnetv2_101"),
+    "resnetv2-152-torch": ("timm", "resnetv2_152"),
 }
 KERAS_APPLICATIONS = {
     "resnet50-keras": "ResNet50",
@@ -171,6 +175,16 @@ def test_timm_resnetv2_and_kuangliu_preact():
     kuang = get_spec("preact-resnet18-cifar-torch")
     assert [l.kind for l in kuang.stem] == ["conv2d"] and kuang.head == ()
     assert [l.kind for l in kuang.blocks[2].shortcut] == ["conv2d"] and kuang.blocks[2].shortcut_from == "pre"
+    # timm's resnetv2_18 (PreActBasic) and keras-hub's ResNetBackbone(basic_block, use_pre_activation=True):
+    # timm's stem and head, kuangliu's blocks (stage 1's first keeps width and size: no projection)
+    v18 = get_spec("resnetv2-18-torch")
+    assert [l.kind for l in v18.stem] == ["conv2d", "maxpool"] and v18.layer("stem.pool").pad_with == "-inf"
+    assert [l.kind for l in v18.head] == ["batchnorm", "relu"] and not any(c.use_bias for c in v18.convolutions())
+    assert [bool(b.shortcut) for b in v18.blocks] == [False, False, True, False, True, False, True, False]
+    assert all(b.shortcut_from == ("pre" if b.shortcut else "input") for b in v18.blocks)
+    assert [[l.name.rsplit(".", 1)[1] for l in b.layers()] for b in v18.blocks[:1]] == [
+        ["bn0", "relu0", "conv1", "bn1", "relu1", "conv2", "add"]
+    ]
 
 
 @pytest.mark.parametrize("name", ["ResNet50", "resnet50"])

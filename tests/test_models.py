@@ -18,6 +18,7 @@ VARIANTS = [a for a in available() if a.startswith("tiny")] + [
     "resnet18d-torch",
     "resnet26-torch",
     "resnext50-32x4d-torch",
+    "resnetv2-18-torch",
     "resnetv2-50-torch",
     "preact-resnet18-cifar-torch",
     "resnet50-keras",

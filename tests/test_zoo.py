@@ -36,6 +36,7 @@ SOURCES = {
     "preact18.pth": ("preact18", 10, "preact-resnet18-cifar-torch@10", "kuangliu/pytorch-cifar", "PreActResNet18"),
     "kuangliu50.pth": ("kuangliu50", 100, "resnet50-cifar-torch", "kuangliu/pytorch-cifar", "ResNet50"),
     "timmv2-50.pth": ("timmv2-50", 10, "resnetv2-50-torch@10", "timm/resnetv2", None),
+    "timmv2-18.pth": ("timmv2-18", 10, "resnetv2-18-torch@10", "timm/resnetv2", None),
 }
 BAD: dict = {}
 #: the sources also checked at 224x224 here: timm's ResNet18 (torchvision's is, by the CLI below, and timm's
@@ -252,7 +253,7 @@ def test_each_vocabulary_places_the_names_it_writes(library):
     written in the library's names (what export writes), is placed back on that very layer."""
     vocab = porting.vocabulary(library)
     archs = {
-        "timm/resnetv2": ["resnetv2-50-torch"],  # a vocabulary of pre-activation networks only
+        "timm/resnetv2": ["resnetv2-18-torch", "resnetv2-50-torch"],  # a vocabulary of pre-activation networks only
         "keras.applications": ["resnet34-torch", "resnet50-torch", "resnet50v2-keras", "resnet101v2-keras"],
     }.get(library, ["resnet34-torch", "resnet50-torch"])
     archs += ["resnet18d-torch", "resnet50d-torch"] if vocab.pooled_names else []

@@ -1,4 +1,5 @@
-"""keras-hub's ResNets (18/34, the v1.5 bottleneck ResNet26, the pre-activation ResNet50 V2, ResNet_vd 18 and 50) in
+"""keras-hub's ResNets (18/34, the v1.5 bottleneck ResNet26, the pre-activation ResNet18 V2 and ResNet50 V2, ResNet_vd 18
+and 50) in
 and out, and the two directions through the libraries' own formats.
 
 keras-hub writes its models itself (tests/zoo_keras.py, in a process of its own); the port reads
@@ -29,6 +30,7 @@ SOURCES = {
     "kh34.keras": ("resnet34-torch@10", False),
     "kh26.keras": ("resnet26-torch", False),  # bottleneck blocks: the smallest
     "kh50v2.keras": ("resnetv2-50-torch@10", False),  # pre-activation: timm's resnetv2_50
+    "khpre.keras": ("resnetv2-18-torch", True),  # pre-activation BasicBlocks: timm's resnetv2_18; the -inf pool at 224
     "khvd.keras": ("resnet18vd-torch@10", True),  # ResNet_vd of BasicBlocks: its own network; the deep stem at 224
     "khvd50.keras": ("resnet50d-torch@10", False),  # ResNet_vd of bottlenecks: timm's resnet50d
 }
@@ -72,6 +74,7 @@ def hub(tmp_path_factory):
             ["18", str(d / "khpre"), "--preactivation"],
             ["18vd", str(d / "khvd"), "--classes", "10"],
             ["50vd", str(d / "khvd50"), "--classes", "10"],
+            ["3stacks", str(d / "kh3"), "--classes", "10"],
         )
     )
     forkserver.run([sys.executable, "-c", make], check=True, env=parity.worker_env(), framework="tf")
@@ -105,13 +108,13 @@ def test_the_three_keras_hub_files_hold_the_same_model(hub):
 
 
 def test_a_keras_hub_network_no_variant_is_refused_naming_it(hub, tmp_path):
-    """keras-hub builds pre-activation BasicBlocks after its 7x7 stem; no library this tool reads has that network
-    (kuangliu's PreActResNet18 has the CIFAR stem): refused in one line that says what the file holds."""
+    """ResNetBackbone builds whatever stacks it is given; three stacks of one BasicBlock are no ResNet any
+    library ships and no registered variant: refused in one line that says what the file holds."""
     d, _ = hub
-    p = cli("resnet_port.port", d / "khpre.keras", "--out", tmp_path / "w.safetensors")
+    p = cli("resnet_port.port", d / "kh3.keras", "--out", tmp_path / "w.safetensors")
     lines = [line for line in p.stderr.splitlines() if line.startswith("error: ")]
     assert p.returncode == 2 and len(lines) == 1, p.stderr[-2000:]
-    assert "[2, 2, 2, 2] pre-activation blocks" in lines[0] and "stem 7x7 conv" in lines[0], lines[0]
+    assert "3 stages of [1, 1, 1] blocks" in lines[0] and "stem 7x7 conv" in lines[0], lines[0]
     assert "none of the variants" in lines[0]
     assert not (tmp_path / "w.safetensors").exists()
 
@@ -132,15 +135,16 @@ def test_keras_hub_resnet_vd_18_to_plain_pytorch_and_back_to_keras_hub(hub, tmp_
     assert "pytorch-module" in lines[0] and "keras-hub" in lines[0], lines[0]
 
 
-def test_keras_hub_resnet50_v2_to_timm_and_back_to_keras_hub(hub, tmp_path):
-    """keras-hub's pre-activation ResNet is timm's resnetv2_50: the port exports to timm's folder and to keras-hub
-    again, each reloaded by its library alone and held to the neutral file's logits."""
+@pytest.mark.parametrize("name,timm_name", [("kh50v2.keras", "resnetv2_50"), ("khpre.keras", "resnetv2_18")])
+def test_keras_hub_resnet_v2_to_timm_and_back_to_keras_hub(hub, tmp_path, name, timm_name):
+    """keras-hub's pre-activation ResNets are timm's resnetv2 (of bottlenecks and of BasicBlocks): the port exports
+    to timm's folder and to keras-hub again, each reloaded by its library alone and held to the neutral file's logits."""
     d, _ = hub
-    p = cli("resnet_port.export", d / "kh50v2.keras.safetensors", "--format", "timm,keras-hub", "--out", tmp_path / "e")
+    p = cli("resnet_port.export", d / f"{name}.safetensors", "--format", "timm,keras-hub", "--out", tmp_path / "e")
     assert p.returncode == 0 and "export: PASS" in p.stdout, p.stdout + p.stderr[-2000:]
     assert "loaded as timm.models.resnetv2.ResNetV2" in p.stdout
     assert p.stdout.count("loaded as keras_hub.ResNetImageClassifier") == 2  # the .keras file and the preset
-    assert json.loads((tmp_path / "e" / "timm" / "config.json").read_text())["architecture"] == "resnetv2_50"
+    assert json.loads((tmp_path / "e" / "timm" / "config.json").read_text())["architecture"] == timm_name
 
 
 def test_keras_hub_to_torchvision_and_timm(hub, tmp_path):
@@ -209,7 +213,8 @@ def test_native_formats_only_for_the_libraries_models(tmp_path):
     assert export.formats_for(get_spec("resnet18-torch@1000"))[-3:] == ["torchvision", "timm", "keras-hub"]
     assert export.formats_for(get_spec("resnet50-torch@1000"))[-3:] == ["torchvision", "timm", "keras-hub"]
     assert export.formats_for(get_spec("resnet26-torch"))[-2:] == ["timm", "keras-hub"]
-    assert export.formats_for(get_spec("resnetv2-50-torch"))[-2:] == ["timm", "keras-hub"]
+    for depth in (18, 34, 50, 101, 152):  # timm's resnetv2_*, keras-hub's ResNet V2 (use_pre_activation=True)
+        assert export.formats_for(get_spec(f"resnetv2-{depth}-torch"))[-2:] == ["timm", "keras-hub"], depth
     assert "torchvision" not in export.formats_for(get_spec("resnet26-torch"))
     assert export.formats_for(get_spec("resnet50d-torch"))[-2:] == ["timm", "keras-hub"]  # keras-hub's ResNet_vd 50
     assert export.formats_for(get_spec("resnet18vd-torch"))[-1] == "keras-hub"

@@ -3,7 +3,8 @@
 ``python tests/zoo_keras.py NET OUT_STEM [--classes N] [--preactivation]`` builds
 ``ResNetImageClassifier(ResNetBackbone(...), num_classes=N)`` configured as keras-hub's timm
 converter configures torchvision's resnet18/34/50 (NET 18, 34, 50) and timm's resnet26 (26), or as its
-ResNet50 V2 preset (50v2: pre-activation bottlenecks) and its ResNet_vd 18 and 50 (18vd, 50vd), gives every BatchNorm
+ResNet50 V2 preset (50v2: pre-activation bottlenecks; ``--preactivation`` makes 18 its ResNet18 V2), its ResNet_vd 18
+and 50 (18vd, 50vd), or three stacks of one BasicBlock (3stacks, a network no variant is), gives every BatchNorm
 statistics and affine parameters away from their initial values, and saves
 ``OUT_STEM.keras``, ``OUT_STEM.weights.h5`` and the preset folder ``OUT_STEM-preset/``, plus
 its logits on a probe batch (``OUT_STEM-probe.npz``: ``x``, ``logits``).  Runs in a process of its
@@ -28,6 +29,8 @@ NETS = {
     "50v2": ([64], [64, 128, 256, 512], [3, 4, 6, 3], "bottleneck_block", True),
     "18vd": ([32, 32, 64], [64, 128, 256, 512], [2, 2, 2, 2], "basic_block_vd", False),  # its ResNet-vd
     "50vd": ([32, 32, 64], [64, 128, 256, 512], [3, 4, 6, 3], "bottleneck_block_vd", False),
+    # three stacks of one BasicBlock: a ResNetBackbone no registered variant is (for the refusal)
+    "3stacks": ([64], [64, 128, 256], [1, 1, 1], "basic_block", False),
 }
 
 
@@ -40,7 +43,7 @@ def build(net: str, classes: int, preactivation: bool = False):
         input_conv_kernel_sizes=[7] if len(stem) == 1 else [3] * len(stem),
         stackwise_num_filters=filters,
         stackwise_num_blocks=blocks,
-        stackwise_num_strides=[1, 2, 2, 2],
+        stackwise_num_strides=[1] + [2] * (len(filters) - 1),
         block_type=block_type,
         use_pre_activation=preact or preactivation,
     )

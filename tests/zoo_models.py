@@ -264,6 +264,7 @@ def build(kind: str, classes: int):
         "timm18d": lambda: __import__("timm").create_model("resnet18d", num_classes=classes),
         # timm's pre-activation ResNetV2 (its own module names, BatchNormAct2d, a 1x1-conv classifier)
         "timmv2-50": lambda: __import__("timm").create_model("resnetv2_50", num_classes=classes),
+        "timmv2-18": lambda: __import__("timm").create_model("resnetv2_18", num_classes=classes),  # PreActBasic
     }[kind]()
 
 

@@ -2,7 +2,7 @@
 preset folders in, ``keras-hub.keras`` and ``keras-hub-preset/`` out.
 
 keras-hub's ``ResNetBackbone`` builds BasicBlocks (ResNet18/34), v1.5 bottlenecks (ResNet26-152) and
-pre-activation bottlenecks (its ResNet50 V2, which is timm's resnetv2_50) after a 7x7 stem, and its ResNet-vd
+pre-activation BasicBlocks and bottlenecks (its ResNet V2: timm's resnetv2_18-152) after a 7x7 stem, and its ResNet-vd
 (PaddleClas' ResNet_vd) after a deep stem: of bottlenecks that is timm's ResNet-D (resnet50d), of BasicBlocks a
 network of its own (a projection on stage 1's first block too); :func:`arguments` says which registered
 variants it builds, by building the spec of its configuration and comparing.
@@ -114,17 +114,23 @@ BACKBONES = {
     ("basic_block", False): "TORCH",
     ("bottleneck_block", False): "BOTTLENECK",
     ("bottleneck_block", True): "PREACT_TORCH",
+    ("basic_block", True): "PREACT_BASIC_TORCH",
     ("basic_block_vd", False): "RESNET_VD_BASIC",
     ("bottleneck_block_vd", False): "RESNET_D_BOTTLENECK",
 }
-#: its ImageNet presets' names for the registered variants (the others are the same backbone at other sizes)
+#: the registered variants ResNetBackbone builds, under its ImageNet presets' names (ResNet18/34/152 V2 and
+#: ResNet26 have none: named likewise; the others are the same backbone at other sizes)
 MODELS = {
     "resnet18-torch": "ResNet18",
     "resnet34-torch": "ResNet34",
     "resnet50-torch": "ResNet50",
     "resnet101-torch": "ResNet101",
     "resnet152-torch": "ResNet152",
+    "resnetv2-18-torch": "ResNet18 V2",
+    "resnetv2-34-torch": "ResNet34 V2",
     "resnetv2-50-torch": "ResNet50 V2",
+    "resnetv2-101-torch": "ResNet101 V2",
+    "resnetv2-152-torch": "ResNet152 V2",
     "resnet18vd-torch": "ResNet_vd 18",
     "resnet34vd-torch": "ResNet_vd 34",
     "resnet50d-torch": "ResNet_vd 50",

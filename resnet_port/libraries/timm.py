@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from . import torchvision
+from . import timm_resnetv2, torchvision
 
 NAME = "timm"
 FRAMEWORK = "torch"
@@ -28,13 +28,12 @@ MODELS = {
     "resnet18d-torch": "resnet18d",
     "resnet34d-torch": "resnet34d",
     "resnet50d-torch": "resnet50d",
-    "resnetv2-50-torch": "resnetv2_50",  # named as timm_resnetv2's vocabulary says
+    **timm_resnetv2.MODELS,  # named as timm_resnetv2's vocabulary says
 }
 
 
 def vocabulary_for(spec):
     """The names timm gives ``spec``'s modules: its ResNet's (torchvision's) or its ResNetV2's."""
-    from . import timm_resnetv2
 
     return timm_resnetv2.VOCABULARY if timm_resnetv2.defines(spec) else VOCABULARY
 

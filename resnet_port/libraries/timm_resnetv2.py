@@ -1,4 +1,4 @@
-"""timm's pre-activation ResNets (``resnetv2_50``): state_dicts and Hugging Face folders in.
+"""timm's pre-activation ResNets (``resnetv2_18/34/50/101/152``): state_dicts and Hugging Face folders in.
 
 timm's ``ResNetV2`` names its modules unlike its ResNet: ``stem.conv``, ``stages.{s}.blocks.{b}``
 with ``norm1``/``conv1``/``norm2``/``conv2``/``norm3``/``conv3`` (a block normalises first) and
@@ -42,7 +42,13 @@ VOCABULARY = Vocabulary(
     ),
 )
 #: the registered variants timm's ResNetV2 builds, under timm's names
-MODELS = {"resnetv2-50-torch": "resnetv2_50"}
+MODELS = {
+    "resnetv2-18-torch": "resnetv2_18",  # PreActBasic: norm1, conv1, norm2, conv2
+    "resnetv2-34-torch": "resnetv2_34",
+    "resnetv2-50-torch": "resnetv2_50",
+    "resnetv2-101-torch": "resnetv2_101",
+    "resnetv2-152-torch": "resnetv2_152",
+}
 
 
 def defines(spec) -> bool:
