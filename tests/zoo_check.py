@@ -128,5 +128,7 @@ def assert_held_to_source(d, name: str, arch: str, sizes) -> None:
             # in float64 a correct port is the source to rounding (~1e-12), far inside the check's tolerance:
             # held there, so that nothing computed or read out in float32 hides on either side
             worst = max([r.max_abs / r.tol for r in rows] + [logit_diff / tol])
-            assert worst < FLOAT64_SHARE, f"{name} {size} {mode}: float64 differences up to {worst:.1e} of the tolerance"
+            assert worst < FLOAT64_SHARE, (
+                f"{name} {size} {mode}: float64 differences up to {worst:.1e} of the tolerance"
+            )
             assert np.ptp(ref["logits"], axis=0).max() > 1e-3  # logits that differ between images
