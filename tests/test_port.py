@@ -421,10 +421,23 @@ def test_keras_applications_resnet50_and_50v2_port_checked_in_keras_and_export_b
     only size the file takes; ResNet50V2 (pre-activation, the stride on a stage's last block) likewise.  Then the
     way back and on into PyTorch: export writes the weights keras.applications.ResNet50(weights=None,
     classes=10) loads, and a plain PyTorch module file with its state_dict (no PyTorch library has this
-    network), each reloaded without this project; torchvision's format is refused (its ResNet50 is v1.5)."""
-    code = "import sys, keras\nkeras.applications.ResNet50(weights=None, classes=10).save(sys.argv[1])\nkeras.applications.ResNet50V2(weights=None, classes=10).save(sys.argv[2])\n"
+    network), each reloaded without this project; that bare .weights.h5 is read again (into the network whose
+    layout it has), checked, and is the .keras file's tensors bit for bit; a headless one (include_top=False) is
+    refused in one line; torchvision's format is refused (its ResNet50 is v1.5)."""
+    code = (
+        "import sys, keras\nkeras.applications.ResNet50(weights=None, classes=10).save(sys.argv[1])\n"
+        "keras.applications.ResNet50V2(weights=None, classes=10).save(sys.argv[2])\n"
+        "keras.applications.ResNet50(weights=None, include_top=False).save_weights(sys.argv[3])\n"
+    )
     forkserver.run(
-        [sys.executable, "-c", code, str(tmp_path / "r50.keras"), str(tmp_path / "r50v2.keras")],
+        [
+            sys.executable,
+            "-c",
+            code,
+            str(tmp_path / "r50.keras"),
+            str(tmp_path / "r50v2.keras"),
+            str(tmp_path / "notop.weights.h5"),
+        ],
         check=True,
         capture_output=True,
         env=ENV,
@@ -433,16 +446,9 @@ def test_keras_applications_resnet50_and_50v2_port_checked_in_keras_and_export_b
     )
     # one 224x224 image: the network is ResNet50's whatever the batch (4 images by default)
     np.save(tmp_path / "one.npy", np.random.default_rng(3).random((1, 224, 224, 3), dtype=np.float32))
-    p = cli(
-        tmp_path / "r50.keras", "--out", tmp_path / "r50.safetensors", "--check", "--check-images", tmp_path / "one.npy"
-    )
+    p = cli(tmp_path / "r50.keras", "--out", tmp_path / "r50.safetensors")  # checked below, from its weights file
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-2000:]
     assert "(keras.applications)): resnet50-keras@10, 320 tensors" in p.stdout, p.stdout
-    rows = [line.split() for line in p.stdout.splitlines() if line.startswith(("inference", "training"))]
-    assert {(r[0], r[1], r[2]) for r in rows} == {
-        (m, "224x224", t) for m in ("inference", "training") for t in ("float32", "float64")
-    }, p.stdout
-    assert all(r[-1] == "ok" and float(r[3]) < 1e-5 for r in rows if r[2] == "float64"), p.stdout
     assert "input: float32 images as keras.applications.resnet.preprocess_input makes them ('caffe'" in p.stdout
     assert "'caffe'" in W.load(tmp_path / "r50.safetensors").metadata["input"]  # export writes it
     # ResNet50V2: pre-activation blocks (preact_bn first), the stride on each stage's last block, post_bn
@@ -459,7 +465,11 @@ def test_keras_applications_resnet50_and_50v2_port_checked_in_keras_and_export_b
         p.stdout
     )
     rows = [line.split() for line in p.stdout.splitlines() if line.startswith(("inference", "training"))]
-    assert len(rows) == 4 and all(r[-1] == "ok" and float(r[3]) < 1e-5 for r in rows if r[2] == "float64"), p.stdout
+    assert {(r[0], r[1], r[2]) for r in rows} == {
+        (m, "224x224", t) for m in ("inference", "training") for t in ("float32", "float64")
+    }, p.stdout
+    # float64 on both sides: rounding only (~1e-13 at logits ~10)
+    assert all(r[-1] == "ok" and float(r[3]) < 1e-9 for r in rows if r[2] == "float64"), p.stdout
     p = export_cli(
         tmp_path / "r50.safetensors",
         "--format",
@@ -471,6 +481,26 @@ def test_keras_applications_resnet50_and_50v2_port_checked_in_keras_and_export_b
     assert "224 only        224" in p.stdout and "ok (loaded as model.ResNet)" in p.stdout, p.stdout
     assert (tmp_path / "e" / "keras-applications.weights.h5").is_file()
     assert "'caffe'" in (tmp_path / "e" / "preprocessing.json").read_text()
+    # and read back: a bare .weights.h5 goes into the keras.applications network whose layout it has (Keras 3
+    # names its layers by class there), checked in keras.applications against the port in PyTorch; the same
+    # tensors as the .keras file's, bit for bit
+    p = cli(
+        tmp_path / "e" / "keras-applications.weights.h5",
+        "--out",
+        tmp_path / "back.safetensors",
+        "--check",
+        "--check-images",
+        tmp_path / "one.npy",
+    )
+    assert p.returncode == 0 and "parity: PASS (in float64;" in p.stdout, p.stdout[-3000:] + p.stderr[-2000:]
+    assert "(Keras 3 .weights.h5 (keras.applications)): resnet50-keras@10, 320 tensors" in p.stdout, p.stdout
+    rows = [line.split() for line in p.stdout.splitlines() if line.startswith(("inference", "training"))]
+    assert len(rows) == 4 and all(r[-1] == "ok" and float(r[3]) < 1e-9 for r in rows if r[2] == "float64"), p.stdout
+    a, b = W.load(tmp_path / "r50.safetensors").tensors, W.load(tmp_path / "back.safetensors").tensors
+    assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
+    p = cli(tmp_path / "notop.weights.h5", "--out", tmp_path / "notop.safetensors")  # no classifier: said so
+    lines = p.stderr.strip().splitlines()
+    assert p.returncode == 2 and len(lines) == 1 and "keras.applications' ResNet50 without its classifier" in lines[0]
     p = export_cli(tmp_path / "r50.safetensors", "--format", "torchvision", "--out", tmp_path / "t")
     lines = p.stderr.strip().splitlines()
     assert (

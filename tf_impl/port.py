@@ -272,8 +272,9 @@ def _own_flat(layers: list, label: str, config: dict | None = None) -> tuple[lis
                 "pre-activation " if bns != convs else ""
             )  # v1 follows every convolution with a BatchNorm; v2 not its shortcuts
             raise PortError(
-                f"{label}: a Keras 3 model whose blocks hold 1x1 convolutions ({pointwise} of its {convs}): {what}bottleneck blocks, as keras.applications' "
-                "ResNet50/101/152 and their V2 (pre-activation) have; this tool ports ResNets of BasicBlocks so far (ResNet18/34)"
+                f"{label}: a Keras 3 model whose blocks hold 1x1 convolutions ({pointwise} of its {convs}): {what}bottleneck blocks, "
+                "but not the layers and shapes of any registered variant, nor keras.applications' ResNet50/101/152 (V2) with "
+                "its classifier; save the whole model (.keras), whose config names its layers"
             )
         raise PortError(
             f"{label}: a Keras 3 model of {len(layers)} layers with weights stored by class (conv2d, batch_normalization, dense), but not with the layers and shapes of any architecture here ({', '.join(available())})"

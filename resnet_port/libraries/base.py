@@ -115,3 +115,26 @@ def keras_weighted_layers(layers, label: str) -> list[tuple[str, str, dict]]:
         params = {n: np.asarray(getattr(layer, n)) for n in names if getattr(layer, n, None) is not None}
         out.append((layer.name, kind, params))
     return out
+
+
+def h5_layout(path) -> dict[str, tuple]:
+    """{HDF5 dataset path: shape} of a Keras weights file (``.weights.h5``)."""
+    import h5py
+
+    out: dict[str, tuple] = {}
+    with h5py.File(path, "r") as h5:
+        h5.visititems(lambda n, item: out.__setitem__(n, item.shape) if isinstance(item, h5py.Dataset) else None)
+    return out
+
+
+def weights_layout(net, workdir) -> dict[str, tuple]:
+    """{HDF5 dataset path: shape} of what ``net.save_weights`` writes: the layout a ``.weights.h5`` of ``net``
+    has (Keras 3 names its layers by class there, in the model's order, so the layout is the network's)."""
+    from pathlib import Path
+
+    target = Path(workdir) / f"layout_{id(net)}.weights.h5"
+    net.save_weights(target)
+    try:
+        return h5_layout(target)
+    finally:
+        target.unlink()

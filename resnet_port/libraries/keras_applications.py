@@ -18,7 +18,7 @@ from __future__ import annotations
 import zipfile
 from pathlib import Path
 
-from .base import PortError, Vocabulary, keras_weighted_layers
+from .base import PortError, Vocabulary, h5_layout, keras_weighted_layers, weights_layout
 
 NAME = "keras.applications"
 FRAMEWORK = "tf"
@@ -89,7 +89,10 @@ def why_not(spec) -> str:
 
 
 def holds(path: Path, kind: str) -> bool:
-    """Whether a .keras file's config names keras.applications' ResNet layers."""
+    """Whether a .keras file's config names keras.applications' ResNet layers, or a bare ``.weights.h5`` has the
+    weight layout of one of its ResNets (at the file's class count)."""
+    if kind in ("keras-weights", "h5"):
+        return _weights_network(path) is not None
     if kind != "keras":
         return False
     try:
@@ -100,10 +103,72 @@ def holds(path: Path, kind: str) -> bool:
     return any(mark in config for mark in _MARKS) and b'"keras_hub' not in config
 
 
+_WEIGHTS_NETWORKS: dict = {}
+
+
+def _weights_network(path: Path) -> tuple[str, int | None] | None:
+    """(keras.applications function, classes) whose ``save_weights`` layout a bare weights file has, or None;
+    classes None: the network without its classifier (``include_top=False``).
+
+    Keras 3 names a functional model's layers by class in its weights file (``layers/conv2d_7/vars/0``), so the
+    layout (every dataset's path and shape) is the network's; only the functions whose number of convolutions
+    and biased 7x7 stem the file has are built, and each once."""
+    import tempfile
+
+    from resnet_port.spec import get_spec
+
+    key = (str(Path(path).resolve()), Path(path).stat().st_mtime_ns)
+    if key in _WEIGHTS_NETWORKS:
+        return _WEIGHTS_NETWORKS[key]
+    try:
+        layout = h5_layout(path)
+    except OSError:
+        return None
+    found = None
+    kernels = {name: shape for name, shape in layout.items() if len(shape) == 4}
+    stem = [name for name, shape in kernels.items() if shape[:2] == (7, 7) and shape[3] == 64]
+    biased = any(layout.get(name.rsplit("/", 1)[0] + "/1") == (64,) for name in stem)
+    candidates = [a for a in MODELS if len(get_spec(a).convolutions()) == len(kernels)] if biased else []
+    if candidates:
+        import keras
+
+        with tempfile.TemporaryDirectory(prefix="resnet-port-layout-") as tmp:
+            heads = sorted({shape[-1] for shape in layout.values() if len(shape) == 2}) or [None]
+            for arch in candidates:
+                for classes in heads:
+                    build = getattr(keras.applications, MODELS[arch])
+                    net = (
+                        build(weights=None, include_top=False)
+                        if classes is None
+                        else build(weights=None, classes=classes)
+                    )
+                    if weights_layout(net, tmp) == layout:
+                        found = (MODELS[arch], classes)
+                        break
+                if found:
+                    break
+    _WEIGHTS_NETWORKS[key] = found
+    return found
+
+
 def load(path: Path, kind: str, workdir: Path | None = None):
-    """The model a .keras file holds, loaded by Keras alone (its config as data: ``safe_mode``)."""
+    """The model a .keras file holds, loaded by Keras alone (its config as data: ``safe_mode``); a bare
+    ``.weights.h5`` loaded into the keras.applications network whose layout it has."""
     import keras
 
+    if kind in ("keras-weights", "h5"):
+        found = _weights_network(path)
+        if found is None:
+            raise PortError(f"{path}: not the weights of keras.applications' {', '.join(MODELS.values())}")
+        name, classes = found
+        if classes is None:
+            raise PortError(
+                f"{path}: the weights of keras.applications' {name} without its classifier (include_top=False); this "
+                "tool ports classifiers: save the model with its head (include_top=True, classes=N)"
+            )
+        net = getattr(keras.applications, name)(weights=None, classes=classes, classifier_activation=None)
+        net.load_weights(path)
+        return net
     try:
         return keras.saving.load_model(path, compile=False, safe_mode=True)
     except Exception as e:
@@ -126,10 +191,13 @@ def model(spec, src: Path, workdir: Path):
 
     build = getattr(keras.applications, MODELS[split_name(spec.name)[0]])
     net = build(weights=None, classes=spec.num_classes, classifier_activation=None)
-    with zipfile.ZipFile(src) as z:
-        z.extract("model.weights.h5", workdir)
+    weights = Path(src)
+    if zipfile.is_zipfile(src):  # a .keras file: its weights
+        with zipfile.ZipFile(src) as z:
+            z.extract("model.weights.h5", workdir)
+        weights = Path(workdir) / "model.weights.h5"
     try:
-        net.load_weights(Path(workdir) / "model.weights.h5")
+        net.load_weights(weights)
     except Exception as e:
         from resnet_port import cli
 

@@ -20,7 +20,7 @@ import re
 import zipfile
 from pathlib import Path
 
-from .base import PortError, Vocabulary, keras_weighted_layers
+from .base import PortError, Vocabulary, h5_layout, keras_weighted_layers, weights_layout
 
 NAME = "keras-hub"
 FRAMEWORK = "tf"
@@ -193,19 +193,6 @@ def why_not(spec) -> str:
     return ""
 
 
-def _weights_layout(net, workdir: Path) -> dict[str, tuple]:
-    """{HDF5 dataset path: shape} of what ``net.save_weights`` writes."""
-    import h5py
-
-    target = workdir / f"layout_{id(net)}.weights.h5"
-    net.save_weights(target)
-    out = {}
-    with h5py.File(target, "r") as h5:
-        h5.visititems(lambda n, item: out.__setitem__(n, item.shape) if isinstance(item, h5py.Dataset) else None)
-    target.unlink()
-    return out
-
-
 def _backbone(spec):
     return package().models.ResNetBackbone(**arguments(spec))
 
@@ -257,13 +244,9 @@ def _load(path: Path, kind: str, workdir: Path):
         raise PortError(f"{path}: keras-hub cannot load it ({cli.reason(e)})") from None
     # a bare .weights.h5: the keras-hub ImageNet ResNet (as its presets and timm converter build them) whose
     # layout it has; only those with its number of convolution kernels are built
-    import h5py
-
     from resnet_port.spec import get_spec
 
-    with h5py.File(path, "r") as h5:
-        layout = {}
-        h5.visititems(lambda n, item: layout.__setitem__(n, item.shape) if isinstance(item, h5py.Dataset) else None)
+    layout = h5_layout(path)
     heads = {shape[-1] for name, shape in layout.items() if len(shape) == 2}
     kernels = sum(len(shape) == 4 for shape in layout.values())
     for arch in MODELS:
@@ -274,7 +257,7 @@ def _load(path: Path, kind: str, workdir: Path):
         for net in [keras_hub.models.ResNetImageClassifier(backbone=backbone, num_classes=n) for n in heads] + [
             backbone
         ]:
-            if _weights_layout(net, workdir) == layout:
+            if weights_layout(net, workdir) == layout:
                 net.load_weights(path)
                 return net
     raise PortError(
