@@ -167,7 +167,14 @@ def load(path: Path, kind: str, workdir: Path | None = None):
                 "tool ports classifiers: save the model with its head (include_top=True, classes=N)"
             )
         net = getattr(keras.applications, name)(weights=None, classes=classes, classifier_activation=None)
-        net.load_weights(path)
+        try:
+            net.load_weights(_weights_file(path, workdir))
+        except Exception as e:
+            from resnet_port import cli
+
+            raise PortError(
+                f"{path}: its weights do not load into keras.applications.{name} ({cli.reason(e)})"
+            ) from None
         return net
     try:
         return keras.saving.load_model(path, compile=False, safe_mode=True)
@@ -181,6 +188,22 @@ def read(net, label: str) -> list[tuple[str, str, dict]]:
     return keras_weighted_layers(net.layers, label)
 
 
+def _weights_file(src: Path, workdir: Path | None) -> Path:
+    """The Keras 3 weights file of ``src``, named so that ``load_weights`` reads it as one: a .keras file's
+    ``model.weights.h5`` extracted into ``workdir``, a bare file as it is or (another suffix: Keras would read it
+    as a Keras 2 .h5) linked there as ``model.weights.h5``."""
+    src = Path(src)
+    if zipfile.is_zipfile(src):
+        with zipfile.ZipFile(src) as z:
+            z.extract("model.weights.h5", workdir)
+        return Path(workdir) / "model.weights.h5"
+    if src.name.endswith(".weights.h5") or workdir is None:
+        return src
+    target = Path(workdir) / "model.weights.h5"
+    target.symlink_to(src.resolve())
+    return target
+
+
 def model(spec, src: Path, workdir: Path):
     """The source as keras.applications runs it, for ``--check``: the library's own function builds the
     network (in Keras' current dtype policy: float64 where the check asks), without the classifier's
@@ -191,13 +214,8 @@ def model(spec, src: Path, workdir: Path):
 
     build = getattr(keras.applications, MODELS[split_name(spec.name)[0]])
     net = build(weights=None, classes=spec.num_classes, classifier_activation=None)
-    weights = Path(src)
-    if zipfile.is_zipfile(src):  # a .keras file: its weights
-        with zipfile.ZipFile(src) as z:
-            z.extract("model.weights.h5", workdir)
-        weights = Path(workdir) / "model.weights.h5"
     try:
-        net.load_weights(weights)
+        net.load_weights(_weights_file(src, workdir))
     except Exception as e:
         from resnet_port import cli
 
