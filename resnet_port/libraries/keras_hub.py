@@ -118,8 +118,8 @@ BACKBONES = {
     ("basic_block_vd", False): "RESNET_VD_BASIC",
     ("bottleneck_block_vd", False): "RESNET_D_BOTTLENECK",
 }
-#: the registered variants ResNetBackbone builds, under its ImageNet presets' names (ResNet18/34/152 V2 and
-#: ResNet26 have none: named likewise; the others are the same backbone at other sizes)
+#: the registered variants ResNetBackbone builds, under its ImageNet presets' names (ResNet18/34/152 V2 have
+#: none: named likewise; the others are the same backbone at other sizes)
 MODELS = {
     "resnet18-torch": "ResNet18",
     "resnet34-torch": "ResNet34",

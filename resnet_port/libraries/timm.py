@@ -34,7 +34,6 @@ MODELS = {
 
 def vocabulary_for(spec):
     """The names timm gives ``spec``'s modules: its ResNet's (torchvision's) or its ResNetV2's."""
-
     return timm_resnetv2.VOCABULARY if timm_resnetv2.defines(spec) else VOCABULARY
 
 
