@@ -52,6 +52,8 @@ CONFIGS = {  # name: (arch, dtype, optimiser steps, images per batch)
     "modern-tiny-d-torch-float64": ("tiny-d-torch", "float64", 5, 32),
     "tiny-preact-keras-float64": ("tiny-preact-keras", "float64", 3, 32),
     "modern-tiny-preact-torch-float64": ("tiny-preact-torch", "float64", 5, 32),
+    # pre-activation BasicBlocks after timm's pre-activation stem (timm's resnetv2_18, keras-hub's ResNet18 V2)
+    "tiny-preact-basic-torch-float64": ("tiny-preact-basic-torch", "float64", 3, 32),
 }
 # SGD_IN_FLOAT64: why the modern recipe's five SGD steps are held to 1e-4 in float64, not float32.
 # SGD does not damp a gradient that a ReLU kink flips (Adam's steps are ~lr x sign(g) whatever g is,
