@@ -166,16 +166,7 @@ def load(path: Path, kind: str, workdir: Path | None = None):
                 f"{path}: the weights of keras.applications' {name} without its classifier (include_top=False); this "
                 "tool ports classifiers: save the model with its head (include_top=True, classes=N)"
             )
-        net = getattr(keras.applications, name)(weights=None, classes=classes, classifier_activation=None)
-        try:
-            net.load_weights(_weights_file(path, workdir))
-        except Exception as e:
-            from resnet_port import cli
-
-            raise PortError(
-                f"{path}: its weights do not load into keras.applications.{name} ({cli.reason(e)})"
-            ) from None
-        return net
+        return _with_weights(name, classes, path, workdir)
     try:
         return keras.saving.load_model(path, compile=False, safe_mode=True)
     except Exception as e:
@@ -204,25 +195,28 @@ def _weights_file(src: Path, workdir: Path | None) -> Path:
     return target
 
 
-def model(spec, src: Path, workdir: Path):
-    """The source as keras.applications runs it, for ``--check``: the library's own function builds the
-    network (in Keras' current dtype policy: float64 where the check asks), without the classifier's
-    softmax (the port computes logits), and the file's weights load into it."""
+def _with_weights(name: str, classes: int, src: Path, workdir: Path | None):
+    """``keras.applications.<name>(weights=None, classes=classes)`` without its softmax (the port computes logits),
+    the weights of ``src`` (a .keras file's or a bare weights file) loaded into it, in Keras' current dtype policy."""
     import keras
 
-    from resnet_port.spec import split_name
-
-    build = getattr(keras.applications, MODELS[split_name(spec.name)[0]])
-    net = build(weights=None, classes=spec.num_classes, classifier_activation=None)
+    net = getattr(keras.applications, name)(weights=None, classes=classes, classifier_activation=None)
     try:
         net.load_weights(_weights_file(src, workdir))
     except Exception as e:
         from resnet_port import cli
 
-        raise PortError(
-            f"{src}: its weights do not load into keras.applications.{build.__name__} ({cli.reason(e)})"
-        ) from None
+        raise PortError(f"{src}: its weights do not load into keras.applications.{name} ({cli.reason(e)})") from None
     return net
+
+
+def model(spec, src: Path, workdir: Path):
+    """The source as keras.applications runs it, for ``--check``: the library's own function builds the
+    network (in Keras' current dtype policy: float64 where the check asks), without the classifier's
+    softmax (the port computes logits), and the file's weights load into it."""
+    from resnet_port.spec import split_name
+
+    return _with_weights(MODELS[split_name(spec.name)[0]], spec.num_classes, src, workdir)
 
 
 def write(ours, spec, out: str) -> None:
