@@ -1,6 +1,5 @@
 """keras-hub's ResNets (18/34, the v1.5 bottleneck ResNet26, the pre-activation ResNet18 V2 and ResNet50 V2, ResNet_vd 18
-and 50) in
-and out, and the two directions through the libraries' own formats.
+and 50) in and out, and the two directions through the libraries' own formats.
 
 keras-hub writes its models itself (tests/zoo_keras.py, in a process of its own); the port reads
 them with keras-hub, runs them in PyTorch and holds that to keras-hub's own run.  Then the journeys
